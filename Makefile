@@ -1,0 +1,19 @@
+# The two commands a newcomer needs (see README.md):
+#   make run    set up this host if needed, then start the server in the foreground
+#   make test   set up this host (with test tools) if needed, then run the whole suite
+.PHONY: run test setup setup-test bench clean-test
+
+setup:
+	bash scripts/setup.sh
+
+setup-test:
+	bash scripts/setup.sh --test
+
+run: setup
+	.venv/bin/cellbox server
+
+test: setup-test
+	.venv/bin/python -m pytest -q tests
+
+bench: setup-test
+	.venv/bin/python bench/start.py

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Set up cellbox on a Debian 12 host, from nothing; idempotent (a second run takes seconds).
+# Run as root from the repository:  scripts/setup.sh [--test]
+#   1. Debian packages (runc, btrfs-progs, nftables, mmdebstrap, buildah/skopeo, python3-venv)
+#   2. CRIU >= 4 (built from source if needed: Debian 12's 3.17 fails on recent kernels)
+#   3. kernel settings cellbox needs (pipe size for CRIU lazy pages)
+#   4. the project's virtualenv (.venv) with pinned dependencies (--test: and test tools)
+#   5. `cellbox setup`: data dir, storage pool, agent runtime, default image, network
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WITH_TEST=0
+[ "${1:-}" = "--test" ] && WITH_TEST=1
+export DEBIAN_FRONTEND=noninteractive
+
+step() { printf '\n==> %s\n' "$*"; STEP="$*"; }
+trap 'rc=$?; [ $rc -ne 0 ] && printf "\nsetup failed at step: %s (exit %s)\n" "${STEP:-?}" "$rc" >&2' EXIT
+
+[ "$(id -u)" = 0 ] || { echo "setup must run as root (it installs packages and creates mounts)" >&2; exit 1; }
+. /etc/os-release
+[ "${VERSION_CODENAME:-}" = bookworm ] || echo "warning: tested on Debian 12 (bookworm), this is ${PRETTY_NAME:-unknown}" >&2
+
+PACKAGES=(runc btrfs-progs nftables mmdebstrap iproute2 util-linux tar xz-utils ca-certificates
+          python3 python3-venv python3-dev buildah skopeo golang-github-containers-common)
+step "Debian packages"
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    echo "all present"
+fi
+
+step "CRIU >= 4"
+bash scripts/ensure-criu.sh
+
+step "kernel settings"
+# CRIU's lazy-pages page server needs 4 MiB pipes; root here lacks CAP_SYS_RESOURCE.
+cur=$(cat /proc/sys/fs/pipe-max-size)
+[ "$cur" -ge 4194304 ] || echo 4194304 > /proc/sys/fs/pipe-max-size
+echo "fs.pipe-max-size=$(cat /proc/sys/fs/pipe-max-size)"
+
+step "virtualenv (.venv)"
+if [ ! -x .venv/bin/python ]; then
+    /usr/bin/python3 -m venv .venv
+fi
+extras=""
+[ $WITH_TEST = 1 ] && extras="[test]"
+stamp=".venv/.installed$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q --disable-pip-version-check -e ".$extras"
+    touch "$stamp"
+else
+    echo "up to date"
+fi
+
+step "cellbox setup (data dir, storage pool, agent runtime, default image, network)"
+.venv/bin/cellbox setup
+printf '\nsetup done\n'

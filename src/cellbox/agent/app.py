@@ -1,0 +1,117 @@
+"""Wires the agent together and runs it until SIGTERM.
+
+Also the PID 1 plumbing: SIGCHLD -> ``ProcessManager.reap`` via
+``loop.add_signal_handler`` (so the handler runs on the loop, never
+re-entrantly), and SIGTERM/SIGINT handlers -- the kernel drops signals that
+PID 1 has no handler for, so without them ``docker stop``-style shutdown would
+always end in SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+
+from . import __version__
+from .config import Config
+from .files import FileRoot
+from .files_api import FileAPI
+from .oom import OomCounter
+from .proc_api import ProcessAPI
+from .processes import ProcessManager
+from .routes import Router
+from .server import HTTPConnection, Request, Response, json_response
+from .util import log
+
+REAP_SAFETY_INTERVAL = 10.0
+
+
+class InfoAPI:
+    def __init__(self, manager: ProcessManager) -> None:
+        self.pm = manager
+        self.started = time.monotonic()
+
+    def register(self, router: Router) -> None:
+        router.add("GET", "/api/v1/health", self.health)
+        router.add("GET", "/api/v1/info", self.info)
+
+    async def health(self, request: Request) -> Response:
+        return json_response({"healthy": True})
+
+    async def info(self, request: Request) -> Response:
+        running, total = self.pm.counts()
+        return json_response(
+            {
+                "version": __version__,
+                "uptime_secs": int(time.monotonic() - self.started),
+                "running_processes": running,
+                "total_processes": total,
+            }
+        )
+
+
+def become_subreaper() -> bool:
+    """prctl(PR_SET_CHILD_SUBREAPER): adopt orphans of our descendants."""
+    import ctypes  # lazy: only with --subreaper
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(36, 1, 0, 0, 0) == 0)
+
+
+async def serve(cfg: Config, listen_fd: int, t0: float) -> int:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(fileno=listen_fd)
+    pm = ProcessManager(
+        oom=OomCounter(cfg.oom_counters),
+        default_workdir=cfg.default_workdir,
+        inherit_env=cfg.inherit_env,
+        max_lines=cfg.max_output_lines,
+        max_bytes=cfg.max_output_bytes,
+        max_finished=cfg.max_finished,
+        drain_grace=cfg.drain_grace,
+    )
+    router = Router()
+    InfoAPI(pm).register(router)
+    ProcessAPI(pm, cfg.keepalive).register(router)
+    FileAPI(FileRoot(cfg.root)).register(router)
+
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGCHLD, pm.reap)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    if cfg.subreaper and not become_subreaper():
+        log("warning: could not become a child subreaper")
+    pm.reap()  # children that exited before the handler existed
+
+    def safety_reap() -> None:
+        pm.reap()
+        loop.call_later(REAP_SAFETY_INTERVAL, safety_reap)
+
+    loop.call_later(REAP_SAFETY_INTERVAL, safety_reap)
+
+    connections: set[asyncio.Task[None]] = set()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connections.add(task)
+        try:
+            await HTTPConnection(reader, writer, router.dispatch).serve()
+        finally:
+            connections.discard(task)
+
+    server = await asyncio.start_server(on_client, sock=sock, backlog=1024)
+    host, port = sock.getsockname()[:2]
+    ready_ms = (time.perf_counter() - t0) * 1000
+    log(f"listening on {host}:{port} pid={os.getpid()} ready_in={ready_ms:.1f}ms")
+
+    await stop.wait()
+    log("shutting down")
+    server.close()
+    for task in list(connections):
+        task.cancel()
+    await pm.shutdown(cfg.shutdown_grace)
+    return 0

@@ -1,0 +1,225 @@
+"""HTTP handlers for ``/api/v1/processes...`` (spec section 3.1 / 3.2).
+
+Decisions worth knowing:
+  * A command that cannot be exec'd (not found, not executable, bad
+    ``working_dir``, unknown user) is answered with a 4xx JSON error *before*
+    any SSE byte is sent, for both ``POST /processes`` and ``/run``
+    (codes ``COMMAND_NOT_FOUND``, ``PERMISSION_DENIED``, ``INVALID_WORKING_DIR``,
+    ``INVALID_USER``, ``SPAWN_FAILED``).
+  * ``/run`` events: ``{"handle","pid","started_at"}``, then
+    ``{"line","timestamp","stream"}`` per line, then exactly one final event:
+    ``{"exit_code": N, "reason": "exited"}``, ``{"signal": S, "reason":
+    "signaled"}``, ``{"exit_code": -9, "signal": 9, "reason": "timed_out"}`` or
+    ``{"signal": 9, "oom_killed": true, "reason": "oom_killed"}``.  Events carry
+    no ``event:`` name (the SDK parses them by shape).
+  * If the ``/run`` client disconnects before the process ends, its process
+    group is SIGKILLed (nobody can ever collect the result).
+  * ``.../follow`` replays the retained lines, streams live ones, then sends
+    ``event: eof`` and ends the response once the process is finished.
+  * ``DELETE`` SIGKILLs the group but keeps the record (status/output stay
+    readable) until it ages out of the retention window.
+  * ``name``/``restart``/``health_check`` are accepted; only ``name`` is used
+    today (lookup by name, unique among running processes -> 409).  Restart
+    supervision and health checks are not implemented yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from . import sse
+from .errors import APIError, bad_request
+from .output import BOTH, STDERR, STDOUT
+from .processes import Process, ProcessManager, stdin_error
+from .spawn import SpawnSpec
+from .routes import Router
+from .server import Request, Response, StreamingResponse, empty_response, json_response
+from .users import resolve_user
+from .validate import (
+    opt_choice,
+    opt_number,
+    opt_object,
+    opt_str,
+    opt_str_list,
+    opt_str_map,
+    req_int,
+    req_str,
+    require_object,
+)
+
+_STREAMS: dict[str, frozenset[str]] = {
+    "stdout": frozenset((STDOUT,)),
+    "stderr": frozenset((STDERR,)),
+    "output": BOTH,
+}
+_REPLAY_BATCH = 256  # lines per socket write when replaying a backlog
+
+
+def parse_spawn(body: Any, *, run: bool) -> SpawnSpec:
+    """Validate a start (``run=False``) or run request body."""
+    obj = require_object(body)
+    command = req_str(obj, "command")
+    args = opt_str_list(obj, "args")
+    env = opt_str_map(obj, "env")
+    working_dir = opt_str(obj, "working_dir")
+    if working_dir is not None and not working_dir.startswith("/"):
+        raise bad_request("field 'working_dir' must be an absolute path")
+    timeout = opt_number(obj, "timeout") or None  # 0 = no timeout
+    identity = resolve_user(obj.get("user"))
+    if run:
+        return SpawnSpec(command, args, env, working_dir or None, identity, timeout=timeout)
+    stdin_mode = opt_choice(obj, "stdin_mode", ("closed", "pipe"), "closed")
+    stdout_mode = opt_choice(obj, "stdout_mode", ("capture", "discard"), "capture")
+    stderr_mode = opt_choice(obj, "stderr_mode", ("capture", "discard"), "capture")
+    name = opt_str(obj, "name")
+    if name is not None and (not name or "/" in name or name.isdigit()):
+        raise bad_request("field 'name' must be non-empty, without '/', and not all digits")
+    opt_object(obj, "restart")
+    opt_object(obj, "health_check")
+    return SpawnSpec(
+        command,
+        args,
+        env,
+        working_dir or None,
+        identity,
+        stdin_pipe=stdin_mode == "pipe",
+        capture_stdout=stdout_mode == "capture",
+        capture_stderr=stderr_mode == "capture",
+        name=name,
+        timeout=timeout,
+    )
+
+
+class ProcessAPI:
+    def __init__(self, manager: ProcessManager, keepalive: float = sse.KEEPALIVE_SECONDS) -> None:
+        self.pm = manager
+        self.keepalive = keepalive
+
+    def register(self, router: Router) -> None:
+        base = "/api/v1/processes"
+        router.add("POST", f"{base}/run", self.run)
+        router.add("POST", base, self.start)
+        router.add("GET", base, self.list)
+        router.add("GET", f"{base}/{{p}}", self.get)
+        router.add("DELETE", f"{base}/{{p}}", self.delete)
+        router.add("POST", f"{base}/{{p}}/signal", self.signal)
+        router.add("POST", f"{base}/{{p}}/stdin", self.stdin)
+        router.add("POST", f"{base}/{{p}}/stdin/close", self.stdin_close)
+        for kind in _STREAMS:
+            router.add("GET", f"{base}/{{p}}/{kind}", self._output_handler(kind))
+            router.add("GET", f"{base}/{{p}}/{kind}/follow", self._follow_handler(kind))
+
+    def _lookup(self, request: Request) -> Process:
+        ref = request.params["p"]
+        proc = self.pm.find(ref)
+        if proc is None:
+            raise APIError(404, "PROCESS_NOT_FOUND", f"process {ref} not found")
+        return proc
+
+    # -------------------------------------------------------------- start
+    async def start(self, request: Request) -> Response:
+        spec = parse_spawn(await request.json(), run=False)
+        if spec.name is not None and self.pm.name_in_use(spec.name):
+            raise APIError(409, "NAME_CONFLICT", f"a running process is already named {spec.name!r}")
+        proc = self.pm.spawn(spec)
+        return json_response(proc.info(), 201)
+
+    async def run(self, request: Request) -> StreamingResponse:
+        spec = parse_spawn(await request.json(), run=True)
+        proc = self.pm.spawn(spec)
+
+        def abandon() -> None:
+            if not proc.exited:
+                self.pm.kill(proc)
+
+        return StreamingResponse(200, self._run_events(proc), list(sse.HEADERS), on_close=abandon)
+
+    async def _run_events(self, proc: Process) -> AsyncIterator[bytes]:
+        yield sse.event({"handle": proc.handle, "pid": proc.pid, "started_at": proc.started_at})
+        async for chunk in self._lines(proc, BOTH, with_stream=True, name=None):
+            yield chunk
+        yield sse.event(proc.exit_event())
+
+    async def _lines(
+        self, proc: Process, streams: frozenset[str], *, with_stream: bool, name: str | None
+    ) -> AsyncIterator[bytes]:
+        """Replay then live-follow ``proc``'s lines until it is finished."""
+        seq = 0
+        log = proc.log
+        while True:
+            done = log.finished  # sampled first: lines up to this point are all read below
+            entries, seq = log.since(seq)
+            batch: list[bytes] = []
+            for entry in entries:
+                if entry.stream not in streams:
+                    continue
+                data: dict[str, Any] = {"line": entry.line, "timestamp": entry.timestamp}
+                if with_stream:
+                    data["stream"] = entry.stream
+                batch.append(sse.event(data, name))
+                if len(batch) >= _REPLAY_BATCH:
+                    yield b"".join(batch)
+                    batch = []
+            if batch:
+                yield b"".join(batch)
+            if done:
+                return
+            if not await log.wait(seq, self.keepalive):
+                yield sse.PING
+
+    # -------------------------------------------------------------- query
+    async def list(self, request: Request) -> Response:
+        return json_response({"processes": [p.info() for p in self.pm.all()]})
+
+    async def get(self, request: Request) -> Response:
+        return json_response(self._lookup(request).info())
+
+    def _output_handler(self, kind: str):  # type: ignore[no-untyped-def]
+        streams = _STREAMS[kind]
+
+        async def handler(request: Request) -> Response:
+            proc = self._lookup(request)
+            lines = proc.log.lines(streams)
+            return json_response({"pid": proc.pid, "lines": lines, "line_count": len(lines)})
+
+        return handler
+
+    def _follow_handler(self, kind: str):  # type: ignore[no-untyped-def]
+        streams = _STREAMS[kind]
+        with_stream = kind == "output"
+
+        async def handler(request: Request) -> StreamingResponse:
+            proc = self._lookup(request)
+
+            async def events() -> AsyncIterator[bytes]:
+                async for chunk in self._lines(proc, streams, with_stream=with_stream, name="output"):
+                    yield chunk
+                yield sse.event({}, "eof")
+
+            return StreamingResponse(200, events(), list(sse.HEADERS))
+
+        return handler
+
+    # ------------------------------------------------------------ control
+    async def delete(self, request: Request) -> Response:
+        self.pm.kill(self._lookup(request))
+        return empty_response(204)
+
+    async def signal(self, request: Request) -> Response:
+        proc = self._lookup(request)
+        sig = req_int(require_object(await request.json()), "signal")
+        if not 1 <= sig <= 64:
+            raise bad_request(f"invalid signal number {sig}")
+        return json_response({"success": self.pm.send_signal(proc, sig)})
+
+    async def stdin(self, request: Request) -> Response:
+        proc = self._lookup(request)
+        if proc.stdin_fd is None:
+            raise stdin_error(proc)
+        async for chunk in request.stream():
+            await self.pm.write_stdin(proc, chunk)
+        return empty_response(204)
+
+    async def stdin_close(self, request: Request) -> Response:
+        self.pm.close_stdin(self._lookup(request))
+        return empty_response(204)

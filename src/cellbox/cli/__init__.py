@@ -1,0 +1,1 @@
+"""The ``cellbox`` command line: one module per command group."""

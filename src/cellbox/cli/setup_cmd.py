@@ -1,0 +1,81 @@
+"""``cellbox setup``: the host-side state cellbox needs, made idempotently.
+
+System packages, CRIU and the virtualenv are made by ``scripts/setup.sh`` (it has to
+run before Python dependencies exist); this command does the rest: data directory,
+storage pool, the agent's tree, the default image, the bridge and nftables table.
+Each step prints its name and time, and a failure names the step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+
+import click
+
+from ..config import Settings, load
+from ..errors import CellboxError
+
+
+def _steps(settings: Settings, rebuild_image: bool) -> list[tuple[str, Callable[[], str]]]:
+    from ..network import host
+    from ..runtime import agentfs
+    from ..storage import default_image, images, pool
+
+    def data_dir() -> str:
+        for d in (settings.data_dir, settings.sandboxes_dir, settings.agentfs, settings.data_dir / "tmp"):
+            d.mkdir(parents=True, exist_ok=True)
+        return str(settings.data_dir)
+
+    def storage_pool() -> str:
+        return str(pool.ensure_pool(settings))
+
+    def agent_tree() -> str:
+        return str(agentfs.ensure(settings.agentfs))
+
+    def image() -> str:
+        store = images.ImageStore(settings)
+        if store.exists(settings.default_image) and not rebuild_image:
+            asyncio.run(store.resolve(settings.default_image))
+            return f"{settings.default_image} (cached)"
+        digest = default_image.build(settings, store)
+        asyncio.run(store.resolve(settings.default_image))
+        return f"{settings.default_image} built ({digest[:19]})"
+
+    def network() -> str:
+        asyncio.run(host.ensure(settings))
+        return f"bridge {settings.bridge} {settings.gateway}/{settings.subnet.prefixlen}, nft table inet {settings.nft_table}"
+
+    return [
+        ("data directory", data_dir),
+        ("storage pool", storage_pool),
+        ("agent runtime", agent_tree),
+        ("default image", image),
+        ("network", network),
+    ]
+
+
+def run_setup(settings: Settings, *, rebuild_image: bool = False, quiet: bool = False) -> None:
+    steps = _steps(settings, rebuild_image)
+    for i, (name, fn) in enumerate(steps, 1):
+        t0 = time.monotonic()
+        if not quiet:
+            click.echo(f"[{i}/{len(steps)}] {name} ...", nl=False)
+        try:
+            detail = fn()
+        except (CellboxError, OSError) as exc:
+            click.echo("")
+            click.secho(f"cellbox setup failed at step '{name}': {exc}", fg="red", err=True)
+            sys.exit(1)
+        if not quiet:
+            click.echo(f" ok ({time.monotonic() - t0:.1f}s) {detail}")
+
+
+@click.command("setup")
+@click.option("--rebuild-image", is_flag=True, help="Rebuild the default image even if it exists.")
+@click.option("--quiet", is_flag=True, help="Print nothing unless a step fails.")
+def setup(rebuild_image: bool, quiet: bool) -> None:
+    """Prepare this host: data dir, storage pool, agent runtime, default image, network."""
+    run_setup(load(), rebuild_image=rebuild_image, quiet=quiet)

@@ -1,0 +1,81 @@
+"""Where cellbox keeps its state and which host resources it uses.
+
+Everything is derived from one data directory (``CELLBOX_DATA_DIR``, default
+``/var/lib/cellbox``) so that a server restart, a test run with its own directory and
+a reinstall all find the same state. Values come from environment variables so the
+tests and the benchmarks can run a second, independent instance.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path(_env("CELLBOX_DATA_DIR", "/var/lib/cellbox")))
+    # The btrfs pool: a sparse file, loop-mounted, unless data_dir/pool already is btrfs.
+    pool_size_gb: int = int(_env("CELLBOX_POOL_SIZE_GB", "64"))
+    # Host side of the sandbox network. The subnet is ours alone: the bridge is the only
+    # route to it, and our nftables table matches only this bridge and this subnet.
+    bridge: str = _env("CELLBOX_BRIDGE", "cellbox0")
+    subnet: ipaddress.IPv4Network = field(
+        default_factory=lambda: ipaddress.IPv4Network(_env("CELLBOX_SUBNET", "10.210.0.0/16"))
+    )
+    nft_table: str = _env("CELLBOX_NFT_TABLE", "cellbox")
+    # Upstream resolvers for the sandboxes' DNS forwarder; default: the host's resolv.conf.
+    dns_upstream: str = _env("CELLBOX_DNS_UPSTREAM", "")
+    default_image: str = _env("CELLBOX_DEFAULT_IMAGE", "cellbox/debian")
+    runc: str = _env("CELLBOX_RUNC", "runc")
+    agent_port: int = 9501
+
+    @property
+    def pool_image(self) -> Path:
+        return self.data_dir / "pool.img"
+
+    @property
+    def pool(self) -> Path:
+        return self.data_dir / "pool"
+
+    @property
+    def oci_dir(self) -> Path:
+        """OCI image layout (blobs by content, index of named images)."""
+        return self.data_dir / "oci"
+
+    @property
+    def agentfs(self) -> Path:
+        """Read-only tree bind-mounted at /.cellbox in every sandbox (interpreter + agent)."""
+        return self.data_dir / "agentfs"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        """Per-sandbox host state: OCI bundle, logs (not the rootfs, which is in the pool)."""
+        return self.data_dir / "sandboxes"
+
+    @property
+    def runc_root(self) -> Path:
+        """runc's state directory, ours alone, so `runc list` there shows only our sandboxes."""
+        return Path(_env("CELLBOX_RUNC_ROOT", "/run/cellbox/runc"))
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(_env("CELLBOX_RUN_DIR", "/run/cellbox"))
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "cellbox.db"
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return next(self.subnet.hosts())
+
+
+def load() -> Settings:
+    return Settings()

@@ -1,0 +1,81 @@
+"""The one exception hierarchy of cellbox (server, manager, subsystems, CLI).
+
+Every class carries the HTTP status and a stable machine code, so the API layer maps
+errors to responses in one place and never picks status codes itself::
+
+    CellboxError (500, INTERNAL)
+    ├── InvalidRequest (400, INVALID_REQUEST)      bad input, caught before any side effect
+    ├── NotFound (404, NOT_FOUND)                  unknown sandbox, image, snapshot
+    ├── Conflict (409, CONFLICT)                   name taken, wrong state for the operation
+    ├── LimitExceeded (429, LIMIT_EXCEEDED)        no free address, too many sandboxes
+    └── InternalFailure (500, INTERNAL)            a host tool failed; carries its stderr
+        └── CommandFailed                          a subprocess exited non-zero
+"""
+
+from __future__ import annotations
+
+
+class CellboxError(Exception):
+    """Root of all cellbox errors: ``except CellboxError`` catches every one of them."""
+
+    status: int = 500
+    code: str = "INTERNAL"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.message, "code": self.code}
+
+
+class InvalidRequest(CellboxError):
+    """Raised when a request is malformed or asks for something impossible (400)."""
+
+    status = 400
+    code = "INVALID_REQUEST"
+
+
+class NotFound(CellboxError):
+    """Raised when a sandbox, image or snapshot does not exist (404)."""
+
+    status = 404
+    code = "NOT_FOUND"
+
+
+class Conflict(CellboxError):
+    """Raised when a name is taken or the object is in the wrong state (409)."""
+
+    status = 409
+    code = "CONFLICT"
+
+
+class LimitExceeded(CellboxError):
+    """Raised when a host-wide limit is hit, e.g. the address pool is exhausted (429)."""
+
+    status = 429
+    code = "LIMIT_EXCEEDED"
+
+
+class InternalFailure(CellboxError):
+    """Raised when the host failed us: a tool crashed, a kernel call was refused (500)."""
+
+    status = 500
+    code = "INTERNAL"
+
+
+class CommandFailed(InternalFailure):
+    """Raised when a host command (runc, btrfs, ip, nft, criu) exits non-zero.
+
+    The message names the command and carries the tail of its stderr, so a failure
+    can be diagnosed from the API response and the server log alone.
+    """
+
+    def __init__(self, argv: list[str], returncode: int, stderr: str) -> None:
+        tail = stderr.strip()[-2000:]
+        super().__init__(f"{argv[0]} {' '.join(argv[1:3])} failed (exit {returncode}): {tail}")
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr

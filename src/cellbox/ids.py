@@ -1,0 +1,58 @@
+"""Sandbox IDs and every host name derived from them.
+
+One ID keys everything a sandbox owns (design rule 1): its runc container, cgroup,
+network namespace, host veth, nftables set elements, rootfs subvolume and state dir.
+Because the names are derived, not stored, a crashed server can find and remove
+leftovers from the ID alone.
+
+IDs follow Tensorlake's format (21 characters of ``[0-9a-z]``, nanoid-style), so the
+``tensorlake`` client, which cannot tell names from IDs otherwise, treats them as IDs.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+ID_LENGTH = 21
+_ID_RE = re.compile(r"^[0-9a-z]{21}$")
+# Tensorlake's CLI rule for names, which also keeps names apart from IDs.
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+def new_id() -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(ID_LENGTH))
+
+
+def is_id(value: str) -> bool:
+    return bool(_ID_RE.match(value))
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid sandbox name, or None if it is."""
+    if not _NAME_RE.match(name):
+        return "name must start with a lowercase letter and contain only a-z, 0-9 and '-', at most 63 characters"
+    if name.endswith("-"):
+        return "name must not end with '-'"
+    if is_id(name):
+        return "name must not look like a sandbox ID (21 lowercase letters and digits)"
+    return None
+
+
+def netns(sandbox_id: str) -> str:
+    return f"cb-{sandbox_id}"
+
+
+def host_veth(sandbox_id: str) -> str:
+    # IFNAMSIZ is 16 including the NUL: "cb" + 13 characters of the ID.
+    return f"cb{sandbox_id[:13]}"
+
+
+def cgroup_path(sandbox_id: str) -> str:
+    return f"/cellbox/{sandbox_id}"
+
+
+def container(sandbox_id: str) -> str:
+    """The runc container name; equal to the ID (one incarnation at a time)."""
+    return sandbox_id

@@ -1,0 +1,285 @@
+"""Sandbox lifecycle: create and destroy, as steps with undo; state from the kernel.
+
+Create validates the whole request first, then makes each part, pushing its inverse
+on an undo stack right after it exists: address → rootfs → netns → bundle →
+container → agent ready. Any failure unwinds what was made, marks the record
+``failed`` with the reason, and re-raises. Destroy runs the same inverses, derived
+from the ID, so it also cleans up after a crash that left only some of the parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import ids
+from .._undo import Undo
+from ..config import Settings
+from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, LimitExceeded, NotFound
+from ..network import dns, netns
+from ..runtime import agentfs, bundle, cgroups
+from ..runtime.runc import Runc
+from ..storage import images as images_mod
+from ..storage import pool as pool_mod
+from ..storage import rootfs
+from .records import SandboxRecord, Status, now_ms
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+AGENT_READY_TIMEOUT = 15.0
+MIN_MEMORY_MB = 64
+MIN_FREE_DISK_MB = 64
+DEFAULT_DISK_MB = 10240
+
+
+@dataclass(frozen=True)
+class CreateSpec:
+    image: str | None = None
+    cpus: float = 1.0
+    memory_mb: int = 1024
+    disk_mb: int | None = None
+    pids_limit: int = 1024
+    name: str | None = None
+    namespace: str = "default"
+    timeout_secs: int | None = None
+
+
+class SandboxManager:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.images = images_mod.ImageStore(settings)
+        self.runc = Runc(settings.runc, settings.runc_root)
+        self._ip_lock = asyncio.Lock()
+        self._agentfs: Path | None = None
+        self._dns: dns.DnsForwarder | None = None
+
+    # -- service start/stop -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Make the host-wide parts (bridge, nft table, resolver) and reconcile state."""
+        from ..network import host
+
+        await host.ensure(self.settings)
+        upstreams = self.settings.dns_upstream.split(",") if self.settings.dns_upstream else dns.host_upstreams()
+        self._dns = dns.DnsForwarder(str(self.settings.gateway), upstreams)
+        await self._dns.start()
+        self._agentfs_tree()
+
+    async def stop(self) -> None:
+        if self._dns is not None:
+            await self._dns.stop()
+
+    # -- lookups ----------------------------------------------------------------------
+
+    def get(self, ref: str, namespace: str = "default") -> SandboxRecord:
+        """Find a sandbox by ID or by name; 404 if neither matches."""
+        rec = self.store.get(ref) if ids.is_id(ref) else None
+        if rec is None:
+            rec = self.store.get_by_name(namespace, ref)
+        if rec is None:
+            raise NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
+        return rec
+
+    def agent_address(self, rec: SandboxRecord) -> tuple[str, int]:
+        if rec.status != Status.RUNNING or not rec.ip:
+            raise Conflict(f"sandbox {rec.id} is {rec.status.value}, not running", code="SANDBOX_NOT_RUNNING")
+        return rec.ip, self.settings.agent_port
+
+    # -- create -------------------------------------------------------------------------
+
+    def _validate(self, spec: CreateSpec) -> None:
+        host_cpus = os.cpu_count() or 1
+        if not (0.01 <= spec.cpus <= host_cpus):
+            raise InvalidRequest(f"cpus must be between 0.01 and {host_cpus} (this host's cores), got {spec.cpus}")
+        host_mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+        if not (MIN_MEMORY_MB <= spec.memory_mb <= host_mem_mb):
+            raise InvalidRequest(f"memory_mb must be between {MIN_MEMORY_MB} and {host_mem_mb}, got {spec.memory_mb}")
+        if spec.disk_mb is not None and spec.disk_mb <= 0:
+            raise InvalidRequest(f"disk_mb must be positive, got {spec.disk_mb}")
+        if not (16 <= spec.pids_limit <= 1 << 20):
+            raise InvalidRequest(f"pids_limit must be between 16 and 1048576, got {spec.pids_limit}")
+        if spec.name is not None and (problem := ids.name_problem(spec.name)):
+            raise InvalidRequest(problem)
+        if spec.timeout_secs is not None and spec.timeout_secs < 0:
+            raise InvalidRequest("timeout_secs must be >= 0")
+
+    def _agentfs_tree(self) -> Path:
+        if self._agentfs is None:
+            self._agentfs = agentfs.ensure(self.settings.agentfs)
+        return self._agentfs
+
+    async def _allocate(self, rec: SandboxRecord) -> None:
+        """Pick the lowest free address and insert the record holding it (atomic)."""
+        async with self._ip_lock:
+            used = self.store.ips_in_use()
+            gateway = self.settings.gateway
+            for addr in self.settings.subnet.hosts():
+                if addr != gateway and str(addr) not in used:
+                    rec.ip = str(addr)
+                    break
+            else:
+                raise LimitExceeded("no free sandbox address left in " + str(self.settings.subnet))
+            try:
+                self.store.insert(rec)
+            except sqlite3.IntegrityError:
+                raise Conflict(f"a sandbox named {rec.name!r} already exists", code="NAME_TAKEN") from None
+
+    async def create(self, spec: CreateSpec) -> SandboxRecord:
+        self._validate(spec)
+        pool = pool_mod.check_pool(self.settings)
+        image = await self.images.resolve(spec.image or self.settings.default_image)
+        image_mb = image.size_bytes >> 20
+        disk_mb = spec.disk_mb or max(DEFAULT_DISK_MB, image_mb + MIN_FREE_DISK_MB)
+        if disk_mb < image_mb + MIN_FREE_DISK_MB:
+            raise InvalidRequest(
+                f"disk_mb={disk_mb} is too small for image {image.name} ({image_mb} MiB): "
+                f"ask for at least {image_mb + MIN_FREE_DISK_MB}"
+            )
+        tree = self._agentfs_tree()
+        rec = SandboxRecord(
+            id=ids.new_id(), namespace=spec.namespace, name=spec.name, image=image.name,
+            cpus=spec.cpus, memory_mb=spec.memory_mb, disk_mb=disk_mb, pids_limit=spec.pids_limit,
+            timeout_secs=spec.timeout_secs, extra={"image_mb": image_mb},
+        )
+        await self._allocate(rec)
+        undo = Undo()
+        try:
+            await self._build(rec, image.rootfs, tree, pool, undo)
+        except BaseException as exc:
+            errors = await undo.unwind()
+            rec.status = Status.FAILED
+            rec.error = str(exc) if isinstance(exc, CellboxError) else f"{type(exc).__name__}: {exc}"
+            rec.termination_reason = "startup_failed"
+            rec.terminated_at = now_ms()
+            if errors:
+                rec.error += f" (cleanup also failed: {errors[0]})"
+            self.store.update(rec)
+            raise
+        undo.discard()
+        return rec
+
+    async def _build(self, rec: SandboxRecord, image_rootfs: Path, tree: Path, pool: Path, undo: Undo) -> None:
+        sid = rec.id
+        state_dir = self.settings.sandboxes_dir / sid
+        state_dir.mkdir(parents=True, exist_ok=True)
+        undo.push("state dir", lambda: _rmtree(state_dir))
+
+        root = await rootfs.create(pool, sid, image_rootfs, rec.disk_mb - rec.extra["image_mb"])
+        undo.push("rootfs", lambda: rootfs.remove(pool, sid))
+        rootfs.write_identity(root, hostname=sid, nameserver=str(self.settings.gateway))
+
+        await netns.create(self.settings, sid, ipaddress.IPv4Address(rec.ip))
+        undo.push("netns", lambda: netns.destroy(sid))
+
+        cfg = bundle.config(
+            hostname=sid, rootfs=root, agentfs_tree=tree, netns_path=netns.path(sid),
+            cgroups_path=ids.cgroup_path(sid), limits=bundle.Limits(rec.cpus, rec.memory_mb, rec.pids_limit),
+            agent_port=self.settings.agent_port,
+        )
+        bundle.write(state_dir, cfg)
+        undo.push("container", lambda: self.runc.destroy(ids.container(sid)))
+        rec.init_pid = await self.runc.run_detached(ids.container(sid), state_dir, state_dir / "agent.log")
+        await self._wait_agent(rec, state_dir / "agent.log")
+        rec.status = Status.RUNNING
+        self.store.update(rec)
+
+    async def _wait_agent(self, rec: SandboxRecord, log_path: Path) -> None:
+        """Poll the agent's port until it accepts; fail fast if the container died."""
+        assert rec.ip
+        deadline = time.monotonic() + AGENT_READY_TIMEOUT
+        delay = 0.002
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(rec.ip, self.settings.agent_port)
+                writer.close()
+                return
+            except OSError:
+                pass
+            if rec.init_pid and not _alive(rec.init_pid):
+                raise InternalFailure(f"the sandbox agent exited during start-up: {_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise InternalFailure(f"the sandbox agent did not start within {AGENT_READY_TIMEOUT:.0f}s: {_tail(log_path)}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.02)
+
+    # -- destroy ------------------------------------------------------------------------
+
+    async def destroy(self, ref: str, namespace: str = "default", *, reason: str = "terminated") -> SandboxRecord:
+        rec = self.get(ref, namespace)
+        if rec.status.is_final:
+            return rec
+        oom = cgroups.oom_kills(ids.cgroup_path(rec.id))
+        await self.teardown(rec.id)
+        rec.status = Status.TERMINATED
+        rec.terminated_at = now_ms()
+        rec.termination_reason = reason
+        if oom:
+            rec.extra["oom_kills"] = oom
+        self.store.update(rec)
+        return rec
+
+    async def teardown(self, sandbox_id: str) -> None:
+        """Remove every part a sandbox may own, derived from its ID; idempotent."""
+        errors: list[BaseException] = []
+        pool = self.settings.pool
+        for step in (
+            lambda: self.runc.destroy(ids.container(sandbox_id)),
+            lambda: netns.destroy(sandbox_id),
+            lambda: rootfs.remove(pool, sandbox_id),
+            lambda: _rmtree(self.settings.sandboxes_dir / sandbox_id),
+        ):
+            try:
+                await step()
+            except Exception as exc:  # noqa: BLE001 - keep going, report at the end
+                errors.append(exc)
+        if errors:
+            raise InternalFailure(f"teardown of {sandbox_id} was incomplete: {errors[0]}")
+
+    async def refresh(self, rec: SandboxRecord) -> SandboxRecord:
+        """Reconcile a running record with the kernel: a dead init means a dead sandbox."""
+        if rec.status != Status.RUNNING:
+            return rec
+        state = await self.runc.state(ids.container(rec.id))
+        if state is None or state.status == "stopped":
+            oom = cgroups.oom_kills(ids.cgroup_path(rec.id))
+            await self.teardown(rec.id)
+            rec.status = Status.FAILED
+            rec.terminated_at = now_ms()
+            rec.termination_reason = "oom_killed" if oom else "exited"
+            rec.error = "the sandbox's init was OOM-killed" if oom else "the sandbox's init exited"
+            self.store.update(rec)
+        return rec
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _tail(path: Path, limit: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:].strip() or "(no output)"
+    except FileNotFoundError:
+        return "(no log)"
+
+
+async def _rmtree(path: Path) -> None:
+    await asyncio.to_thread(shutil.rmtree, path, True)

@@ -1,0 +1,102 @@
+"""SQLite (WAL) persistence for sandbox records; the server can restart without loss.
+
+Small on purpose: a table per object kind, the record's columns for what is queried
+(status, name, ip) and one JSON column for everything else, so adding a field does
+not need a migration. Writes are synchronous and short; SQLite in WAL mode commits
+in well under a millisecond here, so the event loop is not worth a thread hop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from .records import SandboxRecord, Status
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    name TEXT,
+    status TEXT NOT NULL,
+    ip TEXT,
+    created_at INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sandboxes_status ON sandboxes(status);
+CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_live_name ON sandboxes(namespace, name)
+    WHERE name IS NOT NULL AND status NOT IN ('terminated', 'failed');
+CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_live_ip ON sandboxes(ip)
+    WHERE ip IS NOT NULL AND status NOT IN ('terminated', 'failed');
+"""
+
+_FIELDS = {f.name for f in fields(SandboxRecord)}
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @staticmethod
+    def _row(doc: str) -> SandboxRecord:
+        data = json.loads(doc)
+        data["status"] = Status(data["status"])
+        return SandboxRecord(**{k: v for k, v in data.items() if k in _FIELDS})
+
+    def insert(self, rec: SandboxRecord) -> None:
+        """Insert a new record; raises ``sqlite3.IntegrityError`` if its name or IP is taken."""
+        self.db.execute(
+            "INSERT INTO sandboxes (id, namespace, name, status, ip, created_at, doc) VALUES (?,?,?,?,?,?,?)",
+            (rec.id, rec.namespace, rec.name, rec.status.value, rec.ip, rec.created_at, self._doc(rec)),
+        )
+
+    def update(self, rec: SandboxRecord) -> None:
+        self.db.execute(
+            "UPDATE sandboxes SET name=?, status=?, ip=?, doc=? WHERE id=?",
+            (rec.name, rec.status.value, rec.ip, self._doc(rec), rec.id),
+        )
+
+    @staticmethod
+    def _doc(rec: SandboxRecord) -> str:
+        data = asdict(rec)
+        data["status"] = rec.status.value
+        return json.dumps(data)
+
+    def get(self, sandbox_id: str) -> SandboxRecord | None:
+        row = self.db.execute("SELECT doc FROM sandboxes WHERE id=?", (sandbox_id,)).fetchone()
+        return self._row(row[0]) if row else None
+
+    def get_by_name(self, namespace: str, name: str) -> SandboxRecord | None:
+        row = self.db.execute(
+            "SELECT doc FROM sandboxes WHERE namespace=? AND name=? AND status NOT IN ('terminated','failed')",
+            (namespace, name),
+        ).fetchone()
+        return self._row(row[0]) if row else None
+
+    def list(self, namespace: str | None = None, *, live_only: bool = False) -> list[SandboxRecord]:
+        sql, args = "SELECT doc FROM sandboxes WHERE 1=1", []
+        if namespace is not None:
+            sql += " AND namespace=?"
+            args.append(namespace)
+        if live_only:
+            sql += " AND status NOT IN ('terminated','failed')"
+        sql += " ORDER BY created_at, id"
+        return [self._row(r[0]) for r in self.db.execute(sql, args)]
+
+    def ips_in_use(self) -> set[str]:
+        rows = self.db.execute(
+            "SELECT ip FROM sandboxes WHERE ip IS NOT NULL AND status NOT IN ('terminated','failed')"
+        )
+        return {r[0] for r in rows}
+
+    def delete(self, sandbox_id: str) -> None:
+        self.db.execute("DELETE FROM sandboxes WHERE id=?", (sandbox_id,))

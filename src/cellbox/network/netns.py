@@ -1,0 +1,53 @@
+"""One sandbox's network: a named netns, a veth into it, its address and default route.
+
+Two ``ip -batch`` calls (host side, sandbox side) instead of eight ``ip`` commands:
+6 ms instead of 30 ms on this machine, which matters on the create hot path.
+The netns is created before the container so that a CRIU restore (clone, restore
+from snapshot) can be handed an existing namespace with a new identity.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from .. import _proc, ids
+from ..config import Settings
+
+NETNS_DIR = Path("/run/netns")
+
+
+def path(sandbox_id: str) -> str:
+    return str(NETNS_DIR / ids.netns(sandbox_id))
+
+
+async def create(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Address) -> None:
+    ns, veth = ids.netns(sandbox_id), ids.host_veth(sandbox_id)
+    host_side = (
+        f"netns add {ns}\n"
+        f"link add {veth} type veth peer name eth0 netns {ns}\n"
+        f"link set {veth} master {settings.bridge} up\n"
+    )
+    await _proc.run(["ip", "-batch", "-"], input=host_side.encode())
+    # Port isolation: isolated bridge ports cannot send to each other (layer 2).
+    await _proc.run(["bridge", "link", "set", "dev", veth, "isolated", "on"])
+    inside = (
+        f"addr add {address}/{settings.subnet.prefixlen} dev eth0\n"
+        "link set eth0 up\n"
+        "link set lo up\n"
+        f"route add default via {settings.gateway}\n"
+    )
+    await _proc.run(["ip", "-n", ns, "-batch", "-"], input=inside.encode())
+
+
+async def destroy(sandbox_id: str) -> None:
+    """Remove veth and netns; both may already be gone (idempotent)."""
+    veth = ids.host_veth(sandbox_id)
+    if Path(f"/sys/class/net/{veth}").exists():
+        await _proc.run(["ip", "link", "del", veth], check=False)
+    if (NETNS_DIR / ids.netns(sandbox_id)).exists():
+        await _proc.run(["ip", "netns", "del", ids.netns(sandbox_id)], check=False)
+
+
+def exists(sandbox_id: str) -> bool:
+    return (NETNS_DIR / ids.netns(sandbox_id)).exists()

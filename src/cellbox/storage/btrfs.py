@@ -1,0 +1,93 @@
+"""Thin wrappers over btrfs-progs for subvolumes and qgroup limits.
+
+Each call is a host command; failures become ``CommandFailed`` with btrfs's stderr.
+Deleting is idempotent (a missing subvolume is not an error), as every inverse in an
+undo stack must be.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from pathlib import Path
+
+from .. import _proc
+
+# BTRFS_IOC_QUOTA_CTL = _IOWR(0x94, 40, struct btrfs_ioctl_quota_ctl_args {u64 cmd; u64 status})
+_IOC_QUOTA_CTL = 0xC0109428
+_QUOTA_CTL_ENABLE_SIMPLE = 4
+_QUOTA_CTL_DISABLE = 2
+
+
+async def create(path: Path) -> None:
+    await _proc.run(["btrfs", "subvolume", "create", str(path)])
+
+
+async def snapshot(source: Path, dest: Path, *, readonly: bool = False) -> None:
+    argv = ["btrfs", "subvolume", "snapshot"]
+    if readonly:
+        argv.append("-r")
+    await _proc.run([*argv, str(source), str(dest)])
+
+
+async def set_readonly(path: Path, readonly: bool = True) -> None:
+    await _proc.run(["btrfs", "property", "set", "-ts", str(path), "ro", "true" if readonly else "false"])
+
+
+async def delete(path: Path) -> None:
+    if not path.exists():
+        return
+    await _proc.run(["btrfs", "subvolume", "delete", str(path)])
+
+
+async def limit(path: Path, size_mb: int) -> None:
+    """Cap the data written into a subvolume at ``size_mb`` MiB (simple quotas)."""
+    await _proc.run(["btrfs", "qgroup", "limit", f"{size_mb}M", str(path)])
+
+
+async def referenced_bytes(path: Path) -> int:
+    """Bytes referenced by the subvolume, as the qgroup accounts them."""
+    out = (await _proc.run(["btrfs", "qgroup", "show", "-rf", "--raw", str(path)])).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0].startswith("0/"):
+            return int(parts[1])
+    return 0
+
+
+def is_subvolume(path: Path) -> bool:
+    # Subvolume roots have inode number 256 on btrfs.
+    try:
+        return path.stat().st_ino == 256
+    except FileNotFoundError:
+        return False
+
+
+def quota_mode(mountpoint: Path) -> str:
+    """``squota``, ``qgroup`` or ``disabled``, from sysfs (btrfs-progs 6.2 cannot tell)."""
+    uuid = _proc.run_sync(["findmnt", "-no", "UUID", str(mountpoint)]).stdout.strip()
+    mode = Path(f"/sys/fs/btrfs/{uuid}/qgroups/mode")
+    return mode.read_text().strip() if mode.exists() else "disabled"
+
+
+def enable_simple_quota(mountpoint: Path) -> None:
+    """Turn on btrfs *simple* quotas (kernel >= 6.7) with the ioctl.
+
+    Why simple quotas and not classic qgroups: with classic qgroups every first write
+    into a fresh snapshot cost 10-40 ms and commits stalled for up to 400 ms (backref
+    walks for shared extents); with simple quotas writes cost 0.5 ms, as without
+    quotas. Simple quotas charge an extent to the subvolume that wrote it, so a
+    sandbox's limit counts what it wrote, not the image data it shares. Debian 12's
+    btrfs-progs (6.2) predates simple quotas, hence the ioctl.
+    """
+    mode = quota_mode(mountpoint)
+    if mode == "squota":
+        return
+    fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if mode == "qgroup":
+            fcntl.ioctl(fd, _IOC_QUOTA_CTL, bytearray(struct.pack("QQ", _QUOTA_CTL_DISABLE, 0)))
+        fcntl.ioctl(fd, _IOC_QUOTA_CTL, bytearray(struct.pack("QQ", _QUOTA_CTL_ENABLE_SIMPLE, 0)))
+    finally:
+        os.close(fd)

@@ -1,0 +1,227 @@
+"""Named images: an OCI image layout on disk, unpacked into read-only btrfs subvolumes.
+
+The OCI layout (``data_dir/oci``: ``blobs/sha256/*``, ``index.json``) is the source of
+truth: blobs are stored by content and shared, names are ``org.opencontainers.image.
+ref.name`` annotations in the index, and any OCI tool (skopeo, umoci, buildah) can
+read or extend it; the images issue builds on that. A sandbox never starts from the
+layout directly: each image is unpacked once into ``pool/images/<manifest digest>``,
+a read-only subvolume that sandboxes snapshot in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import _proc
+from ..config import Settings
+from ..errors import InternalFailure, NotFound
+from . import btrfs
+
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+REF_NAME = "org.opencontainers.image.ref.name"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The parts of an OCI image config a sandbox uses."""
+
+    env: list[str] = field(default_factory=lambda: [f"PATH={DEFAULT_PATH}"])
+    cmd: list[str] = field(default_factory=lambda: ["/bin/bash"])
+    working_dir: str = "/"
+    user: str = ""
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    digest: str  # manifest digest, "sha256:<hex>"
+    rootfs: Path  # the unpacked, read-only subvolume
+    config: ImageConfig
+    size_bytes: int
+
+
+def normalize(name: str) -> str:
+    """``cellbox/debian`` and ``cellbox/debian:latest`` name the same image."""
+    last = name.rsplit("/", 1)[-1]
+    return name if ":" in last or "@" in last else f"{name}:latest"
+
+
+class ImageStore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.layout = settings.oci_dir
+        self.unpacked = settings.pool / "images"
+
+    # -- the OCI layout -------------------------------------------------------------
+
+    def _blob_path(self, digest: str) -> Path:
+        algo, hexd = digest.split(":", 1)
+        return self.layout / "blobs" / algo / hexd
+
+    def _init_layout(self) -> None:
+        (self.layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        marker = self.layout / "oci-layout"
+        if not marker.exists():
+            marker.write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+        if not (self.layout / "index.json").exists():
+            self._write_index({"schemaVersion": 2, "manifests": []})
+
+    def _read_index(self) -> dict:
+        try:
+            return json.loads((self.layout / "index.json").read_text())
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "manifests": []}
+
+    def _write_index(self, index: dict) -> None:
+        _atomic_write(self.layout / "index.json", json.dumps(index, indent=1).encode())
+
+    def _put_bytes(self, data: bytes) -> tuple[str, int]:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        path = self._blob_path(digest)
+        if not path.exists():
+            _atomic_write(path, data)
+        return digest, len(data)
+
+    def _put_file(self, src: Path) -> tuple[str, int]:
+        """Move ``src`` into the blob store under its digest (content-addressed)."""
+        h = hashlib.sha256()
+        with open(src, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        digest = "sha256:" + h.hexdigest()
+        size = src.stat().st_size
+        dest = self._blob_path(digest)
+        if dest.exists():
+            src.unlink()
+        else:
+            os.replace(src, dest)
+        return digest, size
+
+    def add_rootfs_tar(self, name: str, tar: Path, config: ImageConfig) -> str:
+        """Add a single-layer image from a root filesystem tarball; returns its digest.
+
+        The tarball is moved into the blob store (it is consumed).
+        """
+        self._init_layout()
+        layer_digest, layer_size = self._put_file(tar)
+        cfg = {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {
+                "Env": config.env,
+                "Cmd": config.cmd,
+                "WorkingDir": config.working_dir,
+                **({"User": config.user} if config.user else {}),
+            },
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        }
+        cfg_digest, cfg_size = self._put_bytes(json.dumps(cfg, sort_keys=True).encode())
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {"mediaType": CONFIG_TYPE, "digest": cfg_digest, "size": cfg_size},
+            "layers": [{"mediaType": LAYER_TAR, "digest": layer_digest, "size": layer_size}],
+        }
+        m_digest, m_size = self._put_bytes(json.dumps(manifest, sort_keys=True).encode())
+        ref = normalize(name)
+        index = self._read_index()
+        index["manifests"] = [m for m in index["manifests"] if m.get("annotations", {}).get(REF_NAME) != ref]
+        index["manifests"].append(
+            {"mediaType": MANIFEST_TYPE, "digest": m_digest, "size": m_size, "annotations": {REF_NAME: ref}}
+        )
+        self._write_index(index)
+        return m_digest
+
+    def names(self) -> list[str]:
+        return sorted(m["annotations"][REF_NAME] for m in self._read_index()["manifests"] if "annotations" in m)
+
+    def _manifest_digest(self, name: str) -> str:
+        ref = normalize(name)
+        for m in self._read_index()["manifests"]:
+            if m.get("annotations", {}).get(REF_NAME) == ref:
+                return m["digest"]
+        raise NotFound(f"image {name!r} not found", code="IMAGE_NOT_FOUND")
+
+    def exists(self, name: str) -> bool:
+        try:
+            self._manifest_digest(name)
+            return True
+        except NotFound:
+            return False
+
+    # -- unpacked root filesystems --------------------------------------------------
+
+    async def resolve(self, name: str) -> Image:
+        """Find a named image, unpacking it into the pool the first time it is used."""
+        digest = self._manifest_digest(name)
+        manifest = json.loads(self._blob_path(digest).read_text())
+        cfg = json.loads(self._blob_path(manifest["config"]["digest"]).read_text()).get("config", {})
+        rootfs = self.unpacked / digest.split(":", 1)[1]
+        if not btrfs.is_subvolume(rootfs):
+            await self._unpack(manifest, rootfs)
+        return Image(
+            name=normalize(name),
+            digest=digest,
+            rootfs=rootfs,
+            config=ImageConfig(
+                env=cfg.get("Env") or [f"PATH={DEFAULT_PATH}"],
+                cmd=cfg.get("Cmd") or ["/bin/sh"],
+                working_dir=cfg.get("WorkingDir") or "/",
+                user=cfg.get("User") or "",
+            ),
+            size_bytes=sum(layer["size"] for layer in manifest["layers"]),
+        )
+
+    async def _unpack(self, manifest: dict, rootfs: Path) -> None:
+        """Apply the layers in order into a fresh subvolume, then make it read-only.
+
+        Unpacks into a temporary subvolume and renames it, so a crash never leaves a
+        half-unpacked image that looks complete.
+        """
+        tmp = self.unpacked / f".tmp-{rootfs.name}"
+        await btrfs.delete(tmp)
+        await btrfs.create(tmp)
+        try:
+            for layer in manifest["layers"]:
+                if layer["mediaType"] not in (LAYER_TAR, LAYER_TAR + "+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip"):
+                    raise InternalFailure(f"unsupported layer type {layer['mediaType']}")
+                await _proc.run(
+                    ["tar", "-x", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", str(tmp),
+                     "-f", str(self._blob_path(layer["digest"]))],
+                    timeout=600,
+                )
+            await btrfs.set_readonly(tmp)
+            os.replace(tmp, rootfs)
+        except BaseException:
+            await btrfs.delete(tmp)
+            raise
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def which(tool: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        raise InternalFailure(f"{tool} is not installed (run scripts/setup.sh)")
+    return path

@@ -1,0 +1,64 @@
+"""The storage pool: one btrfs filesystem holding images, sandboxes and snapshots.
+
+If ``data_dir/pool`` is already on btrfs (a real disk) it is used as is; otherwise a
+sparse file ``data_dir/pool.img`` is formatted and loop-mounted there. Quotas are
+enabled once, so that each sandbox's subvolume can carry a ``disk_mb`` limit.
+
+Layout inside the pool::
+
+    images/<digest>       read-only subvolume: an image's unpacked root filesystem
+    sandboxes/<id>        writable snapshot of an image: one sandbox's root filesystem
+    snapshots/<id>        read-only snapshots (memory-state issue)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .. import _proc
+from ..config import Settings
+from ..errors import InternalFailure
+from . import btrfs
+
+SUBDIRS = ("images", "sandboxes", "snapshots", "tmp")
+
+
+def is_btrfs(path: Path) -> bool:
+    try:
+        out = _proc.run_sync(["stat", "-f", "-c", "%T", str(path)]).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return False
+    return out == "btrfs"
+
+
+def is_mountpoint(path: Path) -> bool:
+    return os.path.ismount(path)
+
+
+def ensure_pool(settings: Settings) -> Path:
+    """Create, format and mount the pool if needed; idempotent. Returns the pool path."""
+    pool = settings.pool
+    pool.mkdir(parents=True, exist_ok=True)
+    if not is_btrfs(pool):
+        image = settings.pool_image
+        if not image.exists():
+            with open(image, "wb") as f:
+                f.truncate(settings.pool_size_gb << 30)
+            _proc.run_sync(["mkfs.btrfs", "-q", str(image)])
+        # A loop mount is a mount like any other: after a host reboot, `cellbox setup`
+        # (or the server at start-up) mounts it again from the same file.
+        _proc.run_sync(["mount", "-o", "loop,noatime", str(image), str(pool)])
+        if not is_btrfs(pool):
+            raise InternalFailure(f"{pool} is not btrfs after mounting {image}")
+    btrfs.enable_simple_quota(pool)
+    for sub in SUBDIRS:
+        (pool / sub).mkdir(exist_ok=True)
+    return pool
+
+
+def check_pool(settings: Settings) -> Path:
+    """Fail with a clear message if the pool is not mounted (setup has not run)."""
+    if not is_btrfs(settings.pool):
+        raise InternalFailure(f"storage pool {settings.pool} is not mounted: run `cellbox setup`")
+    return settings.pool

@@ -1,0 +1,35 @@
+"""What a sandbox leaves on the host, found from the host's side (not from our DB).
+
+Used by the suite's final check and by the lifecycle tests: after destroy, nothing
+that a sandbox owned may remain, whatever our own records say.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from cellbox.config import Settings
+from cellbox.runtime import cgroups
+
+
+def leftovers(settings: Settings, sandbox_ids: set[str] | None = None) -> dict[str, list[str]]:
+    """Host objects that look like ours; restricted to ``sandbox_ids`` when given."""
+
+    def keep(name: str) -> bool:
+        return sandbox_ids is None or any(sid in name or name in sid for sid in sandbox_ids)
+
+    found: dict[str, list[str]] = {}
+    runc = subprocess.run(["runc", "--root", str(settings.runc_root), "list", "-q"], capture_output=True, text=True)
+    found["containers"] = [c for c in runc.stdout.split() if keep(c)]
+    netns_dir = Path("/run/netns")
+    found["netns"] = [n for n in (os.listdir(netns_dir) if netns_dir.exists() else []) if n.startswith("cb-") and keep(n[3:])]
+    found["veths"] = [n for n in os.listdir("/sys/class/net") if n.startswith("cb") and n != settings.bridge and keep(n[2:])]
+    found["cgroups"] = [str(p) for p in cgroups.leftover_cgroups() if keep(p.name)]
+    sbx = settings.pool / "sandboxes"
+    found["rootfs"] = [p.name for p in sbx.iterdir() if keep(p.name)] if sbx.exists() else []
+    found["state_dirs"] = [p.name for p in settings.sandboxes_dir.iterdir() if keep(p.name)] if settings.sandboxes_dir.exists() else []
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    found["mounts"] = [m for m in mounts if "/pool/sandboxes/" in m and (sandbox_ids is None or any(s in m for s in sandbox_ids))]
+    return {k: v for k, v in found.items() if v}
