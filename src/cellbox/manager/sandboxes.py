@@ -118,20 +118,31 @@ class SandboxManager:
         return self._agentfs
 
     async def _allocate(self, rec: SandboxRecord) -> None:
-        """Pick the lowest free address and insert the record holding it (atomic)."""
+        """Pick the lowest free address and insert the record holding it.
+
+        Safe across processes sharing the database (a test manager beside a server):
+        the unique index on live addresses rejects a race loser, who picks again.
+        """
         async with self._ip_lock:
-            used = self.store.ips_in_use()
-            gateway = self.settings.gateway
-            for addr in self.settings.subnet.hosts():
-                if addr != gateway and str(addr) not in used:
-                    rec.ip = str(addr)
-                    break
-            else:
-                raise LimitExceeded("no free sandbox address left in " + str(self.settings.subnet))
-            try:
-                self.store.insert(rec)
-            except sqlite3.IntegrityError:
-                raise Conflict(f"a sandbox named {rec.name!r} already exists", code="NAME_TAKEN") from None
+            for _ in range(64):
+                used = self.store.ips_in_use()
+                gateway = self.settings.gateway
+                for addr in self.settings.subnet.hosts():
+                    if addr != gateway and str(addr) not in used:
+                        rec.ip = str(addr)
+                        break
+                else:
+                    raise LimitExceeded("no free sandbox address left in " + str(self.settings.subnet))
+                if rec.name and self.store.get_by_name(rec.namespace, rec.name):
+                    raise Conflict(f"a sandbox named {rec.name!r} already exists", code="NAME_TAKEN")
+                try:
+                    self.store.insert(rec)
+                    return
+                except sqlite3.IntegrityError:
+                    if rec.name and self.store.get_by_name(rec.namespace, rec.name):
+                        raise Conflict(f"a sandbox named {rec.name!r} already exists", code="NAME_TAKEN") from None
+                    continue  # another process took this address first
+            raise LimitExceeded("could not allocate a sandbox address (too much contention)")
 
     async def create(self, spec: CreateSpec) -> SandboxRecord:
         self._validate(spec)

@@ -78,9 +78,14 @@ class DnsForwarder:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._udp, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpServer(self), local_addr=(self.listen, self.port), family=socket.AF_INET
+            lambda: _UdpServer(self), local_addr=(self.listen, self.port), family=socket.AF_INET,
+            reuse_port=True,
         )
-        self._tcp = await asyncio.start_server(self._tcp_client, self.listen, self.port, reuse_address=True)
+        # reuse_port: a second cellbox process on this host (a test manager beside a
+        # server) serves the same address; the kernel spreads queries between them.
+        self._tcp = await asyncio.start_server(
+            self._tcp_client, self.listen, self.port, reuse_address=True, reuse_port=True
+        )
 
     async def stop(self) -> None:
         if self._udp:
