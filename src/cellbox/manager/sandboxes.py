@@ -74,6 +74,16 @@ class SandboxManager:
         await self._dns.start()
         self._agentfs_tree()
 
+    @property
+    def dns_upstreams(self) -> list[str]:
+        return list(self._dns.upstreams) if self._dns else []
+
+    @dns_upstreams.setter
+    def dns_upstreams(self, servers: list[str]) -> None:
+        """Change where the sandboxes' resolver forwards to (tests point it at their own)."""
+        if self._dns is not None:
+            self._dns.upstreams = list(servers)
+
     async def stop(self) -> None:
         if self._dns is not None:
             await self._dns.stop()
