@@ -14,10 +14,30 @@ from cellbox.config import Settings
 from cellbox.runtime import cgroups
 
 
-def leftovers(settings: Settings, sandbox_ids: set[str] | None = None) -> dict[str, list[str]]:
-    """Host objects that look like ours; restricted to ``sandbox_ids`` when given."""
+def live_ids(settings: Settings) -> set[str]:
+    """IDs of sandboxes whose record says they should exist (any process's, warm ones too)."""
+    import sqlite3
+
+    db = sqlite3.connect(str(settings.db_path))
+    try:
+        rows = db.execute("SELECT id FROM sandboxes WHERE status NOT IN ('terminated','failed')").fetchall()
+    finally:
+        db.close()
+    return {r[0] for r in rows}
+
+
+def leftovers(settings: Settings, sandbox_ids: set[str] | None = None, *, orphans_only: bool = False) -> dict[str, list[str]]:
+    """Host objects that look like ours; restricted to ``sandbox_ids`` when given.
+
+    ``orphans_only`` skips objects of sandboxes whose record is live: other managers on
+    this host (a server started by the API tests, warm pools refilling) legitimately
+    make and remove sandboxes while a test runs; a leak is what has no live owner.
+    """
+    live = live_ids(settings) if orphans_only else set()
 
     def keep(name: str) -> bool:
+        if any(lid.startswith(name) or name.startswith(lid) for lid in live):
+            return False
         return sandbox_ids is None or any(sid in name or name in sid for sid in sandbox_ids)
 
     found: dict[str, list[str]] = {}

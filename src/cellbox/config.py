@@ -35,6 +35,8 @@ class Settings:
     default_image: str = _env("CELLBOX_DEFAULT_IMAGE", "cellbox/debian")
     runc: str = _env("CELLBOX_RUNC", "runc")
     agent_port: int = 9501
+    # Pre-booted sandboxes of the default image kept ready for creates (0 disables).
+    warm_pool_size: int = int(_env("CELLBOX_WARM_POOL", "2"))
 
     @property
     def pool_image(self) -> Path:

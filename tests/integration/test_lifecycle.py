@@ -64,11 +64,11 @@ def test_named_sandbox_found_by_name_and_unique(sandboxes, manager):
     ],
 )
 def test_bad_specs_rejected_before_anything_is_made(sandboxes, settings, kwargs, words):
-    before = leftovers(settings)
+    before = leftovers(settings, orphans_only=True)
     with pytest.raises(InvalidRequest) as err:
         sandboxes.create(**kwargs)
     assert words in str(err.value)
-    assert leftovers(settings) == before
+    assert leftovers(settings, orphans_only=True) == before
 
 
 def test_unknown_image_is_not_found(sandboxes):
@@ -84,9 +84,9 @@ def test_failed_start_cleans_up(sandboxes, manager, settings, monkeypatch):
         raise runc_mod.CommandFailed(["runc", "run"], 1, "injected failure")
 
     monkeypatch.setattr(runc_mod.Runc, "run_detached", broken)
-    before = leftovers(settings)
+    before = leftovers(settings, orphans_only=True)
     with pytest.raises(runc_mod.CommandFailed):
         sandboxes.create()
-    assert leftovers(settings) == before
+    assert leftovers(settings, orphans_only=True) == before
     failed = [r for r in manager.store.list() if r.status == Status.FAILED and "injected" in (r.error or "")]
     assert failed, "the failed create left no failed record"

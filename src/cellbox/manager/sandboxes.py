@@ -31,6 +31,7 @@ from ..storage import pool as pool_mod
 from ..storage import rootfs
 from .records import SandboxRecord, Status, now_ms
 from .store import Store
+from .warm import WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class CreateSpec:
     name: str | None = None
     namespace: str = "default"
     timeout_secs: int | None = None
+    # A pre-chosen ID (the API answers a non-blocking create with it before the
+    # sandbox exists); only create_cold honours it, a warm sandbox keeps its own.
+    sandbox_id: str | None = None
 
 
 class SandboxManager:
@@ -61,6 +65,8 @@ class SandboxManager:
         self._ip_lock = asyncio.Lock()
         self._agentfs: Path | None = None
         self._dns: dns.DnsForwarder | None = None
+        self.warm: WarmPool | None = None
+        self.warm_image_mb = 0
 
     # -- service start/stop -----------------------------------------------------------
 
@@ -73,6 +79,11 @@ class SandboxManager:
         self._dns = dns.DnsForwarder(str(self.settings.gateway), upstreams)
         await self._dns.start()
         self._agentfs_tree()
+        if self.settings.warm_pool_size > 0:
+            image = await self.images.resolve(self.settings.default_image)
+            self.warm_image_mb = image.size_bytes >> 20
+            self.warm = WarmPool(self, self.settings.warm_pool_size)
+            self.warm.fill()
 
     @property
     def dns_upstreams(self) -> list[str]:
@@ -85,6 +96,9 @@ class SandboxManager:
             self._dns.upstreams = list(servers)
 
     async def stop(self) -> None:
+        if self.warm is not None:
+            await self.warm.close()
+            self.warm = None
         if self._dns is not None:
             await self._dns.stop()
 
@@ -155,19 +169,41 @@ class SandboxManager:
             raise LimitExceeded("could not allocate a sandbox address (too much contention)")
 
     async def create(self, spec: CreateSpec) -> SandboxRecord:
+        """Create a running sandbox: from the warm pool if one fits, else from scratch."""
+        self._validate(spec)
+        if self.warm is not None and self.warm.can_serve(spec):
+            disk_mb = self._disk_mb(spec, self.warm_image_mb)
+            if spec.name and self.store.get_by_name(spec.namespace, spec.name):
+                raise Conflict(f"a sandbox named {spec.name!r} already exists", code="NAME_TAKEN")
+            rec = await self.warm.claim(spec, disk_mb)
+            if rec is not None:
+                try:
+                    self.store.update(rec)
+                except sqlite3.IntegrityError:
+                    await self.destroy(rec.id, rec.namespace, reason="name_taken")
+                    raise Conflict(f"a sandbox named {spec.name!r} already exists", code="NAME_TAKEN") from None
+                return rec
+        return await self.create_cold(spec)
+
+    def _disk_mb(self, spec: CreateSpec, image_mb: int) -> int:
+        disk_mb = spec.disk_mb or max(DEFAULT_DISK_MB, image_mb + MIN_FREE_DISK_MB)
+        if disk_mb < image_mb + MIN_FREE_DISK_MB:
+            raise InvalidRequest(
+                f"disk_mb={disk_mb} is too small for the image ({image_mb} MiB): "
+                f"ask for at least {image_mb + MIN_FREE_DISK_MB}"
+            )
+        return disk_mb
+
+    async def create_cold(self, spec: CreateSpec) -> SandboxRecord:
+        """Build a sandbox from scratch: storage, network, container, agent."""
         self._validate(spec)
         pool = pool_mod.check_pool(self.settings)
         image = await self.images.resolve(spec.image or self.settings.default_image)
         image_mb = image.size_bytes >> 20
-        disk_mb = spec.disk_mb or max(DEFAULT_DISK_MB, image_mb + MIN_FREE_DISK_MB)
-        if disk_mb < image_mb + MIN_FREE_DISK_MB:
-            raise InvalidRequest(
-                f"disk_mb={disk_mb} is too small for image {image.name} ({image_mb} MiB): "
-                f"ask for at least {image_mb + MIN_FREE_DISK_MB}"
-            )
+        disk_mb = self._disk_mb(spec, image_mb)
         tree = self._agentfs_tree()
         rec = SandboxRecord(
-            id=ids.new_id(), namespace=spec.namespace, name=spec.name, image=image.name,
+            id=spec.sandbox_id or ids.new_id(), namespace=spec.namespace, name=spec.name, image=image.name,
             cpus=spec.cpus, memory_mb=spec.memory_mb, disk_mb=disk_mb, pids_limit=spec.pids_limit,
             timeout_secs=spec.timeout_secs, extra={"image_mb": image_mb},
         )

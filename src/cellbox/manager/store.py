@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sandboxes_status ON sandboxes(status);
+CREATE INDEX IF NOT EXISTS sandboxes_ns_order ON sandboxes(namespace, created_at, id);
 CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_live_name ON sandboxes(namespace, name)
     WHERE name IS NOT NULL AND status NOT IN ('terminated', 'failed');
 CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_live_ip ON sandboxes(ip)
@@ -50,6 +51,7 @@ class Store:
     def _row(doc: str) -> SandboxRecord:
         data = json.loads(doc)
         data["status"] = Status(data["status"])
+        data.setdefault("owner", None)  # rows older than the field: creator unknown
         return SandboxRecord(**{k: v for k, v in data.items() if k in _FIELDS})
 
     def insert(self, rec: SandboxRecord) -> None:
@@ -61,8 +63,8 @@ class Store:
 
     def update(self, rec: SandboxRecord) -> None:
         self.db.execute(
-            "UPDATE sandboxes SET name=?, status=?, ip=?, doc=? WHERE id=?",
-            (rec.name, rec.status.value, rec.ip, self._doc(rec), rec.id),
+            "UPDATE sandboxes SET namespace=?, name=?, status=?, ip=?, created_at=?, doc=? WHERE id=?",
+            (rec.namespace, rec.name, rec.status.value, rec.ip, rec.created_at, self._doc(rec), rec.id),
         )
 
     @staticmethod
@@ -91,6 +93,38 @@ class Store:
             sql += " AND status NOT IN ('terminated','failed')"
         sql += " ORDER BY created_at, id"
         return [self._row(r[0]) for r in self.db.execute(sql, args)]
+
+    def list_page(
+        self,
+        namespace: str,
+        *,
+        statuses: list[str] | None = None,
+        live_only: bool = False,
+        after: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[SandboxRecord]:
+        """One page of a namespace's records in (created_at, id) order, after ``after``."""
+        sql, args = "SELECT doc FROM sandboxes WHERE namespace=?", [namespace]
+        if statuses:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args += statuses
+        if live_only:
+            sql += " AND status NOT IN ('terminated','failed')"
+        if after is not None:
+            sql += " AND (created_at > ? OR (created_at = ? AND id > ?))"
+            args += [after[0], after[0], after[1]]
+        sql += " ORDER BY created_at, id LIMIT ?"
+        args.append(limit)
+        return [self._row(r[0]) for r in self.db.execute(sql, args)]
+
+    def update_if(self, rec: SandboxRecord, expected: Status) -> bool:
+        """Write ``rec`` only if its stored status is still ``expected`` (another process
+        sharing the database may have moved it on); True if written."""
+        cur = self.db.execute(
+            "UPDATE sandboxes SET namespace=?, name=?, status=?, ip=?, created_at=?, doc=? WHERE id=? AND status=?",
+            (rec.namespace, rec.name, rec.status.value, rec.ip, rec.created_at, self._doc(rec), rec.id, expected.value),
+        )
+        return cur.rowcount == 1
 
     def ips_in_use(self) -> set[str]:
         rows = self.db.execute(

@@ -98,7 +98,8 @@ def ensure(data_dir_agentfs: Path) -> Path:
     tree = data_dir_agentfs / fingerprint()
     if (tree / ".complete").exists():
         return tree
-    tmp = data_dir_agentfs / f".tmp-{tree.name}-{os.getpid()}"
+    # A private temporary name: two managers (or processes) may build at once.
+    tmp = data_dir_agentfs / f".tmp-{tree.name}-{os.getpid()}-{os.urandom(4).hex()}"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "bin").mkdir(parents=True)
     (tmp / "lib64").mkdir()
@@ -122,9 +123,13 @@ def ensure(data_dir_agentfs: Path) -> Path:
     # Byte-compile so start-up reads .pyc files; the tree is read-only in the sandbox.
     compileall.compile_dir(str(stdlib_dest), quiet=1, optimize=0, workers=0)
     (tmp / ".complete").write_text(tree.name)
-    if tree.exists():
-        shutil.rmtree(tree)
-    os.replace(tmp, tree)
+    try:
+        os.rename(tmp, tree)
+    except OSError:
+        # Someone else finished first. Never replace a tree: sandboxes may be using it.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (tree / ".complete").exists():
+            raise
     return tree
 
 

@@ -1,0 +1,76 @@
+"""Shared helpers for benchmarks: statistics, tables, result files and plots.
+
+Every benchmark prints a table, writes ``bench/results/<name>-<UTC time>.json`` and
+``<name>-latest.json`` (so two runs can be diffed), and a PNG where a picture helps.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of the values; nan if empty."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def summarize(samples_ms: list[float], failures: int = 0) -> dict[str, Any]:
+    n = len(samples_ms) + failures
+    return {
+        "n": n,
+        "ok": len(samples_ms),
+        "success_rate": (len(samples_ms) / n) if n else 0.0,
+        "min": min(samples_ms) if samples_ms else float("nan"),
+        "p50": statistics.median(samples_ms) if samples_ms else float("nan"),
+        "p95": percentile(samples_ms, 95),
+        "p99": percentile(samples_ms, 99),
+        "max": max(samples_ms) if samples_ms else float("nan"),
+        "mean": statistics.fmean(samples_ms) if samples_ms else float("nan"),
+    }
+
+
+def table(title: str, rows: dict[str, dict[str, Any]]) -> str:
+    cols = ["n", "success_rate", "min", "p50", "p95", "p99", "max"]
+    width = max(len(k) for k in rows) + 2
+    out = [title, f"{'variant':<{width}}" + "".join(f"{c:>13}" for c in cols)]
+    for name, st in rows.items():
+        cells = []
+        for c in cols:
+            v = st[c]
+            cells.append(f"{v:>13.0%}" if c == "success_rate" else f"{v:>13.1f}" if isinstance(v, float) else f"{v:>13}")
+        out.append(f"{name:<{width}}" + "".join(cells))
+    return "\n".join(out)
+
+
+def host_facts() -> dict[str, Any]:
+    import os
+
+    return {
+        "host": platform.node(),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "load_avg": os.getloadavg(),
+        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": name, "host": host_facts(), **data}
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = RESULTS / f"{name}-{stamp}.json"
+    text = json.dumps(data, indent=1)
+    path.write_text(text)
+    (RESULTS / f"{name}-latest.json").write_text(text)
+    return path

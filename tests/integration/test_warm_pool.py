@@ -1,0 +1,65 @@
+"""The warm pool hands out pre-booted sandboxes shaped to the request, and refills."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from cellbox.manager.records import Status
+from cellbox.manager.sandboxes import CreateSpec, SandboxManager
+from cellbox.manager.store import Store
+
+from ..leaks import leftovers
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def pooled(settings, loop_thread, manager):
+    store = Store(settings.db_path)
+    mgr = SandboxManager(dataclasses.replace(settings, warm_pool_size=2), store)
+    loop_thread.run(mgr.start())
+    made: list[str] = []
+    try:
+        yield mgr, made
+    finally:
+        for sid in made:
+            loop_thread.run(mgr.destroy(sid))
+        loop_thread.run(mgr.stop())
+        store.close()
+
+
+def _wait_ready(mgr, n: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while mgr.warm.ready < n:
+        assert time.monotonic() < deadline, "warm pool did not fill"
+        time.sleep(0.05)
+
+
+def test_claim_applies_limits_and_refills(pooled, loop_thread, sandboxes, settings):
+    mgr, made = pooled
+    _wait_ready(mgr, 2)
+    rec = loop_thread.run(mgr.create(CreateSpec(cpus=0.5, memory_mb=256, disk_mb=2000, name="warm-one")))
+    made.append(rec.id)
+    assert rec.extra.get("warm") is True and rec.status == Status.RUNNING
+    assert mgr.get("warm-one").id == rec.id
+    cg = f"/sys/fs/cgroup"
+    assert open(f"{cg}/cpu/cellbox/{rec.id}/cpu.cfs_quota_us").read().strip() == "50000"
+    assert int(open(f"{cg}/memory/cellbox/{rec.id}/memory.limit_in_bytes").read()) == 256 << 20
+    res = sandboxes.run(rec, "hostname")  # the agent answers, hostname = ID
+    assert res["out"] == rec.id
+    _wait_ready(mgr, 2)  # refilled in the background
+
+
+def test_pool_is_torn_down_on_stop(settings, loop_thread, manager):
+    store = Store(settings.db_path)
+    mgr = SandboxManager(dataclasses.replace(settings, warm_pool_size=2), store)
+    loop_thread.run(mgr.start())
+    _wait_ready(mgr, 2)
+    warm_ids = {r.id for r in store.list("__warm__", live_only=True)}
+    assert len(warm_ids) >= 2
+    loop_thread.run(mgr.stop())
+    store.close()
+    assert leftovers(settings, warm_ids) == {}
