@@ -244,8 +244,8 @@ class SandboxManager:
         )
         bundle.write(state_dir, cfg)
         undo.push("container", lambda: self.runc.destroy(ids.container(sid)))
-        rec.init_pid = await self.runc.run_detached(ids.container(sid), state_dir, state_dir / "agent.log")
-        await self._wait_agent(rec, state_dir / "agent.log")
+        rec.init_pid = await self.runc.run_detached(ids.container(sid), state_dir)
+        await self._wait_agent(rec, state_dir / "runc.log")
         rec.status = Status.RUNNING
         self.store.update(rec)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,17 +34,19 @@ class Runc:
     def _argv(self, *args: str) -> list[str]:
         return [self.binary, "--root", str(self.root), *args]
 
-    async def run_detached(self, container_id: str, bundle: Path, log: Path) -> int:
-        """Create and start the container; its init's stdio goes to ``log``. Returns the PID.
+    async def run_detached(self, container_id: str, bundle: Path) -> int:
+        """Create and start the container; returns its init's PID.
 
-        The container's init inherits runc's stdout and stderr, so both must be a file,
-        never a pipe we wait on (the pipe would stay open as long as the sandbox lives);
-        runc's own error messages go to ``runc.log`` beside the bundle via ``--log``.
+        The container's init inherits runc's stdio, which is /dev/null: never a pipe
+        we would wait on (it would stay open as long as the sandbox lives), and never a
+        host file, which CRIU could not dump ("Can't lookup mount for fd=1": the file
+        is outside the container's mounts). runc's own errors go to ``runc.log``
+        beside the bundle via ``--log``.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         pid_file = bundle / "init.pid"
         runc_log = bundle / "runc.log"
-        with open(log, "ab") as out:
+        with open(os.devnull, "r+b") as out:
             proc = await asyncio.create_subprocess_exec(
                 self.binary, "--root", str(self.root), "--log", str(runc_log), "--log-format", "json",
                 "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file),
