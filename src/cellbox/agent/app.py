@@ -22,11 +22,23 @@ from .files_api import FileAPI
 from .oom import OomCounter
 from .proc_api import ProcessAPI
 from .processes import ProcessManager
-from .routes import Router
+from .routes import Lazy, Router
 from .server import HTTPConnection, Request, Response, json_response
 from .util import log
 
 REAP_SAFETY_INTERVAL = 10.0
+
+# Routes whose modules are imported on their first request (routes.Lazy): PTY
+# and tunnels pull in wsproto/termios/hmac, which sandbox start-up never needs.
+PTY_ROUTES = (
+    ("POST", "/api/v1/pty", "create"),
+    ("GET", "/api/v1/pty", "list"),
+    ("GET", "/api/v1/pty/{sid}", "get"),
+    ("DELETE", "/api/v1/pty/{sid}", "delete"),
+    ("POST", "/api/v1/pty/{sid}/resize", "resize"),
+    ("GET", "/api/v1/pty/{sid}/ws", "attach"),
+)
+TUNNEL_ROUTES = (("GET", "/api/v1/tunnels/tcp", "tcp"),)
 
 
 class InfoAPI:
@@ -75,8 +87,26 @@ async def serve(cfg: Config, listen_fd: int, t0: float) -> int:
     )
     router = Router()
     InfoAPI(pm).register(router)
-    ProcessAPI(pm, cfg.keepalive).register(router)
+    proc_api = ProcessAPI(pm, cfg.keepalive)
+    proc_api.register(router)
     FileAPI(FileRoot(cfg.root)).register(router)
+
+    def build_pty_api() -> object:
+        from .pty_api import PtyAPI
+        from .ptys import PtyManager
+
+        return PtyAPI(PtyManager(pm, cfg.drain_grace))
+
+    def build_tunnel_api() -> object:
+        from .tunnels import TunnelAPI
+
+        return TunnelAPI()
+
+    pty_api = Lazy(build_pty_api)
+    tunnel_api = Lazy(build_tunnel_api)
+    for lazy, table in ((pty_api, PTY_ROUTES), (tunnel_api, TUNNEL_ROUTES)):
+        for method, path, name in table:
+            router.add(method, path, lazy.handler(name))
 
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGCHLD, pm.reap)
@@ -111,7 +141,11 @@ async def serve(cfg: Config, listen_fd: int, t0: float) -> int:
     await stop.wait()
     log("shutting down")
     server.close()
+    proc_api.shutdown()  # no managed restarts from here on
     for task in list(connections):
         task.cancel()
-    await pm.shutdown(cfg.shutdown_grace)
+    if pty_api.obj is not None:
+        await asyncio.gather(pm.shutdown(cfg.shutdown_grace), pty_api.obj.ptys.shutdown(cfg.shutdown_grace))
+    else:
+        await pm.shutdown(cfg.shutdown_grace)
     return 0

@@ -126,6 +126,10 @@ class OutputLog:
         self.finished = True
         self._wake()
 
+    def reopen(self) -> None:
+        """Undo ``finish`` (a stopped supervised process was restarted)."""
+        self.finished = False
+
     def since(self, seq: int) -> tuple[list[OutputLine], int]:
         """Lines with sequence >= ``seq`` (clamped to what is retained) and the next cursor."""
         if seq < self.first_seq:

@@ -18,13 +18,18 @@ Decisions worth knowing:
     ``event: eof`` and ends the response once the process is finished.
   * ``DELETE`` SIGKILLs the group but keeps the record (status/output stay
     readable) until it ages out of the retention window.
-  * ``name``/``restart``/``health_check`` are accepted; only ``name`` is used
-    today (lookup by name, unique among running processes -> 409).  Restart
-    supervision and health checks are not implemented yet.
+  * Any of ``name``/``restart``/``health_check`` makes the process supervised
+    (``managed.py``, imported on first use): restarts with backoff, health
+    checks, ``POST .../restart`` (400 ``NOT_MANAGED`` otherwise), DELETE =
+    SIGTERM then SIGKILL after ``stop_grace_ms`` (start-request field, or
+    ``?stop_grace_ms=`` / JSON body on the DELETE).  A live name is unique:
+    409 ``NAME_TAKEN``.  ``{p}`` naming any incarnation resolves to the
+    current one.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, AsyncIterator
 
 from . import sse
@@ -38,7 +43,6 @@ from .users import resolve_user
 from .validate import (
     opt_choice,
     opt_number,
-    opt_object,
     opt_str,
     opt_str_list,
     opt_str_map,
@@ -74,8 +78,6 @@ def parse_spawn(body: Any, *, run: bool) -> SpawnSpec:
     name = opt_str(obj, "name")
     if name is not None and (not name or "/" in name or name.isdigit()):
         raise bad_request("field 'name' must be non-empty, without '/', and not all digits")
-    opt_object(obj, "restart")
-    opt_object(obj, "health_check")
     return SpawnSpec(
         command,
         args,
@@ -94,6 +96,19 @@ class ProcessAPI:
     def __init__(self, manager: ProcessManager, keepalive: float = sse.KEEPALIVE_SECONDS) -> None:
         self.pm = manager
         self.keepalive = keepalive
+        self._supervisor: Any = None  # managed.Supervisor, built on first use
+
+    def supervisor(self) -> Any:
+        if self._supervisor is None:
+            from .managed import Supervisor
+
+            self._supervisor = Supervisor(self.pm)
+        return self._supervisor
+
+    def shutdown(self) -> None:
+        """Agent stopping: no more restarts/probes of managed processes."""
+        if self._supervisor is not None:
+            self._supervisor.shutdown()
 
     def register(self, router: Router) -> None:
         base = "/api/v1/processes"
@@ -103,6 +118,7 @@ class ProcessAPI:
         router.add("GET", f"{base}/{{p}}", self.get)
         router.add("DELETE", f"{base}/{{p}}", self.delete)
         router.add("POST", f"{base}/{{p}}/signal", self.signal)
+        router.add("POST", f"{base}/{{p}}/restart", self.restart)
         router.add("POST", f"{base}/{{p}}/stdin", self.stdin)
         router.add("POST", f"{base}/{{p}}/stdin/close", self.stdin_close)
         for kind in _STREAMS:
@@ -114,14 +130,18 @@ class ProcessAPI:
         proc = self.pm.find(ref)
         if proc is None:
             raise APIError(404, "PROCESS_NOT_FOUND", f"process {ref} not found")
+        if proc.managed is not None and proc.managed.current is not None:
+            return proc.managed.current  # {p} named an older incarnation
         return proc
 
     # -------------------------------------------------------------- start
     async def start(self, request: Request) -> Response:
-        spec = parse_spawn(await request.json(), run=False)
-        if spec.name is not None and self.pm.name_in_use(spec.name):
-            raise APIError(409, "NAME_CONFLICT", f"a running process is already named {spec.name!r}")
-        proc = self.pm.spawn(spec)
+        body = await request.json()
+        spec = parse_spawn(body, run=False)
+        if any(body.get(k) is not None for k in ("name", "restart", "health_check")):
+            proc = self.supervisor().start(spec, body)
+        else:
+            proc = self.pm.spawn(spec)
         return json_response(proc.info(), 201)
 
     async def run(self, request: Request) -> StreamingResponse:
@@ -202,8 +222,30 @@ class ProcessAPI:
 
     # ------------------------------------------------------------ control
     async def delete(self, request: Request) -> Response:
-        self.pm.kill(self._lookup(request))
+        proc = self._lookup(request)
+        if proc.managed is None:
+            self.pm.kill(proc)
+            return empty_response(204)
+        from .managed import parse_stop_grace
+
+        grace = parse_stop_grace(request.query("stop_grace_ms"))
+        raw = await request.body()
+        if raw.strip():
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                raise bad_request("malformed JSON body") from None
+            if isinstance(obj, dict) and obj.get("stop_grace_ms") is not None:
+                grace = parse_stop_grace(obj["stop_grace_ms"])
+        proc.managed.stop(grace)
         return empty_response(204)
+
+    async def restart(self, request: Request) -> Response:
+        proc = self._lookup(request)
+        if proc.managed is None:
+            raise bad_request(f"process {request.params['p']} is not a managed process", "NOT_MANAGED")
+        await proc.managed.manual_restart()
+        return json_response(proc.managed.current.info())
 
     async def signal(self, request: Request) -> Response:
         proc = self._lookup(request)

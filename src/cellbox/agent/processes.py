@@ -25,6 +25,11 @@ event, follow streams end) when it has been reaped and both pipes hit EOF --
 or, if a backgrounded grandchild keeps a pipe open, ``drain_grace`` seconds
 after the exit.  In that case the pipe is *not* closed (closing it would
 SIGPIPE the daemon the user just started); late lines still land in the log.
+
+Other subsystems that fork (PTY sessions) register their children with
+``watch_pid``.  Supervised processes (``managed.py``) are sequences of
+``Process`` incarnations sharing one ``OutputLog``; ``spawn(log_=, managed=,
+on_finish=)``, ``forget`` and ``retire`` are the hooks they use.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from .errors import APIError
 from .oom import OomCounter
 from .output import STDERR, STDOUT, LineSplitter, OutputLog
 from .spawn import SpawnSpec, close_fd, spawn_child
-from .users import build_env
+from .users import Identity, build_env
 from .util import log, now_ms
 
 READ_CHUNK = 64 * 1024
@@ -59,7 +64,15 @@ class _Pipe:
 class Process:
     """One spawned process and everything the API reports about it."""
 
-    def __init__(self, handle: int, popen: subprocess.Popen[bytes], spec: SpawnSpec, log_: OutputLog) -> None:
+    def __init__(
+        self,
+        handle: int,
+        popen: subprocess.Popen[bytes],
+        spec: SpawnSpec,
+        log_: OutputLog,
+        managed: Any = None,
+        on_finish: Callable[["Process"], None] | None = None,
+    ) -> None:
         self.handle = handle
         self.pid: int = popen.pid
         self.popen = popen
@@ -83,6 +96,10 @@ class Process:
         self.oom_before: int | None = None
         self.finished = asyncio.Event()
         self.timer: asyncio.TimerHandle | None = None
+        # Supervised ("managed") incarnations share one OutputLog owned by their
+        # ``managed.ManagedProcess``; only that object may finish the log.
+        self.managed = managed
+        self.on_finish = on_finish
 
     @property
     def status(self) -> str:
@@ -118,6 +135,8 @@ class Process:
         }
         if self.name is not None:
             data["name"] = self.name
+        if self.managed is not None:
+            data["managed"] = self.managed.info()
         return data
 
     def exit_event(self) -> dict[str, Any]:
@@ -182,17 +201,34 @@ class ProcessManager:
                 found = proc
         return found
 
-    def name_in_use(self, name: str) -> bool:
-        return any(p.name == name and not p.exited for p in self._procs.values())
-
     # ------------------------------------------------------------------ spawn
-    def spawn(self, spec: SpawnSpec) -> Process:
-        """Fork/exec ``spec``; raises APIError(400) if it cannot be executed."""
+    def child_env(self, identity: Identity, overrides: dict[str, str]) -> dict[str, str]:
+        return build_env(identity, os.environ if self._inherit_env else None, overrides)
+
+    def new_log(self) -> OutputLog:
+        return OutputLog(self._max_lines, self._max_bytes)
+
+    def spawn(
+        self,
+        spec: SpawnSpec,
+        *,
+        log_: OutputLog | None = None,
+        managed: Any = None,
+        on_finish: Callable[[Process], None] | None = None,
+    ) -> Process:
+        """Fork/exec ``spec``; raises APIError(400) if it cannot be executed.
+
+        ``log_``/``managed``/``on_finish`` are for supervised incarnations: they
+        write into the supervisor's shared log, are not retired into the
+        finished-retention queue on their own (see ``retire``/``forget``), and
+        ``on_finish(proc)`` runs once the incarnation is finished.
+        """
         cwd = spec.working_dir or self.default_workdir
-        env = build_env(spec.identity, os.environ if self._inherit_env else None, spec.env)
+        env = self.child_env(spec.identity, spec.env)
         oom_before = self._oom.read()
         child = spawn_child(spec, cwd, env)
-        proc = Process(self._next_handle, child.popen, spec, OutputLog(self._max_lines, self._max_bytes))
+        log_ = log_ if log_ is not None else self.new_log()
+        proc = Process(self._next_handle, child.popen, spec, log_, managed, on_finish)
         self._next_handle += 1
         proc.oom_before = oom_before
         proc.stdin_fd = child.stdin_fd
@@ -216,6 +252,30 @@ class ProcessManager:
         returning to the event loop after the fork, so the reaper cannot miss it.
         """
         self._exit_hooks[pid] = on_exit
+
+    # ------------------------------------------------- supervised incarnations
+    def forget(self, proc: Process, keep_pid_alias: bool = False) -> None:
+        """Drop a finished incarnation from the table (its supervisor replaced it).
+
+        With ``keep_pid_alias`` a lookup of its pid still finds it (and through
+        ``proc.managed`` the supervised process) until the pid is reused or
+        ``drop_alias`` is called.
+        """
+        self._procs.pop(proc.handle, None)
+        if proc in self._finished_order:
+            self._finished_order.remove(proc)
+        if not keep_pid_alias:
+            self.drop_alias(proc)
+
+    def drop_alias(self, proc: Process) -> None:
+        if self._by_pid.get(proc.pid) is proc:
+            del self._by_pid[proc.pid]
+
+    def retire(self, proc: Process) -> None:
+        """A supervised process stopped for good: subject it to normal retention."""
+        if proc.handle in self._procs and proc not in self._finished_order:
+            self._finished_order.append(proc)
+            self._evict()
 
     # ----------------------------------------------------------------- output
     def _on_readable(self, proc: Process, pipe: _Pipe) -> None:
@@ -276,7 +336,10 @@ class ProcessManager:
                 continue
             hook = self._exit_hooks.pop(pid, None)
             if hook is not None:
-                hook(status)
+                try:
+                    hook(status)
+                except Exception as exc:  # a bug in the hook must not stop the reaper
+                    log(f"exit hook for pid {pid} failed: {type(exc).__name__}: {exc}")
             else:
                 self.reaped_unknown += 1  # an orphan reparented to us (PID 1 / subreaper)
 
@@ -316,9 +379,15 @@ class ProcessManager:
             for line in pipe.splitter.flush():
                 proc.log.append(pipe.stream, line, ts)
         proc.finished.set()
-        proc.log.finish()
-        self._finished_order.append(proc)
-        self._evict()
+        if proc.managed is None:
+            proc.log.finish()
+            self._finished_order.append(proc)
+            self._evict()
+        if proc.on_finish is not None:
+            try:
+                proc.on_finish(proc)
+            except Exception as exc:
+                log(f"finish hook for pid {proc.pid} failed: {type(exc).__name__}: {exc}")
 
     def _evict(self) -> None:
         """Forget the oldest finished processes beyond the retention limits."""
@@ -329,7 +398,10 @@ class ProcessManager:
             old = self._finished_order.pop(0)
             total -= old.log.bytes
             self._procs.pop(old.handle, None)
-            if self._by_pid.get(old.pid) is old:
+            if old.managed is not None:  # its older incarnations' pid aliases go too
+                for pid in [pid for pid, p in self._by_pid.items() if p.managed is old.managed]:
+                    del self._by_pid[pid]
+            elif self._by_pid.get(old.pid) is old:
                 del self._by_pid[old.pid]
             for pipe in list(old.pipes):
                 self._close_pipe(old, pipe)

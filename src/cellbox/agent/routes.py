@@ -9,6 +9,8 @@ raw (still percent-encoded) segments and decoded afterwards, so an encoded
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from .errors import APIError
 from .server import AnyResponse, Handler, Request, error_response, percent_decode
 
@@ -53,3 +55,26 @@ class Router:
             response.headers.append(("Allow", ", ".join(sorted(set(allowed)))))
             return response
         raise APIError(404, "NOT_FOUND", f"no route for {request.method} {request.path}")
+
+
+class Lazy:
+    """An API object built on its first request, so its modules stay off start-up.
+
+    ``build`` imports what it needs (PTY, tunnels: termios/wsproto...) and
+    returns the object whose coroutine methods serve the routes.
+    """
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self.obj: Any = None
+
+    def get(self) -> Any:
+        if self.obj is None:
+            self.obj = self._build()
+        return self.obj
+
+    def handler(self, name: str) -> Handler:
+        async def call(request: Request) -> AnyResponse:
+            return await getattr(self.get(), name)(request)  # type: ignore[no-any-return]
+
+        return call

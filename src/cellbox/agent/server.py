@@ -17,7 +17,10 @@ Why hand-rolled over h11 instead of starlette/uvicorn/aiohttp:
 h11 does all the HTTP parsing/framing (keep-alive, pipelining, chunked and
 Content-Length bodies, chunked responses); this module only moves bytes and
 dispatches requests.  Handlers are ``async (Request) -> Response |
-StreamingResponse`` and raise ``APIError`` for errors.
+StreamingResponse | Upgrade`` and raise ``APIError`` for errors.  ``Upgrade``
+(WebSocket: PTY, tunnels) makes the server send ``101 Switching Protocols`` via
+h11 and hand the socket, plus bytes already read past the request, to the
+handler's protocol code (``ws.py``); the HTTP connection ends with it.
 """
 
 from __future__ import annotations
@@ -79,7 +82,30 @@ class StreamingResponse:
         self.on_close = on_close
 
 
-AnyResponse = Response | StreamingResponse
+class Upgrade:
+    """Switch the connection to another protocol (``101 Switching Protocols``).
+
+    After the 101 is sent, the server hands the raw streams plus any bytes
+    that arrived after the request (``trailing``) to ``run`` and closes the
+    connection when it returns.  ``on_abandon`` runs instead of ``run`` if the
+    switch never happens (client gone, send failed) -- the place to release
+    resources acquired before the switch, e.g. a tunnel's upstream socket.
+    """
+
+    __slots__ = ("headers", "run", "on_abandon")
+
+    def __init__(
+        self,
+        headers: Headers,
+        run: Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[None]],
+        on_abandon: Callable[[], None] | None = None,
+    ) -> None:
+        self.headers = headers
+        self.run = run
+        self.on_abandon = on_abandon
+
+
+AnyResponse = Response | StreamingResponse | Upgrade
 Handler = Callable[["Request"], Awaitable[AnyResponse]]
 
 
@@ -268,8 +294,13 @@ class HTTPConnection:
         if self._peer_gone:
             if isinstance(response, StreamingResponse) and response.on_close:
                 response.on_close()
+            elif isinstance(response, Upgrade) and response.on_abandon:
+                response.on_abandon()
             return False
         self._consume_buffered_body()
+        if isinstance(response, Upgrade):
+            await self._switch(request, response)
+            return False
         unread_body = self._h11.their_state is h11.SEND_BODY
         if unread_body:
             response.headers.append(("Connection", "close"))
@@ -281,6 +312,33 @@ class HTTPConnection:
             await self._linger()
             return False
         return True
+
+    async def _switch(self, request: Request, upgrade: Upgrade) -> None:
+        """Send 101 and run the new protocol on this socket until it is done."""
+        started = False
+        try:
+            if self._h11.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
+                # no Upgrade header, or an unread body: refuse instead of switching
+                err = APIError(400, "INVALID_REQUEST", "not a protocol upgrade request")
+                response = error_response(err)
+                response.headers.append(("Connection", "close"))
+                await self._send_simple(response)
+                return
+            self._writer.write(
+                self._h11.send(
+                    h11.InformationalResponse(status_code=101, headers=upgrade.headers, reason=b"Switching Protocols")
+                )
+            )
+            trailing = self._h11.trailing_data[0]
+            started = True
+            await upgrade.run(self._reader, self._writer, trailing)
+        except (ConnectionError, OSError, h11.ProtocolError):
+            pass
+        except Exception as exc:  # a bug in the protocol handler: log, drop the connection
+            log(f"internal error in upgraded {request.method} {request.path}: {type(exc).__name__}: {exc}")
+        finally:
+            if not started and upgrade.on_abandon is not None:
+                upgrade.on_abandon()
 
     # ----------------------------------------------------------- writing
     def _start(self, status: int, headers: Headers) -> bytes:

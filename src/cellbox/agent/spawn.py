@@ -114,7 +114,7 @@ def spawn_child(spec: SpawnSpec, cwd: str, env: dict[str, str]) -> Child:
     except BaseException as exc:
         for fd in parent_fds:
             close_fd(fd)
-        raise _spawn_error(exc, spec.command, cwd) from None
+        raise spawn_error(exc, spec.command, cwd) from None
     finally:
         for fd in child_fds:
             close_fd(fd)
@@ -130,7 +130,7 @@ def close_fd(fd: int) -> None:
         pass
 
 
-def _spawn_error(exc: BaseException, command: str, cwd: str) -> BaseException:
+def spawn_error(exc: BaseException, command: str, cwd: str) -> BaseException:
     """Map a Popen failure onto a clear 4xx (or re-raise non-OS errors)."""
     if isinstance(exc, OSError):
         failed_on_cwd = getattr(exc, "filename", None) == cwd
