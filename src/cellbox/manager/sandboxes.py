@@ -24,12 +24,13 @@ from .._undo import Undo
 from ..config import Settings
 from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, LimitExceeded, NotFound
 from ..network import dns, netns
-from ..runtime import agentfs, bundle, cgroups
+from ..runtime import agentfs, bundle, cgroups, checkpoint
 from ..runtime.runc import Runc
 from ..storage import images as images_mod
 from ..storage import pool as pool_mod
 from ..storage import rootfs
 from .records import SandboxRecord, Status, now_ms
+from .memstate import MemoryState
 from .store import Store
 from .warm import WarmPool
 
@@ -67,6 +68,7 @@ class SandboxManager:
         self._dns: dns.DnsForwarder | None = None
         self.warm: WarmPool | None = None
         self.warm_image_mb = 0
+        self.memory = MemoryState(self)
 
     # -- service start/stop -----------------------------------------------------------
 
@@ -79,6 +81,7 @@ class SandboxManager:
         self._dns = dns.DnsForwarder(str(self.settings.gateway), upstreams)
         await self._dns.start()
         self._agentfs_tree()
+        checkpoint.write_criu_config(self.settings.data_dir / "criu.conf")
         if self.settings.warm_pool_size > 0:
             image = await self.images.resolve(self.settings.default_image)
             self.warm_image_mb = image.size_bytes >> 20
@@ -240,7 +243,7 @@ class SandboxManager:
         cfg = bundle.config(
             hostname=sid, rootfs=root, agentfs_tree=tree, netns_path=netns.path(sid),
             cgroups_path=ids.cgroup_path(sid), limits=bundle.Limits(rec.cpus, rec.memory_mb, rec.pids_limit),
-            agent_port=self.settings.agent_port,
+            agent_port=self.settings.agent_port, criu_config=self.settings.data_dir / "criu.conf",
         )
         bundle.write(state_dir, cfg)
         undo.push("container", lambda: self.runc.destroy(ids.container(sid)))

@@ -63,10 +63,13 @@ def config(
     cgroups_path: str,
     limits: Limits,
     agent_port: int,
+    criu_config: Path | None = None,
 ) -> dict[str, Any]:
     nofile = _nofile()
     return {
         "ociVersion": "1.0.2",
+        # runc hands this file to CRIU on checkpoint/restore (see runtime/checkpoint.py).
+        "annotations": {"org.criu.config": str(criu_config)} if criu_config else {},
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},

@@ -1,0 +1,319 @@
+"""Memory state: suspend/resume, snapshots (filesystem or memory), restore, live clone.
+
+All of it is one primitive used two ways: CRIU dumps a sandbox's whole process tree
+(agent included, with its captured output, pipes and PTYs) and btrfs snapshots its
+root filesystem; a restore starts that tree again, either under the same identity
+(resume) or under a new one (restore from snapshot, clone: new ID, rootfs, netns,
+address, cgroup).
+
+Rules kept here (design notes §3):
+* consistent snapshots: the container is frozen (cgroup freezer) while its root
+  filesystem is snapshotted and its memory dumped, so both are from one instant;
+* lossless suspend: the dump goes to ``suspend.new`` and is renamed to ``suspend``
+  only once complete; a failed dump leaves the sandbox running as it was, a failed
+  resume leaves it suspended with its images intact;
+* a suspended sandbox costs disk only: no process, no memory, no cgroup (runc removes
+  the container at checkpoint). The netns is kept (kernel object, no memory to speak
+  of) and remade at resume if a reboot removed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import ipaddress
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import _proc, ids
+from .._undo import Undo
+from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, NotFound
+from ..network import netns
+from ..runtime import bundle, checkpoint
+from ..storage import btrfs, rootfs
+from .records import SandboxRecord, Status, now_ms
+from .snapshot_store import SnapshotRecord, SnapshotStatus, SnapshotStore, SnapshotType
+
+if TYPE_CHECKING:
+    from .sandboxes import SandboxManager
+
+log = logging.getLogger(__name__)
+MANIFEST_VERSION = 1
+
+
+class MemoryState:
+    def __init__(self, manager: "SandboxManager") -> None:
+        self.m = manager
+        self.snapshots = SnapshotStore(manager.store.db)
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    # -- paths ------------------------------------------------------------------------
+
+    def _state_dir(self, sandbox_id: str) -> Path:
+        return self.m.settings.sandboxes_dir / sandbox_id
+
+    def _snapshot_dir(self, snapshot_id: str) -> Path:
+        return self.m.settings.pool / "snapshots" / snapshot_id
+
+    # -- suspend / resume ---------------------------------------------------------------
+
+    async def suspend(self, ref: str, namespace: str = "default") -> SandboxRecord:
+        rec = self.m.get(ref, namespace)
+        if not rec.name:
+            raise InvalidRequest("only named sandboxes can be suspended (ephemeral ones are terminated)",
+                                 code="SANDBOX_NOT_NAMED")
+        async with self._lock(rec.id):
+            rec = self.m.get(rec.id)
+            if rec.status == Status.SUSPENDED:
+                return rec
+            if rec.status != Status.RUNNING:
+                raise Conflict(f"sandbox {rec.id} is {rec.status.value}; only a running sandbox can be suspended",
+                               code="INVALID_STATE")
+            state_dir = self._state_dir(rec.id)
+            new = state_dir / "suspend.new"
+            shutil.rmtree(new, ignore_errors=True)
+            rec.status = Status.SUSPENDING
+            self.m.store.update(rec)
+            try:
+                timing = await checkpoint.checkpoint(self.m.runc, ids.container(rec.id), new, leave_running=False)
+            except BaseException as exc:
+                shutil.rmtree(new, ignore_errors=True)
+                state = await self.m.runc.state(ids.container(rec.id))
+                rec = self.m.get(rec.id)
+                if state is not None and state.status in ("running", "paused"):
+                    if state.status == "paused":
+                        await checkpoint.resume(self.m.runc, ids.container(rec.id))
+                    rec.status = Status.RUNNING  # as it was
+                else:
+                    rec.status, rec.error = Status.FAILED, f"suspend failed and the sandbox stopped: {exc}"
+                    rec.terminated_at, rec.termination_reason = now_ms(), "suspend_failed"
+                self.m.store.update(rec)
+                raise
+            final = state_dir / "suspend"
+            shutil.rmtree(final, ignore_errors=True)
+            new.rename(final)  # the dump is complete: from here on, resume can use it
+            rec = self.m.get(rec.id)
+            rec.status, rec.init_pid = Status.SUSPENDED, None
+            rec.extra["suspended_at"] = now_ms()
+            rec.extra["suspend_image_bytes"] = timing.image_bytes
+            self.m.store.update(rec)
+            return rec
+
+    async def resume(self, ref: str, namespace: str = "default") -> SandboxRecord:
+        rec = self.m.get(ref, namespace)
+        async with self._lock(rec.id):
+            rec = self.m.get(rec.id)
+            if rec.status == Status.RUNNING:
+                return rec
+            if rec.status != Status.SUSPENDED:
+                raise Conflict(f"sandbox {rec.id} is {rec.status.value}, not suspended", code="INVALID_STATE")
+            state_dir = self._state_dir(rec.id)
+            images = state_dir / "suspend"
+            if not (images / "inventory.img").exists():
+                raise InternalFailure(f"sandbox {rec.id} has no complete suspend image")
+            if not netns.exists(rec.id):
+                await netns.create(self.m.settings, rec.id, ipaddress.IPv4Address(rec.ip))
+            work = state_dir / f"restore-{int(time.time() * 1000)}"
+            try:
+                rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(rec.id), state_dir, images, work)
+                await self.m._wait_agent(rec, work / "restore.log")
+            except BaseException:
+                # Leave it suspended, images intact: a later resume can try again.
+                await self.m.runc.destroy(ids.container(rec.id))
+                raise
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            rec.status = Status.RUNNING
+            rec.extra["resumed_at"] = now_ms()
+            rec.extra["resume_count"] = rec.extra.get("resume_count", 0) + 1
+            self.m.store.update(rec)
+            shutil.rmtree(images, ignore_errors=True)
+            return rec
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    async def _freeze_and_capture(self, rec: SandboxRecord, dest: Path, memory: bool) -> int:
+        """Snapshot rootfs (and memory) of a running sandbox at one instant; returns image bytes."""
+        cid = ids.container(rec.id)
+        dest.mkdir(parents=True, exist_ok=True)
+        await checkpoint.pause(self.m.runc, cid)
+        try:
+            await btrfs.snapshot(rootfs.path(self.m.settings.pool, rec.id), dest / "rootfs", readonly=True)
+            if memory:
+                timing = await checkpoint.checkpoint(self.m.runc, cid, dest / "mem", leave_running=True)
+                return timing.image_bytes
+            return 0
+        finally:
+            await checkpoint.resume(self.m.runc, cid)
+
+    def _manifest(self, rec: SandboxRecord, snap_type: SnapshotType) -> dict[str, Any]:
+        cfg = json.loads((self._state_dir(rec.id) / "config.json").read_text())
+        return {
+            "version": MANIFEST_VERSION,
+            "snapshot_type": snap_type.value,
+            "sandbox_id": rec.id,
+            "image": rec.image,
+            "image_mb": rec.extra.get("image_mb", 0),
+            "resources": {"cpus": rec.cpus, "memory_mb": rec.memory_mb, "disk_mb": rec.disk_mb,
+                          "pids_limit": rec.pids_limit},
+            "bundle_config": cfg,
+        }
+
+    async def snapshot(self, ref: str, namespace: str = "default",
+                       snapshot_type: SnapshotType = SnapshotType.FILESYSTEM) -> SnapshotRecord:
+        rec = self.m.get(ref, namespace)
+        if rec.status != Status.RUNNING:
+            raise Conflict(f"sandbox {rec.id} is {rec.status.value}; only a running sandbox can be snapshotted",
+                           code="INVALID_STATE")
+        snap = SnapshotRecord(id=ids.new_id(), namespace=rec.namespace, sandbox_id=rec.id,
+                              snapshot_type=snapshot_type, base_image=rec.image)
+        snap.source = self._manifest(rec, snapshot_type)
+        self.snapshots.insert(snap)
+        dest = self._snapshot_dir(snap.id)
+        async with self._lock(rec.id):
+            prev = rec.status
+            rec.status = Status.SNAPSHOTTING
+            self.m.store.update(rec)
+            try:
+                image_bytes = await self._freeze_and_capture(rec, dest, snapshot_type == SnapshotType.MEMORY)
+                (dest / "manifest.json").write_text(json.dumps(snap.source))
+            except BaseException as exc:
+                await self._remove_snapshot_files(dest)
+                snap.status, snap.error = SnapshotStatus.FAILED, str(exc)
+                self.snapshots.update(snap)
+                raise
+            finally:
+                cur = self.m.get(rec.id)
+                if cur.status == Status.SNAPSHOTTING:
+                    cur.status = prev
+                    self.m.store.update(cur)
+        snap.status = SnapshotStatus.COMPLETED
+        snap.size_bytes = image_bytes
+        self.snapshots.update(snap)
+        return snap
+
+    def get_snapshot(self, snapshot_id: str, namespace: str | None = None) -> SnapshotRecord:
+        snap = self.snapshots.get(snapshot_id)
+        if snap is None or (namespace is not None and snap.namespace != namespace):
+            raise NotFound(f"snapshot {snapshot_id!r} not found", code="SNAPSHOT_NOT_FOUND")
+        return snap
+
+    async def delete_snapshot(self, snapshot_id: str, namespace: str | None = None) -> None:
+        snap = self.get_snapshot(snapshot_id, namespace)
+        snap.status = SnapshotStatus.DELETING
+        self.snapshots.update(snap)
+        await self._remove_snapshot_files(self._snapshot_dir(snap.id))
+        self.snapshots.delete(snap.id)
+
+    async def _remove_snapshot_files(self, dest: Path) -> None:
+        await btrfs.delete(dest / "rootfs")
+        await asyncio.to_thread(shutil.rmtree, dest, True)
+
+    # -- restore into a new identity -----------------------------------------------------
+
+    async def restore(self, snapshot_id: str, *, namespace: str = "default", name: str | None = None,
+                      timeout_secs: int | None = None) -> SandboxRecord:
+        """Start a new sandbox from a snapshot (its memory too, for a memory snapshot)."""
+        snap = self.get_snapshot(snapshot_id)
+        if snap.status != SnapshotStatus.COMPLETED:
+            raise InvalidRequest(f"snapshot {snapshot_id} is {snap.status.value}, not completed",
+                                 code="SNAPSHOT_NOT_READY")
+        return await self._start_from(self._snapshot_dir(snap.id), snap.source, namespace=namespace,
+                                      name=name, timeout_secs=timeout_secs,
+                                      memory=snap.snapshot_type == SnapshotType.MEMORY)
+
+    async def clone(self, ref: str, times: int, namespace: str = "default") -> list[SandboxRecord | CellboxError]:
+        """N running copies of a running sandbox (files and memory), each its own identity."""
+        if not 1 <= times <= 64:
+            raise InvalidRequest("times must be between 1 and 64")
+        rec = self.m.get(ref, namespace)
+        if rec.status != Status.RUNNING:
+            raise Conflict(f"sandbox {rec.id} is {rec.status.value}; only a running sandbox can be cloned",
+                           code="INVALID_STATE")
+        tmp = self.m.settings.pool / "snapshots" / f".clone-{ids.new_id()}"
+        try:
+            async with self._lock(rec.id):
+                await self._freeze_and_capture(rec, tmp, memory=True)
+            manifest = self._manifest(rec, SnapshotType.MEMORY)
+            sem = asyncio.Semaphore(2)
+
+            async def one() -> SandboxRecord | CellboxError:
+                async with sem:
+                    try:
+                        return await self._start_from(tmp, manifest, namespace=rec.namespace, name=None,
+                                                      timeout_secs=rec.timeout_secs, memory=True)
+                    except CellboxError as exc:
+                        return exc
+
+            return list(await asyncio.gather(*[one() for _ in range(times)]))
+        finally:
+            await self._remove_snapshot_files(tmp)
+
+    async def _start_from(self, snap_dir: Path, manifest: dict[str, Any], *, namespace: str,
+                          name: str | None, timeout_secs: int | None, memory: bool) -> SandboxRecord:
+        res = manifest["resources"]
+        if name is not None:
+            from .. import ids as ids_mod
+
+            if problem := ids_mod.name_problem(name):
+                raise InvalidRequest(problem)
+        rec = SandboxRecord(
+            id=ids.new_id(), namespace=namespace, name=name, image=manifest["image"],
+            cpus=res["cpus"], memory_mb=res["memory_mb"], disk_mb=res["disk_mb"], pids_limit=res["pids_limit"],
+            timeout_secs=timeout_secs, extra={"image_mb": manifest.get("image_mb", 0),
+                                              "restored_from": manifest["sandbox_id"]},
+        )
+        await self.m._allocate(rec)
+        undo = Undo()
+        try:
+            await self._build_restored(rec, snap_dir, manifest, memory, undo)
+        except BaseException as exc:
+            errors = await undo.unwind()
+            rec.status, rec.termination_reason, rec.terminated_at = Status.FAILED, "startup_failed", now_ms()
+            rec.error = (str(exc) if isinstance(exc, CellboxError) else repr(exc)) + (
+                f" (cleanup also failed: {errors[0]})" if errors else "")
+            self.m.store.update(rec)
+            raise
+        undo.discard()
+        return rec
+
+    async def _build_restored(self, rec: SandboxRecord, snap_dir: Path, manifest: dict[str, Any],
+                              memory: bool, undo: Undo) -> None:
+        sid, settings = rec.id, self.m.settings
+        state_dir = self._state_dir(sid)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        undo.push("state dir", lambda: asyncio.to_thread(shutil.rmtree, state_dir, True))
+        dest = rootfs.path(settings.pool, sid)
+        await btrfs.snapshot(snap_dir / "rootfs", dest)
+        undo.push("rootfs", lambda: rootfs.remove(settings.pool, sid))
+        await btrfs.limit(dest, max(16, rec.disk_mb - int(manifest.get("image_mb", 0))))
+        rootfs.write_identity(dest, hostname=sid, nameserver=str(settings.gateway))
+        await netns.create(settings, sid, ipaddress.IPv4Address(rec.ip))
+        undo.push("netns", lambda: netns.destroy(sid))
+        cfg = copy.deepcopy(manifest["bundle_config"])
+        cfg["root"]["path"] = str(dest)
+        cfg["hostname"] = sid
+        cfg["linux"]["cgroupsPath"] = ids.cgroup_path(sid)
+        for ns in cfg["linux"]["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = netns.path(sid)
+        bundle.write(state_dir, cfg)
+        undo.push("container", lambda: self.m.runc.destroy(ids.container(sid)))
+        if memory:
+            work = state_dir / "restore"
+            rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(sid), state_dir, snap_dir / "mem", work)
+            # The UTS namespace came back with the source's hostname.
+            await _proc.run(["nsenter", "--target", str(rec.init_pid), "--uts", "hostname", sid])
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            rec.init_pid = await self.m.runc.run_detached(ids.container(sid), state_dir)
+        await self.m._wait_agent(rec, state_dir / "runc.log")
+        rec.status = Status.RUNNING
+        self.m.store.update(rec)

@@ -1,0 +1,105 @@
+"""Checkpoint and restore of a whole sandbox with CRIU, through runc.
+
+runc drives CRIU for us (it knows the container's mounts, cgroups, namespaces and
+stdio); we add what runc has no flag for through a CRIU config file named in the
+bundle's ``org.criu.config`` annotation (written by :func:`write_criu_config`):
+
+* ``tcp-close``: established TCP connections (a proxy's keep-alive connection to the
+  agent, an SSE stream) are restored closed instead of failing the dump; clients
+  reconnect. Listening sockets (the agent's :9501, user servers) are restored.
+* the network namespace is ours (``/run/netns/cb-<id>``) and given to runc by path,
+  so runc tells CRIU it is external: a restore joins whatever netns the new bundle
+  names, which is how a clone gets its own address.
+
+Consistency (design rule 3): for a memory snapshot the caller pauses the container
+(cgroup freezer), snapshots the root filesystem, then dumps with ``leave_running``:
+CRIU keeps the frozen state, so files and memory are from the same instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import _proc
+from ..errors import CommandFailed
+from .runc import Runc
+
+CRIU_CONFIG_ANNOTATION = "org.criu.config"
+CRIU_CONFIG = "tcp-close\n"
+
+
+def write_criu_config(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(CRIU_CONFIG)
+    return path
+
+
+@dataclass(frozen=True)
+class Timing:
+    seconds: float
+    image_bytes: int
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _log_errors(log: Path) -> str:
+    try:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines()
+                 if "Error" in ln and "RLIMIT_NOFILE" not in ln]
+    except FileNotFoundError:
+        return "(no CRIU log)"
+    return "\n".join(lines[-5:]) or "(no error in the CRIU log)"
+
+
+async def checkpoint(runc: Runc, container_id: str, images: Path, *, leave_running: bool) -> Timing:
+    """Dump the container into ``images``; with ``leave_running`` it keeps running."""
+    images.mkdir(parents=True, exist_ok=True)
+    work = images / "work"
+    argv = runc._argv("checkpoint", "--image-path", str(images), "--work-path", str(work))
+    if leave_running:
+        argv.append("--leave-running")
+    t0 = time.perf_counter()
+    res = await _proc.run([*argv, container_id], check=False, timeout=600)
+    if res.returncode != 0:
+        raise CommandFailed(["runc", "checkpoint", container_id], res.returncode,
+                            res.stderr.strip()[-500:] + "\n" + _log_errors(work / "dump.log"))
+    return Timing(time.perf_counter() - t0, _dir_bytes(images))
+
+
+async def restore(runc: Runc, container_id: str, bundle: Path, images: Path, work: Path) -> int:
+    """Start a container from ``images`` with ``bundle``'s config; returns its init PID.
+
+    ``work`` receives CRIU's restore log; it must be writable and per restore (many
+    clones restore from one image directory at once).
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    pid_file = bundle / "init.pid"
+    pid_file.unlink(missing_ok=True)
+    err_file = work / "runc-restore.err"
+    # Files, never pipes, for runc's stdio: a restored task must not inherit a pipe we wait on.
+    with open(os.devnull, "r+b") as null, open(err_file, "w+b") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *runc._argv("restore", "--detach", "--image-path", str(images), "--work-path", str(work),
+                        "--bundle", str(bundle), "--pid-file", str(pid_file), container_id),
+            stdin=null, stdout=null, stderr=err,
+        )
+        await proc.wait()
+    if proc.returncode != 0:
+        msg = err_file.read_text(errors="replace")[-500:]
+        raise CommandFailed(["runc", "restore", container_id], proc.returncode or -1,
+                            msg + "\n" + _log_errors(work / "restore.log"))
+    return int(pid_file.read_text().strip())
+
+
+async def pause(runc: Runc, container_id: str) -> None:
+    await _proc.run(runc._argv("pause", container_id))
+
+
+async def resume(runc: Runc, container_id: str) -> None:
+    await _proc.run(runc._argv("resume", container_id), check=False)
