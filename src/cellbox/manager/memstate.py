@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
+CLONE_TMPFS = Path("/dev/shm/cellbox-clone")
 
 
 class MemoryState:
@@ -139,15 +140,19 @@ class MemoryState:
 
     # -- snapshots ----------------------------------------------------------------------
 
-    async def _freeze_and_capture(self, rec: SandboxRecord, dest: Path, memory: bool) -> int:
-        """Snapshot rootfs (and memory) of a running sandbox at one instant; returns image bytes."""
+    async def _freeze_and_capture(self, rec: SandboxRecord, dest: Path, mem_dir: Path | None) -> int:
+        """Snapshot rootfs (into ``dest/rootfs``) and memory (into ``mem_dir``) at one instant.
+
+        Returns the size of the memory images. The container is frozen for the whole
+        capture, so the two are consistent; it runs on afterwards.
+        """
         cid = ids.container(rec.id)
         dest.mkdir(parents=True, exist_ok=True)
         await checkpoint.pause(self.m.runc, cid)
         try:
             await btrfs.snapshot(rootfs.path(self.m.settings.pool, rec.id), dest / "rootfs", readonly=True)
-            if memory:
-                timing = await checkpoint.checkpoint(self.m.runc, cid, dest / "mem", leave_running=True)
+            if mem_dir is not None:
+                timing = await checkpoint.checkpoint(self.m.runc, cid, mem_dir, leave_running=True)
                 return timing.image_bytes
             return 0
         finally:
@@ -182,7 +187,8 @@ class MemoryState:
             rec.status = Status.SNAPSHOTTING
             self.m.store.update(rec)
             try:
-                image_bytes = await self._freeze_and_capture(rec, dest, snapshot_type == SnapshotType.MEMORY)
+                mem_dir = dest / "mem" if snapshot_type == SnapshotType.MEMORY else None
+                image_bytes = await self._freeze_and_capture(rec, dest, mem_dir)
                 (dest / "manifest.json").write_text(json.dumps(snap.source))
             except BaseException as exc:
                 await self._remove_snapshot_files(dest)
@@ -237,10 +243,14 @@ class MemoryState:
         if rec.status != Status.RUNNING:
             raise Conflict(f"sandbox {rec.id} is {rec.status.value}; only a running sandbox can be cloned",
                            code="INVALID_STATE")
-        tmp = self.m.settings.pool / "snapshots" / f".clone-{ids.new_id()}"
+        tmp_id = ids.new_id()
+        tmp = self.m.settings.pool / "snapshots" / f".clone-{tmp_id}"
+        # The memory images of a clone live only until the copies are up: keep them in
+        # RAM (tmpfs), which halves the dump time of a 256 MiB sandbox (650 -> ~300 ms).
+        mem_dir = CLONE_TMPFS / tmp_id
         try:
             async with self._lock(rec.id):
-                await self._freeze_and_capture(rec, tmp, memory=True)
+                await self._freeze_and_capture(rec, tmp, mem_dir)
             manifest = self._manifest(rec, SnapshotType.MEMORY)
             sem = asyncio.Semaphore(2)
 
@@ -248,16 +258,19 @@ class MemoryState:
                 async with sem:
                     try:
                         return await self._start_from(tmp, manifest, namespace=rec.namespace, name=None,
-                                                      timeout_secs=rec.timeout_secs, memory=True)
+                                                      timeout_secs=rec.timeout_secs, memory=True,
+                                                      mem_dir=mem_dir)
                     except CellboxError as exc:
                         return exc
 
             return list(await asyncio.gather(*[one() for _ in range(times)]))
         finally:
             await self._remove_snapshot_files(tmp)
+            await asyncio.to_thread(shutil.rmtree, mem_dir, True)
 
     async def _start_from(self, snap_dir: Path, manifest: dict[str, Any], *, namespace: str,
-                          name: str | None, timeout_secs: int | None, memory: bool) -> SandboxRecord:
+                          name: str | None, timeout_secs: int | None, memory: bool,
+                          mem_dir: Path | None = None) -> SandboxRecord:
         res = manifest["resources"]
         if name is not None:
             from .. import ids as ids_mod
@@ -273,7 +286,7 @@ class MemoryState:
         await self.m._allocate(rec)
         undo = Undo()
         try:
-            await self._build_restored(rec, snap_dir, manifest, memory, undo)
+            await self._build_restored(rec, snap_dir, manifest, memory, undo, mem_dir or snap_dir / "mem")
         except BaseException as exc:
             errors = await undo.unwind()
             rec.status, rec.termination_reason, rec.terminated_at = Status.FAILED, "startup_failed", now_ms()
@@ -285,7 +298,7 @@ class MemoryState:
         return rec
 
     async def _build_restored(self, rec: SandboxRecord, snap_dir: Path, manifest: dict[str, Any],
-                              memory: bool, undo: Undo) -> None:
+                              memory: bool, undo: Undo, mem_dir: Path) -> None:
         sid, settings = rec.id, self.m.settings
         state_dir = self._state_dir(sid)
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -308,7 +321,7 @@ class MemoryState:
         undo.push("container", lambda: self.m.runc.destroy(ids.container(sid)))
         if memory:
             work = state_dir / "restore"
-            rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(sid), state_dir, snap_dir / "mem", work)
+            rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(sid), state_dir, mem_dir, work)
             # The UTS namespace came back with the source's hostname.
             await _proc.run(["nsenter", "--target", str(rec.init_pid), "--uts", "hostname", sid])
             shutil.rmtree(work, ignore_errors=True)
