@@ -1,0 +1,83 @@
+"""Which sandbox and port a request is for, from its headers alone (no I/O).
+
+Spec §1.4/§3.5, in order:
+
+* ``Host: {id-or-name}.local[:port]``     -> the sandbox's agent, port 9501
+* ``Host: {port}-{id-or-name}.local``     -> user port ``{port}`` of that sandbox
+* ``X-Tensorlake-Sandbox-Id: {id-or-name}`` (+ ``X-Tensorlake-Sandbox-Port``, default
+  9501), with any Host                     -> as given
+
+The ``{port}-`` prefix cannot be mistaken for a reference: names start with a letter
+and IDs contain no ``-`` (``cellbox.ids``). Whether a user port may be reached is not
+decided here: the resolver knows the sandbox's ``exposed_ports``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import ProxyError, missing_target
+
+AGENT_PORT = 9501
+LOCAL_SUFFIX = ".local"
+SANDBOX_ID_HEADER = b"x-tensorlake-sandbox-id"
+SANDBOX_PORT_HEADER = b"x-tensorlake-sandbox-port"
+
+_PORT_PREFIX = re.compile(r"^(\d{1,5})-(.+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A sandbox reference (ID or name, not yet resolved) and the port wanted in it."""
+
+    ref: str
+    port: int
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ProxyError(400, "INVALID_SANDBOX_PORT", f"invalid sandbox port {text!r}")
+    return int(text)
+
+
+def _host_name(host: str) -> str:
+    """``Host`` without its port, lowercased (``[v6]:port`` and bare v6 too)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    name, sep, port = host.rpartition(":")
+    return name if sep and port.isdigit() and ":" not in name else host
+
+
+def _from_host(host: str) -> Target | None:
+    name = _host_name(host)
+    if not name.endswith(LOCAL_SUFFIX) or len(name) == len(LOCAL_SUFFIX):
+        return None
+    label = name[: -len(LOCAL_SUFFIX)]
+    match = _PORT_PREFIX.match(label)
+    if match:
+        return Target(match.group(2), _port(match.group(1)))
+    return Target(label, AGENT_PORT)
+
+
+def target_of(headers: list[tuple[bytes, bytes]]) -> Target:
+    """The target of a request, given its (h11-lowercased) headers.
+
+    Raises ``ProxyError`` 400 when no target is named or a port is not a port.
+    """
+    host = ref = port = None
+    for name, value in headers:
+        if name == b"host" and host is None:
+            host = value.decode("latin-1")
+        elif name == SANDBOX_ID_HEADER and ref is None:
+            ref = value.decode("latin-1").strip()
+        elif name == SANDBOX_PORT_HEADER and port is None:
+            port = value.decode("latin-1").strip()
+    if host is not None:
+        target = _from_host(host)
+        if target is not None:
+            return target
+    if not ref:
+        raise missing_target()
+    return Target(ref, AGENT_PORT if port is None else _port(port))
