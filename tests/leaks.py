@@ -33,11 +33,7 @@ def leftovers(settings: Settings, sandbox_ids: set[str] | None = None, *, orphan
     this host (a server started by the API tests, warm pools refilling) legitimately
     make and remove sandboxes while a test runs; a leak is what has no live owner.
     """
-    live = live_ids(settings) if orphans_only else set()
-
     def keep(name: str) -> bool:
-        if any(lid.startswith(name) or name.startswith(lid) for lid in live):
-            return False
         return sandbox_ids is None or any(sid in name or name in sid for sid in sandbox_ids)
 
     found: dict[str, list[str]] = {}
@@ -52,4 +48,15 @@ def leftovers(settings: Settings, sandbox_ids: set[str] | None = None, *, orphan
     found["state_dirs"] = [p.name for p in settings.sandboxes_dir.iterdir() if keep(p.name)] if settings.sandboxes_dir.exists() else []
     mounts = Path("/proc/self/mounts").read_text().splitlines()
     found["mounts"] = [m for m in mounts if "/pool/sandboxes/" in m and (sandbox_ids is None or any(s in m for s in sandbox_ids))]
+    if orphans_only:
+        # Read the records *after* listing the host: a sandbox made in between has its
+        # record inserted before any of its parts, so it is seen as live, not leaked.
+        live = live_ids(settings)
+
+        def owned(kind: str, value: str) -> bool:
+            if kind == "veths":  # "cb" + the first 13 characters of the ID
+                return any(lid.startswith(value[2:]) for lid in live)
+            return any(lid in value for lid in live)
+
+        found = {k: [v for v in vs if not owned(k, v)] for k, vs in found.items()}
     return {k: v for k, v in found.items() if v}
