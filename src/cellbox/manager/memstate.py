@@ -51,6 +51,7 @@ class MemoryState:
         self.m = manager
         self.snapshots = SnapshotStore(manager.store.db)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
@@ -109,7 +110,10 @@ class MemoryState:
 
     async def resume(self, ref: str, namespace: str = "default") -> SandboxRecord:
         rec = self.m.get(ref, namespace)
-        async with self._lock(rec.id):
+        lock = self._lock(rec.id)
+        await lock.acquire()
+        handed_over = False
+        try:
             rec = self.m.get(rec.id)
             if rec.status == Status.RUNNING:
                 return rec
@@ -122,21 +126,48 @@ class MemoryState:
             if not netns.exists(rec.id):
                 await netns.create(self.m.settings, rec.id, ipaddress.IPv4Address(rec.ip))
             work = state_dir / f"restore-{int(time.time() * 1000)}"
+            lazy = await checkpoint.LazyPages.start(images, work)
             try:
-                rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(rec.id), state_dir, images, work)
+                rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(rec.id), state_dir, images,
+                                                        work, lazy=lazy)
                 await self.m._wait_agent(rec, work / "restore.log")
             except BaseException:
                 # Leave it suspended, images intact: a later resume can try again.
+                await lazy.kill()
                 await self.m.runc.destroy(ids.container(rec.id))
-                raise
-            finally:
                 shutil.rmtree(work, ignore_errors=True)
+                raise
             rec.status = Status.RUNNING
             rec.extra["resumed_at"] = now_ms()
             rec.extra["resume_count"] = rec.extra.get("resume_count", 0) + 1
             self.m.store.update(rec)
-            shutil.rmtree(images, ignore_errors=True)
+            # The sandbox answers now; the rest of its memory streams in behind it. The
+            # lock stays held until then (images must stay, no dump may start meanwhile).
+            task = asyncio.ensure_future(self._finish_lazy(rec.id, lazy, images, work, lock))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            handed_over = True
             return rec
+        finally:
+            if not handed_over:
+                lock.release()
+
+    async def _finish_lazy(self, sandbox_id: str, lazy: checkpoint.LazyPages, images: Path, work: Path,
+                           lock: asyncio.Lock) -> None:
+        try:
+            code = await lazy.wait()
+            if code != 0:
+                log.warning("lazy-pages for %s exited %s: %s", sandbox_id, code,
+                            checkpoint._log_errors(work / "lazy-pages.log"))
+            await asyncio.to_thread(shutil.rmtree, work, True)
+            await asyncio.to_thread(shutil.rmtree, images, True)
+        finally:
+            lock.release()
+
+    async def settle(self) -> None:
+        """Wait for background page transfers (tests and shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     # -- snapshots ----------------------------------------------------------------------
 

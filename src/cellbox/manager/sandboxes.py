@@ -99,6 +99,7 @@ class SandboxManager:
             self._dns.upstreams = list(servers)
 
     async def stop(self) -> None:
+        await self.memory.settle()
         if self.warm is not None:
             await self.warm.close()
             self.warm = None

@@ -72,11 +72,55 @@ async def checkpoint(runc: Runc, container_id: str, images: Path, *, leave_runni
     return Timing(time.perf_counter() - t0, _dir_bytes(images))
 
 
-async def restore(runc: Runc, container_id: str, bundle: Path, images: Path, work: Path) -> int:
+class LazyPages:
+    """A ``criu lazy-pages`` daemon serving one restore's memory from its images.
+
+    With lazy pages (userfaultfd), ``runc restore`` returns as soon as the process
+    tree is rebuilt; memory is copied in on first touch and, in the background, all
+    the rest. Resume no longer costs time proportional to memory size (256 MiB: 490
+    -> 190 ms here). Until the daemon exits, the images must stay and the sandbox must
+    not be dumped again: callers await :meth:`wait`.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process, work: Path) -> None:
+        self.proc, self.work = proc, work
+
+    @classmethod
+    async def start(cls, images: Path, work: Path) -> "LazyPages":
+        work.mkdir(parents=True, exist_ok=True)
+        sock = work / "lazy-pages.socket"
+        sock.unlink(missing_ok=True)
+        with open(os.devnull, "r+b") as null:
+            proc = await asyncio.create_subprocess_exec(
+                "criu", "lazy-pages", "--images-dir", str(images), "--work-dir", str(work),
+                "-o", "lazy-pages.log", stdin=null, stdout=null, stderr=null,
+            )
+        for _ in range(500):  # the daemon is ready once its socket exists
+            if sock.exists():
+                return cls(proc, work)
+            if proc.returncode is not None:
+                break
+            await asyncio.sleep(0.002)
+        proc.kill()
+        await proc.wait()
+        raise CommandFailed(["criu", "lazy-pages"], proc.returncode or -1, _log_errors(work / "lazy-pages.log"))
+
+    async def wait(self) -> int:
+        return await self.proc.wait()
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def restore(runc: Runc, container_id: str, bundle: Path, images: Path, work: Path,
+                  *, lazy: LazyPages | None = None) -> int:
     """Start a container from ``images`` with ``bundle``'s config; returns its init PID.
 
     ``work`` receives CRIU's restore log; it must be writable and per restore (many
-    clones restore from one image directory at once).
+    clones restore from one image directory at once). With ``lazy``, memory pages are
+    served by that daemon (started on the same ``work`` directory).
     """
     work.mkdir(parents=True, exist_ok=True)
     pid_file = bundle / "init.pid"
@@ -84,8 +128,9 @@ async def restore(runc: Runc, container_id: str, bundle: Path, images: Path, wor
     err_file = work / "runc-restore.err"
     # Files, never pipes, for runc's stdio: a restored task must not inherit a pipe we wait on.
     with open(os.devnull, "r+b") as null, open(err_file, "w+b") as err:
+        lazy_flag = ["--lazy-pages"] if lazy is not None else []
         proc = await asyncio.create_subprocess_exec(
-            *runc._argv("restore", "--detach", "--image-path", str(images), "--work-path", str(work),
+            *runc._argv("restore", "--detach", *lazy_flag, "--image-path", str(images), "--work-path", str(work),
                         "--bundle", str(bundle), "--pid-file", str(pid_file), container_id),
             stdin=null, stdout=null, stderr=err,
         )
