@@ -175,14 +175,16 @@ def test_follow_reattaches_after_resume(sandboxes, mem, loop_thread):
         "command": "sh", "args": ["-c", "i=0; while [ $i -lt 40 ]; do i=$((i+1)); echo line$i; sleep 0.1; done"]})
     pid = r.json()["pid"]
     seen = []
+    t0 = time.monotonic()
     with pytest.raises(httpx.HTTPError):
-        with agent.stream("GET", f"/api/v1/processes/{pid}/output/follow") as s:
+        with agent.stream("GET", f"/api/v1/processes/{pid}/output/follow", timeout=30) as s:
             for line in s.iter_lines():
                 if line.startswith("data:") and "line" in line:
                     seen.append(json.loads(line[5:])["line"])
                     if len(seen) == 5:
                         loop_thread.run(mem.suspend("follower"))
     assert len(seen) >= 5
+    assert time.monotonic() - t0 < 10, "the stream did not end promptly when the sandbox was suspended"
     res = loop_thread.run(mem.resume("follower"))
     lines = []
     with sandboxes.agent(res) as agent2:

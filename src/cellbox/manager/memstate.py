@@ -98,6 +98,8 @@ class MemoryState:
                     rec.terminated_at, rec.termination_reason = now_ms(), "suspend_failed"
                 self.m.store.update(rec)
                 raise
+            if rec.ip:
+                await netns.drop_host_connections(rec.ip)
             final = state_dir / "suspend"
             shutil.rmtree(final, ignore_errors=True)
             new.rename(final)  # the dump is complete: from here on, resume can use it

@@ -51,3 +51,15 @@ async def destroy(sandbox_id: str) -> None:
 
 def exists(sandbox_id: str) -> bool:
     return (NETNS_DIR / ids.netns(sandbox_id)).exists()
+
+
+async def drop_host_connections(address: str) -> None:
+    """Abort the host's TCP connections to a sandbox that has just stopped running.
+
+    When CRIU dumps a sandbox it locks the sandbox's network first, so the FINs of
+    the sockets it then closes never leave: a proxy connection or a client following
+    output would wait forever on a peer that is gone. ``ss -K`` (sock_destroy) makes
+    those host-side sockets fail at once, so clients see the stream end and can
+    re-attach after resume.
+    """
+    await _proc.run(["ss", "-K", "-t", "dst", address], check=False)

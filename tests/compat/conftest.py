@@ -1,0 +1,60 @@
+"""Compatibility with the real ``tensorlake`` SDK (pinned in pyproject's test extra).
+
+The client is driven unmodified in localhost mode against a real ``cellbox server``
+(the one tests/sdk and tests/cli share). Sandboxes are deleted at teardown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from ..sdk.live_server import LiveServer, acquire, release
+
+tensorlake_sandbox = pytest.importorskip("tensorlake.sandbox")
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[LiveServer]:
+    server = acquire()
+    try:
+        yield server
+    finally:
+        release()
+
+
+class Made:
+    def __init__(self, server: LiveServer) -> None:
+        self.server = server
+        self.ids: list[str] = []
+
+    def create(self, **kwargs: Any):
+        kwargs.setdefault("memory_mb", 512)
+        sbx = tensorlake_sandbox.Sandbox.create(api_url=self.server.api_url.replace("127.0.0.1", "localhost"), **kwargs)
+        self.ids.append(sbx.sandbox_id)
+        return sbx
+
+    def cleanup(self) -> None:
+        for sid in self.ids:
+            httpx.delete(f"{self.server.api_url}/sandboxes/{sid}", timeout=60)
+
+
+@pytest.fixture
+def made(live_server: LiveServer) -> Iterator[Made]:
+    m = Made(live_server)
+    try:
+        yield m
+    finally:
+        m.cleanup()
+
+
+@pytest.fixture
+def client(live_server: LiveServer):
+    c = tensorlake_sandbox.SandboxClient.for_localhost(api_url=live_server.api_url.replace("127.0.0.1", "localhost"))
+    try:
+        yield c
+    finally:
+        c.close()
