@@ -44,7 +44,7 @@ def test_processes_follow_stdin_signal(made):
 def test_files_and_large_transfer(made, tmp_path):
     sbx = made.create()
     sbx.write_file("/work/a.txt", b"alpha")
-    assert sbx.read_file("/work/a.txt") == b"alpha"
+    assert sbx.read_file("/work/a.txt").value == b"alpha"
     names = [e.name for e in sbx.list_directory("/work").entries]
     assert names == ["a.txt"]
     sbx.delete_file("/work/a.txt")
@@ -55,7 +55,7 @@ def test_files_and_large_transfer(made, tmp_path):
     digest = hashlib.sha256(big.read_bytes()).hexdigest()
     sbx.upload_file(big, "/work/big.bin")
     assert sbx.run("sha256sum", ["/work/big.bin"]).stdout.split()[0] == digest
-    assert hashlib.sha256(sbx.read_file("/work/big.bin")).hexdigest() == digest
+    assert hashlib.sha256(sbx.read_file("/work/big.bin").value).hexdigest() == digest
 
 
 def test_pty_exit_code(made):

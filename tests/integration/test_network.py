@@ -16,12 +16,11 @@ pytestmark = pytest.mark.root
 @pytest.fixture
 def internet(tmp_path, manager, loop_thread):
     net = Internet(tmp_path)
-    old = manager.dns_upstreams
     manager.dns_upstreams = [DNS]
     try:
         yield net
     finally:
-        manager.dns_upstreams = old
+        manager.dns_upstreams = None
         net.close()
 
 

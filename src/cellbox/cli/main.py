@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .sandbox_cmds import register as register_sandbox_commands
+from .server_cmd import server
 from .setup_cmd import setup
 
 
@@ -14,6 +16,8 @@ def cli() -> None:
 
 
 cli.add_command(setup)
+cli.add_command(server)
+register_sandbox_commands(cli)
 
 
 def main() -> None:

@@ -258,7 +258,7 @@ class MemoryState:
     # -- restore into a new identity -----------------------------------------------------
 
     async def restore(self, snapshot_id: str, *, namespace: str = "default", name: str | None = None,
-                      timeout_secs: int | None = None) -> SandboxRecord:
+                      timeout_secs: int | None = None, sandbox_id: str | None = None) -> SandboxRecord:
         """Start a new sandbox from a snapshot (its memory too, for a memory snapshot)."""
         snap = self.get_snapshot(snapshot_id)
         if snap.status != SnapshotStatus.COMPLETED:
@@ -266,7 +266,7 @@ class MemoryState:
                                  code="SNAPSHOT_NOT_READY")
         return await self._start_from(self._snapshot_dir(snap.id), snap.source, namespace=namespace,
                                       name=name, timeout_secs=timeout_secs,
-                                      memory=snap.snapshot_type == SnapshotType.MEMORY)
+                                      memory=snap.snapshot_type == SnapshotType.MEMORY, sandbox_id=sandbox_id)
 
     async def clone(self, ref: str, times: int, namespace: str = "default") -> list[SandboxRecord | CellboxError]:
         """N running copies of a running sandbox (files and memory), each its own identity."""
@@ -303,7 +303,7 @@ class MemoryState:
 
     async def _start_from(self, snap_dir: Path, manifest: dict[str, Any], *, namespace: str,
                           name: str | None, timeout_secs: int | None, memory: bool,
-                          mem_dir: Path | None = None) -> SandboxRecord:
+                          mem_dir: Path | None = None, sandbox_id: str | None = None) -> SandboxRecord:
         res = manifest["resources"]
         if name is not None:
             from .. import ids as ids_mod
@@ -311,7 +311,7 @@ class MemoryState:
             if problem := ids_mod.name_problem(name):
                 raise InvalidRequest(problem)
         rec = SandboxRecord(
-            id=ids.new_id(), namespace=namespace, name=name, image=manifest["image"],
+            id=sandbox_id or ids.new_id(), namespace=namespace, name=name, image=manifest["image"],
             cpus=res["cpus"], memory_mb=res["memory_mb"], disk_mb=res["disk_mb"], pids_limit=res["pids_limit"],
             timeout_secs=timeout_secs, extra={"image_mb": manifest.get("image_mb", 0),
                                               "restored_from": manifest["sandbox_id"]},

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .owner import this_process
+
 
 class Status(str, enum.Enum):
     """Wire values of Tensorlake's SandboxStatus (spec §2.2, §4.1)."""
@@ -47,3 +49,10 @@ class SandboxRecord:
     error: str | None = None
     init_pid: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set through the API (spec §2.1, §2.4); the proxy reads the first two.
+    exposed_ports: list[int] = field(default_factory=list)
+    allow_unauthenticated_access: bool = False
+    auto_resume: bool = True
+    entrypoint: list[str] | None = None
+    # The process that created the record (see manager/owner.py); stamped on creation.
+    owner: str | None = field(default_factory=this_process)

@@ -78,7 +78,8 @@ class SandboxManager:
 
         await host.ensure(self.settings)
         upstreams = self.settings.dns_upstream.split(",") if self.settings.dns_upstream else dns.host_upstreams()
-        self._dns = dns.DnsForwarder(str(self.settings.gateway), upstreams)
+        self._dns = dns.DnsForwarder(str(self.settings.gateway), upstreams,
+                                     override_file=self.settings.data_dir / "dns-upstreams")
         await self._dns.start()
         self._agentfs_tree()
         checkpoint.write_criu_config(self.settings.data_dir / "criu.conf")
@@ -93,10 +94,11 @@ class SandboxManager:
         return list(self._dns.upstreams) if self._dns else []
 
     @dns_upstreams.setter
-    def dns_upstreams(self, servers: list[str]) -> None:
-        """Change where the sandboxes' resolver forwards to (tests point it at their own)."""
+    def dns_upstreams(self, servers: list[str] | None) -> None:
+        """Change where the sandboxes' resolver forwards to, for every cellbox process on
+        this host (tests point it at their own DNS server); None restores the defaults."""
         if self._dns is not None:
-            self._dns.upstreams = list(servers)
+            self._dns.set_override(servers)
 
     async def stop(self) -> None:
         await self.memory.settle()
@@ -260,10 +262,10 @@ class SandboxManager:
         delay = 0.002
         while True:
             try:
-                _, writer = await asyncio.open_connection(rec.ip, self.settings.agent_port)
+                _, writer = await asyncio.wait_for(asyncio.open_connection(rec.ip, self.settings.agent_port), 0.5)
                 writer.close()
                 return
-            except OSError:
+            except (OSError, asyncio.TimeoutError):
                 pass
             if rec.init_pid and not _alive(rec.init_pid):
                 raise InternalFailure(f"the sandbox agent exited during start-up: {_tail(log_path)}")

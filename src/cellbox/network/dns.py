@@ -64,8 +64,19 @@ class _UdpServer(asyncio.DatagramProtocol):
 
 
 class DnsForwarder:
-    def __init__(self, listen: str, upstreams: list[str], port: int = 53) -> None:
-        self.listen, self.port, self.upstreams = listen, port, upstreams
+    """Relays the sandboxes' queries to the upstream resolvers.
+
+    Every cellbox process on a host (a server, a test's manager) serves the same
+    gateway address with ``SO_REUSEPORT``, so the kernel may hand a query to any of
+    them; they must agree on the upstreams. An optional file (one address per line)
+    overrides the defaults for all of them at once and is re-read when it changes.
+    """
+
+    def __init__(self, listen: str, upstreams: list[str], port: int = 53,
+                 override_file: "Path | None" = None) -> None:
+        self.listen, self.port, self._default = listen, port, upstreams
+        self.override_file = override_file
+        self._override: tuple[float, list[str]] | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -95,6 +106,31 @@ class DnsForwarder:
             await self._tcp.wait_closed()
         for task in list(self._tasks):
             task.cancel()
+
+    @property
+    def upstreams(self) -> list[str]:
+        if self.override_file is not None:
+            try:
+                mtime = self.override_file.stat().st_mtime
+            except FileNotFoundError:
+                self._override = None
+            else:
+                if self._override is None or self._override[0] != mtime:
+                    servers = self.override_file.read_text().split()
+                    self._override = (mtime, servers)
+                if self._override[1]:
+                    return self._override[1]
+        return self._default
+
+    def set_override(self, servers: list[str] | None) -> None:
+        """Point every forwarder on this host at ``servers`` (None: back to defaults)."""
+        assert self.override_file is not None
+        if servers:
+            tmp = self.override_file.with_suffix(".tmp")
+            tmp.write_text("\n".join(servers) + "\n")
+            tmp.replace(self.override_file)
+        else:
+            self.override_file.unlink(missing_ok=True)
 
     async def resolve_udp(self, query: bytes) -> bytes | None:
         loop = asyncio.get_running_loop()

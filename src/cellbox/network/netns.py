@@ -17,6 +17,18 @@ from ..config import Settings
 NETNS_DIR = Path("/run/netns")
 
 
+def mac_for(address: ipaddress.IPv4Address) -> str:
+    """A MAC address derived from the IP (as Docker does).
+
+    Addresses are reused as sandboxes come and go; the host's neighbour cache may
+    still map a reused address to the previous owner's MAC for a minute, and then the
+    host's SYNs to the new sandbox vanish. With the MAC a function of the address, a
+    stale entry is still right.
+    """
+    a, b, c, d = address.packed
+    return f"02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}"
+
+
 def path(sandbox_id: str) -> str:
     return str(NETNS_DIR / ids.netns(sandbox_id))
 
@@ -25,7 +37,7 @@ async def create(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Add
     ns, veth = ids.netns(sandbox_id), ids.host_veth(sandbox_id)
     host_side = (
         f"netns add {ns}\n"
-        f"link add {veth} type veth peer name eth0 netns {ns}\n"
+        f"link add {veth} type veth peer name eth0 address {mac_for(address)} netns {ns}\n"
         f"link set {veth} master {settings.bridge} up\n"
     )
     await _proc.run(["ip", "-batch", "-"], input=host_side.encode())

@@ -1,0 +1,102 @@
+"""The lifecycle API as an ASGI app: routes mounted twice, errors mapped, bodies capped.
+
+The app holds no state of its own: ``create_app(service)`` gets the service the server
+started (``cellbox.server``), which owns the manager, its start/stop and reconcile.
+Any ``Host`` and any ``Authorization`` are accepted (spec §1.3, §9): the server is
+meant to listen on loopback or behind something that authenticates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Path
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..manager.service import SandboxService
+from . import errors
+from .routes import router
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20  # 1 MiB: far above any lifecycle request
+SLOW_REQUEST = 5.0  # seconds; slower requests are logged
+NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+def _namespace_param(
+    namespace: Annotated[str, Path(pattern=NAMESPACE_PATTERN, description="namespace (flat paths: default)")],
+) -> None:
+    """Declares and validates ``{namespace}``; handlers read it from the path."""
+
+
+def create_app(service: SandboxService) -> FastAPI:
+    app = FastAPI(
+        title="cellbox lifecycle API",
+        version="1",
+        description="Tensorlake-compatible sandbox lifecycle API (see docs/api.md).",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.service = service
+    errors.install(app)
+    routes = router()
+    app.include_router(
+        routes,
+        prefix="/v1/namespaces/{namespace}",
+        dependencies=[Depends(_namespace_param)],
+        generate_unique_id_function=lambda route: f"ns_{route.name}",
+    )
+    app.include_router(routes, generate_unique_id_function=_flat_id)
+    app.add_middleware(BodyGuard, max_bytes=MAX_BODY)
+    return app
+
+
+def _flat_id(route: APIRoute) -> str:
+    return route.name
+
+
+class BodyGuard:
+    """Every body is JSON here, and small (and slow requests are logged).
+
+    * Bodies are parsed as JSON whatever ``Content-Type`` says (``curl -d`` sends
+      ``application/x-www-form-urlencoded``); the header is rewritten for the framework.
+    * Bodies over ``max_bytes`` are refused with 413: by ``Content-Length`` before
+      reading, and while reading for chunked bodies (raised as an HTTP error, which the
+      framework's body parsing passes through untouched).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await errors.payload_too_large(self.max_bytes)(scope, receive, send)
+                return
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+        scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise errors.PayloadTooLarge(self.max_bytes)
+            return message
+
+        started = time.monotonic()
+        try:
+            await self.app(scope, limited, send)
+        finally:
+            if (took := time.monotonic() - started) > SLOW_REQUEST:
+                log.warning("slow request: %s %s took %.1fs", scope["method"], scope["path"], took)

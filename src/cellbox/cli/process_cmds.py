@@ -1,0 +1,193 @@
+"""``cellbox exec``, ``run``, ``ps`` and ``kill``: commands and processes in a sandbox."""
+
+from __future__ import annotations
+
+import signal as _signal
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from .sandbox_cmds import (
+    api_url_option,
+    client,
+    exit_status,
+    handle_errors,
+    json_option,
+    parse_env,
+    print_json,
+    print_table,
+)
+
+if TYPE_CHECKING:
+    from ..sdk import OutputLine, Sandbox
+
+# Options must come before the sandbox and the command: everything after them is the command's.
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+def _argv(command: tuple[str, ...]) -> tuple[str, ...]:
+    """The command's argv, without a leading ``--`` (``cellbox exec SBX -- ls -la``)."""
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise click.UsageError("missing COMMAND")
+    return command
+
+
+def _print_line(line: OutputLine) -> None:
+    stream = sys.stderr if line.stream == "stderr" else sys.stdout
+    stream.write(line.line + "\n")
+    stream.flush()
+
+
+def _exec(
+    sbx: Sandbox,
+    argv: tuple[str, ...],
+    timeout: float | None,
+    workdir: str | None,
+    env: dict[str, str],
+    user: str | None,
+) -> int:
+    result = sbx.run(
+        list(argv), env=env or None, working_dir=workdir, timeout=timeout, user=user, on_output=_print_line
+    )
+    if result.timed_out:
+        click.echo(f"cellbox: command timed out after {timeout:g}s", err=True)
+    return exit_status(result.exit_code, result.signal)
+
+
+@click.command("exec", context_settings=_PASS_THROUGH)
+@click.option("-t", "--timeout", type=float, default=None, help="Kill the command after this many seconds.")
+@click.option("-w", "--workdir", default=None, help="Working directory.")
+@click.option("-e", "--env", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
+@click.option("--user", default=None, help="Run as this user (name, uid or uid:gid).")
+@click.option("--detach", is_flag=True, help="Start in the background and print the PID.")
+@api_url_option
+@click.argument("sandbox")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@handle_errors
+def exec_(
+    sandbox: str,
+    command: tuple[str, ...],
+    timeout: float | None,
+    workdir: str | None,
+    env: tuple[str, ...],
+    user: str | None,
+    detach: bool,
+    api_url: str | None,
+) -> None:
+    """Run COMMAND in SANDBOX, streaming its output; exit with its exit code."""
+    command = _argv(command)
+    environ = parse_env(env)
+    with client(api_url) as c:
+        sbx = c.connect(sandbox)
+        if detach:
+            proc = sbx.start_process(list(command), env=environ or None, working_dir=workdir, user=user)
+            click.echo(proc.pid)
+            return
+        code = _exec(sbx, command, timeout, workdir, environ, user)
+    sys.exit(code)
+
+
+@click.command("run", context_settings=_PASS_THROUGH)
+@click.option("-i", "--image", default=None, help="Image [server default].")
+@click.option("-c", "--cpus", type=float, default=1.0, show_default=True, help="vCPUs.")
+@click.option("-m", "--memory", "memory_mb", type=int, default=1024, show_default=True, help="Memory in MB.")
+@click.option("--disk_mb", "--disk-mb", "disk_mb", type=int, default=None, help="Root disk in MB.")
+@click.option("-t", "--timeout", type=float, default=None, help="Kill the command after this many seconds.")
+@click.option("-w", "--workdir", default=None, help="Working directory.")
+@click.option("-e", "--env", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
+@click.option("--user", default=None, help="Run as this user.")
+@click.option("-k", "--keep", is_flag=True, help="Keep the sandbox afterwards (its ID goes to stderr).")
+@click.option("-x", "--expose", type=int, multiple=True, help="Expose a port (repeatable).")
+@click.option("-N", "--no-internet", is_flag=True, help="Block all egress.")
+@api_url_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@handle_errors
+def run(
+    command: tuple[str, ...],
+    image: str | None,
+    cpus: float,
+    memory_mb: int,
+    disk_mb: int | None,
+    timeout: float | None,
+    workdir: str | None,
+    env: tuple[str, ...],
+    user: str | None,
+    keep: bool,
+    expose: tuple[int, ...],
+    no_internet: bool,
+    api_url: str | None,
+) -> None:
+    """Create a sandbox, run COMMAND in it, and terminate it (unless --keep)."""
+    command = _argv(command)
+    environ = parse_env(env)
+    with client(api_url) as c:
+        info = c.create(
+            image,
+            cpus,
+            memory_mb,
+            disk_mb,
+            exposed_ports=list(expose) or None,
+            allow_unauthenticated_access=True if expose else None,
+            allow_internet_access=not no_internet,
+        )
+        try:
+            sbx = c.connect(info.id)
+            code = _exec(sbx, command, timeout, workdir, environ, user)
+        finally:
+            if keep:
+                click.echo(f"sandbox: {info.id}", err=True)
+            else:
+                c.delete(info.id)
+    sys.exit(code)
+
+
+@click.command("ps")
+@click.argument("sandbox")
+@click.argument("process", required=False, type=int)
+@api_url_option
+@json_option
+@handle_errors
+def ps(sandbox: str, process: int | None, api_url: str | None, as_json: bool) -> None:
+    """List the processes in SANDBOX (or show one PROCESS)."""
+    with client(api_url) as c:
+        sbx = c.connect(sandbox)
+        procs = [sbx.get_process(process).info()] if process is not None else sbx.list_processes()
+    if as_json:
+        print_json([p.raw for p in procs] if process is None else procs[0].raw)
+        return
+    rows = []
+    for p in procs:
+        ended = p.exit_code if p.exit_code is not None else (f"signal {p.signal}" if p.signal else None)
+        rows.append([p.pid, p.status, ended, " ".join([p.command, *p.args])])
+    print_table(["PID", "Status", "Exit", "Command"], rows)
+
+
+@click.command("kill")
+@click.argument("sandbox")
+@click.argument("process", type=int)
+@click.option("-s", "--signal", "sig", default=None, help="Send this signal (name or number) instead of SIGKILL.")
+@api_url_option
+@handle_errors
+def kill(sandbox: str, process: int, sig: str | None, api_url: str | None) -> None:
+    """Kill PROCESS (a PID) in SANDBOX."""
+    with client(api_url) as c:
+        proc = c.connect(sandbox).get_process(process)
+        if sig is None:
+            proc.kill()
+        else:
+            proc.send_signal(_signal_number(sig))
+
+
+def _signal_number(sig: str) -> int:
+    if sig.isdigit():
+        return int(sig)
+    name = sig.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(getattr(_signal, name))
+    except AttributeError:
+        raise click.BadParameter(f"unknown signal {sig!r}", param_hint="-s/--signal") from None

@@ -1,0 +1,467 @@
+"""What the API and the proxy ask of the manager, with the server's policies on top.
+
+The manager knows how to make and remove one sandbox. This layer adds what only a
+long-running server needs: creates that outlive the request that started them
+(``wait: false``, a client's time budget), cancelling a create that is still going,
+one mutation at a time per sandbox, the settings the API stores beside the runtime
+state (ports, flags, entrypoint), and the two hooks the proxy calls. It speaks
+records and ``cellbox.errors``, never HTTP: the API layer renders and maps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import sqlite3
+import time
+import weakref
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+
+from .. import ids
+from ..errors import CellboxError, Conflict, InvalidRequest, NotFound
+from .records import SandboxRecord, Status, now_ms
+from .sandboxes import CreateSpec, SandboxManager
+from .snapshot_store import SnapshotRecord, SnapshotType
+from .warm import WARM_NAMESPACE
+
+log = logging.getLogger(__name__)
+
+# How long a DELETE or PATCH waits for a create of another process to settle.
+FOREIGN_PENDING_WAIT = 30.0
+# How long server stop waits for creates in flight before leaving them to reconcile.
+STOP_WAIT = 20.0
+RESERVED_PORTS = frozenset({9501})
+# How many of a sandbox's processes (the newest) the logs route reads output from.
+LOG_PROCESSES = 50
+
+
+@dataclass(frozen=True)
+class CreateOptions:
+    """A create request: the runtime spec plus what the API stores beside it."""
+
+    spec: CreateSpec
+    exposed_ports: tuple[int, ...] = ()
+    allow_unauthenticated_access: bool = False
+    auto_resume: bool = True
+    entrypoint: tuple[str, ...] | None = None
+    snapshot_id: str | None = None
+
+
+@dataclass
+class Changes:
+    """A PATCH: only the fields the client sent (``None`` = leave as is)."""
+
+    name: str | None = None
+    exposed_ports: list[int] | None = None
+    allow_unauthenticated_access: bool | None = None
+    auto_resume: bool | None = None
+
+
+@dataclass(frozen=True)
+class LogLine:
+    timestamp: int  # ms; the start of the process that printed it
+    body: str
+    pid: int | None
+    command: str | None
+
+
+@dataclass
+class Page:
+    records: list[SandboxRecord]
+    next_cursor: str | None = None
+
+
+class SandboxService:
+    def __init__(self, manager: SandboxManager, *, proxy_port: int) -> None:
+        self.manager = manager
+        self.store = manager.store
+        self.proxy_url = f"http://localhost:{proxy_port}"
+        self._creating: dict[str, asyncio.Task[SandboxRecord]] = {}
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._http: httpx.AsyncClient | None = None
+        self._background: set[asyncio.Task[SandboxRecord]] = set()
+        # Last proxy traffic per sandbox (monotonic seconds), for idle suspend later.
+        self.last_activity: dict[str, float] = {}
+
+    # -- create -------------------------------------------------------------------------
+
+    async def create(self, opts: CreateOptions, *, wait: bool, budget: float | None) -> SandboxRecord:
+        """Start a create; return the record when it is running, or earlier.
+
+        ``wait=False`` returns as soon as the sandbox has a record (usually ``pending``);
+        a ``budget`` (seconds) returns the record as it is when the budget runs out. In
+        both cases the create goes on in the background. Errors found before the
+        sandbox has a record (bad spec, unknown image, name taken) are raised; a
+        failure after that is reported as a ``failed`` record.
+        """
+        sid = ids.new_id()
+        spec = replace(opts.spec, sandbox_id=sid)
+        task = asyncio.ensure_future(self._create(spec, opts))
+        self._creating[sid] = task
+        task.add_done_callback(lambda t: self._create_done(sid, t))
+        if wait:
+            await asyncio.wait({task}, timeout=budget)
+        return await self._once_recorded(task, sid)
+
+    async def _create(self, spec: CreateSpec, opts: CreateOptions) -> SandboxRecord:
+        if opts.snapshot_id:
+            rec = await self.manager.memory.restore(
+                opts.snapshot_id, namespace=spec.namespace, name=spec.name,
+                timeout_secs=spec.timeout_secs, sandbox_id=spec.sandbox_id,
+            )
+        else:
+            rec = await self.manager.create(spec)
+        rec.exposed_ports = list(opts.exposed_ports)
+        rec.allow_unauthenticated_access = opts.allow_unauthenticated_access
+        rec.auto_resume = opts.auto_resume
+        rec.entrypoint = list(opts.entrypoint) if opts.entrypoint else None
+        self.store.update(rec)
+        if rec.entrypoint:
+            await self._start_entrypoint(rec)
+        return rec
+
+    def _create_done(self, sid: str, task: asyncio.Task[SandboxRecord]) -> None:
+        self._creating.pop(sid, None)
+        if not task.cancelled() and (exc := task.exception()) is not None and not isinstance(exc, CellboxError):
+            log.error("create of %s failed unexpectedly", sid, exc_info=exc)
+
+    async def _once_recorded(self, task: asyncio.Task[SandboxRecord], sid: str) -> SandboxRecord:
+        """The create's result if it is done, else its record as soon as one exists."""
+        while True:
+            if task.done():
+                try:
+                    return self._fresh(task.result())
+                except Exception:
+                    rec = self.store.get(sid)
+                    if rec is None:  # failed before anything was made: a plain error
+                        raise
+                    return rec  # failed while building: a failed sandbox
+            rec = self.store.get(sid)
+            if rec is not None:
+                return rec
+            await asyncio.wait({task}, timeout=0.005)
+
+    async def _start_entrypoint(self, rec: SandboxRecord) -> None:
+        """Run the sandbox's entrypoint as a background process of its agent."""
+        assert rec.entrypoint
+        ip, port = self.manager.agent_address(rec)
+        body = {"command": rec.entrypoint[0], "args": rec.entrypoint[1:]}
+        try:
+            resp = await self._client().post(f"http://{ip}:{port}/api/v1/processes", json=body)
+        except httpx.HTTPError as exc:
+            problem = f"could not reach the agent: {exc}"
+        else:
+            if resp.status_code == 201:
+                rec.extra["entrypoint_pid"] = resp.json().get("pid")
+                self.store.update(rec)
+                return
+            problem = resp.text[:500]
+        log.warning("sandbox %s: entrypoint %s did not start: %s", rec.id, rec.entrypoint, problem)
+        rec.extra["entrypoint_error"] = problem
+        self.store.update(rec)
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=10.0)
+        return self._http
+
+    # -- read -----------------------------------------------------------------------------
+
+    def get(self, ref: str, namespace: str) -> SandboxRecord:
+        rec = self.manager.get(ref, namespace)
+        if rec.namespace != namespace:
+            raise NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
+        return rec
+
+    def list(
+        self, namespace: str, *, statuses: list[str] | None, live_only: bool, cursor: str | None, limit: int
+    ) -> Page:
+        after = _decode_cursor(cursor) if cursor else None
+        recs = self.store.list_page(namespace, statuses=statuses, live_only=live_only, after=after, limit=limit + 1)
+        if len(recs) > limit:
+            recs = recs[:limit]
+            return Page(recs, _encode_cursor(recs[-1]))
+        return Page(recs)
+
+    async def logs(self, rec: SandboxRecord, *, process_id: int | None = None) -> list[LogLine]:
+        """What the sandbox's processes printed, as its agent still holds it (the newest
+        ``LOG_PROCESSES`` processes, stdout and stderr merged in order), after the init's
+        own output if the runtime kept it. Best effort: an agent that cannot be asked
+        gives no lines, not an error. A sandbox that is not running has none."""
+        lines = [LogLine(rec.created_at, line, None, "init") for line in self._init_log(rec)]
+        if rec.status != Status.RUNNING or not rec.ip:
+            return lines
+        base = f"http://{rec.ip}:{self.manager.settings.agent_port}/api/v1/processes"
+        try:
+            procs = (await self._client().get(base, timeout=5)).json()["processes"]
+            procs = sorted(procs, key=lambda p: p.get("started_at") or 0)[-LOG_PROCESSES:]
+            for proc in procs:
+                if process_id is not None and proc["pid"] != process_id:
+                    continue
+                out = (await self._client().get(f"{base}/{proc['pid']}/output", timeout=5)).json()["lines"]
+                started = proc.get("started_at") or rec.created_at
+                lines += [LogLine(started, line, proc["pid"], proc.get("command")) for line in out]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.warning("sandbox %s: reading process output for logs failed: %s", rec.id, exc)
+        return lines
+
+    def _init_log(self, rec: SandboxRecord) -> list[str]:
+        path = self.manager.settings.sandboxes_dir / rec.id / "agent.log"
+        try:
+            return path.read_text(errors="replace").splitlines()
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    # -- delete -----------------------------------------------------------------------------
+
+    async def delete(self, ref: str, namespace: str, *, reason: str = "user_terminated") -> SandboxRecord:
+        """Terminate a sandbox; a final one is left as it is (DELETE is idempotent).
+
+        A sandbox still being created is cancelled: the create is let finish (stopping
+        ``runc`` or ``btrfs`` half-way would leave parts nobody owns), then the sandbox
+        is destroyed with ``termination_reason: cancelled``.
+        """
+        rec = self.get(ref, namespace)
+        async with self._lock(rec.id):
+            rec, was_pending = await self._settled(rec)
+            if rec.status.is_final:
+                return rec
+            return await self.manager.destroy(rec.id, rec.namespace, reason="cancelled" if was_pending else reason)
+
+    async def expire(self, rec: SandboxRecord) -> SandboxRecord | None:
+        """Destroy a sandbox whose ``timeout_secs`` ran out, unless it changed meanwhile."""
+        async with self._lock(rec.id):
+            current = self.store.get(rec.id)
+            if current is None or current.status != Status.RUNNING:
+                return None
+            return await self.manager.destroy(rec.id, rec.namespace, reason="timeout")
+
+    async def refresh(self, rec: SandboxRecord) -> SandboxRecord | None:
+        """``manager.refresh`` under the sandbox's lock, so it never races a delete.
+        Returns the record if the refresh found the sandbox dead, else None."""
+        async with self._lock(rec.id):
+            current = self.store.get(rec.id)
+            if current is None or current.status != Status.RUNNING:
+                return None  # changed meanwhile (deleted, expired): not ours to judge
+            after = await self.manager.refresh(current)
+            return after if after.status != Status.RUNNING else None
+
+    async def _settled(self, rec: SandboxRecord) -> tuple[SandboxRecord, bool]:
+        """``rec`` once it is no longer pending, and whether it was pending."""
+        if rec.status != Status.PENDING:
+            return rec, False
+        task = self._creating.get(rec.id)
+        if task is not None:
+            await asyncio.wait({task})
+        else:
+            deadline = time.monotonic() + FOREIGN_PENDING_WAIT
+            while (cur := self.store.get(rec.id)) is not None and cur.status == Status.PENDING:
+                if time.monotonic() > deadline:
+                    raise Conflict(f"sandbox {rec.id} is still being created; try again", code="SANDBOX_PENDING")
+                await asyncio.sleep(0.05)
+        fresh = self.store.get(rec.id)
+        if fresh is None:
+            raise NotFound(f"sandbox {rec.id!r} not found", code="SANDBOX_NOT_FOUND")
+        return fresh, True
+
+    # -- update -----------------------------------------------------------------------------
+
+    async def update(self, ref: str, namespace: str, changes: Changes) -> SandboxRecord:
+        rec = self.get(ref, namespace)
+        async with self._lock(rec.id):
+            rec, _ = await self._settled(rec)
+            if rec.status.is_final:
+                raise Conflict(f"sandbox {rec.id} is {rec.status.value}", code="SANDBOX_NOT_RUNNING")
+            if changes.name is not None and changes.name != rec.name:
+                if problem := ids.name_problem(changes.name):
+                    raise InvalidRequest(f"name: {problem}")
+                if self.store.get_by_name(rec.namespace, changes.name):
+                    raise _name_taken(changes.name)
+                rec.name = changes.name
+            if changes.exposed_ports is not None:
+                rec.exposed_ports = list(changes.exposed_ports)
+            if changes.allow_unauthenticated_access is not None:
+                rec.allow_unauthenticated_access = changes.allow_unauthenticated_access
+            if changes.auto_resume is not None:
+                if not changes.auto_resume and not rec.name:
+                    raise InvalidRequest("auto_resume: false needs a named sandbox")
+                rec.auto_resume = changes.auto_resume
+            try:
+                self.store.update(rec)
+            except sqlite3.IntegrityError:
+                raise _name_taken(rec.name or "") from None
+            return rec
+
+    # -- memory state -------------------------------------------------------------------------
+
+    async def suspend(self, ref: str, namespace: str, *, wait_s: float | None) -> tuple[SandboxRecord, bool]:
+        """Suspend a named sandbox; returns (record, settled) after at most ``wait_s``."""
+        rec = self.get(ref, namespace)
+        if not rec.name:
+            raise InvalidRequest("only named sandboxes can be suspended (ephemeral ones are terminated)",
+                                 code="SANDBOX_NOT_NAMED")
+        return await self._bounded(self._suspend(rec.id), rec.id, Status.SUSPENDED, wait_s)
+
+    async def _suspend(self, sandbox_id: str) -> SandboxRecord:
+        async with self._lock(sandbox_id):
+            rec = self.store.get(sandbox_id)
+            if rec is None or rec.status.is_final:
+                raise Conflict(f"sandbox {sandbox_id} is gone", code="SANDBOX_NOT_RUNNING")
+            rec, _ = await self._settled(rec)
+            out = await self.manager.memory.suspend(rec.id, rec.namespace)
+            self.last_activity.pop(rec.id, None)
+            return out
+
+    async def resume(self, ref: str, namespace: str, *, wait_s: float | None) -> tuple[SandboxRecord, bool]:
+        rec = self.get(ref, namespace)
+        if rec.status not in (Status.SUSPENDED, Status.SUSPENDING, Status.RUNNING):
+            raise InvalidRequest(f"sandbox {rec.id} is {rec.status.value}, not suspended", code="INVALID_STATE")
+        return await self._bounded(self._resume(rec.id), rec.id, Status.RUNNING, wait_s)
+
+    async def _resume(self, sandbox_id: str) -> SandboxRecord:
+        async with self._lock(sandbox_id):
+            out = await self.manager.memory.resume(sandbox_id)
+            self.on_activity(sandbox_id)
+            return out
+
+    async def _bounded(self, coro: "Coroutine[Any, Any, SandboxRecord]", sandbox_id: str, target: Status,
+                       wait_s: float | None) -> tuple[SandboxRecord, bool]:
+        """Run a state change in the background; wait for it at most ``wait_s`` seconds.
+
+        The change goes on after the request returns (202), so a client that polls
+        sees it settle; errors of a change nobody waits for are logged.
+        """
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        if wait_s is None or wait_s > 0:
+            await asyncio.wait({task}, timeout=wait_s)
+        if task.done():
+            rec = task.result()  # raises the change's error to the waiting client
+            return rec, rec.status == target
+        rec = self.store.get(sandbox_id)
+        assert rec is not None
+        return rec, rec.status == target
+
+    def _background_done(self, task: "asyncio.Task[SandboxRecord]") -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if isinstance(exc, CellboxError):
+                log.warning("background state change failed: %s", exc)
+            else:
+                log.error("background state change failed", exc_info=exc)
+
+    async def snapshot(self, ref: str, namespace: str, snapshot_type: SnapshotType) -> SnapshotRecord:
+        rec = self.get(ref, namespace)
+        async with self._lock(rec.id):
+            return await self.manager.memory.snapshot(rec.id, rec.namespace, snapshot_type)
+
+    async def copy(self, ref: str, namespace: str, times: int) -> tuple[SandboxRecord, list[SandboxRecord | CellboxError]]:
+        rec = self.get(ref, namespace)
+        async with self._lock(rec.id):
+            copies = await self.manager.memory.clone(rec.id, times, rec.namespace)
+        for c in copies:
+            if isinstance(c, SandboxRecord):
+                c.exposed_ports = list(rec.exposed_ports)
+                c.allow_unauthenticated_access = rec.allow_unauthenticated_access
+                self.store.update(c)
+        return rec, copies
+
+    def get_snapshot(self, snapshot_id: str, namespace: str) -> SnapshotRecord:
+        return self.manager.memory.get_snapshot(snapshot_id, namespace)
+
+    def list_snapshots(self, namespace: str, sandbox_ref: str | None = None) -> list[SnapshotRecord]:
+        sandbox_id = None
+        if sandbox_ref is not None:
+            sandbox_id = self.get(sandbox_ref, namespace).id
+        return self.manager.memory.snapshots.list(namespace, sandbox_id)
+
+    async def delete_snapshot(self, snapshot_id: str, namespace: str) -> None:
+        await self.manager.memory.delete_snapshot(snapshot_id, namespace)
+
+    async def idle_suspend(self, rec: SandboxRecord) -> None:
+        """Suspend a named sandbox whose ``timeout_secs`` passed without proxy traffic."""
+        try:
+            await self._suspend(rec.id)
+        except CellboxError as exc:
+            log.warning("idle suspend of %s failed: %s", rec.id, exc)
+
+    def idle_seconds(self, rec: SandboxRecord) -> float:
+        """Seconds since the last proxy request (or since it started running)."""
+        last = self.last_activity.get(rec.id)
+        if last is not None:
+            return time.monotonic() - last
+        started = max(rec.created_at, int(rec.extra.get("resumed_at", 0)))
+        return max(0.0, (now_ms() - started) / 1000)
+
+    # -- proxy hooks ------------------------------------------------------------------------
+
+    async def resolve(self, ref: str, port: int) -> tuple[str, int, str]:
+        """Where the proxy sends a request for ``ref`` (ID or default-namespace name).
+
+        A suspended sandbox with ``auto_resume`` is resumed first: the request waits,
+        then goes through (spec §4.3).
+        """
+        rec = self.manager.get(ref, "default")
+        if rec.namespace == WARM_NAMESPACE:  # not handed out yet: nobody's sandbox
+            raise NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
+        if rec.status in (Status.SUSPENDED, Status.SUSPENDING) and rec.auto_resume:
+            rec = await self._resume(rec.id)
+        ip, agent_port = self.manager.agent_address(rec)
+        if port == agent_port:
+            return ip, agent_port, rec.id
+        if port not in rec.exposed_ports:
+            raise Conflict(f"port {port} of sandbox {rec.id} is not exposed", code="PORT_NOT_EXPOSED")
+        return ip, port, rec.id
+
+    def on_activity(self, sandbox_id: str) -> None:
+        self.last_activity[sandbox_id] = time.monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Wait (bounded) for creates in flight; reconcile handles any left over."""
+        pending = list(self._creating.values()) + list(self._background)
+        if pending:
+            log.info("waiting for %d create(s) in flight", len(pending))
+            await asyncio.wait(pending, timeout=STOP_WAIT)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    @asynccontextmanager
+    async def _lock(self, sandbox_id: str) -> AsyncIterator[None]:
+        lock = self._locks.get(sandbox_id)
+        if lock is None:
+            lock = self._locks[sandbox_id] = asyncio.Lock()
+        async with lock:
+            yield
+
+    def _fresh(self, rec: SandboxRecord) -> SandboxRecord:
+        return self.store.get(rec.id) or rec
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"a sandbox named {name!r} already exists", code="NAME_TAKEN")
+
+
+def _encode_cursor(rec: SandboxRecord) -> str:
+    return base64.urlsafe_b64encode(f"{rec.created_at}:{rec.id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, sid = raw.partition(":")
+        if not ids.is_id(sid):
+            raise ValueError(sid)
+        return int(created), sid
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest("cursor: not a cursor this server returned") from None

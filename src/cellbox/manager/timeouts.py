@@ -1,0 +1,94 @@
+"""The server's once-a-second sweep: sandbox timeouts and dead inits.
+
+* **Ephemeral** sandboxes (no name) with ``timeout_secs > 0`` are destroyed once that
+  many seconds have passed since ``created_at``, with ``termination_reason:
+  "timeout"`` (spec §4.2: "Ephemeral: timeout ⇒ terminated"; ``0`` or absent = no
+  limit). **Named** sandboxes are suspended once ``timeout_secs`` pass without proxy
+  traffic (spec §4.2); the next proxy request resumes them if ``auto_resume``.
+* A running sandbox whose init died (crash, OOM kill) is found from its init PID
+  (``/proc``, no subprocess) and handed to ``manager.refresh``, which tears it down
+  and marks it ``failed`` (``exited`` / ``oom_killed``). Every ``FULL_CHECK_EVERY``
+  sweeps the kernel's view (``runc state``) is asked instead, in case a PID was reused.
+
+Only sandboxes this process manages are swept (``owner.managed_here``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from . import owner
+from .records import SandboxRecord, Status, now_ms
+from .service import SandboxService
+from .warm import WARM_NAMESPACE
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 1.0
+FULL_CHECK_EVERY = 30
+
+
+
+class Timers:
+    def __init__(self, service: SandboxService, interval: float = INTERVAL) -> None:
+        self.service = service
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self._sweeps = 0
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - the sweep must survive one bad sandbox
+                log.exception("timeout sweep failed")
+            await asyncio.sleep(self.interval)
+
+    async def sweep(self) -> None:
+        self._sweeps += 1
+        full = self._sweeps % FULL_CHECK_EVERY == 0
+        now = now_ms()
+        live = self.service.store.list(live_only=True)
+        running = {r.id for r in live if r.status == Status.RUNNING}
+        for sid in [s for s in self.service.last_activity if s not in running]:
+            del self.service.last_activity[sid]
+        for rec in live:
+            if rec.status != Status.RUNNING or rec.namespace == WARM_NAMESPACE or not owner.managed_here(rec.owner):
+                continue
+            try:
+                if _expired(rec, now):
+                    log.info("sandbox %s: timeout_secs=%s elapsed, terminating", rec.id, rec.timeout_secs)
+                    await self.service.expire(rec)
+                elif rec.name and rec.timeout_secs and self.service.idle_seconds(rec) >= rec.timeout_secs:
+                    log.info("sandbox %s: idle for %ss, suspending", rec.id, rec.timeout_secs)
+                    await self.service.idle_suspend(rec)
+                elif full or not _init_alive(rec):
+                    after = await self.service.refresh(rec)
+                    if after is not None:
+                        log.warning("sandbox %s: %s (%s)", rec.id, after.status.value, after.termination_reason)
+            except Exception:  # noqa: BLE001
+                log.exception("sweep of sandbox %s failed", rec.id)
+
+
+def _expired(rec: SandboxRecord, now: int) -> bool:
+    return rec.name is None and bool(rec.timeout_secs) and now - rec.created_at >= rec.timeout_secs * 1000
+
+
+def _init_alive(rec: SandboxRecord) -> bool:
+    if not rec.init_pid:
+        return False
+    try:
+        with open(f"/proc/{rec.init_pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False

@@ -1,0 +1,65 @@
+"""The cellbox Python SDK: sandboxes, their processes, files, terminals and tunnels.
+
+Shaped like Tensorlake's (``tensorlake.Sandbox``)::
+
+    from cellbox import Sandbox
+
+    with Sandbox.create(cpus=1, memory_mb=1024) as sbx:          # terminated on exit
+        print(sbx.run("python3", ["-c", "print(6 * 7)"]).stdout)  # 42
+
+``AsyncSandbox`` is the same API with ``await``. The async code is the source
+(``_async/``); the sync code (``_sync/``) is generated from it by ``scripts/unasync.py``.
+Every error raised derives from :class:`cellbox.errors.CellboxError` (alias ``SandboxError``).
+"""
+
+from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, LimitExceeded, NotFound
+from ._async import AsyncProcess, AsyncPty, AsyncSandbox, AsyncSandboxClient, AsyncTunnel
+from ._errors import (
+    CopyError,
+    PermissionDenied,
+    SandboxConnectionError,
+    SandboxError,
+    SandboxNotFoundError,
+    SandboxStartError,
+    SandboxUnavailable,
+    SnapshotError,
+    SnapshotNotFoundError,
+    WaitTimeout,
+)
+from ._models import CommandResult, DirectoryEntry, OutputLine, ProcessInfo, SandboxInfo, SnapshotInfo
+from ._sync import Process, Pty, Sandbox, SandboxClient, Tunnel
+
+__all__ = [
+    "AsyncProcess",
+    "AsyncPty",
+    "AsyncSandbox",
+    "AsyncSandboxClient",
+    "AsyncTunnel",
+    "CellboxError",
+    "CommandResult",
+    "Conflict",
+    "CopyError",
+    "DirectoryEntry",
+    "InternalFailure",
+    "InvalidRequest",
+    "LimitExceeded",
+    "NotFound",
+    "OutputLine",
+    "PermissionDenied",
+    "Process",
+    "ProcessInfo",
+    "Pty",
+    "Sandbox",
+    "SandboxClient",
+    "SandboxConnectionError",
+    "SandboxError",
+    "SandboxInfo",
+    "SandboxNotFoundError",
+    "SandboxStartError",
+    "SandboxUnavailable",
+    "SnapshotError",
+    "SnapshotInfo",
+    "SnapshotNotFoundError",
+    "Tunnel",
+    "WaitTimeout",
+]

@@ -1,0 +1,141 @@
+"""``cellbox server``: one asyncio process serving the lifecycle API and the sandbox proxy.
+
+Everything shares one event loop: uvicorn (driven as ``Server.serve()``, not
+``uvicorn.run``), the sandbox manager, the proxy and the timeout sweep. Order:
+
+start  manager.start() → reconcile (re-adopt / fail / reclaim) → timers → proxy → API
+stop   (SIGTERM/SIGINT) API stops accepting and drains → creates in flight finish
+       (bounded) → timers → proxy → manager.stop() → store closed
+
+Sandboxes are **not** destroyed on stop: they keep running and the next start
+re-adopts them (``manager/reconcile.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from .api import create_app
+from .config import Settings, load
+from .manager.reconcile import reconcile
+from .manager.sandboxes import SandboxManager
+from .manager.service import SandboxService
+from .manager.store import Store
+from .manager.timeouts import Timers
+
+log = logging.getLogger("cellbox.server")
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str = "127.0.0.1"
+    api_port: int = 8900
+    proxy_port: int = 9443
+    log_level: str = "info"
+    access_log: bool = False
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: we install ours on the loop, and
+    uvicorn would otherwise re-raise SIGTERM after its shutdown, killing the process
+    before the manager is stopped."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _make_proxy(service: SandboxService) -> Any | None:
+    try:
+        from .proxy import SandboxProxy  # type: ignore[attr-defined]
+    except ImportError as exc:
+        log.warning("sandbox proxy not available (%s); serving the API only", exc)
+        return None
+    return SandboxProxy(service.resolve, service.on_activity)
+
+
+async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
+    settings = settings or load()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    api_sock = _bind(opts.host, opts.api_port)  # fail fast, before touching sandboxes
+    proxy_port = opts.proxy_port
+    if proxy_port == 0:  # pick one now: sandbox_url must name it
+        with _bind(opts.host, 0) as probe:
+            proxy_port = probe.getsockname()[1]
+
+    store = Store(settings.db_path)
+    manager = SandboxManager(settings, store)
+    await manager.start()
+    service = SandboxService(manager, proxy_port=proxy_port)
+    timers = Timers(service)
+    proxy = None
+    web: _Uvicorn | None = None
+    try:
+        report = await reconcile(manager)
+        timers.start()
+        proxy = _make_proxy(service)
+        if proxy is not None:
+            await proxy.start(opts.host, proxy_port)
+        config = uvicorn.Config(
+            create_app(service), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
+            timeout_graceful_shutdown=10, server_header=False,
+        )
+        web = _Uvicorn(config)
+        api_port = api_sock.getsockname()[1]
+        print(
+            f"cellbox server: api http://{opts.host}:{api_port} "
+            f"proxy http://{opts.host}:{proxy_port}{'' if proxy else ' (not running)'}; "
+            f"reconcile: {report.summary()}",
+            file=sys.stderr, flush=True,
+        )
+        serving = asyncio.ensure_future(web.serve(sockets=[api_sock]))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        web.should_exit = True
+        await serving
+        stopping.cancel()
+    finally:
+        log.info("stopping")
+        await service.close()
+        await timers.stop()
+        if proxy is not None:
+            await proxy.stop()
+        await manager.stop()
+        store.close()
+        api_sock.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("stopped")
+
+
+def run(opts: ServerOptions) -> None:
+    logging.basicConfig(
+        level=getattr(logging, opts.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    asyncio.run(serve(opts))
