@@ -97,3 +97,51 @@ def test_get_list_delete_and_name_conflict(made, client):
     assert "409" in str(err.value)
     client.delete(sbx.sandbox_id)
     assert client.get(sbx.sandbox_id).status == SandboxStatus.TERMINATED
+
+
+def test_suspend_resume(made, client):
+    sbx = made.create(name=f"compat-susp-{os.getpid()}")
+    sbx.write_file("/data/keep.txt", b"before")
+    proc = sbx.start_process("sh", ["-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.2; done"])
+    sbx.suspend()
+    assert client.get(sbx.sandbox_id).status == SandboxStatus.SUSPENDED
+    sbx.resume()
+    assert client.get(sbx.sandbox_id).status == SandboxStatus.RUNNING
+    assert sbx.read_file("/data/keep.txt").value == b"before"
+    assert sbx.get_process(proc.pid).status == "running"
+    ephemeral = made.create()
+    with pytest.raises(Exception) as err:
+        ephemeral.suspend()
+    assert "400" in str(err.value) or "named" in str(err.value)
+
+
+def test_snapshots_and_restore(made, client):
+    from tensorlake.sandbox import CheckpointType, Sandbox
+
+    src = made.create()
+    src.write_file("/data/f", b"from-snapshot")
+    src.start_process("sleep", ["600"])
+    snap = src.checkpoint(checkpoint_type=CheckpointType.MEMORY)
+    try:
+        info = client.get_snapshot(snap.snapshot_id)
+        assert info.sandbox_id == src.sandbox_id
+        assert snap.snapshot_id in [s.snapshot_id for s in client.list_snapshots()]
+        restored = made.create(snapshot_id=snap.snapshot_id)
+        assert restored.read_file("/data/f").value == b"from-snapshot"
+        assert "sleep" in [p.command for p in restored.list_processes()]
+    finally:
+        client.delete_snapshot(snap.snapshot_id)
+    assert snap.snapshot_id not in [s.snapshot_id for s in client.list_snapshots()]
+
+
+def test_copy(made, live_server):
+    src = made.create()
+    src.write_file("/data/f", b"copied")
+    resp = src.copy(times=2).value
+    made.ids.extend(c.sandbox_id for c in resp.sandboxes)
+    assert resp.source_sandbox_id == src.sandbox_id and len(resp.sandboxes) == 2
+    assert all(c.status == "running" for c in resp.sandboxes)
+    for c in resp.sandboxes:
+        r = httpx.get(f"http://127.0.0.1:{live_server.proxy_port}/api/v1/files", params={"path": "/data/f"},
+                      headers={"Host": f"{c.sandbox_id}.local"}, timeout=30)
+        assert r.content == b"copied"
