@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import _proc, ids
@@ -27,6 +28,33 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 WARM_NAMESPACE = "__warm__"
+# Files a first command is likely to read, pre-read into a warm sandbox's page cache.
+# Why: btrfs snapshots share data blocks but not inodes, so each sandbox has its own
+# page cache; the first `node -v` in a fresh snapshot took ~136 ms, the next ones 47.
+PREFAULT = (
+    "usr/bin/node", "usr/lib/x86_64-linux-gnu/libnode.so*", "usr/lib/x86_64-linux-gnu/libicu*.so*",
+    "usr/lib/x86_64-linux-gnu/libuv.so*", "usr/lib/x86_64-linux-gnu/libstdc++.so*",
+    "usr/lib/x86_64-linux-gnu/libcrypto.so*", "usr/lib/x86_64-linux-gnu/libssl.so*",
+    "usr/lib/x86_64-linux-gnu/libz.so*", "usr/lib/x86_64-linux-gnu/libbrotli*.so*",
+    "usr/lib/x86_64-linux-gnu/libcares.so*", "usr/lib/x86_64-linux-gnu/libnghttp2.so*",
+    "usr/lib/x86_64-linux-gnu/libc.so*", "usr/lib/x86_64-linux-gnu/libm.so*", "usr/lib/x86_64-linux-gnu/libgcc_s.so*",
+    "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so*", "usr/bin/python3.11", "usr/bin/bash", "usr/bin/sh", "usr/bin/dash",
+)
+
+
+def prefault(root: Path) -> int:
+    """Read the usual first-command files of a sandbox's rootfs (from the host side,
+    which shares the sandbox's inodes); returns the bytes read."""
+    total = 0
+    for pattern in PREFAULT:
+        for path in root.glob(pattern):
+            try:
+                with open(path, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        total += len(chunk)
+            except OSError:
+                continue
+    return total
 
 
 class WarmPool:
@@ -62,8 +90,9 @@ class WarmPool:
             self._building -= 1
         if self._closed:
             await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_closed")
-        else:
-            self._ready.append(rec)
+            return
+        await asyncio.to_thread(prefault, rootfs.path(self.manager.settings.pool, rec.id))
+        self._ready.append(rec)
 
     def can_serve(self, spec: "CreateSpec") -> bool:
         default = self.manager.settings.default_image

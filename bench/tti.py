@@ -1,0 +1,165 @@
+"""Time to interactive through the HTTP API and the proxy (ComputeSDK's method).
+
+TTI = ``POST /sandboxes`` (blocking, as the Tensorlake SDK sends it) + ``node -v`` run
+through the sandbox proxy (``POST /api/v1/processes/run``, ``Host: {id}.local``) until
+it exits 0. Destroy is not timed. Modes (spec §7.2):
+  sequential  N sandboxes one at a time
+  staggered   N sandboxes started ``--stagger`` ms apart (each timed on its own)
+  burst       N sandboxes at once
+Reports median, p95, p99, success rate (after trimming nothing: failures count).
+Starts its own ``cellbox server`` on free ports (warm pool size ``--warm-pool``).
+
+    .venv/bin/python bench/tti.py [-n 100] [--burst 100] [--stagger 200] [--warm-pool 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import summarize, table, write  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADERS = {"X-Tensorlake-Request-Timeout-Ms": "120000", "X-Tensorlake-Request-Timeout-Grace-Ms": "5000"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def tti(client: httpx.AsyncClient, api: str, proxy: str) -> tuple[float | None, str | None]:
+    t0 = time.perf_counter()
+    sid = None
+    try:
+        r = await client.post(f"{api}/sandboxes", json={"resources": {"cpus": 1.0, "memory_mb": 1024}},
+                              headers=HEADERS, timeout=120)
+        body = r.json()
+        sid = body.get("sandbox_id")
+        if r.status_code != 200 or body.get("status") != "running":
+            print("  create failed:", r.status_code, str(body)[:200], file=sys.stderr)
+            return None, sid
+        run = {"command": "node", "args": ["-v"], "timeout": 30}
+        async with client.stream("POST", f"{proxy}/api/v1/processes/run", json=run,
+                                 headers={"Host": f"{sid}.local"}, timeout=30) as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data:"):
+                    ev = json.loads(line[5:])
+                    if "exit_code" in ev or "signal" in ev:
+                        ok = ev.get("exit_code") == 0
+                        return ((time.perf_counter() - t0) * 1000 if ok else None), sid
+        return None, sid
+    except Exception as exc:  # noqa: BLE001 - a failure is a data point
+        print("  failure:", type(exc).__name__, exc, file=sys.stderr)
+        return None, sid
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=100)
+    ap.add_argument("--burst", type=int, default=100)
+    ap.add_argument("--stagger", type=int, default=200, help="ms between starts in staggered mode")
+    ap.add_argument("--warm-pool", type=int, default=4)
+    args = ap.parse_args()
+    api_port, proxy_port = free_port(), free_port()
+    env = {**os.environ, "CELLBOX_WARM_POOL": str(args.warm_pool)}
+    log = open("/tmp/cellbox-bench-tti-server.log", "wb")
+    server = subprocess.Popen([str(ROOT / ".venv/bin/cellbox"), "server", "--api-port", str(api_port),
+                               "--proxy-port", str(proxy_port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    api, proxy = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{proxy_port}"
+    results: dict[str, dict] = {}
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=50)
+    try:
+        async with httpx.AsyncClient(limits=limits) as client:
+            for _ in range(300):
+                try:
+                    if (await client.get(f"{api}/sandboxes", timeout=2)).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(3)  # let the warm pool fill
+
+            async def cleanup(sids: list[str | None]) -> None:
+                await asyncio.gather(*[client.delete(f"{api}/sandboxes/{s}", timeout=120) for s in sids if s])
+
+            samples, fails = [], 0
+            for i in range(args.n):
+                ms, sid = await tti(client, api, proxy)
+                samples.append(ms) if ms is not None else None
+                fails += ms is None
+                await cleanup([sid])
+            results[f"sequential x{args.n}"] = {"samples_ms": samples, **summarize(samples, fails)}
+            print(f"  sequential done: median {results[f'sequential x{args.n}']['p50']:.0f} ms", file=sys.stderr)
+            await asyncio.sleep(3)
+
+            async def delayed(i: int):
+                await asyncio.sleep(i * args.stagger / 1000)
+                return await tti(client, api, proxy)
+
+            t0 = time.perf_counter()
+            outs = await asyncio.gather(*[delayed(i) for i in range(args.n)])
+            samples = [ms for ms, _ in outs if ms is not None]
+            results[f"staggered x{args.n} ({args.stagger} ms)"] = {
+                "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
+                **summarize(samples, len(outs) - len(samples))}
+            await cleanup([sid for _, sid in outs])
+            print("  staggered done", file=sys.stderr)
+            await asyncio.sleep(3)
+
+            t0 = time.perf_counter()
+            outs = await asyncio.gather(*[tti(client, api, proxy) for _ in range(args.burst)])
+            samples = [ms for ms, _ in outs if ms is not None]
+            results[f"burst x{args.burst}"] = {
+                "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
+                "time_to_first_ready_ms": min(samples) if samples else None,
+                **summarize(samples, len(outs) - len(samples))}
+            await cleanup([sid for _, sid in outs])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+        log.close()
+
+    print(table("TTI through the API + proxy (create -> `node -v` exit 0), ms", results))
+    for k, v in results.items():
+        if "wall_ms" in v:
+            print(f"  {k}: wall clock {v['wall_ms'] / 1000:.1f} s")
+    path = write("tti", {"args": vars(args), "results": results})
+    plot(results, path.with_suffix(".png"))
+    print(f"results: {path}")
+
+
+def plot(results: dict, out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(9, 4))
+    labels = list(results)
+    ax.boxplot([results[k]["samples_ms"] or [0] for k in labels], orientation="horizontal")
+    ax.set_yticks(range(1, len(labels) + 1), labels)
+    ax.set_xscale("log")
+    ax.set_xlabel("ms")
+    ax.set_title("cellbox TTI via HTTP API + proxy (ComputeSDK method)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    (out.parent / "tti-latest.png").write_bytes(out.read_bytes())
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
