@@ -1,7 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make run    set up this host if needed, then start the server in the foreground
 #   make test   set up this host (with test tools) if needed, then run the whole suite
-.PHONY: run test setup setup-test bench clean-test
+.PHONY: run test setup setup-test bench
 
 setup:
 	bash scripts/setup.sh
@@ -16,4 +16,8 @@ test: setup-test
 	.venv/bin/python -m pytest -q tests
 
 bench: setup-test
+	.venv/bin/pip install -q -e ".[test,bench]"
 	.venv/bin/python bench/start.py
+	.venv/bin/python bench/tti.py
+	.venv/bin/python bench/state.py
+	.venv/bin/python bench/storage.py

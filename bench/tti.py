@@ -66,6 +66,26 @@ async def tti(client: httpx.AsyncClient, api: str, proxy: str) -> tuple[float | 
         return None, sid
 
 
+async def wait_pool(size: int, timeout: float = 300) -> None:
+    """Wait until the server's warm pool is full (read from its database: warm
+    sandboxes are running records in the reserved namespace)."""
+    import sqlite3
+
+    from cellbox.config import load
+
+    db = sqlite3.connect(str(load().db_path))
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            n = db.execute("SELECT COUNT(*) FROM sandboxes WHERE namespace='__warm__' AND status='running'").fetchone()[0]
+            if n >= size:
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        db.close()
+    print(f"  (warm pool not full after {timeout:.0f}s)", file=sys.stderr)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=100)
@@ -90,7 +110,7 @@ async def main() -> None:
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.2)
-            await asyncio.sleep(3)  # let the warm pool fill
+            await wait_pool(args.warm_pool)
 
             async def cleanup(sids: list[str | None]) -> None:
                 await asyncio.gather(*[client.delete(f"{api}/sandboxes/{s}", timeout=120) for s in sids if s])
@@ -103,7 +123,7 @@ async def main() -> None:
                 await cleanup([sid])
             results[f"sequential x{args.n}"] = {"samples_ms": samples, **summarize(samples, fails)}
             print(f"  sequential done: median {results[f'sequential x{args.n}']['p50']:.0f} ms", file=sys.stderr)
-            await asyncio.sleep(3)
+            await wait_pool(args.warm_pool)
 
             async def delayed(i: int):
                 await asyncio.sleep(i * args.stagger / 1000)
@@ -117,7 +137,7 @@ async def main() -> None:
                 **summarize(samples, len(outs) - len(samples))}
             await cleanup([sid for _, sid in outs])
             print("  staggered done", file=sys.stderr)
-            await asyncio.sleep(3)
+            await wait_pool(args.warm_pool)
 
             t0 = time.perf_counter()
             outs = await asyncio.gather(*[tti(client, api, proxy) for _ in range(args.burst)])

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cellbox.errors import InvalidRequest
+from cellbox.errors import InvalidRequest, NotFound
 from cellbox.sdk import (
     AsyncSandboxClient,
     CopyError,
@@ -89,10 +89,10 @@ def test_suspend_202_polls_until_suspended(fast_polls):
 
     script = Script(handler)
     with script.client() as c:
-        info = c.suspend("s1", timeout=10)
+        info = c.suspend("s1", timeout=100)
     assert info.status == "suspended"
     calls = script.calls()
-    assert calls[0] == "POST /sandboxes/s1/suspend?wait_ms=10000"
+    assert calls[0] == "POST /sandboxes/s1/suspend?wait_ms=30000"
     assert calls[1:] == ["GET /sandboxes/s1"] * 3
 
 
@@ -140,7 +140,7 @@ def test_suspend_ephemeral_maps_to_invalid_request():
     assert err.value.code == "SANDBOX_NOT_NAMED"
 
 
-def test_snapshot_waits_for_completion_and_reports_failure(monkeypatch):
+def test_snapshot_waits_for_completion_and_reports_failure():
     polls = iter(["in_progress", "in_progress", "completed"])
 
     def handler(req: httpx.Request) -> tuple[int, Any]:
@@ -219,9 +219,6 @@ def test_restore_body_leaves_resources_to_the_snapshot():
 # -- against the live server ---------------------------------------------------------------
 
 
-pytest_root = pytest.mark.root
-
-
 @pytest.fixture
 def snapshot_ids(live_server: LiveServer) -> Iterator[list[str]]:
     """Snapshot IDs a test made; all deleted at teardown."""
@@ -252,7 +249,10 @@ def _lines(sbx: Sandbox) -> int:
 def _wait_lines(sbx: Sandbox, more_than: int, timeout: float = 20) -> int:
     deadline = time.monotonic() + timeout
     while True:
-        n = _lines(sbx) if any(e.name == "t" for e in sbx.list_directory("/tmp")) else 0
+        try:
+            n = _lines(sbx)
+        except NotFound:
+            n = 0
         if n > more_than:
             return n
         assert time.monotonic() < deadline, f"/tmp/t has {n} lines, wanted more than {more_than}"
@@ -269,7 +269,7 @@ def _assert_state_kept(sbx: Sandbox, pid: int | None = None) -> None:
     _wait_lines(sbx, _lines(sbx))
 
 
-@pytest_root
+@pytest.mark.root
 def test_suspend_resume_keeps_files_and_processes(sandboxes, live_server):
     sbx = sandboxes.create(name=f"sdk-susp-{secrets.token_hex(4)}")
     pid = _start_ticker(sbx)
@@ -289,7 +289,7 @@ def test_suspend_resume_keeps_files_and_processes(sandboxes, live_server):
     _assert_state_kept(sbx, pid)
 
 
-@pytest_root
+@pytest.mark.root
 def test_suspending_an_ephemeral_sandbox_is_refused(sbx):
     with pytest.raises(InvalidRequest) as err:
         sbx.suspend()
@@ -297,7 +297,7 @@ def test_suspending_an_ephemeral_sandbox_is_refused(sbx):
     assert sbx.info().status == "running"
 
 
-@pytest_root
+@pytest.mark.root
 def test_memory_snapshot_restores_files_and_processes(sandboxes, live_server, snapshot_ids):
     src = sandboxes.create()
     _start_ticker(src)
@@ -325,7 +325,7 @@ def test_memory_snapshot_restores_files_and_processes(sandboxes, live_server, sn
     assert restored.run("cat", ["/work/note.txt"]).stdout == "before"
 
 
-@pytest_root
+@pytest.mark.root
 def test_filesystem_snapshot_restores_files_only(sandboxes, snapshot_ids):
     src = sandboxes.create()
     _start_ticker(src)
@@ -338,7 +338,7 @@ def test_filesystem_snapshot_restores_files_only(sandboxes, snapshot_ids):
     assert not [p for p in restored.list_processes() if p.args == ["-c", LOOP]]  # ...the process is not
 
 
-@pytest_root
+@pytest.mark.root
 def test_copy_gives_distinct_running_sandboxes(sandboxes, tracker):
     src = sandboxes.create()
     _start_ticker(src)
@@ -358,7 +358,7 @@ def test_copy_gives_distinct_running_sandboxes(sandboxes, tracker):
     _assert_state_kept(src)
 
 
-@pytest_root
+@pytest.mark.root
 def test_async_snapshot_and_copy(live_server, tracker, snapshot_ids):
     async def flow() -> None:
         async with AsyncSandboxClient(live_server.api_url) as c:

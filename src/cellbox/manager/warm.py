@@ -65,6 +65,9 @@ class WarmPool:
         self._building = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Refills are built one at a time: a burst of claims would otherwise start as
+        # many cold builds at once, and they would compete with the burst for the CPU.
+        self._build_slot = asyncio.Semaphore(1)
 
     @property
     def ready(self) -> int:
@@ -82,7 +85,10 @@ class WarmPool:
         from .sandboxes import CreateSpec
 
         try:
-            rec = await self.manager.create_cold(CreateSpec(namespace=WARM_NAMESPACE, cpus=float(_host_cpus())))
+            async with self._build_slot:
+                if self._closed:
+                    return
+                rec = await self.manager.create_cold(CreateSpec(namespace=WARM_NAMESPACE, cpus=float(_host_cpus())))
         except Exception as exc:  # noqa: BLE001 - a failed warm build only means a cold create later
             log.warning("warm pool: building a sandbox failed: %s", exc)
             return
