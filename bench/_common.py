@@ -74,3 +74,25 @@ def write(name: str, data: dict[str, Any]) -> Path:
     path.write_text(text)
     (RESULTS / f"{name}-latest.json").write_text(text)
     return path
+
+
+def plot_boxes(results: dict[str, Any], out: Path, title: str, xlabel: str, latest: str) -> None:
+    """A horizontal box plot of each variant's ``samples_ms`` (log scale), as PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot; `pip install -e .[bench]`)")
+        return
+    labels = list(results)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.boxplot([results[k]["samples_ms"] or [0] for k in labels], orientation="horizontal", showfliers=True)
+    ax.set_yticks(range(1, len(labels) + 1), labels)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    (out.parent / latest).write_bytes(out.read_bytes())

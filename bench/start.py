@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import summarize, table, write  # noqa: E402
+from _common import plot_boxes, summarize, table, write  # noqa: E402
 
 from cellbox import _proc, ids  # noqa: E402
 from cellbox.config import load  # noqa: E402
@@ -213,29 +213,8 @@ async def measure(args, settings, cold: SandboxManager, warm: SandboxManager) ->
 
     print(table(f"time to interactive (create -> `{' '.join(COMMAND)}` exit 0), ms", results))
     path = write("start", {"command": COMMAND, "args": vars(args), "results": results})
-    plot(results, path.with_suffix(".png"))
+    plot_boxes(results, path.with_suffix(".png"), 'cellbox time to interactive vs raw runc', 'ms (create -> first command exits 0)', 'start-latest.png')
     print(f"results: {path}")
-
-
-def plot(results: dict, out: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib not installed: no plot)", file=sys.stderr)
-        return
-    labels = list(results)
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    ax.boxplot([results[k]["samples_ms"] or [0] for k in labels], orientation="horizontal", showfliers=True)
-    ax.set_yticks(range(1, len(labels) + 1), labels)
-    ax.set_xlabel("ms (create -> first command exits 0)")
-    ax.set_xscale("log")
-    ax.set_title("cellbox time to interactive vs raw runc")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    (out.parent / "start-latest.png").write_bytes(out.read_bytes())
 
 
 if __name__ == "__main__":

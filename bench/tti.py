@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import summarize, table, write  # noqa: E402
+from _common import plot_boxes, summarize, table, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADERS = {"X-Tensorlake-Request-Timeout-Ms": "120000", "X-Tensorlake-Request-Timeout-Grace-Ms": "5000"}
@@ -157,28 +157,8 @@ async def main() -> None:
         if "wall_ms" in v:
             print(f"  {k}: wall clock {v['wall_ms'] / 1000:.1f} s")
     path = write("tti", {"args": vars(args), "results": results})
-    plot(results, path.with_suffix(".png"))
+    plot_boxes(results, path.with_suffix(".png"), 'cellbox TTI via HTTP API + proxy (ComputeSDK method)', 'ms', 'tti-latest.png')
     print(f"results: {path}")
-
-
-def plot(results: dict, out: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(9, 4))
-    labels = list(results)
-    ax.boxplot([results[k]["samples_ms"] or [0] for k in labels], orientation="horizontal")
-    ax.set_yticks(range(1, len(labels) + 1), labels)
-    ax.set_xscale("log")
-    ax.set_xlabel("ms")
-    ax.set_title("cellbox TTI via HTTP API + proxy (ComputeSDK method)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    (out.parent / "tti-latest.png").write_bytes(out.read_bytes())
 
 
 if __name__ == "__main__":
