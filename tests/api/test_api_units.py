@@ -50,7 +50,7 @@ def test_create_request_rejects(body):
 
 
 @pytest.mark.parametrize("body", [
-    {"snapshot_id": "s"}, {"file_systems": [{"file_system_id": "f"}]}, {"network": {"deny_out": ["10.0.0.0/8"]}},
+    {"file_systems": [{"file_system_id": "f"}]}, {"network": {"deny_out": ["10.0.0.0/8"]}},
     {"resources": {"gpus": [{"count": 1, "model": "A10"}]}},
 ])
 def test_unsupported_create_fields(body):

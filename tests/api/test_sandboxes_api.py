@@ -239,7 +239,7 @@ def test_unknown_sandbox_and_route_are_404(api: Api):
         ({"wait": "maybe"}, 400, "INVALID_REQUEST", "wait"),
         ({"auto_resume": False}, 400, "INVALID_REQUEST", "auto_resume"),
         ({"network": {"allow_internet_access": False}}, 400, "NOT_SUPPORTED", "network"),
-        ({"snapshot_id": "snap1"}, 400, "NOT_SUPPORTED", "snapshot"),
+        ({"snapshot_id": "snap1"}, 404, "SNAPSHOT_NOT_FOUND", "snapshot"),
         ({"image": "no/such-image"}, 404, None, "no/such-image"),
         ([1, 2, 3], 400, "INVALID_REQUEST", ""),
         ("just a string", 400, "INVALID_REQUEST", ""),
@@ -284,7 +284,8 @@ def test_ephemeral_timeout_terminates(api: Api):
     named = api.create({"timeout_secs": 2, "name": unique("keep")})["sandbox_id"]
     info = api.wait_status(sid, "terminated", timeout=10)
     assert info["termination_reason"] == "timeout"
-    assert api.get(named)["status"] == "running"  # named: timeout means idle suspend, later
+    # Named: the timeout means suspend when idle, never terminate (spec §4.2).
+    assert api.wait_status(named, "suspended", timeout=30)["termination_reason"] is None
 
 
 def test_dead_init_is_reported_failed(api: Api, settings):
