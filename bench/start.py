@@ -48,17 +48,17 @@ async def run_in_agent(client: httpx.AsyncClient, ip: str) -> int:
     return -1
 
 
-async def tti_cellbox(mgr: SandboxManager, client: httpx.AsyncClient) -> tuple[float | None, str | None]:
+async def tti_cellbox(mgr: SandboxManager, client: httpx.AsyncClient, label: str = "") -> tuple[float | None, str | None]:
     t0 = time.perf_counter()
     sid = None
     try:
-        rec = await mgr.create(CreateSpec(cpus=1.0, memory_mb=1024))
+        rec = await asyncio.wait_for(mgr.create(CreateSpec(cpus=1.0, memory_mb=1024)), 60)
         sid = rec.id
-        code = await run_in_agent(client, rec.ip or "")
+        code = await asyncio.wait_for(run_in_agent(client, rec.ip or ""), 10)
         elapsed = (time.perf_counter() - t0) * 1000
         return (elapsed if code == 0 else None), sid
     except Exception as exc:  # noqa: BLE001 - a failure is a data point
-        print("  failure:", exc, file=sys.stderr)
+        print(f"  failure ({label}):", type(exc).__name__, exc, file=sys.stderr)
         return None, sid
 
 
@@ -165,11 +165,11 @@ async def measure(args, settings, cold: SandboxManager, warm: SandboxManager) ->
         await wait_pool()
 
         async def cold_once(i: int):
-            return await tti_cellbox(cold, client)
+            return await tti_cellbox(cold, client, "cold")
 
         async def warm_once(i: int):
             await wait_pool()  # sequential = one user at a time: the pool refills between them
-            return await tti_cellbox(warm, client)
+            return await tti_cellbox(warm, client, "warm")
 
         async def raw_once(i: int):
             return await raw.once(i), None
