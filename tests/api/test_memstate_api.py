@@ -139,3 +139,33 @@ def test_suspended_sandbox_survives_server_restart(api: Api, settings):
     assert r.status_code == 200, r.text
     with agent(settings, sid) as a:
         assert a.get("/api/v1/files", params={"path": "/data/f"}).content == b"durable"
+
+
+def test_crash_mid_suspend_is_settled_at_restart(api: Api, settings):
+    """A server that died mid-capture leaves records reconciled from the host."""
+    from cellbox.manager.records import Status
+    from cellbox.manager.store import Store
+
+    alive = unique("crash-alive")
+    done = unique("crash-done")
+    sid_alive = api.create({"name": alive})["sandbox_id"]
+    sid_done = api.create({"name": done})["sandbox_id"]
+    assert api.request("POST", f"/sandboxes/{done}/suspend", params={"wait_ms": 60000}).status_code == 200
+    assert api.server.stop() == 0
+    store = Store(settings.db_path)
+    try:
+        # "alive": the crash came before the dump (container still runs);
+        # "done": it came after the image was complete, before the record said so.
+        for sid in (sid_alive, sid_done):
+            rec = store.get(sid)
+            rec.status = Status.SUSPENDING
+            rec.owner = "1:0"  # a process that is gone
+            store.update(rec)
+    finally:
+        store.close()
+        api.server.start()
+    assert api.get(alive)["status"] == "running"
+    with agent(settings, sid_alive) as a:
+        assert a.get("/api/v1/health").json() == {"healthy": True}
+    assert api.get(done)["status"] == "suspended"
+    assert api.request("POST", f"/sandboxes/{done}/resume", params={"wait_ms": 60000}).status_code == 200

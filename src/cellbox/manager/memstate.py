@@ -171,6 +171,38 @@ class MemoryState:
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
+    async def recover(self, rec: SandboxRecord) -> SandboxRecord:
+        """Settle a record a crash left in ``suspending`` or ``snapshotting``.
+
+        The outcome is decided from the host, never guessed: a container that still
+        runs (or is paused mid-capture) is running as it was; a complete suspend image
+        (renamed into place only after a successful dump) means suspended; anything
+        else lost the sandbox's memory and is torn down and marked failed, with the
+        reason. In-progress snapshots of a crashed capture are marked failed.
+        """
+        cid = ids.container(rec.id)
+        before = rec.status
+        state = await self.m.runc.state(cid)
+        if state is not None and state.status in ("running", "paused"):
+            if state.status == "paused":
+                await checkpoint.resume(self.m.runc, cid)
+            rec.status = Status.RUNNING
+        elif before == Status.SUSPENDING and (self._state_dir(rec.id) / "suspend" / "inventory.img").exists():
+            rec.status, rec.init_pid = Status.SUSPENDED, None
+        else:
+            await self.m.teardown(rec.id)
+            rec.status, rec.terminated_at = Status.FAILED, now_ms()
+            rec.termination_reason = "interrupted"
+            rec.error = f"the server stopped while the sandbox was {before.value} and its memory was lost"
+        shutil.rmtree(self._state_dir(rec.id) / "suspend.new", ignore_errors=True)
+        for snap in self.snapshots.list(sandbox_id=rec.id):
+            if snap.status == SnapshotStatus.IN_PROGRESS:
+                await self._remove_snapshot_files(self._snapshot_dir(snap.id))
+                snap.status, snap.error = SnapshotStatus.FAILED, "the server stopped during the snapshot"
+                self.snapshots.update(snap)
+        self.m.store.update_if(rec, before)
+        return rec
+
     # -- snapshots ----------------------------------------------------------------------
 
     async def _freeze_and_capture(self, rec: SandboxRecord, dest: Path, mem_dir: Path | None) -> int:

@@ -6,8 +6,10 @@ Two passes, both limited to what no live process is managing (``owner.py``):
    is (sandboxes outlive the server). One whose container is gone is torn down and
    marked ``failed`` (``manager.refresh``: reason ``exited`` or ``oom_killed``). A
    ``pending`` record is a create the crash interrupted: its parts are torn down and
-   it becomes ``failed`` (``startup_interrupted``). A warm-pool sandbox of a dead
-   server is destroyed: the new server's pool builds its own.
+   it becomes ``failed`` (``startup_interrupted``). A ``suspending``/``snapshotting``
+   record (a crash mid-capture) is settled from the host by ``memstate.recover``:
+   running as it was, suspended if its image is complete, else ``failed``. A
+   warm-pool sandbox of a dead server is destroyed: the new server's pool builds its own.
 2. **Leftovers.** Every host object named after a sandbox ID (runc container under our
    runc root, rootfs subvolume, ``cb-<id>`` netns, state dir, cgroup) whose ID has no
    record, or only a final one, is torn down by ID. A create inserts its record before
@@ -90,7 +92,10 @@ async def _reconcile_record(manager: SandboxManager, rec: SandboxRecord, report:
     elif rec.status == Status.RUNNING:
         rec = await manager.refresh(rec)
         (report.adopted if rec.status == Status.RUNNING else report.failed).append(rec.id)
-    else:  # suspended and friends: nothing runs, nothing to check yet
+    elif rec.status in (Status.SUSPENDING, Status.SNAPSHOTTING):  # a crash mid-capture
+        rec = await manager.memory.recover(rec)
+        (report.failed if rec.status == Status.FAILED else report.adopted).append(rec.id)
+    else:  # suspended: nothing runs; its images are checked when it resumes
         report.adopted.append(rec.id)
 
 
