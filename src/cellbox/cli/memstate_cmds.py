@@ -7,12 +7,13 @@ takes a snapshot (short for ``snapshot create SBX``), ``snapshot ls`` lists them
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from .sandbox_cmds import api_url_option, client, format_time, handle_errors, json_option, print_json, print_table
+from .sandbox_cmds import (
+    api_url_option, client, for_each, format_time, handle_errors, json_option, print_json, print_table,
+)
 
 if TYPE_CHECKING:
     from ..sdk import SnapshotInfo
@@ -171,20 +172,8 @@ def snapshot_ls(sandbox: str | None, quiet: bool, api_url: str | None, as_json: 
 @handle_errors
 def snapshot_rm(snapshots: tuple[str, ...], api_url: str | None) -> None:
     """Delete one or more snapshots; prints each ID (one already gone counts as deleted)."""
-    from ..errors import CellboxError
-
-    failed = False
     with client(api_url) as c:
-        for ref in snapshots:
-            try:
-                c.delete_snapshot(ref)
-            except CellboxError as exc:
-                click.echo(f"error: {ref}: {exc.message}", err=True)
-                failed = True
-            else:
-                click.echo(ref)
-    if failed:
-        sys.exit(1)
+        for_each(snapshots, c.delete_snapshot)
 
 
 # -- copies -------------------------------------------------------------------------------------

@@ -115,6 +115,24 @@ def sandbox_row(info: SandboxInfo) -> list[Any]:
 SANDBOX_COLUMNS = ["ID", "Name", "Status", "Image", "CPUs", "Memory", "Disk", "Created At"]
 
 
+def for_each(refs: Sequence[str], action: Callable[[str], object]) -> None:
+    """Apply ``action`` to every ref, printing each that worked and an error line for each
+    that did not; exit 1 if any failed (the others are still done)."""
+    from ..errors import CellboxError
+
+    failed = False
+    for ref in refs:
+        try:
+            action(ref)
+        except CellboxError as exc:
+            click.echo(f"error: {ref}: {exc.message}", err=True)
+            failed = True
+        else:
+            click.echo(ref)
+    if failed:
+        sys.exit(1)
+
+
 def exit_status(exit_code: int, signal: int | None) -> int:
     """The shell's convention: the exit code, or 128 + the signal that killed it."""
     if exit_code >= 0:
@@ -242,20 +260,8 @@ def describe(sandbox: str, api_url: str | None, as_json: bool) -> None:
 @handle_errors
 def terminate(sandboxes: tuple[str, ...], api_url: str | None) -> None:
     """Terminate one or more sandboxes."""
-    from ..errors import CellboxError
-
-    failed = False
     with client(api_url) as c:
-        for ref in sandboxes:
-            try:
-                c.delete(ref)
-            except CellboxError as exc:
-                click.echo(f"error: {ref}: {exc.message}", err=True)
-                failed = True
-            else:
-                click.echo(ref)
-    if failed:
-        sys.exit(1)
+        for_each(sandboxes, c.delete)
 
 
 @click.command("name")

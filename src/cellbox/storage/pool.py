@@ -24,12 +24,20 @@ from . import btrfs
 SUBDIRS = ("images", "sandboxes", "snapshots", "tmp")
 
 
+BTRFS_SUPER_MAGIC = 0x9123683E
+
+
 def is_btrfs(path: Path) -> bool:
-    try:
-        out = _proc.run_sync(["stat", "-f", "-c", "%T", str(path)]).stdout.strip()
-    except Exception:  # noqa: BLE001
+    """Whether ``path`` is on btrfs. Called on every create (``check_pool``), so it
+    asks the kernel directly (statfs) instead of starting ``stat -f``, which cost a
+    process spawn and blocked the event loop on the create path."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(120)  # struct statfs; f_type is its first field
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(str(path).encode(), buf) != 0:
         return False
-    return out == "btrfs"
+    return ctypes.c_long.from_buffer(buf).value == BTRFS_SUPER_MAGIC
 
 
 def is_mountpoint(path: Path) -> bool:
