@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from cellbox.config import Settings
+from cellbox.network import firewall
 from cellbox.runtime import cgroups
 
 
@@ -46,6 +47,10 @@ def leftovers(settings: Settings, sandbox_ids: set[str] | None = None, *, orphan
     sbx = settings.pool / "sandboxes"
     found["rootfs"] = [p.name for p in sbx.iterdir() if keep(p.name)] if sbx.exists() else []
     found["state_dirs"] = [p.name for p in settings.sandboxes_dir.iterdir() if keep(p.name)] if settings.sandboxes_dir.exists() else []
+    nft = subprocess.run(["nft", "list", "chains", "inet"], capture_output=True, text=True)
+    found["nft_chains"] = [c for c in firewall._parse_chains(nft.stdout, settings.nft_table) if keep(c)]
+    egress_dir = settings.run_dir / "egress"
+    found["egress_policies"] = [p.stem for p in egress_dir.glob("*.json") if keep(p.stem)] if egress_dir.is_dir() else []
     mounts = Path("/proc/self/mounts").read_text().splitlines()
     found["mounts"] = [m for m in mounts if "/pool/sandboxes/" in m and (sandbox_ids is None or any(s in m for s in sandbox_ids))]
     if orphans_only:

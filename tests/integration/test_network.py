@@ -8,20 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from ..nettest.internet import ADDRS, DNS, HTTP_PORT, ROUTER, Internet
+from ..nettest.internet import ADDRS, HTTP_PORT, ROUTER
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-def internet(tmp_path, manager, loop_thread):
-    net = Internet(tmp_path)
-    manager.dns_upstreams = [DNS]
-    try:
-        yield net
-    finally:
-        manager.dns_upstreams = None
-        net.close()
 
 
 def test_outbound_traffic_is_natted(sandboxes, internet):

@@ -18,6 +18,8 @@ from .. import ids
 from ..errors import InvalidRequest
 from ..manager.sandboxes import CreateSpec
 from ..manager.service import RESERVED_PORTS, Changes, CreateOptions
+from ..network import policy
+from ..network.policy import EgressPolicy
 
 MAX_INT = 2**31 - 1
 
@@ -59,6 +61,11 @@ class NetworkConfig(_Model):
     def unrestricted(self) -> bool:
         return self.allow_internet_access and not self.allow_out and not self.deny_out
 
+    def to_policy(self) -> EgressPolicy | None:
+        """The validated policy (400 naming a bad entry); None when unrestricted."""
+        pol = policy.parse(self.allow_internet_access, self.allow_out, self.deny_out)
+        return None if pol.unrestricted else pol
+
 
 class CreateSandboxRequest(_Model):
     image: str | None = Field(None, min_length=1, max_length=512)
@@ -97,8 +104,6 @@ class CreateSandboxRequest(_Model):
         """The service's create request; refuses what cellbox cannot do yet."""
         if self.file_systems:
             raise _not_supported("file_systems: attached file systems are not supported")
-        if self.network is not None and not self.network.unrestricted:
-            raise _not_supported("network: egress policies are not supported yet")
         res = self.resources or Resources()
         if res.gpus:
             raise _not_supported("resources.gpus: this host has no GPUs")
@@ -111,6 +116,7 @@ class CreateSandboxRequest(_Model):
             name=self.name,
             namespace=namespace,
             timeout_secs=self.timeout_secs,
+            network=self.network.to_policy() if self.network is not None else None,
         )
         unauth = self.allow_unauthenticated_access
         if unauth is None:
@@ -144,8 +150,6 @@ class UpdateSandboxRequest(_Model):
         return _ports(v)
 
     def to_changes(self) -> Changes:
-        if "network" in self.model_fields_set:
-            raise _not_supported("network: changing the egress policy is not supported yet")
         if "resources" in self.model_fields_set:
             raise _not_supported("resources: live resize is not supported yet")
         return Changes(
@@ -153,6 +157,8 @@ class UpdateSandboxRequest(_Model):
             exposed_ports=self.exposed_ports,
             allow_unauthenticated_access=self.allow_unauthenticated_access,
             auto_resume=self.auto_resume,
+            network_set="network" in self.model_fields_set,
+            network=self.network.to_policy() if self.network is not None else None,
         )
 
 

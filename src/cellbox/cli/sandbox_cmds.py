@@ -153,7 +153,11 @@ def exit_status(exit_code: int, signal: int | None) -> int:
 @click.option("-n", "--no-wait", is_flag=True, help="Return as soon as the server accepted the request.")
 @click.option("-x", "--expose", "expose", type=int, multiple=True, help="Expose a port through the proxy (repeatable).")
 @click.option("-e", "--entrypoint", multiple=True, help="Entrypoint argv word (repeatable).")
-@click.option("-N", "--no-internet", is_flag=True, help="Block all egress.")
+@click.option("-N", "--no-internet", is_flag=True, help="Block all egress, DNS included.")
+@click.option("-A", "--network-allow", "allow_out", multiple=True, metavar="IP|CIDR|HOST",
+              help="Allow egress only to these (repeatable; the resolver stays reachable).")
+@click.option("-D", "--network-deny", "deny_out", multiple=True, metavar="IP|CIDR|HOST",
+              help="Deny egress to these (repeatable; deny beats allow).")
 @click.option("-s", "--snapshot", "snapshot_id", default=None, metavar="SNAPSHOT_ID", help="Start from a snapshot.")
 @api_url_option
 @json_option
@@ -169,6 +173,8 @@ def new(
     expose: tuple[int, ...],
     entrypoint: tuple[str, ...],
     no_internet: bool,
+    allow_out: tuple[str, ...],
+    deny_out: tuple[str, ...],
     snapshot_id: str | None,
     api_url: str | None,
     as_json: bool,
@@ -190,6 +196,8 @@ def new(
             list(expose) or None,
             allow_unauthenticated_access=True if expose else None,
             allow_internet_access=not no_internet,
+            allow_out=list(allow_out) or None,
+            deny_out=list(deny_out) or None,
             snapshot_id=snapshot_id,
             wait=not no_wait,
         )
@@ -246,6 +254,7 @@ def describe(sandbox: str, api_url: str | None, as_json: bool) -> None:
         ("Disk", f"{info.disk_mb} MB" if info.disk_mb is not None else None),
         ("Timeout", f"{info.timeout_secs} s" if info.timeout_secs else "none"),
         ("Exposed ports", ", ".join(map(str, info.exposed_ports)) or None),
+        ("Network", _describe_network(info.raw.get("network_policy"))),
         ("Created At", format_time(info.created_at)),
         ("Terminated At", format_time(info.terminated_at) if info.terminated_at else None),
         ("Termination reason", info.termination_reason),
@@ -278,6 +287,52 @@ def name(sandbox: str, new_name: str, api_url: str | None, as_json: bool) -> Non
         print_json(info.raw)
     else:
         click.echo(f"{info.id} {info.name}")
+
+
+def _describe_network(policy: dict[str, Any] | None) -> str:
+    if not policy:
+        return "unrestricted"
+    parts = []
+    if not policy.get("allow_internet_access", True):
+        parts.append("no internet")
+    if policy.get("allow_out"):
+        parts.append("allow " + ", ".join(policy["allow_out"]))
+    if policy.get("deny_out"):
+        parts.append("deny " + ", ".join(policy["deny_out"]))
+    return "; ".join(parts) or "unrestricted"
+
+
+@click.command("update")
+@click.argument("sandbox")
+@click.option("-N", "--no-internet", is_flag=True, help="Block all egress, DNS included.")
+@click.option("-A", "--network-allow", "allow_out", multiple=True, metavar="IP|CIDR|HOST",
+              help="Allow egress only to these (repeatable).")
+@click.option("-D", "--network-deny", "deny_out", multiple=True, metavar="IP|CIDR|HOST",
+              help="Deny egress to these (repeatable; deny beats allow).")
+@click.option("--clear-network", is_flag=True, help="Remove the egress policy (unrestricted).")
+@api_url_option
+@json_option
+@handle_errors
+def update(sandbox: str, no_internet: bool, allow_out: tuple[str, ...], deny_out: tuple[str, ...],
+           clear_network: bool, api_url: str | None, as_json: bool) -> None:
+    """Replace a running sandbox's egress policy, without restarting it.
+
+    The new policy replaces the old one as a whole (atomically); connections already
+    open stay open.
+    """
+    if clear_network and (no_internet or allow_out or deny_out):
+        raise click.UsageError("--clear-network cannot be combined with -N, -A or -D")
+    if not (clear_network or no_internet or allow_out or deny_out):
+        raise click.UsageError("nothing to update: give -N, -A, -D or --clear-network")
+    from ..sdk._shared import network_body
+
+    network = None if clear_network else network_body(not no_internet, allow_out, deny_out)
+    with client(api_url) as c:
+        info = c.update(sandbox, network=network)
+    if as_json:
+        print_json(info.raw)
+    else:
+        click.echo(f"{info.id} {_describe_network(info.raw.get('network_policy'))}")
 
 
 @click.group("port")
@@ -337,6 +392,7 @@ def register(cli: click.Group) -> None:
         (describe, ("describe", "info")),
         (terminate, ("terminate", "stop")),
         (name, ("name",)),
+        (update, ("update",)),
         (port, ("port",)),
         (process_cmds.exec_, ("exec",)),
         (process_cmds.run, ("run",)),

@@ -33,6 +33,9 @@ from .. import _proc, ids
 from .._undo import Undo
 from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, NotFound
 from ..network import netns
+from ..network import policy as policy_mod
+from ..network.egress import Resolved
+from ..network.policy import EgressPolicy
 from ..runtime import bundle, checkpoint
 from ..storage import btrfs, rootfs
 from .records import SandboxRecord, Status, now_ms
@@ -125,8 +128,12 @@ class MemoryState:
             images = state_dir / "suspend"
             if not (images / "inventory.img").exists():
                 raise InternalFailure(f"sandbox {rec.id} has no complete suspend image")
-            if not netns.exists(rec.id):
+            if not netns.exists(rec.id):  # the host rebooted: its network went with it
                 await netns.create(self.m.settings, rec.id, ipaddress.IPv4Address(rec.ip))
+                policy = policy_mod.from_wire(rec.extra.get("network_policy"))
+                if policy is not None:
+                    assert rec.ip
+                    await self.m.egress.apply(rec.id, rec.ip, policy)
             work = state_dir / f"restore-{int(time.time() * 1000)}"
             lazy = await checkpoint.LazyPages.start(images, work)
             try:
@@ -234,6 +241,7 @@ class MemoryState:
             "resources": {"cpus": rec.cpus, "memory_mb": rec.memory_mb, "disk_mb": rec.disk_mb,
                           "pids_limit": rec.pids_limit},
             "bundle_config": cfg,
+            "network_policy": rec.extra.get("network_policy"),
         }
 
     async def snapshot(self, ref: str, namespace: str = "default",
@@ -290,15 +298,20 @@ class MemoryState:
     # -- restore into a new identity -----------------------------------------------------
 
     async def restore(self, snapshot_id: str, *, namespace: str = "default", name: str | None = None,
-                      timeout_secs: int | None = None, sandbox_id: str | None = None) -> SandboxRecord:
-        """Start a new sandbox from a snapshot (its memory too, for a memory snapshot)."""
+                      timeout_secs: int | None = None, sandbox_id: str | None = None,
+                      network: EgressPolicy | None = None) -> SandboxRecord:
+        """Start a new sandbox from a snapshot (its memory too, for a memory snapshot).
+
+        ``network`` replaces the egress policy the snapshot's sandbox had; None keeps it.
+        """
         snap = self.get_snapshot(snapshot_id)
         if snap.status != SnapshotStatus.COMPLETED:
             raise InvalidRequest(f"snapshot {snapshot_id} is {snap.status.value}, not completed",
                                  code="SNAPSHOT_NOT_READY")
         return await self._start_from(self._snapshot_dir(snap.id), snap.source, namespace=namespace,
                                       name=name, timeout_secs=timeout_secs,
-                                      memory=snap.snapshot_type == SnapshotType.MEMORY, sandbox_id=sandbox_id)
+                                      memory=snap.snapshot_type == SnapshotType.MEMORY, sandbox_id=sandbox_id,
+                                      network=network)
 
     async def clone(self, ref: str, times: int, namespace: str = "default") -> list[SandboxRecord | CellboxError]:
         """N running copies of a running sandbox (files and memory), each its own identity."""
@@ -335,23 +348,30 @@ class MemoryState:
 
     async def _start_from(self, snap_dir: Path, manifest: dict[str, Any], *, namespace: str,
                           name: str | None, timeout_secs: int | None, memory: bool,
-                          mem_dir: Path | None = None, sandbox_id: str | None = None) -> SandboxRecord:
+                          mem_dir: Path | None = None, sandbox_id: str | None = None,
+                          network: EgressPolicy | None = None) -> SandboxRecord:
         res = manifest["resources"]
         if name is not None:
             from .. import ids as ids_mod
 
             if problem := ids_mod.name_problem(name):
                 raise InvalidRequest(problem)
+        # Each copy gets the source's policy (or the one asked for) on its own address.
+        policy = network if network is not None else policy_mod.from_wire(manifest.get("network_policy"))
+        resolved = await self.m.egress.resolve(policy)
         rec = SandboxRecord(
             id=sandbox_id or ids.new_id(), namespace=namespace, name=name, image=manifest["image"],
             cpus=res["cpus"], memory_mb=res["memory_mb"], disk_mb=res["disk_mb"], pids_limit=res["pids_limit"],
             timeout_secs=timeout_secs, extra={"image_mb": manifest.get("image_mb", 0),
                                               "restored_from": manifest["sandbox_id"]},
         )
+        if policy is not None:
+            rec.extra["network_policy"] = policy.to_wire()
         await self.m._allocate(rec)
         undo = Undo()
         try:
-            await self._build_restored(rec, snap_dir, manifest, memory, undo, mem_dir or snap_dir / "mem")
+            await self._build_restored(rec, snap_dir, manifest, memory, undo, mem_dir or snap_dir / "mem",
+                                       policy, resolved)
         except BaseException as exc:
             errors = await undo.unwind()
             rec.status, rec.termination_reason, rec.terminated_at = Status.FAILED, "startup_failed", now_ms()
@@ -363,7 +383,8 @@ class MemoryState:
         return rec
 
     async def _build_restored(self, rec: SandboxRecord, snap_dir: Path, manifest: dict[str, Any],
-                              memory: bool, undo: Undo, mem_dir: Path) -> None:
+                              memory: bool, undo: Undo, mem_dir: Path,
+                              policy: EgressPolicy | None = None, resolved: Resolved | None = None) -> None:
         sid, settings = rec.id, self.m.settings
         state_dir = self._state_dir(sid)
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -375,6 +396,8 @@ class MemoryState:
         rootfs.write_identity(dest, hostname=sid, nameserver=str(settings.gateway))
         await netns.create(settings, sid, ipaddress.IPv4Address(rec.ip))
         undo.push("netns", lambda: netns.destroy(sid))
+        # Before the restored processes run their next instruction.
+        await self.m.apply_egress(rec, policy, resolved, undo)
         cfg = copy.deepcopy(manifest["bundle_config"])
         cfg["root"]["path"] = str(dest)
         cfg["hostname"] = sid

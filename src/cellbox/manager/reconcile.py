@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import _proc, ids
 from ..errors import CellboxError
-from ..network import netns
+from ..network import firewall, netns
 from ..runtime import cgroups
 from . import owner
 from .records import SandboxRecord, Status, now_ms
@@ -108,6 +108,8 @@ async def _host_objects(manager: SandboxManager) -> set[str]:
     if netns.NETNS_DIR.is_dir():
         found.update(n[3:] for n in os.listdir(netns.NETNS_DIR) if n.startswith("cb-"))
     found.update(p.name for p in cgroups.leftover_cgroups())
+    found.update(manager.egress.published())
+    found.update(await firewall.chains(manager.settings.nft_table))
     return {sid for sid in found if ids.is_id(sid)}
 
 

@@ -24,6 +24,8 @@ from .._undo import Undo
 from ..config import Settings
 from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, LimitExceeded, NotFound
 from ..network import dns, netns
+from ..network.egress import EgressControl, Resolved
+from ..network.policy import EgressPolicy
 from ..runtime import agentfs, bundle, cgroups, checkpoint
 from ..runtime.runc import Runc
 from ..storage import images as images_mod
@@ -55,6 +57,9 @@ class CreateSpec:
     # A pre-chosen ID (the API answers a non-blocking create with it before the
     # sandbox exists); only create_cold honours it, a warm sandbox keeps its own.
     sandbox_id: str | None = None
+    # Egress policy (None: unrestricted); its host names are resolved before any part
+    # of the sandbox is made, so a name that does not resolve costs nothing.
+    network: EgressPolicy | None = None
 
 
 class SandboxManager:
@@ -66,6 +71,8 @@ class SandboxManager:
         self._ip_lock = asyncio.Lock()
         self._agentfs: Path | None = None
         self._dns: dns.DnsForwarder | None = None
+        self.egress = EgressControl(settings.nft_table, settings.run_dir, str(settings.gateway),
+                                    lambda: self.dns_upstreams)
         self.warm: WarmPool | None = None
         self.warm_image_mb = 0
         self.memory = MemoryState(self)
@@ -79,7 +86,8 @@ class SandboxManager:
         await host.ensure(self.settings)
         upstreams = self.settings.dns_upstream.split(",") if self.settings.dns_upstream else dns.host_upstreams()
         self._dns = dns.DnsForwarder(str(self.settings.gateway), upstreams,
-                                     override_file=self.settings.data_dir / "dns-upstreams")
+                                     override_file=self.settings.data_dir / "dns-upstreams",
+                                     egress=self.egress)
         await self._dns.start()
         self._agentfs_tree()
         checkpoint.write_criu_config(self.settings.data_dir / "criu.conf")
@@ -177,6 +185,7 @@ class SandboxManager:
     async def create(self, spec: CreateSpec) -> SandboxRecord:
         """Create a running sandbox: from the warm pool if one fits, else from scratch."""
         self._validate(spec)
+        resolved = await self.egress.resolve(spec.network)
         if self.warm is not None and self.warm.can_serve(spec):
             disk_mb = self._disk_mb(spec, self.warm_image_mb)
             if spec.name and self.store.get_by_name(spec.namespace, spec.name):
@@ -184,12 +193,20 @@ class SandboxManager:
             rec = await self.warm.claim(spec, disk_mb)
             if rec is not None:
                 try:
+                    if spec.network is not None:
+                        # Before the record is handed out: no user code has run yet.
+                        assert rec.ip
+                        await self.egress.apply(rec.id, rec.ip, spec.network, resolved)
+                        rec.extra["network_policy"] = spec.network.to_wire()
                     self.store.update(rec)
                 except sqlite3.IntegrityError:
                     await self.destroy(rec.id, rec.namespace, reason="name_taken")
                     raise Conflict(f"a sandbox named {spec.name!r} already exists", code="NAME_TAKEN") from None
+                except BaseException:
+                    await self.destroy(rec.id, rec.namespace, reason="startup_failed")
+                    raise
                 return rec
-        return await self.create_cold(spec)
+        return await self.create_cold(spec, resolved)
 
     def _disk_mb(self, spec: CreateSpec, image_mb: int) -> int:
         disk_mb = spec.disk_mb or max(DEFAULT_DISK_MB, image_mb + MIN_FREE_DISK_MB)
@@ -200,9 +217,11 @@ class SandboxManager:
             )
         return disk_mb
 
-    async def create_cold(self, spec: CreateSpec) -> SandboxRecord:
+    async def create_cold(self, spec: CreateSpec, resolved: Resolved | None = None) -> SandboxRecord:
         """Build a sandbox from scratch: storage, network, container, agent."""
         self._validate(spec)
+        if resolved is None:
+            resolved = await self.egress.resolve(spec.network)
         pool = pool_mod.check_pool(self.settings)
         image = await self.images.resolve(spec.image or self.settings.default_image)
         image_mb = image.size_bytes >> 20
@@ -213,10 +232,12 @@ class SandboxManager:
             cpus=spec.cpus, memory_mb=spec.memory_mb, disk_mb=disk_mb, pids_limit=spec.pids_limit,
             timeout_secs=spec.timeout_secs, extra={"image_mb": image_mb},
         )
+        if spec.network is not None:
+            rec.extra["network_policy"] = spec.network.to_wire()
         await self._allocate(rec)
         undo = Undo()
         try:
-            await self._build(rec, image.rootfs, tree, pool, undo)
+            await self._build(rec, image.rootfs, tree, pool, undo, spec.network, resolved)
         except BaseException as exc:
             errors = await undo.unwind()
             rec.status = Status.FAILED
@@ -230,7 +251,8 @@ class SandboxManager:
         undo.discard()
         return rec
 
-    async def _build(self, rec: SandboxRecord, image_rootfs: Path, tree: Path, pool: Path, undo: Undo) -> None:
+    async def _build(self, rec: SandboxRecord, image_rootfs: Path, tree: Path, pool: Path, undo: Undo,
+                     network: EgressPolicy | None = None, resolved: Resolved | None = None) -> None:
         sid = rec.id
         state_dir = self.settings.sandboxes_dir / sid
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +264,7 @@ class SandboxManager:
 
         await netns.create(self.settings, sid, ipaddress.IPv4Address(rec.ip))
         undo.push("netns", lambda: netns.destroy(sid))
+        await self.apply_egress(rec, network, resolved, undo)
 
         cfg = bundle.config(
             hostname=sid, rootfs=root, agentfs_tree=tree, netns_path=netns.path(sid),
@@ -254,6 +277,15 @@ class SandboxManager:
         await self._wait_agent(rec, state_dir / "runc.log")
         rec.status = Status.RUNNING
         self.store.update(rec)
+
+    async def apply_egress(self, rec: SandboxRecord, network: EgressPolicy | None,
+                           resolved: Resolved | None, undo: Undo) -> None:
+        """Install the egress rules of a sandbox being built (before its container starts)."""
+        if network is None or network.unrestricted:
+            return
+        assert rec.ip
+        undo.push("egress rules", lambda: self.egress.remove(rec.id))
+        await self.egress.apply(rec.id, rec.ip, network, resolved)
 
     async def _wait_agent(self, rec: SandboxRecord, log_path: Path) -> None:
         """Poll the agent's port until it accepts; fail fast if the container died."""
@@ -297,6 +329,7 @@ class SandboxManager:
         for step in (
             lambda: self.runc.destroy(ids.container(sandbox_id)),
             lambda: netns.destroy(sandbox_id),
+            lambda: self.egress.remove(sandbox_id),
             lambda: rootfs.remove(pool, sandbox_id),
             lambda: _rmtree(self.settings.sandboxes_dir / sandbox_id),
         ):

@@ -27,6 +27,7 @@ import httpx
 from .. import ids
 from ..errors import CellboxError, Conflict, InvalidRequest, NotFound
 from .records import SandboxRecord, Status, now_ms
+from ..network.policy import EgressPolicy
 from .sandboxes import CreateSpec, SandboxManager
 from .snapshot_store import SnapshotRecord, SnapshotType
 from .warm import WARM_NAMESPACE
@@ -62,6 +63,10 @@ class Changes:
     exposed_ports: list[int] | None = None
     allow_unauthenticated_access: bool | None = None
     auto_resume: bool | None = None
+    # The spec's tri-state: ``network_set`` False = keep; True with None = clear
+    # (unrestricted); True with a policy = replace it atomically.
+    network_set: bool = False
+    network: EgressPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ class SandboxService:
         if opts.snapshot_id:
             rec = await self.manager.memory.restore(
                 opts.snapshot_id, namespace=spec.namespace, name=spec.name,
-                timeout_secs=spec.timeout_secs, sandbox_id=spec.sandbox_id,
+                timeout_secs=spec.timeout_secs, sandbox_id=spec.sandbox_id, network=spec.network,
             )
         else:
             rec = await self.manager.create(spec)
@@ -293,11 +298,29 @@ class SandboxService:
                 if not changes.auto_resume and not rec.name:
                     raise InvalidRequest("auto_resume: false needs a named sandbox")
                 rec.auto_resume = changes.auto_resume
+            if changes.network_set:
+                await self._set_network(rec, changes.network)
             try:
                 self.store.update(rec)
             except sqlite3.IntegrityError:
                 raise _name_taken(rec.name or "") from None
             return rec
+
+    async def _set_network(self, rec: SandboxRecord, policy: EgressPolicy | None) -> None:
+        """Replace a sandbox's egress policy in place (running or suspended: the rules
+        are keyed by its address, which it keeps). Names are resolved first: one that
+        does not resolve is a 400 and the old policy stays."""
+        if policy is not None and policy.unrestricted:
+            policy = None
+        resolved = await self.manager.egress.resolve(policy)
+        if rec.status == Status.PENDING or not rec.ip:
+            raise Conflict(f"sandbox {rec.id} is {rec.status.value}; its network cannot change yet",
+                           code="INVALID_STATE")
+        await self.manager.egress.apply(rec.id, rec.ip, policy, resolved)
+        if policy is None:
+            rec.extra.pop("network_policy", None)
+        else:
+            rec.extra["network_policy"] = policy.to_wire()
 
     # -- memory state -------------------------------------------------------------------------
 

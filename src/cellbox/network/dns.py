@@ -2,12 +2,14 @@
 
 Sandboxes' ``/etc/resolv.conf`` points here, not at the host's resolver, so that
 (a) the resolver is reachable whatever the host's own configuration is, and (b) the
-network issue can watch the answers for allowed/denied host names and feed them into
-nftables sets with their TTL. For now it relays UDP and TCP queries verbatim.
+answers for host names in a sandbox's egress policy are seen here and fed into its
+nftables sets with their TTL (``egress.py``) before the sandbox gets them. Sandboxes
+with a policy cannot go around it: their port-53 traffic to anywhere is redirected
+here (``firewall.py``).
 
-Hand-written on asyncio rather than a DNS library: it never parses a message yet, it
-only relays bytes, which is ~60 lines; a parser (for the name rules) comes with the
-network issue.
+Hand-written on asyncio: relaying is a few lines, and the only parsing needed (the
+question and the answered addresses) is done with dnspython (``dnsmsg.py``) and only
+for sandboxes whose policy names hosts; everything else is relayed as bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import dnsmsg
+
+if TYPE_CHECKING:
+    from .egress import EgressControl
 
 log = logging.getLogger(__name__)
 QUERY_TIMEOUT = 5.0
@@ -58,7 +67,7 @@ class _UdpServer(asyncio.DatagramProtocol):
         self.forwarder._spawn(self._answer(data, addr))
 
     async def _answer(self, query: bytes, addr: tuple[str, int]) -> None:
-        answer = await self.forwarder.resolve_udp(query)
+        answer = await self.forwarder.answer(query, addr[0], tcp=False)
         if answer is not None and self.transport is not None:
             self.transport.sendto(answer, addr)
 
@@ -73,8 +82,9 @@ class DnsForwarder:
     """
 
     def __init__(self, listen: str, upstreams: list[str], port: int = 53,
-                 override_file: "Path | None" = None) -> None:
+                 override_file: "Path | None" = None, egress: "EgressControl | None" = None) -> None:
         self.listen, self.port, self._default = listen, port, upstreams
+        self.egress = egress
         self.override_file = override_file
         self._override: tuple[float, list[str]] | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -132,6 +142,17 @@ class DnsForwarder:
         else:
             self.override_file.unlink(missing_ok=True)
 
+    async def answer(self, query: bytes, client_ip: str, *, tcp: bool) -> bytes | None:
+        """Relay one query; first teach the client's egress rules the answer, if they care."""
+        answer = await (self.resolve_tcp(query) if tcp else self.resolve_udp(query))
+        if answer is not None and self.egress is not None:
+            pub = self.egress.lookup(client_ip)
+            if pub is not None and (pub.allow_names or pub.deny_names):
+                qname = dnsmsg.question(query)
+                if qname:
+                    await self.egress.learn(pub, qname, answer)
+        return answer
+
     async def resolve_udp(self, query: bytes) -> bytes | None:
         loop = asyncio.get_running_loop()
         for upstream in self.upstreams:
@@ -145,21 +166,35 @@ class DnsForwarder:
                 transport.close()
         return None
 
-    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_r, up_w = await asyncio.wait_for(asyncio.open_connection(self.upstreams[0], 53), QUERY_TIMEOUT)
-        except (OSError, asyncio.TimeoutError):
-            writer.close()
-            return
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def resolve_tcp(self, query: bytes) -> bytes | None:
+        for upstream in self.upstreams:
             try:
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            except (OSError, asyncio.CancelledError):
-                pass
-            finally:
-                w.close()
+                async with asyncio.timeout(QUERY_TIMEOUT):
+                    reader, writer = await asyncio.open_connection(upstream, 53)
+                    try:
+                        writer.write(struct.pack("!H", len(query)) + query)
+                        (length,) = struct.unpack("!H", await reader.readexactly(2))
+                        return await reader.readexactly(length)
+                    finally:
+                        writer.close()
+            except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+                log.debug("dns upstream %s (tcp): %s", upstream, exc)
+        return None
 
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """DNS over TCP (RFC 7766): length-prefixed queries, answered one by one."""
+        client_ip = writer.get_extra_info("peername")[0]
+        try:
+            while True:
+                async with asyncio.timeout(QUERY_TIMEOUT * 4):
+                    (length,) = struct.unpack("!H", await reader.readexactly(2))
+                    query = await reader.readexactly(length)
+                answer = await self.answer(query, client_ip, tcp=True)
+                if answer is None:
+                    return
+                writer.write(struct.pack("!H", len(answer)) + answer)
+                await writer.drain()
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import _proc
 from ..config import Settings
+from . import firewall
 
 
 def _bridge_exists(name: str) -> bool:
@@ -18,21 +19,41 @@ def _bridge_exists(name: str) -> bool:
 
 
 def ruleset(settings: Settings) -> str:
-    """Our whole nftables table, as one atomic ``nft -f`` script."""
+    """Our table's shared part, as one atomic ``nft -f`` script.
+
+    Re-applied at every start of every cellbox process on the host, so it must not
+    disturb what other processes hold: the base chains are flushed and refilled, while
+    the per-sandbox policy chains, sets and map entries (``firewall.py``) are left as
+    they are. (An earlier version deleted and re-created the table, which wiped the
+    policies of the sandboxes of any other running process.)
+    """
     br, gw, net, t = settings.bridge, settings.gateway, settings.subnet, settings.nft_table
+    fw = firewall
     return f"""
-table inet {t}
-delete table inet {t}
+table inet {t} {{
+    map {fw.EGRESS_MAP} {{ type ipv4_addr : verdict; }}
+    set {fw.DNS_BLOCKED} {{ type ipv4_addr; }}
+    set {fw.DNS_FORCED} {{ type ipv4_addr; }}
+    chain input {{ type filter hook input priority filter; policy accept; }}
+    chain forward {{ type filter hook forward priority filter; policy accept; }}
+    chain egress {{ }}
+    chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}
+    chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
+}}
+flush chain inet {t} input
+flush chain inet {t} forward
+flush chain inet {t} egress
+flush chain inet {t} prerouting
+flush chain inet {t} postrouting
 table inet {t} {{
     chain input {{
-        type filter hook input priority filter; policy accept;
         iifname "{br}" ct state established,related accept
+        iifname "{br}" ip saddr @{fw.DNS_BLOCKED} {fw.REJECT}
         iifname "{br}" ip daddr {gw} udp dport 53 accept
         iifname "{br}" ip daddr {gw} tcp dport 53 accept
         iifname "{br}" drop
     }}
     chain forward {{
-        type filter hook forward priority filter; policy accept;
         oifname "{br}" ct state established,related accept
         oifname "{br}" drop
         iifname "{br}" ip daddr 169.254.0.0/16 drop
@@ -40,9 +61,14 @@ table inet {t} {{
         iifname "{br}" jump egress
     }}
     chain egress {{
+        ct state established,related accept
+        ip saddr vmap @{fw.EGRESS_MAP}
+    }}
+    chain prerouting {{
+        iifname "{br}" ip saddr @{fw.DNS_FORCED} udp dport 53 dnat ip to {gw}
+        iifname "{br}" ip saddr @{fw.DNS_FORCED} tcp dport 53 dnat ip to {gw}
     }}
     chain postrouting {{
-        type nat hook postrouting priority srcnat; policy accept;
         ip saddr {net} oifname != "{br}" masquerade
     }}
 }}

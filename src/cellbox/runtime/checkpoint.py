@@ -7,6 +7,9 @@ bundle's ``org.criu.config`` annotation (written by :func:`write_criu_config`):
 * ``tcp-close``: established TCP connections (a proxy's keep-alive connection to the
   agent, an SSE stream) are restored closed instead of failing the dump; clients
   reconnect. Listening sockets (the agent's :9501, user servers) are restored.
+* ``skip-in-flight``: a connection still in a listening socket's accept queue (a
+  client that connected a moment before the dump) would fail the whole dump; it is
+  dropped instead, and the client sees a reset and retries.
 * the network namespace is ours (``/run/netns/cb-<id>``) and given to runc by path,
   so runc tells CRIU it is external: a restore joins whatever netns the new bundle
   names, which is how a clone gets its own address.
@@ -29,7 +32,7 @@ from ..errors import CommandFailed
 from .runc import Runc
 
 CRIU_CONFIG_ANNOTATION = "org.criu.config"
-CRIU_CONFIG = "tcp-close\n"
+CRIU_CONFIG = "tcp-close\nskip-in-flight\n"
 
 
 def write_criu_config(path: Path) -> Path:

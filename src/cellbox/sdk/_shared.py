@@ -94,6 +94,27 @@ def drop_none(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
+def network_body(
+    allow_internet_access: bool = True, allow_out: Sequence[str] | None = None, deny_out: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """An egress policy (spec §2.4): entries are IPs, CIDRs or host names; deny beats allow."""
+    return {
+        "allow_internet_access": allow_internet_access,
+        "allow_out": list(allow_out or []),
+        "deny_out": list(deny_out or []),
+    }
+
+
+class _Keep:
+    """The default of ``update(network=...)``: leave the policy as it is (None clears it)."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+
+
 def create_body(
     *,
     image: str | None,
@@ -130,11 +151,7 @@ def create_body(
     if entrypoint:
         body["entrypoint"] = list(entrypoint)
     if not allow_internet_access or allow_out or deny_out:
-        body["network"] = {
-            "allow_internet_access": allow_internet_access,
-            "allow_out": list(allow_out or []),
-            "deny_out": list(deny_out or []),
-        }
+        body["network"] = network_body(allow_internet_access, allow_out, deny_out)
     if snapshot_id:
         body["snapshot_id"] = snapshot_id
     if name:

@@ -12,7 +12,16 @@ import httpx
 
 from .._errors import CopyError, SandboxConnectionError, map_transport_errors, raise_for_status
 from .._models import CommandResult, DirectoryEntry, OutputLine, ProcessInfo, SandboxInfo, SnapshotInfo
-from .._shared import CHUNK, ProxyTarget, RunFolder, SSEDecoder, output_line, process_body, proxy_target
+from .._shared import (
+    CHUNK,
+    ProxyTarget,
+    RunFolder,
+    SSEDecoder,
+    network_body,
+    output_line,
+    process_body,
+    proxy_target,
+)
 from .client import AsyncSandboxClient
 from .process import AsyncProcess
 from .pty import AsyncPty
@@ -174,6 +183,26 @@ class AsyncSandbox:
         """Stop routing ``ports`` to this sandbox."""
         current = (await self.info()).exposed_ports
         self._info = await self.client.update(self.id, exposed_ports=set(current) - set(ports))
+        return self._info
+
+    async def update_network(
+        self,
+        *,
+        allow_internet_access: bool = True,
+        allow_out: Sequence[str] | None = None,
+        deny_out: Sequence[str] | None = None,
+    ) -> SandboxInfo:
+        """Replace the egress policy while the sandbox runs (atomically; established
+        connections stay). A host name that does not resolve is refused and the old
+        policy kept."""
+        self._info = await self.client.update(
+            self.id, network=network_body(allow_internet_access, allow_out, deny_out)
+        )
+        return self._info
+
+    async def clear_network(self) -> SandboxInfo:
+        """Remove the egress policy: unrestricted internet access again."""
+        self._info = await self.client.update(self.id, network=None)
         return self._info
 
     # -- memory state: suspend, resume, snapshots, copies ----------------------------------------

@@ -27,6 +27,7 @@ from .._errors import (
 )
 from .._models import SandboxInfo, SnapshotInfo
 from .._shared import (
+    KEEP,
     FINAL_STATES,
     MAX_WAIT_MS,
     SNAPSHOT_TYPES,
@@ -197,9 +198,13 @@ class SandboxClient:
         name: str | None = None,
         exposed_ports: Iterable[int] | None = None,
         allow_unauthenticated_access: bool | None = None,
+        network: dict[str, Any] | None = KEEP,
     ) -> SandboxInfo:
-        """Rename a sandbox, or replace its exposed ports (``[]`` clears them)."""
+        """Rename a sandbox, replace its exposed ports (``[]`` clears them) or its egress
+        policy (``network``: a :func:`network_body` dict; None clears it; left out: kept)."""
         body: dict[str, Any] = {}
+        if network is not KEEP:
+            body["network"] = network
         if name is not None:
             body["name"] = name
         if exposed_ports is not None:

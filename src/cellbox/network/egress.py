@@ -1,0 +1,159 @@
+"""Egress control of one host: policies in, nftables rules and DNS learning out.
+
+Who calls what:
+
+* the manager calls :meth:`EgressControl.resolve` while validating a request (a name
+  that does not resolve is a 400 before anything is made or changed), then
+  :meth:`apply` once the sandbox has its address (before its first instruction runs)
+  and :meth:`remove` when the sandbox goes;
+* the DNS forwarder calls :meth:`lookup` for every query's source address and
+  :meth:`learn` with the answer, *before* relaying it, so the sandbox can connect to an
+  allowed name's new address the moment it learns it.
+
+A policy is *published* as a small file under ``/run/cellbox/egress`` (by sandbox ID,
+with an ``ip/<address>`` link), because every cellbox process on the host (a server, a
+test's manager) serves the resolver with ``SO_REUSEPORT``: whichever one the kernel
+hands a query to must know the policy of a sandbox some other process created.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InvalidRequest
+from . import dnsmsg, firewall
+from .firewall import Addr
+from .policy import EgressPolicy
+
+log = logging.getLogger(__name__)
+
+Resolved = dict[str, list[tuple[Addr, int]]]
+
+
+@dataclass(frozen=True)
+class Published:
+    """What the forwarder needs to know about one restricted sandbox."""
+
+    sandbox_id: str
+    ip: str
+    allow_names: tuple[str, ...]
+    deny_names: tuple[str, ...]
+
+    def sides(self, qname: str) -> list[str]:
+        from .policy import name_matches
+
+        sides = []
+        if any(name_matches(p, qname) for p in self.deny_names):
+            sides.append("deny")
+        if any(name_matches(p, qname) for p in self.allow_names):
+            sides.append("allow")
+        return sides
+
+
+class EgressControl:
+    def __init__(self, table: str, run_dir: Path, resolver: str, upstreams: Callable[[], list[str]]) -> None:
+        self.table = table
+        self.resolver = resolver  # the forwarder's address, as sandboxes see it
+        self.dir = run_dir / "egress"
+        self.by_ip = self.dir / "ip"
+        self._upstreams = upstreams
+        self._cache: dict[str, tuple[tuple[int, int], Published | None]] = {}
+
+    # -- policy lifecycle ---------------------------------------------------------------
+
+    async def resolve(self, policy: EgressPolicy | None) -> Resolved:
+        """Addresses of every plain host name in ``policy``; 400 naming the first that fails."""
+        resolved: Resolved = {}
+        if policy is None:
+            return resolved
+        for name in policy.names:
+            if name.startswith("*."):
+                continue  # a wildcard is learned from the sandbox's own queries only
+            found = await dnsmsg.resolve(name, self._upstreams())
+            if not found:
+                raise InvalidRequest(f"network: host name {name!r} does not resolve", code="UNRESOLVABLE_HOST")
+            resolved[name] = found
+        return resolved
+
+    async def apply(self, sandbox_id: str, ip: str, policy: EgressPolicy | None,
+                    resolved: Resolved | None = None) -> None:
+        """Install ``policy`` for the sandbox at ``ip``, replacing any; None: unrestricted."""
+        if policy is None or policy.unrestricted:
+            await self.remove(sandbox_id)
+            return
+        if resolved is None:
+            resolved = await self.resolve(policy)
+        # Published first: the forwarder may learn into the sets as soon as they exist.
+        self._publish(Published(sandbox_id, ip, policy.allow.names, policy.deny.names))
+        await firewall.apply(self.table, sandbox_id, ip, policy, resolved, self.resolver)
+
+    async def remove(self, sandbox_id: str) -> None:
+        """Remove a sandbox's rules and published policy; idempotent and cheap when none."""
+        record = self.dir / f"{sandbox_id}.json"
+        try:
+            ip = json.loads(record.read_text())["ip"]
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError):
+            ip = None
+        await firewall.remove(self.table, sandbox_id, ip)
+        if ip:
+            link = self.by_ip / ip
+            if link.is_symlink() and os.readlink(link).endswith(f"/{sandbox_id}.json"):
+                link.unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
+
+    def published(self) -> list[str]:
+        """IDs of sandboxes with a published policy (leak checks, reconcile)."""
+        if not self.dir.is_dir():
+            return []
+        return [p.stem for p in self.dir.glob("*.json")]
+
+    def _publish(self, pub: Published) -> None:
+        self.by_ip.mkdir(parents=True, exist_ok=True)
+        record = self.dir / f"{pub.sandbox_id}.json"
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"sandbox_id": pub.sandbox_id, "ip": pub.ip,
+                                   "allow_names": pub.allow_names, "deny_names": pub.deny_names}))
+        tmp.replace(record)
+        link_tmp = self.by_ip / f".{pub.ip}.tmp"
+        link_tmp.unlink(missing_ok=True)
+        link_tmp.symlink_to(f"../{pub.sandbox_id}.json")
+        link_tmp.replace(self.by_ip / pub.ip)
+
+    # -- the forwarder's side -----------------------------------------------------------
+
+    def lookup(self, ip: str) -> Published | None:
+        """The published policy of the sandbox at ``ip`` (one stat when unchanged)."""
+        path = self.by_ip / ip
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            self._cache.pop(ip, None)
+            return None
+        key = (st.st_ino, st.st_mtime_ns)
+        cached = self._cache.get(ip)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            data = json.loads(path.read_text())
+            pub = Published(data["sandbox_id"], data["ip"], tuple(data["allow_names"]), tuple(data["deny_names"]))
+        except (OSError, ValueError, KeyError):
+            pub = None
+        self._cache[ip] = (key, pub)
+        return pub
+
+    async def learn(self, pub: Published, qname: str, answer: bytes) -> None:
+        """Put the addresses of an answer for a ruled name into the sandbox's sets."""
+        sides = pub.sides(qname)
+        if not sides:
+            return
+        addrs = dnsmsg.addresses(answer)
+        for side in sides:
+            if addrs and not await firewall.learn(self.table, pub.sandbox_id, side, addrs):
+                log.debug("egress: sandbox %s is gone; not learning %s", pub.sandbox_id, qname)
