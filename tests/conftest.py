@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from cellbox.config import Settings, load
+# No test may send a DNS query off this machine: every resolver of a test (the
+# sandboxes' forwarders, the policy checks) defaults to a loopback address where
+# nothing answers, unless a test points it at its own DNS server
+# (tests/nettest/internet.py). Set before cellbox.config reads the environment.
+os.environ.setdefault("CELLBOX_DNS_UPSTREAM", "127.0.0.1")
+
+from cellbox.config import Settings, load  # noqa: E402
 from cellbox.manager.records import SandboxRecord
 from cellbox.manager.sandboxes import CreateSpec, SandboxManager
 from cellbox.manager.store import Store

@@ -50,8 +50,7 @@ def test_create_request_rejects(body):
 
 
 @pytest.mark.parametrize("body", [
-    {"file_systems": [{"file_system_id": "f"}]}, {"network": {"deny_out": ["10.0.0.0/8"]}},
-    {"resources": {"gpus": [{"count": 1, "model": "A10"}]}},
+    {"file_systems": [{"file_system_id": "f"}]}, {"resources": {"gpus": [{"count": 1, "model": "A10"}]}},
 ])
 def test_unsupported_create_fields(body):
     with pytest.raises(InvalidRequest) as err:
@@ -59,11 +58,25 @@ def test_unsupported_create_fields(body):
     assert err.value.code == "NOT_SUPPORTED"
 
 
-def test_patch_network_is_tristate_and_unsupported():
+def test_patch_network_is_tristate():
     assert UpdateSandboxRequest.model_validate({"name": "a-b"}).to_changes().name == "a-b"
-    for body in ({"network": None}, {"network": {}}, {"resources": {"cpus": 1}}):
-        with pytest.raises(InvalidRequest):
-            UpdateSandboxRequest.model_validate(body).to_changes()
+    keep = UpdateSandboxRequest.model_validate({"name": "a-b"}).to_changes()
+    assert keep.network_set is False
+    clear = UpdateSandboxRequest.model_validate({"network": None}).to_changes()
+    assert clear.network_set is True and clear.network is None
+    replace = UpdateSandboxRequest.model_validate({"network": {"deny_out": ["10.0.0.0/8"]}}).to_changes()
+    assert replace.network_set and [str(n) for n in replace.network.deny.nets4] == ["10.0.0.0/8"]
+    with pytest.raises(InvalidRequest, match="network.allow_out"):
+        UpdateSandboxRequest.model_validate({"network": {"allow_out": ["10.0.0.0/99"]}}).to_changes()
+    with pytest.raises(InvalidRequest):
+        UpdateSandboxRequest.model_validate({"resources": {"cpus": 1}}).to_changes()
+
+
+def test_create_network_becomes_a_policy():
+    opts = CreateSandboxRequest.model_validate({"network": {"allow_internet_access": False}}).to_options("default")
+    assert opts.spec.network is not None and opts.spec.network.default_deny
+    unrestricted = CreateSandboxRequest.model_validate({"network": {"allow_internet_access": True}})
+    assert unrestricted.to_options("default").spec.network is None
 
 
 def test_validation_message_names_the_field():

@@ -151,6 +151,13 @@ def test_patch_name_ports_and_flags(api: Api):
     assert info["exposed_ports"] == [3000, 8080]
     assert info["allow_unauthenticated_access"] is True and info["auto_resume"] is False
     assert api.request("PATCH", f"/sandboxes/{sid}", json={"exposed_ports": []}).json()["exposed_ports"] == []
+    policy = {"allow_internet_access": True, "allow_out": [], "deny_out": ["192.0.2.0/24"]}
+    resp = api.request("PATCH", f"/sandboxes/{sid}", json={"network": policy})
+    assert resp.status_code == 200 and resp.json()["network_policy"] == policy, resp.text
+    resp = api.request("PATCH", f"/sandboxes/{sid}", json={"name": name})  # network absent: kept
+    assert resp.json()["network_policy"] == policy
+    resp = api.request("PATCH", f"/sandboxes/{sid}", json={"network": None})
+    assert resp.status_code == 200 and "network_policy" not in resp.json(), resp.text
 
     for body, code in [
         ({"exposed_ports": [9501]}, "INVALID_REQUEST"),
@@ -158,8 +165,9 @@ def test_patch_name_ports_and_flags(api: Api):
         ({"exposed_ports": [65536]}, "INVALID_REQUEST"),
         ({"name": "Not A Name"}, "INVALID_REQUEST"),
         ({"name": "a" * 21}, "INVALID_REQUEST"),
-        ({"network": {"allow_internet_access": False}}, "NOT_SUPPORTED"),
-        ({"network": None}, "NOT_SUPPORTED"),
+        ({"network": {"allow_out": ["300.1.2.3"]}}, "INVALID_REQUEST"),
+        ({"network": {"deny_out": ["unresolvable.invalid"]}}, "UNRESOLVABLE_HOST"),
+        ({"network": {"allow_out": "10.0.0.1"}}, "INVALID_REQUEST"),
         ({"resources": {"cpus": 2}}, "NOT_SUPPORTED"),
     ]:
         resp = api.request("PATCH", f"/sandboxes/{sid}", json=body)
@@ -238,7 +246,8 @@ def test_unknown_sandbox_and_route_are_404(api: Api):
         ({"entrypoint": "sleep inf"}, 400, "INVALID_REQUEST", "entrypoint"),
         ({"wait": "maybe"}, 400, "INVALID_REQUEST", "wait"),
         ({"auto_resume": False}, 400, "INVALID_REQUEST", "auto_resume"),
-        ({"network": {"allow_internet_access": False}}, 400, "NOT_SUPPORTED", "network"),
+        ({"network": {"deny_out": ["not a host"]}}, 400, "INVALID_REQUEST", "network.deny_out"),
+        ({"network": {"allow_out": ["nosuch.invalid"]}}, 400, "UNRESOLVABLE_HOST", "nosuch.invalid"),
         ({"snapshot_id": "snap1"}, 404, "SNAPSHOT_NOT_FOUND", "snapshot"),
         ({"image": "no/such-image"}, 404, None, "no/such-image"),
         ([1, 2, 3], 400, "INVALID_REQUEST", ""),

@@ -54,6 +54,7 @@ class U(socketserver.BaseRequestHandler):
         sock.sendto(data, self.client_address)
 socketserver.ThreadingTCPServer.allow_reuse_address = True
 socketserver.ThreadingTCPServer.daemon_threads = True
+socketserver.ThreadingTCPServer.request_queue_size = 256
 # One UDP socket per address: a reply must leave from the address the request went to.
 for addr in sys.argv[2:]:
     threading.Thread(target=socketserver.ThreadingUDPServer((addr, port), U).serve_forever, daemon=True).start()
