@@ -172,3 +172,19 @@ def test_policies_survive_suspend_resume_and_clone(sandboxes, manager, loop_thre
     sandboxes.destroy(clones[0])
     assert firewall.chain(clones[0].id)[4:] not in loop_thread.run(firewall.chains(manager.settings.nft_table))
     assert outcome(probe(sandboxes, rec, *checks)) == expected
+
+
+def test_reconcile_removes_rules_nobody_owns(manager, loop_thread, settings):
+    from cellbox import ids
+    from cellbox.manager.reconcile import reconcile
+
+    sid, ip = ids.new_id(), "10.210.255.250"  # no record has this ID: a crashed create's leftovers
+    loop_thread.run(manager.egress.apply(sid, ip, parse(deny_out=["192.0.2.1"])))
+    (manager.egress.dir / f"{sid}.json").unlink()  # and its published policy lost as well
+    assert sid in loop_thread.run(firewall.chains(settings.nft_table))
+    loop_thread.run(reconcile(manager))
+    assert sid not in loop_thread.run(firewall.chains(settings.nft_table))
+    listing = subprocess.run(["nft", "list", "map", "inet", settings.nft_table, firewall.EGRESS_MAP],
+                             capture_output=True, text=True, check=True).stdout
+    assert ip not in listing
+    assert not (manager.egress.by_ip / ip).is_symlink()

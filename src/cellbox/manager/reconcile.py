@@ -11,7 +11,8 @@ Two passes, both limited to what no live process is managing (``owner.py``):
    running as it was, suspended if its image is complete, else ``failed``. A
    warm-pool sandbox of a dead server is destroyed: the new server's pool builds its own.
 2. **Leftovers.** Every host object named after a sandbox ID (runc container under our
-   runc root, rootfs subvolume, ``cb-<id>`` netns, state dir, cgroup) whose ID has no
+   runc root, rootfs subvolume, ``cb-<id>`` netns, state dir, cgroup, egress policy
+   chain or published policy) whose ID has no
    record, or only a final one, is torn down by ID. A create inserts its record before
    it makes the first part and a destroy finalises the record only after the last
    part is gone, so this never touches a live sandbox of another process.
@@ -61,18 +62,22 @@ async def reconcile(manager: SandboxManager) -> Report:
         except CellboxError as exc:
             report.errors.append(f"{rec.id}: {exc}")
             log.warning("reconcile: %s: %s", rec.id, exc)
+    policy_chains = set(await firewall.chains(manager.settings.nft_table))
     for sid in sorted(await _host_objects(manager)):
         rec = manager.store.get(sid)
         if rec is not None and not rec.status.is_final:
             continue
         try:
             await manager.teardown(sid)
+            if sid in policy_chains:  # rules whose published policy file is gone too
+                await firewall.remove_orphan(manager.settings.nft_table, sid)
             _remove_cgroups(sid)
             report.reclaimed.append(sid)
         except CellboxError as exc:
             report.errors.append(f"{sid}: {exc}")
             log.warning("reconcile: removing leftovers of %s: %s", sid, exc)
     await _remove_orphan_veths(manager)
+    manager.egress.prune_links()
     log.info("reconcile: %s", report.summary())
     return report
 

@@ -114,6 +114,13 @@ class EgressControl:
             return []
         return [p.stem for p in self.dir.glob("*.json")]
 
+    def prune_links(self) -> None:
+        """Remove address links whose policy file is gone (a crash between the two)."""
+        if self.by_ip.is_dir():
+            for link in self.by_ip.iterdir():
+                if link.is_symlink() and not link.exists():
+                    link.unlink(missing_ok=True)
+
     def _publish(self, pub: Published) -> None:
         self.by_ip.mkdir(parents=True, exist_ok=True)
         record = self.dir / f"{pub.sandbox_id}.json"

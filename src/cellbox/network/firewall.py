@@ -28,6 +28,7 @@ to host"), not dropped: a program fails at once instead of hanging until its tim
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -188,6 +189,23 @@ async def remove(table: str, sandbox_id: str, ip: str | None) -> None:
         if listed.returncode == 0:
             raise
         # No table at all (the host rebooted, or it was removed): nothing is left.
+
+
+async def remove_orphan(table: str, sandbox_id: str) -> None:
+    """Remove the rules of a sandbox nobody knows the address of any more (reconcile).
+
+    The address is found from the verdict map (one listing); the normal path never
+    needs this, as the published policy file records the address.
+    """
+    listed = await _proc.run(["nft", "-j", "list", "map", "inet", table, EGRESS_MAP], check=False)
+    ips: list[str] = []
+    if listed.returncode == 0:
+        for item in json.loads(listed.stdout).get("nftables", []):
+            for key, verdict in item.get("map", {}).get("elem", []):
+                if verdict.get("jump", {}).get("target") == chain(sandbox_id) and isinstance(key, str):
+                    ips.append(key)
+    for ip in ips or [None]:
+        await remove(table, sandbox_id, ip)
 
 
 async def learn(table: str, sandbox_id: str, side: str, addrs: list[tuple[Addr, int]]) -> bool:
