@@ -168,6 +168,18 @@ def test_policies_survive_suspend_resume_and_clone(sandboxes, manager, loop_thre
     for clone in clones:
         assert outcome(probe(sandboxes, clone, *checks)) == expected
         assert clone.extra["network_policy"]["allow_out"] == [B]
+    # Restored from a snapshot: the snapshot carries the policy; a create may replace it.
+    snap = loop_thread.run(manager.memory.snapshot(rec.id))
+    try:
+        restored = loop_thread.run(manager.memory.restore(snap.id))
+        sandboxes.made.append(restored.id)
+        assert outcome(probe(sandboxes, restored, *checks)) == expected
+        other = loop_thread.run(manager.memory.restore(snap.id, network=parse(deny_out=[B])))
+        sandboxes.made.append(other.id)
+        assert outcome(probe(sandboxes, other, *checks)) == {f"tcp {B}:{ECHO_PORT}": "blocked",
+                                                            f"tcp {C}:{ECHO_PORT}": "ok"}
+    finally:
+        loop_thread.run(manager.memory.delete_snapshot(snap.id))
     # A clone's rules go with it; the source's stay.
     sandboxes.destroy(clones[0])
     assert firewall.chain(clones[0].id)[4:] not in loop_thread.run(firewall.chains(manager.settings.nft_table))
