@@ -8,7 +8,10 @@ Issue 5's benchmark. In one run, side by side:
   a sandbox to a host in the test "internet" (sandbox veth → bridge → host forwarding
   with our nft table and NAT → veth), with no policy and with a 1000-entry policy;
 * **connection set-up**: ``--connects`` TCP connects (SYN → established, then close)
-  to an echo server, with the same three variants.
+  to an echo server, with the same three variants;
+* **name lookups** from the sandbox through our forwarder: a name no rule mentions
+  (relayed as bytes) vs a name in ``allow_out`` (parsed, and its addresses added to the
+  sandbox's nft set before the answer is relayed).
 
 All traffic stays on this machine: the "internet" is a namespace on TEST-NET-2
 (tests/nettest/internet.py), the plain pair uses TEST-NET-1 addresses.
@@ -89,6 +92,18 @@ print(json.dumps(out))
 """
 
 
+LOOKUPS = """
+import json, socket, sys, time
+name, n = sys.argv[1], int(sys.argv[2])
+out = []
+for _ in range(n):
+    t0 = time.perf_counter()
+    socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)
+    out.append((time.perf_counter() - t0) * 1e3)
+print(json.dumps(out))
+"""
+
+
 def sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True)
 
@@ -163,6 +178,7 @@ async def main(args: argparse.Namespace) -> None:
     rec = None
     through: dict[str, list[float]] = {}
     connect: dict[str, list[float]] = {}
+    lookups: dict[str, list[float]] = {}
     try:
         rec = await mgr.create(CreateSpec(cpus=2, memory_mb=1024))
         assert rec.ip
@@ -180,6 +196,13 @@ async def main(args: argparse.Namespace) -> None:
                 through.setdefault(name, []).append(json.loads(out)["gbit_s"])
                 out = await asyncio.to_thread(run, CONNECTS, str(ECHO_PORT), str(args.connects))
                 connect.setdefault(name, []).extend(json.loads(out))
+            # Lookups: the same kind of name, once unmentioned and once ruled.
+            internet.set_zone({"plain.test.example": [target], "ruled.test.example": [target]})
+            await mgr.egress.apply(rec.id, rec.ip, parse(allow_out=["ruled.test.example", target]))
+            for label, name in (("name without a rule", "plain.test.example"),
+                                ("name in allow_out (learned)", "ruled.test.example")):
+                out = await asyncio.to_thread(in_sandbox, rec.ip, LOOKUPS, name, str(args.connects))
+                lookups.setdefault(label, []).extend(json.loads(out))
             print(f"round {rnd + 1}/{args.rounds} done", flush=True)
     finally:
         if rec is not None:
@@ -205,9 +228,17 @@ async def main(args: argparse.Namespace) -> None:
         st = summarize(vals)
         conn_rows[name] = {**st, "samples_ms": vals}
         print(f"{name:<24}{st['p50']:>10.3f}{st['p95']:>10.3f}{st['p99']:>10.3f}")
+    print(f"\nname lookups from the sandbox, {args.connects} × {args.rounds} (ms)")
+    print(f"{'variant':<30}{'p50':>10}{'p95':>10}{'p99':>10}")
+    lookup_rows = {}
+    for name, vals in lookups.items():
+        st = summarize(vals)
+        lookup_rows[name] = st
+        print(f"{name:<30}{st['p50']:>10.3f}{st['p95']:>10.3f}{st['p99']:>10.3f}")
     path = write("network", {"params": vars(args), "throughput": rows,
                              "connect": {k: {kk: vv for kk, vv in v.items() if kk != "samples_ms"}
-                                         for k, v in conn_rows.items()}})
+                                         for k, v in conn_rows.items()},
+                             "lookups": lookup_rows})
     print(f"\nwrote {path}")
     plot(rows, conn_rows)
 

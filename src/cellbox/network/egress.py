@@ -22,7 +22,8 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidRequest
@@ -37,12 +38,20 @@ Resolved = dict[str, list[tuple[Addr, int]]]
 
 @dataclass(frozen=True)
 class Published:
-    """What the forwarder needs to know about one restricted sandbox."""
+    """What the forwarder needs to know about one restricted sandbox.
+
+    ``learned`` remembers until when this process made each learned address live
+    (monotonic seconds), so a name looked up again and again costs one ``nft`` call
+    per ~grace period, not one per lookup. It belongs to this version of the policy
+    file: every apply rewrites the file, so a new policy (whose sets were flushed)
+    starts with an empty memory.
+    """
 
     sandbox_id: str
     ip: str
     allow_names: tuple[str, ...]
     deny_names: tuple[str, ...]
+    learned: dict[tuple[str, str], float] = field(default_factory=dict, compare=False, repr=False)
 
     def sides(self, qname: str) -> list[str]:
         from .policy import name_matches
@@ -88,9 +97,13 @@ class EgressControl:
             return
         if resolved is None:
             resolved = await self.resolve(policy)
-        # Published first: the forwarder may learn into the sets as soon as they exist.
-        self._publish(Published(sandbox_id, ip, policy.allow.names, policy.deny.names))
+        # Published first, so that the forwarder learns the sandbox's lookups from now
+        # on; and again after, so that no forwarder keeps a memory of addresses it
+        # learned into the sets the transaction has just flushed.
+        pub = Published(sandbox_id, ip, policy.allow.names, policy.deny.names)
+        self._publish(pub)
         await firewall.apply(self.table, sandbox_id, ip, policy, resolved, self.resolver)
+        self._publish(pub)
 
     async def remove(self, sandbox_id: str) -> None:
         """Remove a sandbox's rules and published policy; idempotent and cheap when none."""
@@ -160,7 +173,17 @@ class EgressControl:
         sides = pub.sides(qname)
         if not sides:
             return
-        addrs = dnsmsg.addresses(answer)
+        now = time.monotonic()
         for side in sides:
-            if addrs and not await firewall.learn(self.table, pub.sandbox_id, side, addrs):
+            due = []
+            for addr, ttl in dnsmsg.addresses(answer):
+                live_until = now + max(ttl, firewall.MIN_TTL_SECS) + firewall.LEARN_GRACE_SECS
+                if pub.learned.get((side, str(addr)), 0.0) < live_until - firewall.LEARN_GRACE_SECS / 2:
+                    due.append((addr, ttl))
+            if not due:
+                continue
+            if await firewall.learn(self.table, pub.sandbox_id, side, due):
+                for addr, ttl in due:
+                    pub.learned[(side, str(addr))] = now + max(ttl, firewall.MIN_TTL_SECS) + firewall.LEARN_GRACE_SECS
+            else:
                 log.debug("egress: sandbox %s is gone; not learning %s", pub.sandbox_id, qname)
