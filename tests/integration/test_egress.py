@@ -96,6 +96,11 @@ def test_a_denied_name_cannot_be_resolved_around_our_resolver(sandboxes, interne
     assert got[f"dns@ {DNS}/bad.test.example"] == f"ok:{C}"
     assert outcome(got)[f"tcp {C}:{ECHO_PORT}"] == "blocked"
     assert got[f"tcp {B}:{ECHO_PORT}"] == "ok"
+    # The name moves to B; a lookup over TCP (to any server) teaches the rules too.
+    internet.set_zone({"bad.test.example": [B]})
+    got = probe(sandboxes, rec, ("dnstcp@", f"{DNS}/bad.test.example"), ("tcp", f"{B}:{ECHO_PORT}"))
+    assert got[f"dnstcp@ {DNS}/bad.test.example"] == f"ok:{B}"
+    assert outcome(got)[f"tcp {B}:{ECHO_PORT}"] == "blocked"
 
 
 def test_an_unresolvable_name_is_refused_before_anything_is_made(manager, loop_thread, internet):

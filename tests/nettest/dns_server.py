@@ -1,4 +1,4 @@
-"""A tiny authoritative DNS server for tests: answers A queries from a JSON file.
+"""A tiny authoritative DNS server for tests: answers A queries from a JSON file, over UDP and TCP.
 
 Run inside a test namespace: ``python3 dns_server.py ADDR ZONE.json``. The zone file
 maps names to lists of IPv4 addresses and is re-read on every query, so a test can
@@ -11,6 +11,7 @@ import json
 import socket
 import struct
 import sys
+import threading
 
 
 def parse_name(msg: bytes, off: int) -> tuple[str, int]:
@@ -38,18 +39,39 @@ def answer(query: bytes, zone: dict[str, list[str]], ttl: int) -> bytes:
     return header + question + answers
 
 
+def load(zone_file: str) -> dict[str, list[str]]:
+    with open(zone_file) as f:
+        return json.load(f)
+
+
+def serve_tcp(addr: str, zone_file: str, ttl: int) -> None:
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, 53))
+    srv.listen(16)
+    while True:
+        conn, _ = srv.accept()
+        with conn:
+            try:
+                head = conn.recv(2, socket.MSG_WAITALL)
+                query = conn.recv(struct.unpack("!H", head)[0], socket.MSG_WAITALL)
+                reply = answer(query, load(zone_file), ttl)
+                conn.sendall(struct.pack("!H", len(reply)) + reply)
+            except Exception as exc:  # noqa: BLE001 - a test server must not die on one bad query
+                print("bad tcp query", exc, flush=True)
+
+
 def main() -> None:
     addr, zone_file = sys.argv[1], sys.argv[2]
     ttl = int(sys.argv[3]) if len(sys.argv) > 3 else 5
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((addr, 53))
+    threading.Thread(target=serve_tcp, args=(addr, zone_file, ttl), daemon=True).start()
     print("ready", flush=True)
     while True:
         data, peer = sock.recvfrom(4096)
         try:
-            with open(zone_file) as f:
-                zone = json.load(f)
-            sock.sendto(answer(data, zone, ttl), peer)
+            sock.sendto(answer(data, load(zone_file), ttl), peer)
         except Exception as exc:  # noqa: BLE001 - a test server must not die on one bad query
             print("bad query", exc, flush=True)
 

@@ -4,7 +4,7 @@ Each check is ``[kind, target]`` with kind ``tcp`` (``addr:port``: connect and e
 ``udp`` (``addr:port``: a datagram to the echo server and its reply), ``icmp``
 (``addr``: one echo request on a raw socket), ``dns`` (a name, through the
 sandbox's resolver) or ``dns@`` (``server/name``: one A query sent straight to that
-server). Prints one JSON object mapping each check to ``"ok"``/``"ok:<answer>"`` or
+server, over UDP; ``dnstcp@`` the same over TCP). Prints one JSON object mapping each check to ``"ok"``/``"ok:<answer>"`` or
 ``"blocked:<error>"``. Only the standard library: it runs in the default image's
 Python. The source is sent with the command (``python3 -c``), not copied in.
 """
@@ -69,19 +69,39 @@ def dns(name):
     return "ok:" + socket.gethostbyname(name)
 
 
-def dns_direct(target):
-    server, name = target.split("/", 1)
+def _query(name):
     qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
-    query = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(TIMEOUT)
-        s.sendto(query, (server, 53))
-        data = s.recv(4096)
+    return struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
+
+
+def _first_a(data):
     count = struct.unpack("!H", data[6:8])[0]
     return "ok:" + (socket.inet_ntoa(data[-4:]) if count else "nxdomain")
 
 
-KINDS = {"tcp": tcp, "udp": udp, "icmp": icmp, "dns": dns, "dns@": dns_direct}
+def dns_direct(target):
+    server, name = target.split("/", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(TIMEOUT)
+        s.sendto(_query(name), (server, 53))
+        return _first_a(s.recv(4096))
+
+
+def dns_tcp(target):
+    server, name = target.split("/", 1)
+    query = _query(name)
+    with socket.create_connection((server, 53), timeout=TIMEOUT) as s:
+        s.sendall(struct.pack("!H", len(query)) + query)
+        buf = b""
+        while len(buf) < 2 or len(buf) < 2 + struct.unpack("!H", buf[:2])[0]:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise ConnectionError("short answer")
+            buf += chunk
+        return _first_a(buf[2:])
+
+
+KINDS = {"tcp": tcp, "udp": udp, "icmp": icmp, "dns": dns, "dns@": dns_direct, "dnstcp@": dns_tcp}
 
 
 def main():
