@@ -27,8 +27,8 @@ from .._errors import (
 )
 from .._models import SandboxInfo, SnapshotInfo
 from .._shared import (
-    KEEP,
     FINAL_STATES,
+    KEEP,
     MAX_WAIT_MS,
     SNAPSHOT_TYPES,
     Config,
