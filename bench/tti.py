@@ -92,12 +92,17 @@ async def main() -> None:
     ap.add_argument("--burst", type=int, default=100)
     ap.add_argument("--stagger", type=int, default=200, help="ms between starts in staggered mode")
     ap.add_argument("--warm-pool", type=int, default=4)
+    ap.add_argument("--modes", default="sequential,staggered,burst", help="comma-separated subset to run")
+    ap.add_argument("--label", default="", help="names the code under test in the results")
     args = ap.parse_args()
+    modes = set(args.modes.split(","))
     api_port, proxy_port = free_port(), free_port()
     env = {**os.environ, "CELLBOX_WARM_POOL": str(args.warm_pool)}
     log = open("/tmp/cellbox-bench-tti-server.log", "wb")
-    server = subprocess.Popen([str(ROOT / ".venv/bin/cellbox"), "server", "--api-port", str(api_port),
-                               "--proxy-port", str(proxy_port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    # this interpreter, so PYTHONPATH picks the code under test (a worktree, an older checkout)
+    server = subprocess.Popen([sys.executable, "-c", "from cellbox.cli.main import main; main()", "server",
+                               "--api-port", str(api_port), "--proxy-port", str(proxy_port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
     api, proxy = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{proxy_port}"
     results: dict[str, dict] = {}
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=50)
@@ -116,37 +121,40 @@ async def main() -> None:
                 await asyncio.gather(*[client.delete(f"{api}/sandboxes/{s}", timeout=120) for s in sids if s])
 
             samples, fails = [], 0
-            for i in range(args.n):
+            for i in range(args.n if "sequential" in modes else 0):
                 ms, sid = await tti(client, api, proxy)
                 samples.append(ms) if ms is not None else None
                 fails += ms is None
                 await cleanup([sid])
-            results[f"sequential x{args.n}"] = {"samples_ms": samples, **summarize(samples, fails)}
-            print(f"  sequential done: median {results[f'sequential x{args.n}']['p50']:.0f} ms", file=sys.stderr)
-            await wait_pool(args.warm_pool)
+            if "sequential" in modes:
+                results[f"sequential x{args.n}"] = {"samples_ms": samples, **summarize(samples, fails)}
+                print(f"  sequential done: median {results[f'sequential x{args.n}']['p50']:.0f} ms", file=sys.stderr)
+                await wait_pool(args.warm_pool)
 
             async def delayed(i: int):
                 await asyncio.sleep(i * args.stagger / 1000)
                 return await tti(client, api, proxy)
 
-            t0 = time.perf_counter()
-            outs = await asyncio.gather(*[delayed(i) for i in range(args.n)])
-            samples = [ms for ms, _ in outs if ms is not None]
-            results[f"staggered x{args.n} ({args.stagger} ms)"] = {
-                "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
-                **summarize(samples, len(outs) - len(samples))}
-            await cleanup([sid for _, sid in outs])
-            print("  staggered done", file=sys.stderr)
-            await wait_pool(args.warm_pool)
+            if "staggered" in modes:
+                t0 = time.perf_counter()
+                outs = await asyncio.gather(*[delayed(i) for i in range(args.n)])
+                samples = [ms for ms, _ in outs if ms is not None]
+                results[f"staggered x{args.n} ({args.stagger} ms)"] = {
+                    "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
+                    **summarize(samples, len(outs) - len(samples))}
+                await cleanup([sid for _, sid in outs])
+                print("  staggered done", file=sys.stderr)
+                await wait_pool(args.warm_pool)
 
-            t0 = time.perf_counter()
-            outs = await asyncio.gather(*[tti(client, api, proxy) for _ in range(args.burst)])
-            samples = [ms for ms, _ in outs if ms is not None]
-            results[f"burst x{args.burst}"] = {
-                "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
-                "time_to_first_ready_ms": min(samples) if samples else None,
-                **summarize(samples, len(outs) - len(samples))}
-            await cleanup([sid for _, sid in outs])
+            if "burst" in modes:
+                t0 = time.perf_counter()
+                outs = await asyncio.gather(*[tti(client, api, proxy) for _ in range(args.burst)])
+                samples = [ms for ms, _ in outs if ms is not None]
+                results[f"burst x{args.burst}"] = {
+                    "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
+                    "time_to_first_ready_ms": min(samples) if samples else None,
+                    **summarize(samples, len(outs) - len(samples))}
+                await cleanup([sid for _, sid in outs])
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)

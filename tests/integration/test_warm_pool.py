@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
 import time
 
 import pytest
@@ -41,13 +43,25 @@ def _wait_ready(mgr, n: int, timeout: float = 30) -> None:
 def test_claim_applies_limits_and_refills(pooled, loop_thread, sandboxes, settings):
     mgr, made = pooled
     _wait_ready(mgr, 2)
-    rec = loop_thread.run(mgr.create(CreateSpec(cpus=0.5, memory_mb=256, disk_mb=2000, name="warm-one")))
+    rec = loop_thread.run(mgr.create(CreateSpec(cpus=0.5, memory_mb=256, disk_mb=2000, pids_limit=300,
+                                                name="warm-one")))
     made.append(rec.id)
     assert rec.extra.get("warm") is True and rec.status == Status.RUNNING
     assert mgr.get("warm-one").id == rec.id
     cg = f"/sys/fs/cgroup"
     assert open(f"{cg}/cpu/cellbox/{rec.id}/cpu.cfs_quota_us").read().strip() == "50000"
     assert int(open(f"{cg}/memory/cellbox/{rec.id}/memory.limit_in_bytes").read()) == 256 << 20
+    assert int(open(f"{cg}/memory/cellbox/{rec.id}/memory.memsw.limit_in_bytes").read()) == 256 << 20
+    assert open(f"{cg}/pids/cellbox/{rec.id}/pids.max").read().strip() == "300"
+    # resume/clone/restore start from the bundle: it must carry the claimed limits too
+    res_cfg = json.loads((settings.sandboxes_dir / rec.id / "config.json").read_text())["linux"]["resources"]
+    assert res_cfg["memory"] == {"limit": 256 << 20, "swap": 256 << 20}
+    assert res_cfg["cpu"]["quota"] == 50000 and res_cfg["pids"] == {"limit": 300}
+    # the disk quota, as btrfs-progs reads it back
+    show = subprocess.run(["btrfs", "qgroup", "show", "-re", "--raw", str(settings.pool / "sandboxes" / rec.id)],
+                          capture_output=True, text=True, check=True).stdout
+    row = next(line.split() for line in show.splitlines() if line.endswith(f"sandboxes/{rec.id}"))
+    assert int(row[3]) == (2000 - rec.extra["image_mb"]) << 20, show
     res = sandboxes.run(rec, "hostname")  # the agent answers, hostname = ID
     assert res["out"] == rec.id
     _wait_ready(mgr, 2)  # refilled in the background
