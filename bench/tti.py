@@ -66,6 +66,29 @@ async def tti(client: httpx.AsyncClient, api: str, proxy: str) -> tuple[float | 
         return None, sid
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sandbox_cpu_seconds(sandbox_id: str) -> float:
+    """CPU time of everything a sandbox ran (cgroup v1 cpuacct; 0 if unreadable)."""
+    for path in (f"/sys/fs/cgroup/cpuacct/cellbox/{sandbox_id}/cpuacct.usage",):
+        try:
+            return int(Path(path).read_text()) / 1e9
+        except (OSError, ValueError):
+            pass
+    return 0.0
+
+
+def all_sandbox_cpu() -> dict[str, float]:
+    """CPU time so far of every sandbox cgroup on the host (warm ones included), so the
+    burst's share can be told from what a warm sandbox spent booting."""
+    base = Path("/sys/fs/cgroup/cpuacct/cellbox")
+    return {d.name: sandbox_cpu_seconds(d.name) for d in base.iterdir() if d.is_dir()} if base.is_dir() else {}
+
+
 async def wait_pool(size: int, timeout: float = 300) -> None:
     """Wait until the server's warm pool is full (read from its database: warm
     sandboxes are running records in the reserved namespace)."""
@@ -94,6 +117,7 @@ async def main() -> None:
     ap.add_argument("--warm-pool", type=int, default=4)
     ap.add_argument("--modes", default="sequential,staggered,burst", help="comma-separated subset to run")
     ap.add_argument("--label", default="", help="names the code under test in the results")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy the server during the burst (collapsed stacks)")
     args = ap.parse_args()
     modes = set(args.modes.split(","))
     api_port, proxy_port = free_port(), free_port()
@@ -148,10 +172,27 @@ async def main() -> None:
 
             if "burst" in modes:
                 t0 = time.perf_counter()
+                spy = None
+                if args.profile:
+                    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                                            str(server.pid), "--format", "raw", "-o", args.profile, "-r", "200"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    await asyncio.sleep(1)
+                    t0 = time.perf_counter()
+                cpu0 = cpu_seconds(server.pid), time.process_time()
+                before = all_sandbox_cpu()
                 outs = await asyncio.gather(*[tti(client, api, proxy) for _ in range(args.burst)])
+                cpu1 = cpu_seconds(server.pid), time.process_time()
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(30)
                 samples = [ms for ms, _ in outs if ms is not None]
+                sandbox_cpu = sum(sandbox_cpu_seconds(sid) - before.get(sid, 0.0) for _, sid in outs if sid)
                 results[f"burst x{args.burst}"] = {
                     "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
+                    # where the burst's CPU went: the server (API + proxy + manager), this
+                    # client, and the sandboxes (agent + node, after the claim); 2 cores
+                    "cpu_s": {"server": cpu1[0] - cpu0[0], "client": cpu1[1] - cpu0[1], "sandboxes": sandbox_cpu},
                     "time_to_first_ready_ms": min(samples) if samples else None,
                     **summarize(samples, len(outs) - len(samples))}
                 await cleanup([sid for _, sid in outs])
@@ -164,6 +205,8 @@ async def main() -> None:
     for k, v in results.items():
         if "wall_ms" in v:
             print(f"  {k}: wall clock {v['wall_ms'] / 1000:.1f} s")
+        if "cpu_s" in v:
+            print(f"  {k}: CPU s " + ", ".join(f"{n} {c:.2f}" for n, c in v["cpu_s"].items()))
     path = write("tti", {"args": vars(args), "results": results})
     plot_boxes(results, path.with_suffix(".png"), 'cellbox TTI via HTTP API + proxy (ComputeSDK method)', 'ms', 'tti-latest.png')
     print(f"results: {path}")

@@ -43,6 +43,8 @@ def _wait_ready(mgr, n: int, timeout: float = 30) -> None:
 def test_claim_applies_limits_and_refills(pooled, loop_thread, sandboxes, settings):
     mgr, made = pooled
     _wait_ready(mgr, 2)
+    waiting = mgr.warm._ready[-1].id  # built at the lowest CPU weight until claimed
+    assert open(f"/sys/fs/cgroup/cpu/cellbox/{waiting}/cpu.shares").read().strip() == "2"
     rec = loop_thread.run(mgr.create(CreateSpec(cpus=0.5, memory_mb=256, disk_mb=2000, pids_limit=300,
                                                 name="warm-one")))
     made.append(rec.id)
@@ -53,6 +55,7 @@ def test_claim_applies_limits_and_refills(pooled, loop_thread, sandboxes, settin
     assert int(open(f"{cg}/memory/cellbox/{rec.id}/memory.limit_in_bytes").read()) == 256 << 20
     assert int(open(f"{cg}/memory/cellbox/{rec.id}/memory.memsw.limit_in_bytes").read()) == 256 << 20
     assert open(f"{cg}/pids/cellbox/{rec.id}/pids.max").read().strip() == "300"
+    assert open(f"{cg}/cpu/cellbox/{rec.id}/cpu.shares").read().strip() == "1024"  # built at 2
     # resume/clone/restore start from the bundle: it must carry the claimed limits too
     res_cfg = json.loads((settings.sandboxes_dir / rec.id / "config.json").read_text())["linux"]["resources"]
     assert res_cfg["memory"] == {"limit": 256 << 20, "swap": 256 << 20}

@@ -40,11 +40,15 @@ READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 CFS_PERIOD = 100_000
 
 
+MIN_SHARES = 2  # the lowest cgroup v1 cpu.shares (v2: runc maps it to cpu.weight 1)
+
+
 @dataclass(frozen=True)
 class Limits:
     cpus: float
     memory_mb: int
     pids: int = 1024
+    cpu_shares: int | None = None  # None: the kernel's default weight
 
 
 def _nofile() -> int:
@@ -121,9 +125,12 @@ def config(
 
 def resources(limits: Limits) -> dict[str, Any]:
     """The cgroup part of ``linux.resources`` for ``limits``."""
+    cpu: dict[str, Any] = {"quota": cpu_quota(limits.cpus), "period": CFS_PERIOD}
+    if limits.cpu_shares is not None:
+        cpu["shares"] = limits.cpu_shares
     return {
         "memory": {"limit": limits.memory_mb << 20, "swap": limits.memory_mb << 20},
-        "cpu": {"quota": cpu_quota(limits.cpus), "period": CFS_PERIOD},
+        "cpu": cpu,
         "pids": {"limit": limits.pids},
     }
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
+DEFAULT_SHARES = 1024  # v1 cpu.shares when none is set
+DEFAULT_WEIGHT = 100  # v2 cpu.weight when none is set
 NO_SWAP_V2 = "0"  # memory.swap.max: memory + swap == memory, as the OCI config asks
 
 
@@ -27,7 +29,8 @@ def _write(path: Path, value: str) -> None:
 
 
 def set_limits(cgroup_path: str, *, cpu_quota: int, cpu_period: int, memory_bytes: int, pids: int) -> None:
-    """Apply CPU quota, memory (swap equal to it: no swap) and pids limits in place.
+    """Apply CPU quota, memory (swap equal to it: no swap) and pids limits in place,
+    and the default CPU weight (a warm sandbox was built at the lowest).
 
     Raises ``OSError`` if a file cannot be written (the cgroup is gone, a value is
     refused); the caller then throws the sandbox away.
@@ -37,6 +40,7 @@ def set_limits(cgroup_path: str, *, cpu_quota: int, cpu_period: int, memory_byte
         cpu, mem, pid = ROOT / "cpu" / rel, ROOT / "memory" / rel, ROOT / "pids" / rel
         _write(cpu / "cpu.cfs_period_us", str(cpu_period))
         _write(cpu / "cpu.cfs_quota_us", str(cpu_quota))
+        _write(cpu / "cpu.shares", str(DEFAULT_SHARES))
         # memory <= memory+swap must hold after each write: raise the pair from the top,
         # lower it from the bottom (as runc does).
         memsw = mem / "memory.memsw.limit_in_bytes"
@@ -50,6 +54,7 @@ def set_limits(cgroup_path: str, *, cpu_quota: int, cpu_period: int, memory_byte
         return
     d = ROOT / rel
     _write(d / "cpu.max", f"{cpu_quota} {cpu_period}")
+    _write(d / "cpu.weight", str(DEFAULT_WEIGHT))
     _write(d / "memory.max", str(memory_bytes))
     if (d / "memory.swap.max").exists():
         _write(d / "memory.swap.max", NO_SWAP_V2)
@@ -65,11 +70,12 @@ def limits(cgroup_path: str) -> dict[str, int]:
 
         return {
             "cpu_quota": read("cpu", rel, "cpu.cfs_quota_us"), "cpu_period": read("cpu", rel, "cpu.cfs_period_us"),
+            "cpu_shares": read("cpu", rel, "cpu.shares"),
             "memory_bytes": read("memory", rel, "memory.limit_in_bytes"), "pids": read("pids", rel, "pids.max"),
         }
     d = ROOT / rel
     quota, period = (d / "cpu.max").read_text().split()
-    return {"cpu_quota": int(quota), "cpu_period": int(period),
+    return {"cpu_quota": int(quota), "cpu_period": int(period), "cpu_shares": int((d / "cpu.weight").read_text()),
             "memory_bytes": int((d / "memory.max").read_text()), "pids": int((d / "pids.max").read_text())}
 
 
