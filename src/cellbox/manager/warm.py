@@ -40,6 +40,7 @@ REFILL_QUIET = 0.25  # seconds without a claim before the pool starts rebuilding
 REFILL_IDLE = 0.5  # ... and the host's CPUs at least this idle over a short window
 REFILL_MAX_WAIT = 1.0  # ... or this long waited for idle CPU (a busy host still refills)
 IDLE_WINDOW = 0.1
+CLAIMS_RECENT = 5.0  # the idle test applies this long after a claim (not to the first fill)
 # Files a first command is likely to read, pre-read into a warm sandbox's page cache.
 # Why: btrfs snapshots share data blocks but not inodes, so each sandbox has its own
 # page cache; the first `node -v` in a fresh snapshot took ~136 ms, the next ones 47.
@@ -94,7 +95,7 @@ class WarmPool:
         self._build_slot = asyncio.Semaphore(1)
         # ... and not while claims are coming in: a build costs ~150 ms of CPU (runc, the
         # agent's Python start) that the burst being served needs more.
-        self._last_claim = 0.0
+        self._last_claim = float("-inf")  # loop time of the last claim
 
     @property
     def ready(self) -> int:
@@ -119,6 +120,8 @@ class WarmPool:
         loop = asyncio.get_running_loop()
         while not self._closed and (wait := self._last_claim + REFILL_QUIET - loop.time()) > 0:
             await asyncio.sleep(wait)
+        if loop.time() - self._last_claim > CLAIMS_RECENT:
+            return  # nothing claimed lately: whatever is busy is not ours to make way for
         give_up = loop.time() + REFILL_MAX_WAIT
         while not self._closed and loop.time() < give_up:
             before = _cpu_times()
