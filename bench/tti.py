@@ -66,10 +66,12 @@ async def tti(client: httpx.AsyncClient, api: str, proxy: str) -> tuple[float | 
         return None, sid
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (clock ticks)."""
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU time of a process (or of its finished children: the commands
+    it ran, e.g. runc, ip, btrfs), from /proc (clock ticks)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    i = 13 if children else 11
+    return (int(fields[i]) + int(fields[i + 1])) / os.sysconf("SC_CLK_TCK")
 
 
 def sandbox_cpu_seconds(sandbox_id: str) -> float:
@@ -179,10 +181,10 @@ async def main() -> None:
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     await asyncio.sleep(1)
                     t0 = time.perf_counter()
-                cpu0 = cpu_seconds(server.pid), time.process_time()
+                cpu0 = cpu_seconds(server.pid), time.process_time(), cpu_seconds(server.pid, children=True)
                 before = all_sandbox_cpu()
                 outs = await asyncio.gather(*[tti(client, api, proxy) for _ in range(args.burst)])
-                cpu1 = cpu_seconds(server.pid), time.process_time()
+                cpu1 = cpu_seconds(server.pid), time.process_time(), cpu_seconds(server.pid, children=True)
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(30)
@@ -190,9 +192,11 @@ async def main() -> None:
                 sandbox_cpu = sum(sandbox_cpu_seconds(sid) - before.get(sid, 0.0) for _, sid in outs if sid)
                 results[f"burst x{args.burst}"] = {
                     "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
-                    # where the burst's CPU went: the server (API + proxy + manager), this
+                    # where the burst's CPU went: the server (API + proxy + manager), the
+                    # commands it ran (runc, ip, btrfs; counted once they have exited), this
                     # client, and the sandboxes (agent + node, after the claim); 2 cores
-                    "cpu_s": {"server": cpu1[0] - cpu0[0], "client": cpu1[1] - cpu0[1], "sandboxes": sandbox_cpu},
+                    "cpu_s": {"server": cpu1[0] - cpu0[0], "server_commands": cpu1[2] - cpu0[2],
+                              "client": cpu1[1] - cpu0[1], "sandboxes": sandbox_cpu},
                     "time_to_first_ready_ms": min(samples) if samples else None,
                     **summarize(samples, len(outs) - len(samples))}
                 await cleanup([sid for _, sid in outs])
