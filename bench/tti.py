@@ -7,9 +7,15 @@ it exits 0. Destroy is not timed. Modes (spec §7.2):
   staggered   N sandboxes started ``--stagger`` ms apart (each timed on its own)
   burst       N sandboxes at once
 Reports median, p95, p99, success rate (after trimming nothing: failures count).
-Starts its own ``cellbox server`` on free ports (warm pool size ``--warm-pool``).
+Starts its own ``cellbox server`` on free ports (warm pool size ``--warm-pool``) with
+this interpreter, so ``PYTHONPATH`` chooses the code under test (compare two
+checkouts by alternating runs, ``--label`` names each). For the burst it also
+reports where the CPU went: the server, the commands it ran, this client and the
+sandboxes (cgroup ``cpuacct``), and ``--profile FILE`` records the server with
+py-spy (collapsed stacks).
 
     .venv/bin/python bench/tti.py [-n 100] [--burst 100] [--stagger 200] [--warm-pool 4]
+                                  [--modes sequential,staggered,burst] [--label X] [--profile F]
 """
 
 from __future__ import annotations
