@@ -83,3 +83,17 @@ def test_pool_is_torn_down_on_stop(settings, loop_thread, manager):
     loop_thread.run(mgr.stop())
     store.close()
     assert leftovers(settings, warm_ids) == {}
+
+
+def test_claim_can_raise_memory_above_the_pools(pooled, loop_thread, settings):
+    """memory <= memory+swap must hold after every cgroup write: raising both above the
+    pool's 1 GiB writes the swap limit first (the other order fails with EINVAL, and the
+    claim would quietly fall back to a cold create)."""
+    mgr, made = pooled
+    _wait_ready(mgr, 1)
+    rec = loop_thread.run(mgr.create(CreateSpec(cpus=1.0, memory_mb=3072)))
+    made.append(rec.id)
+    assert rec.extra.get("warm") is True
+    cg = f"/sys/fs/cgroup/memory/cellbox/{rec.id}"
+    assert int(open(f"{cg}/memory.limit_in_bytes").read()) == 3072 << 20
+    assert int(open(f"{cg}/memory.memsw.limit_in_bytes").read()) == 3072 << 20
