@@ -7,9 +7,15 @@ it exits 0. Destroy is not timed. Modes (spec §7.2):
   staggered   N sandboxes started ``--stagger`` ms apart (each timed on its own)
   burst       N sandboxes at once
 Reports median, p95, p99, success rate (after trimming nothing: failures count).
-Starts its own ``cellbox server`` on free ports (warm pool size ``--warm-pool``).
+Starts its own ``cellbox server`` on free ports (warm pool size ``--warm-pool``) with
+this interpreter, so ``PYTHONPATH`` chooses the code under test (compare two
+checkouts by alternating runs, ``--label`` names each). For the burst it also
+reports where the CPU went: the server, the commands it ran, this client and the
+sandboxes (cgroup ``cpuacct``), and ``--profile FILE`` records the server with
+py-spy (collapsed stacks).
 
     .venv/bin/python bench/tti.py [-n 100] [--burst 100] [--stagger 200] [--warm-pool 4]
+                                  [--modes sequential,staggered,burst] [--label X] [--profile F]
 """
 
 from __future__ import annotations
@@ -66,6 +72,31 @@ async def tti(client: httpx.AsyncClient, api: str, proxy: str) -> tuple[float | 
         return None, sid
 
 
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU time of a process (or of its finished children: the commands
+    it ran, e.g. runc, ip, btrfs), from /proc (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    i = 13 if children else 11
+    return (int(fields[i]) + int(fields[i + 1])) / os.sysconf("SC_CLK_TCK")
+
+
+def sandbox_cpu_seconds(sandbox_id: str) -> float:
+    """CPU time of everything a sandbox ran (cgroup v1 cpuacct; 0 if unreadable)."""
+    for path in (f"/sys/fs/cgroup/cpuacct/cellbox/{sandbox_id}/cpuacct.usage",):
+        try:
+            return int(Path(path).read_text()) / 1e9
+        except (OSError, ValueError):
+            pass
+    return 0.0
+
+
+def all_sandbox_cpu() -> dict[str, float]:
+    """CPU time so far of every sandbox cgroup on the host (warm ones included), so the
+    burst's share can be told from what a warm sandbox spent booting."""
+    base = Path("/sys/fs/cgroup/cpuacct/cellbox")
+    return {d.name: sandbox_cpu_seconds(d.name) for d in base.iterdir() if d.is_dir()} if base.is_dir() else {}
+
+
 async def wait_pool(size: int, timeout: float = 300) -> None:
     """Wait until the server's warm pool is full (read from its database: warm
     sandboxes are running records in the reserved namespace)."""
@@ -92,12 +123,18 @@ async def main() -> None:
     ap.add_argument("--burst", type=int, default=100)
     ap.add_argument("--stagger", type=int, default=200, help="ms between starts in staggered mode")
     ap.add_argument("--warm-pool", type=int, default=4)
+    ap.add_argument("--modes", default="sequential,staggered,burst", help="comma-separated subset to run")
+    ap.add_argument("--label", default="", help="names the code under test in the results")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy the server during the burst (collapsed stacks)")
     args = ap.parse_args()
+    modes = set(args.modes.split(","))
     api_port, proxy_port = free_port(), free_port()
     env = {**os.environ, "CELLBOX_WARM_POOL": str(args.warm_pool)}
     log = open("/tmp/cellbox-bench-tti-server.log", "wb")
-    server = subprocess.Popen([str(ROOT / ".venv/bin/cellbox"), "server", "--api-port", str(api_port),
-                               "--proxy-port", str(proxy_port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    # this interpreter, so PYTHONPATH picks the code under test (a worktree, an older checkout)
+    server = subprocess.Popen([sys.executable, "-c", "from cellbox.cli.main import main; main()", "server",
+                               "--api-port", str(api_port), "--proxy-port", str(proxy_port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
     api, proxy = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{proxy_port}"
     results: dict[str, dict] = {}
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=50)
@@ -116,37 +153,59 @@ async def main() -> None:
                 await asyncio.gather(*[client.delete(f"{api}/sandboxes/{s}", timeout=120) for s in sids if s])
 
             samples, fails = [], 0
-            for i in range(args.n):
+            for i in range(args.n if "sequential" in modes else 0):
                 ms, sid = await tti(client, api, proxy)
                 samples.append(ms) if ms is not None else None
                 fails += ms is None
                 await cleanup([sid])
-            results[f"sequential x{args.n}"] = {"samples_ms": samples, **summarize(samples, fails)}
-            print(f"  sequential done: median {results[f'sequential x{args.n}']['p50']:.0f} ms", file=sys.stderr)
-            await wait_pool(args.warm_pool)
+            if "sequential" in modes:
+                results[f"sequential x{args.n}"] = {"samples_ms": samples, **summarize(samples, fails)}
+                print(f"  sequential done: median {results[f'sequential x{args.n}']['p50']:.0f} ms", file=sys.stderr)
+                await wait_pool(args.warm_pool)
 
             async def delayed(i: int):
                 await asyncio.sleep(i * args.stagger / 1000)
                 return await tti(client, api, proxy)
 
-            t0 = time.perf_counter()
-            outs = await asyncio.gather(*[delayed(i) for i in range(args.n)])
-            samples = [ms for ms, _ in outs if ms is not None]
-            results[f"staggered x{args.n} ({args.stagger} ms)"] = {
-                "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
-                **summarize(samples, len(outs) - len(samples))}
-            await cleanup([sid for _, sid in outs])
-            print("  staggered done", file=sys.stderr)
-            await wait_pool(args.warm_pool)
+            if "staggered" in modes:
+                t0 = time.perf_counter()
+                outs = await asyncio.gather(*[delayed(i) for i in range(args.n)])
+                samples = [ms for ms, _ in outs if ms is not None]
+                results[f"staggered x{args.n} ({args.stagger} ms)"] = {
+                    "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
+                    **summarize(samples, len(outs) - len(samples))}
+                await cleanup([sid for _, sid in outs])
+                print("  staggered done", file=sys.stderr)
+                await wait_pool(args.warm_pool)
 
-            t0 = time.perf_counter()
-            outs = await asyncio.gather(*[tti(client, api, proxy) for _ in range(args.burst)])
-            samples = [ms for ms, _ in outs if ms is not None]
-            results[f"burst x{args.burst}"] = {
-                "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
-                "time_to_first_ready_ms": min(samples) if samples else None,
-                **summarize(samples, len(outs) - len(samples))}
-            await cleanup([sid for _, sid in outs])
+            if "burst" in modes:
+                t0 = time.perf_counter()
+                spy = None
+                if args.profile:
+                    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                                            str(server.pid), "--format", "raw", "-o", args.profile, "-r", "200"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    await asyncio.sleep(1)
+                    t0 = time.perf_counter()
+                cpu0 = cpu_seconds(server.pid), time.process_time(), cpu_seconds(server.pid, children=True)
+                before = all_sandbox_cpu()
+                outs = await asyncio.gather(*[tti(client, api, proxy) for _ in range(args.burst)])
+                cpu1 = cpu_seconds(server.pid), time.process_time(), cpu_seconds(server.pid, children=True)
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(30)
+                samples = [ms for ms, _ in outs if ms is not None]
+                sandbox_cpu = sum(sandbox_cpu_seconds(sid) - before.get(sid, 0.0) for _, sid in outs if sid)
+                results[f"burst x{args.burst}"] = {
+                    "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
+                    # where the burst's CPU went: the server (API + proxy + manager), the
+                    # commands it ran (runc, ip, btrfs; counted once they have exited), this
+                    # client, and the sandboxes (agent + node, after the claim); 2 cores
+                    "cpu_s": {"server": cpu1[0] - cpu0[0], "server_commands": cpu1[2] - cpu0[2],
+                              "client": cpu1[1] - cpu0[1], "sandboxes": sandbox_cpu},
+                    "time_to_first_ready_ms": min(samples) if samples else None,
+                    **summarize(samples, len(outs) - len(samples))}
+                await cleanup([sid for _, sid in outs])
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -156,6 +215,8 @@ async def main() -> None:
     for k, v in results.items():
         if "wall_ms" in v:
             print(f"  {k}: wall clock {v['wall_ms'] / 1000:.1f} s")
+        if "cpu_s" in v:
+            print(f"  {k}: CPU s " + ", ".join(f"{n} {c:.2f}" for n, c in v["cpu_s"].items()))
     path = write("tti", {"args": vars(args), "results": results})
     plot_boxes(results, path.with_suffix(".png"), 'cellbox TTI via HTTP API + proxy (ComputeSDK method)', 'ms', 'tti-latest.png')
     print(f"results: {path}")

@@ -60,6 +60,10 @@ class CreateSpec:
     # Egress policy (None: unrestricted); its host names are resolved before any part
     # of the sandbox is made, so a name that does not resolve costs nothing.
     network: EgressPolicy | None = None
+    # cgroup CPU weight (v1 cpu.shares) to start with; None is the kernel's default.
+    # The warm pool builds at the lowest weight, so a refill takes only the CPU the
+    # sandboxes in use leave idle; a claim restores the default (warm.py).
+    cpu_shares: int | None = None
 
 
 class SandboxManager:
@@ -237,7 +241,7 @@ class SandboxManager:
         await self._allocate(rec)
         undo = Undo()
         try:
-            await self._build(rec, image.rootfs, tree, pool, undo, spec.network, resolved)
+            await self._build(rec, image.rootfs, tree, pool, undo, spec.network, resolved, spec.cpu_shares)
         except BaseException as exc:
             errors = await undo.unwind()
             rec.status = Status.FAILED
@@ -252,7 +256,8 @@ class SandboxManager:
         return rec
 
     async def _build(self, rec: SandboxRecord, image_rootfs: Path, tree: Path, pool: Path, undo: Undo,
-                     network: EgressPolicy | None = None, resolved: Resolved | None = None) -> None:
+                     network: EgressPolicy | None = None, resolved: Resolved | None = None,
+                     cpu_shares: int | None = None) -> None:
         sid = rec.id
         state_dir = self.settings.sandboxes_dir / sid
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -268,7 +273,7 @@ class SandboxManager:
 
         cfg = bundle.config(
             hostname=sid, rootfs=root, agentfs_tree=tree, netns_path=netns.path(sid),
-            cgroups_path=ids.cgroup_path(sid), limits=bundle.Limits(rec.cpus, rec.memory_mb, rec.pids_limit),
+            cgroups_path=ids.cgroup_path(sid), limits=bundle.Limits(rec.cpus, rec.memory_mb, rec.pids_limit, cpu_shares),
             agent_port=self.settings.agent_port, criu_config=self.settings.data_dir / "criu.conf",
         )
         bundle.write(state_dir, cfg)

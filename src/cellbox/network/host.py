@@ -2,6 +2,16 @@
 
 Idempotent: the server calls :func:`ensure` at every start (after a reboot nothing of
 this survives), and setup calls it too.
+
+The bridge gets a fixed MAC address (derived from the gateway address, like the
+sandboxes' own). Without one, Linux gives a bridge the lowest MAC address of its
+ports and changes it whenever a port comes or goes: every create and destroy of a
+sandbox could change the gateway's MAC under the feet of every running sandbox.
+A sandbox whose ARP entry for the gateway still named a port that had been deleted
+sent its packets to nowhere (the bridge floods them, isolated ports drop them, the
+host ignores a frame not addressed to it) until its neighbour entry timed out and
+was probed again, seconds later. That was the "``/run`` gets no answer" hang seen
+while other sandboxes were being created and destroyed (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -12,10 +22,23 @@ from pathlib import Path
 from .. import _proc
 from ..config import Settings
 from . import firewall
+from .netns import mac_for
 
 
 def _bridge_exists(name: str) -> bool:
     return Path(f"/sys/class/net/{name}").exists()
+
+
+NET_ADDR_SET = "3"  # addr_assign_type: the address was set explicitly; the bridge keeps it
+
+
+def _has_fixed_mac(name: str, mac: str) -> bool:
+    sysfs = Path(f"/sys/class/net/{name}")
+    try:
+        return (sysfs / "address").read_text().strip() == mac and (
+            sysfs / "addr_assign_type").read_text().strip() == NET_ADDR_SET
+    except FileNotFoundError:
+        return False
 
 
 def ruleset(settings: Settings) -> str:
@@ -75,9 +98,18 @@ table inet {t} {{
 """
 
 
+def bridge_mac(settings: Settings) -> str:
+    """The bridge's MAC address: fixed, so the sandboxes' ARP entries for the gateway
+    stay right while ports come and go (see the module docstring)."""
+    return mac_for(settings.gateway)
+
+
 async def ensure(settings: Settings) -> None:
     if not _bridge_exists(settings.bridge):
         await _proc.run(["ip", "link", "add", settings.bridge, "type", "bridge"], check=False)
+    mac = bridge_mac(settings)
+    if not _has_fixed_mac(settings.bridge, mac):
+        await _proc.run(["ip", "link", "set", settings.bridge, "address", mac])
     iface = ipaddress.IPv4Interface(f"{settings.gateway}/{settings.subnet.prefixlen}")
     addrs = (await _proc.run(["ip", "-br", "addr", "show", "dev", settings.bridge])).stdout
     if str(iface) not in addrs:

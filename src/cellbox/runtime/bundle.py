@@ -40,11 +40,15 @@ READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 CFS_PERIOD = 100_000
 
 
+MIN_SHARES = 2  # the lowest cgroup v1 cpu.shares (v2: runc maps it to cpu.weight 1)
+
+
 @dataclass(frozen=True)
 class Limits:
     cpus: float
     memory_mb: int
     pids: int = 1024
+    cpu_shares: int | None = None  # None: the kernel's default weight
 
 
 def _nofile() -> int:
@@ -110,15 +114,42 @@ def config(
             "cgroupsPath": cgroups_path,
             "resources": {
                 "devices": [{"allow": False, "access": "rwm"}],
-                "memory": {"limit": limits.memory_mb << 20, "swap": limits.memory_mb << 20},
-                "cpu": {"quota": max(1000, int(limits.cpus * CFS_PERIOD)), "period": CFS_PERIOD},
-                "pids": {"limit": limits.pids},
+                **resources(limits),
             },
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
             "seccomp": seccomp.profile(CAPABILITIES),
         },
     }
+
+
+def resources(limits: Limits) -> dict[str, Any]:
+    """The cgroup part of ``linux.resources`` for ``limits``."""
+    cpu: dict[str, Any] = {"quota": cpu_quota(limits.cpus), "period": CFS_PERIOD}
+    if limits.cpu_shares is not None:
+        cpu["shares"] = limits.cpu_shares
+    return {
+        "memory": {"limit": limits.memory_mb << 20, "swap": limits.memory_mb << 20},
+        "cpu": cpu,
+        "pids": {"limit": limits.pids},
+    }
+
+
+def cpu_quota(cpus: float) -> int:
+    return max(1000, int(cpus * CFS_PERIOD))
+
+
+def set_limits(bundle_dir: Path, limits: Limits) -> None:
+    """Rewrite the limits in an existing bundle's ``config.json`` (a claimed warm sandbox).
+
+    ``runc restore`` (resume, clone, restore from a snapshot) applies the resources of
+    this file, not those the container was started with, so it must say what the
+    sandbox's record says.
+    """
+    path = bundle_dir / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["linux"]["resources"].update(resources(limits))
+    write(bundle_dir, cfg)
 
 
 def write(bundle_dir: Path, cfg: dict[str, Any]) -> Path:

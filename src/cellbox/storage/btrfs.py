@@ -1,6 +1,7 @@
-"""Thin wrappers over btrfs-progs for subvolumes and qgroup limits.
+"""Thin wrappers over btrfs-progs for subvolumes, and ioctls for quotas.
 
-Each call is a host command; failures become ``CommandFailed`` with btrfs's stderr.
+Each btrfs-progs call is a host command; failures become ``CommandFailed`` with
+btrfs's stderr. Quota calls are ioctls (``OSError`` on failure).
 Deleting is idempotent (a missing subvolume is not an error), as every inverse in an
 undo stack must be.
 """
@@ -18,6 +19,11 @@ from .. import _proc
 _IOC_QUOTA_CTL = 0xC0109428
 _QUOTA_CTL_ENABLE_SIMPLE = 4
 _QUOTA_CTL_DISABLE = 2
+# BTRFS_IOC_QGROUP_LIMIT = _IOR(0x94, 43, struct btrfs_ioctl_qgroup_limit_args), 48 bytes:
+# u64 qgroupid (0: the subvolume the fd is in), then struct btrfs_qgroup_limit
+# {u64 flags, max_rfer, max_excl, rsv_rfer, rsv_excl}.
+_IOC_QGROUP_LIMIT = 0x8030942B
+_QGROUP_LIMIT_MAX_RFER = 1
 
 
 async def create(path: Path) -> None:
@@ -43,7 +49,19 @@ async def delete(path: Path) -> None:
 
 async def limit(path: Path, size_mb: int) -> None:
     """Cap the data written into a subvolume at ``size_mb`` MiB (simple quotas)."""
-    await _proc.run(["btrfs", "qgroup", "limit", f"{size_mb}M", str(path)])
+    set_limit(path, size_mb)
+
+
+def set_limit(path: Path, size_mb: int) -> None:
+    """:func:`limit` without an event loop: one ioctl on the subvolume, as ``btrfs qgroup
+    limit <size> <path>`` does (a referenced-bytes limit on the subvolume's own qgroup),
+    without starting btrfs-progs (~10 ms of process start on every warm claim)."""
+    args = bytearray(struct.pack("QQQQQQ", 0, _QGROUP_LIMIT_MAX_RFER, size_mb << 20, 0, 0, 0))
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, _IOC_QGROUP_LIMIT, args)
+    finally:
+        os.close(fd)
 
 
 async def referenced_bytes(path: Path) -> int:
