@@ -59,7 +59,12 @@ def current_identity() -> Identity:
 
 
 def resolve_user(spec: Any) -> Identity:
-    """Turn the request's ``user`` value into an Identity (400 on bad input)."""
+    """Turn the request's ``user`` value into an Identity (400 on bad input).
+
+    No ``user``: the image's ``USER`` (``CELLBOX_DEFAULT_USER``, set by the runtime
+    from the image config), else the agent's own identity."""
+    if spec is None:
+        spec = os.environ.get("CELLBOX_DEFAULT_USER") or None
     if spec is None:
         return current_identity()
     if isinstance(spec, str):

@@ -32,6 +32,7 @@ from ..storage import images as images_mod
 from ..storage import pool as pool_mod
 from ..storage import rootfs
 from .records import SandboxRecord, Status, now_ms
+from .images import ImageManager
 from .memstate import MemoryState
 from .store import Store
 from .warm import WarmPool
@@ -80,6 +81,7 @@ class SandboxManager:
         self.warm: WarmPool | None = None
         self.warm_image_mb = 0
         self.memory = MemoryState(self)
+        self.image_manager = ImageManager(self)
 
     # -- service start/stop -----------------------------------------------------------
 
@@ -186,9 +188,17 @@ class SandboxManager:
                     continue  # another process took this address first
             raise LimitExceeded("could not allocate a sandbox address (too much contention)")
 
+    def _is_default_image(self, image: str | None) -> bool:
+        default = self.settings.default_image
+        return image in (None, default, images_mod.normalize(default))
+
     async def create(self, spec: CreateSpec) -> SandboxRecord:
-        """Create a running sandbox: from the warm pool if one fits, else from scratch."""
+        """Create a running sandbox: from the warm pool if one fits, else from scratch;
+        any image but the default one goes through the image manager (named, pulled,
+        registered and pre-booted images)."""
         self._validate(spec)
+        if not self._is_default_image(spec.image):
+            return await self.image_manager.create(spec)
         resolved = await self.egress.resolve(spec.network)
         if self.warm is not None and self.warm.can_serve(spec):
             disk_mb = self._disk_mb(spec, self.warm_image_mb)
@@ -241,7 +251,8 @@ class SandboxManager:
         await self._allocate(rec)
         undo = Undo()
         try:
-            await self._build(rec, image.rootfs, tree, pool, undo, spec.network, resolved, spec.cpu_shares)
+            await self._build(rec, image.rootfs, tree, pool, undo, spec.network, resolved, spec.cpu_shares,
+                              image.config)
         except BaseException as exc:
             errors = await undo.unwind()
             rec.status = Status.FAILED
@@ -257,7 +268,8 @@ class SandboxManager:
 
     async def _build(self, rec: SandboxRecord, image_rootfs: Path, tree: Path, pool: Path, undo: Undo,
                      network: EgressPolicy | None = None, resolved: Resolved | None = None,
-                     cpu_shares: int | None = None) -> None:
+                     cpu_shares: int | None = None,
+                     image_config: images_mod.ImageConfig | None = None) -> None:
         sid = rec.id
         state_dir = self.settings.sandboxes_dir / sid
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -275,6 +287,9 @@ class SandboxManager:
             hostname=sid, rootfs=root, agentfs_tree=tree, netns_path=netns.path(sid),
             cgroups_path=ids.cgroup_path(sid), limits=bundle.Limits(rec.cpus, rec.memory_mb, rec.pids_limit, cpu_shares),
             agent_port=self.settings.agent_port, criu_config=self.settings.data_dir / "criu.conf",
+            image_env=image_config.env if image_config else None,
+            workdir=image_config.working_dir if image_config else "/",
+            user=image_config.user if image_config else "",
         )
         bundle.write(state_dir, cfg)
         undo.push("container", lambda: self.runc.destroy(ids.container(sid)))

@@ -186,14 +186,7 @@ class WarmPool:
         return None
 
     def _apply_limits(self, sandbox_id: str, spec: "CreateSpec", writable_mb: int) -> None:
-        from ..runtime import cgroups
-
-        settings = self.manager.settings
-        limits = bundle.Limits(spec.cpus, spec.memory_mb, spec.pids_limit)
-        cgroups.set_limits(ids.cgroup_path(sandbox_id), cpu_quota=bundle.cpu_quota(spec.cpus),
-                           cpu_period=bundle.CFS_PERIOD, memory_bytes=spec.memory_mb << 20, pids=spec.pids_limit)
-        bundle.set_limits(settings.sandboxes_dir / sandbox_id, limits)
-        btrfs.set_limit(rootfs.path(settings.pool, sandbox_id), writable_mb)
+        apply_limits(self.manager, sandbox_id, spec, writable_mb)
 
     async def close(self) -> None:
         self._closed = True
@@ -205,6 +198,20 @@ class WarmPool:
                 await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_closed")
             except Exception as exc:  # noqa: BLE001
                 log.warning("warm pool: destroying %s failed: %s", rec.id, exc)
+
+
+def apply_limits(manager: "SandboxManager", sandbox_id: str, spec: "CreateSpec", writable_mb: int) -> None:
+    """Give a running sandbox the request's limits (cgroup files, the bundle's config,
+    the quota): used for warm sandboxes and for sandboxes restored from a pre-booted
+    image."""
+    from ..runtime import cgroups
+
+    settings = manager.settings
+    limits = bundle.Limits(spec.cpus, spec.memory_mb, spec.pids_limit)
+    cgroups.set_limits(ids.cgroup_path(sandbox_id), cpu_quota=bundle.cpu_quota(spec.cpus),
+                       cpu_period=bundle.CFS_PERIOD, memory_bytes=spec.memory_mb << 20, pids=spec.pids_limit)
+    bundle.set_limits(settings.sandboxes_dir / sandbox_id, limits)
+    btrfs.set_limit(rootfs.path(settings.pool, sandbox_id), writable_mb)
 
 
 def _is_init_of(pid: int | None, cgroup_path: str) -> bool:

@@ -68,8 +68,25 @@ def config(
     limits: Limits,
     agent_port: int,
     criu_config: Path | None = None,
+    image_env: list[str] | None = None,
+    workdir: str = "/",
+    user: str = "",
 ) -> dict[str, Any]:
+    """The bundle config. ``image_env``, ``workdir`` and ``user`` come from the image's
+    config (Dockerfile ENV, WORKDIR, USER): the agent passes its environment on to the
+    processes it starts, runs them in ``workdir`` and as ``user`` unless told otherwise."""
     nofile = _nofile()
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+           "LANG": "C.UTF-8"}
+    for item in image_env or []:
+        key, sep, value = item.partition("=")
+        if sep and key and not key.startswith("CELLBOX_"):
+            env[key] = value
+    if user and user not in ("root", "0", "0:0"):
+        env["CELLBOX_DEFAULT_USER"] = user
+    argv = agentfs.agent_argv(agent_port)
+    if workdir and workdir != "/":
+        argv += ["--default-workdir", workdir]
     return {
         "ociVersion": "1.0.2",
         # runc hands this file to CRIU on checkpoint/restore (see runtime/checkpoint.py).
@@ -77,11 +94,8 @@ def config(
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
-            "args": agentfs.agent_argv(agent_port),
-            "env": [
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "HOME=/root", "LANG=C.UTF-8", *agentfs.agent_env(),
-            ],
+            "args": argv,
+            "env": [f"{k}={v}" for k, v in env.items()] + agentfs.agent_env(),
             "cwd": "/",
             "capabilities": {k: CAPABILITIES for k in ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],

@@ -10,18 +10,22 @@ a read-only subvolume that sandboxes snapshot in milliseconds.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import _proc
 from ..config import Settings
 from ..errors import InternalFailure, NotFound
-from . import btrfs
+from . import btrfs, unpack
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -123,6 +127,9 @@ class ImageStore:
                 **({"User": config.user} if config.user else {}),
             },
             "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+            # One history entry per layer: buildah refuses a base image whose history
+            # does not account for its layers ("history lists 0 non-empty layers").
+            "history": [{"created_by": "cellbox: root filesystem tarball"}],
         }
         cfg_digest, cfg_size = self._put_bytes(json.dumps(cfg, sort_keys=True).encode())
         manifest = {
@@ -132,14 +139,60 @@ class ImageStore:
             "layers": [{"mediaType": LAYER_TAR, "digest": layer_digest, "size": layer_size}],
         }
         m_digest, m_size = self._put_bytes(json.dumps(manifest, sort_keys=True).encode())
-        ref = normalize(name)
+        with layout_lock(self.layout):
+            self._set_ref(normalize(name), m_digest, m_size)
+        return m_digest
+
+    def _set_ref(self, ref: str, digest: str, size: int) -> None:
+        """Point ``ref`` at a manifest in the index (caller holds the layout lock)."""
         index = self._read_index()
         index["manifests"] = [m for m in index["manifests"] if m.get("annotations", {}).get(REF_NAME) != ref]
         index["manifests"].append(
-            {"mediaType": MANIFEST_TYPE, "digest": m_digest, "size": m_size, "annotations": {REF_NAME: ref}}
+            {"mediaType": MANIFEST_TYPE, "digest": digest, "size": size, "annotations": {REF_NAME: ref}}
         )
         self._write_index(index)
-        return m_digest
+
+    def refs(self) -> dict[str, str]:
+        """Every named image: ref -> manifest digest."""
+        return {m["annotations"][REF_NAME]: m["digest"] for m in self._read_index()["manifests"]
+                if REF_NAME in m.get("annotations", {})}
+
+    def manifest(self, digest: str) -> dict:
+        return json.loads(self._blob_path(digest).read_text())
+
+    def image_config(self, manifest: dict) -> dict:
+        return json.loads(self._blob_path(manifest["config"]["digest"]).read_text())
+
+    async def remove(self, name: str) -> None:
+        """Drop a name; then the blobs and the unpacked subvolume no name uses any more.
+
+        Blobs are shared between images (same digest, one file), so they are collected
+        by mark and sweep over every manifest the index still names, under the layout
+        lock that skopeo and buildah writes also take.
+        """
+        ref = normalize(name)
+        async with async_layout_lock(self.layout):
+            index = self._read_index()
+            gone = [m for m in index["manifests"] if m.get("annotations", {}).get(REF_NAME) == ref]
+            if not gone:
+                raise NotFound(f"image {name!r} not found", code="IMAGE_NOT_FOUND")
+            index["manifests"] = [m for m in index["manifests"] if m not in gone]
+            self._write_index(index)
+            live: set[str] = set()
+            for m in index["manifests"]:
+                live.add(m["digest"])
+                try:
+                    man = self.manifest(m["digest"])
+                except FileNotFoundError:
+                    continue
+                live.add(man["config"]["digest"])
+                live.update(layer["digest"] for layer in man.get("layers", []))
+            for blob in (self.layout / "blobs" / "sha256").iterdir():
+                if f"sha256:{blob.name}" not in live and not blob.name.startswith(".tmp-"):
+                    blob.unlink(missing_ok=True)
+        for m in gone:
+            if m["digest"] not in live:
+                await btrfs.delete(self.unpacked / m["digest"].split(":", 1)[1])
 
     def names(self) -> list[str]:
         return sorted(m["annotations"][REF_NAME] for m in self._read_index()["manifests"] if "annotations" in m)
@@ -167,7 +220,9 @@ class ImageStore:
         cfg = json.loads(self._blob_path(manifest["config"]["digest"]).read_text()).get("config", {})
         rootfs = self.unpacked / digest.split(":", 1)[1]
         if not btrfs.is_subvolume(rootfs):
-            await self._unpack(manifest, rootfs)
+            async with async_layout_lock(self.unpacked, name=".unpack.lock"):
+                if not btrfs.is_subvolume(rootfs):
+                    await self._unpack(manifest, rootfs)
         return Image(
             name=normalize(name),
             digest=digest,
@@ -182,28 +237,67 @@ class ImageStore:
         )
 
     async def _unpack(self, manifest: dict, rootfs: Path) -> None:
-        """Apply the layers in order into a fresh subvolume, then make it read-only.
+        """Unpack into ``rootfs``, starting from the unpacked image that shares the most
+        leading layers with this one (see ``unpack.py``)."""
+        layers = [layer["digest"] for layer in manifest["layers"]]
+        base, done = None, 0
+        for digest in self.refs().values():
+            other = self.unpacked / digest.split(":", 1)[1]
+            if other == rootfs or not btrfs.is_subvolume(other):
+                continue
+            try:
+                theirs = [layer["digest"] for layer in self.manifest(digest)["layers"]]
+            except (FileNotFoundError, KeyError, ValueError):
+                continue
+            if done < len(theirs) <= len(layers) and layers[: len(theirs)] == theirs:
+                base, done = other, len(theirs)
+        rest = manifest["layers"][done:]
+        await unpack.unpack([self._blob_path(layer["digest"]) for layer in rest],
+                            [layer["mediaType"] for layer in rest], rootfs, base=base)
 
-        Unpacks into a temporary subvolume and renames it, so a crash never leaves a
-        half-unpacked image that looks complete.
-        """
-        tmp = self.unpacked / f".tmp-{rootfs.name}"
-        await btrfs.delete(tmp)
-        await btrfs.create(tmp)
+
+class _Flock:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def try_lock(self) -> bool:
         try:
-            for layer in manifest["layers"]:
-                if layer["mediaType"] not in (LAYER_TAR, LAYER_TAR + "+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip"):
-                    raise InternalFailure(f"unsupported layer type {layer['mediaType']}")
-                await _proc.run(
-                    ["tar", "-x", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", str(tmp),
-                     "-f", str(self._blob_path(layer["digest"]))],
-                    timeout=600,
-                )
-            await btrfs.set_readonly(tmp)
-            os.replace(tmp, rootfs)
-        except BaseException:
-            await btrfs.delete(tmp)
-            raise
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def release(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+@contextlib.contextmanager
+def layout_lock(layout: Path, name: str = ".lock") -> Iterator[None]:
+    """Exclusive lock on the OCI layout's index (all cellbox processes on this host)."""
+    lock = _Flock(layout / name)
+    fcntl.flock(lock.fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.asynccontextmanager
+async def async_layout_lock(layout: Path, name: str = ".lock") -> AsyncIterator[None]:
+    """:func:`layout_lock` without blocking the event loop."""
+    lock = _Flock(layout / name)
+    try:
+        while not lock.try_lock():
+            await asyncio.sleep(0.02)
+    except BaseException:
+        os.close(lock.fd)
+        raise
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

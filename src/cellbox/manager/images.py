@@ -1,0 +1,431 @@
+"""Named images for the manager: build, pull, register, pre-boot, list, remove, and
+create a sandbox from any of them.
+
+Three kinds of image, one namespace of names (``images/refs.py``):
+
+* **OCI images** in the OCI layout: the default image, Dockerfile builds, registry
+  pulls. A sandbox boots from a btrfs snapshot of the image's unpacked subvolume,
+  exactly as from the default image.
+* **Registered snapshots** (spec §5 ``register``): a name for a completed snapshot. The
+  image takes its own copy (a btrfs snapshot of the snapshot's files, milliseconds), so
+  the snapshot can be deleted afterwards and the image stays whole.
+* **Pre-booted images**: either of the above carrying a memory snapshot of a booted
+  sandbox (agent up, an optional warm-up command already run). Creating from it is a
+  CRIU restore into a new identity instead of a boot; bench/images.py measures both.
+
+Removing an image is refused while a live sandbox uses it (409 ``IMAGE_IN_USE``).
+Pre-boot sandboxes and image-owned snapshots live in the reserved namespace
+``IMAGES_NAMESPACE``, invisible to listings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .. import ids
+from ..errors import Conflict, InvalidRequest, NotFound
+from ..images import refs
+from ..images.build import Builder, BuildFailed, BuildRequest
+from ..images.catalog import Catalog, ImageRecord
+from ..images.pull import Puller
+from ..images.tools import Tools
+from ..network import netns
+from ..storage import btrfs
+from .records import SandboxRecord, Status, now_ms
+from .snapshot_store import SnapshotRecord, SnapshotStatus, SnapshotType
+
+if TYPE_CHECKING:
+    from .sandboxes import CreateSpec, SandboxManager
+
+log = logging.getLogger(__name__)
+IMAGES_NAMESPACE = "__images__"
+BUILD_NAMESPACE = "__build__"
+WARMUP_TIMEOUT = 600.0
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ImageInfo:
+    """One named image as the API shows it."""
+
+    name: str
+    kind: str  # oci | snapshot
+    source: str  # build | pull | register | local
+    digest: str | None = None
+    snapshot_id: str | None = None
+    prebooted: bool = False
+    memory_snapshot_id: str | None = None
+    warmup: list[str] | None = None
+    size_bytes: int | None = None
+    layers: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    created_at: int | None = None
+    in_use: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _nothing(_: str) -> None:
+    pass
+
+
+class ImageManager:
+    def __init__(self, manager: "SandboxManager") -> None:
+        self.m = manager
+        self.settings = manager.settings
+        self.store = manager.images  # the OCI layout + unpacked subvolumes
+        self.tools = Tools(manager.settings)
+        self.catalog = Catalog(manager.store.db)
+        self.builder = Builder(self.tools, self.store)
+        self.puller = Puller(self.tools, self.store)
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    # -- reading ------------------------------------------------------------------------
+
+    def list(self) -> list[ImageInfo]:
+        names = set(self.store.refs()) | {r.name for r in self.catalog.list()}
+        return [self.describe(n) for n in sorted(names)]
+
+    def describe(self, name: str) -> ImageInfo:
+        canon = refs.canonical(name, field="name")
+        rec = self.catalog.get(canon)
+        digest = self.store.refs().get(canon)
+        if rec is None and digest is None:
+            raise NotFound(f"image {name!r} not found", code="IMAGE_NOT_FOUND")
+        rec = rec or ImageRecord(name=canon, kind="oci", source="local", digest=digest, created_at=0)
+        info = ImageInfo(
+            name=canon, kind=rec.kind, source=rec.source, digest=digest if rec.kind == "oci" else None,
+            snapshot_id=rec.snapshot_id, prebooted=rec.memory_snapshot_id is not None,
+            memory_snapshot_id=rec.memory_snapshot_id, warmup=rec.warmup, size_bytes=rec.size_bytes,
+            created_at=rec.created_at or None, in_use=len(self.users(canon)),
+        )
+        if rec.kind == "oci" and digest is not None:
+            try:
+                manifest = self.store.manifest(digest)
+                cfg = self.store.image_config(manifest).get("config", {})
+                info.layers = [layer["digest"] for layer in manifest["layers"]]
+                info.size_bytes = sum(layer["size"] for layer in manifest["layers"])
+                info.config = {k: cfg[k] for k in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User") if cfg.get(k)}
+            except FileNotFoundError:
+                pass
+        return info
+
+    def users(self, name: str) -> list[str]:
+        """IDs of live sandboxes started from the image (any namespace but ours)."""
+        return [r.id for r in self.m.store.list(live_only=True)
+                if r.image == name and r.namespace not in (IMAGES_NAMESPACE, BUILD_NAMESPACE)]
+
+    # -- build and pull -------------------------------------------------------------------
+
+    async def build(self, req: BuildRequest, on_line: Progress = _nothing, *, preboot: bool = False,
+                    warmup: Sequence[str] | None = None) -> ImageInfo:
+        """Build a Dockerfile into a named image (replacing an image of that name)."""
+        name = refs.canonical(req.name, field="name")
+        req = replace(req, name=name)
+        dockerfile_text = _read_dockerfile(req)
+        async with self._lock(name):
+            self._check_replaceable(name)
+            old = self.catalog.get(name)
+            previous = None
+            if old is not None and old.digest and old.extra.get("build_image_id"):
+                previous = (old.extra["build_image_id"], old.digest)
+            async with self._build_network() as (netns_path, dns):
+                image_id, digest = await self.builder.build(req, on_line, self._ensure_for_build,
+                                                            netns_path=netns_path, dns=dns, previous=previous)
+            if old is not None and old.digest == digest and not (preboot or warmup) and old.kind == "oci":
+                old.extra["build_image_id"] = image_id
+                self.catalog.put(old)
+                return self.describe(name)  # nothing changed: keep the record (and its pre-boot)
+            on_line(f"unpacking {name} ({digest[:19]})")
+            await self.store.resolve(name)
+            rec = ImageRecord(name=name, kind="oci", source="build", digest=digest, dockerfile=dockerfile_text,
+                              extra={"build_image_id": image_id})
+            self.catalog.put(rec)
+            if old is not None:
+                for sid in {old.snapshot_id, old.memory_snapshot_id} - {None}:
+                    await self._drop_snapshot(sid)  # type: ignore[arg-type]
+            if preboot or warmup:
+                await self._preboot(rec, list(warmup or []), on_line)
+        return self.describe(name)
+
+    async def pull(self, image: str, *, username: str | None = None, password: str | None = None,
+                   on_line: Progress = _nothing, preboot: bool = False,
+                   warmup: Sequence[str] | None = None) -> ImageInfo:
+        ref = refs.parse(image)
+        if not ref.is_remote:
+            raise InvalidRequest(f"image: {image!r} is not a registry reference (HOST[:PORT]/NAME[:TAG])")
+        if (username is None) != (password is None):
+            raise InvalidRequest("username and password go together")
+        async with self._lock(ref.name):
+            self._check_replaceable(ref.name)
+            if username is not None and password is not None:
+                await self.puller.login(ref, username, password)
+            digest = await self.puller.pull(ref, on_line)
+            on_line(f"unpacking {ref.name} ({digest[:19]})")
+            await self.store.resolve(ref.name)
+            rec = ImageRecord(name=ref.name, kind="oci", source="pull", digest=digest)
+            self.catalog.put(rec)
+            if preboot or warmup:
+                await self._preboot(rec, list(warmup or []), on_line)
+        return self.describe(ref.name)
+
+    async def ensure_local(self, image: str) -> str:
+        """The canonical name of an image that exists here, pulling a registry
+        reference the first time it is used; 404 for an unknown local name."""
+        ref = refs.parse(image)
+        if ref.name in self.store.refs() or self.catalog.get(ref.name) is not None:
+            return ref.name
+        if not ref.is_remote:
+            raise NotFound(f"image {image!r} not found", code="IMAGE_NOT_FOUND")
+        async with self._lock(ref.name):
+            if ref.name not in self.store.refs():
+                digest = await self.puller.pull(ref, _nothing)
+                self.catalog.put(ImageRecord(name=ref.name, kind="oci", source="pull", digest=digest))
+        return ref.name
+
+    async def _ensure_for_build(self, image: str) -> str:
+        name = await self.ensure_local(image)
+        rec = self.catalog.get(name)
+        if rec is not None and rec.kind != "oci":
+            raise InvalidRequest(f"dockerfile: FROM {image}: a registered snapshot cannot be a build base")
+        return name
+
+    @contextlib.asynccontextmanager
+    async def _build_network(self) -> AsyncIterator[tuple[str | None, str | None]]:
+        """A network namespace on the sandbox bridge for the build's RUN steps, held by
+        a record in ``BUILD_NAMESPACE`` (its address is allocated like a sandbox's)."""
+        rec = SandboxRecord(id=ids.new_id(), namespace=BUILD_NAMESPACE, image="(build)", cpus=0, memory_mb=0,
+                            disk_mb=0)
+        await self.m._allocate(rec)
+        try:
+            await netns.create(self.settings, rec.id, ipaddress.IPv4Address(rec.ip))
+            yield netns.path(rec.id), str(self.settings.gateway)
+        finally:
+            try:
+                await netns.destroy(rec.id)
+            finally:
+                rec.status, rec.terminated_at, rec.termination_reason = Status.TERMINATED, now_ms(), "build_done"
+                self.m.store.update(rec)
+
+    # -- register and pre-boot ---------------------------------------------------------------
+
+    async def register(self, name: str, snapshot_id: str, *, namespace: str = "default",
+                       preboot: bool = False, warmup: Sequence[str] | None = None) -> ImageInfo:
+        """Name a completed snapshot (spec §5). A memory snapshot makes a pre-booted image."""
+        canon = refs.canonical(name, field="name")
+        if refs.parse(canon).is_remote:
+            raise InvalidRequest("name: a registered image gets a local name")
+        snap = self.m.memory.get_snapshot(snapshot_id, namespace)
+        if snap.status != SnapshotStatus.COMPLETED:
+            raise InvalidRequest(f"snapshot {snapshot_id} is {snap.status.value}, not completed",
+                                 code="SNAPSHOT_NOT_READY")
+        async with self._lock(canon):
+            self._check_replaceable(canon)
+            if canon in self.store.refs():
+                raise Conflict(f"an image named {canon!r} already exists (built or pulled): remove it first",
+                               code="IMAGE_EXISTS")
+            own = await self._copy_snapshot(snap, canon)
+            old = self.catalog.get(canon)
+            rec = ImageRecord(name=canon, kind="snapshot", source="register", snapshot_id=own.id,
+                              memory_snapshot_id=own.id if snap.snapshot_type == SnapshotType.MEMORY else None,
+                              extra={"registered_from": snapshot_id})
+            self.catalog.put(rec)
+            if old is not None:
+                for sid in {old.snapshot_id, old.memory_snapshot_id} - {None}:
+                    await self._drop_snapshot(sid)  # type: ignore[arg-type]
+            if (preboot or warmup) and rec.memory_snapshot_id is None:
+                await self._preboot(rec, list(warmup or []), _nothing)
+        return self.describe(canon)
+
+    async def preboot(self, name: str, warmup: Sequence[str] | None = None, on_line: Progress = _nothing) -> ImageInfo:
+        """Give an existing image a memory snapshot of a booted sandbox (replacing one)."""
+        canon = refs.canonical(name, field="name")
+        self.describe(canon)  # 404 if unknown
+        async with self._lock(canon):
+            rec = self.catalog.get(canon) or ImageRecord(name=canon, kind="oci", source="local",
+                                                          digest=self.store.refs().get(canon))
+            old = rec.memory_snapshot_id if rec.memory_snapshot_id != rec.snapshot_id else None
+            rec.memory_snapshot_id = None
+            self.catalog.put(rec)
+            if old:
+                await self._drop_snapshot(old)
+            await self._preboot(rec, list(warmup or []), on_line)
+        return self.describe(canon)
+
+    async def _preboot(self, rec: ImageRecord, warmup: list[str], on_line: Progress) -> None:
+        """Boot a sandbox from the image, run the warm-up command to completion, take a
+        memory snapshot (files + processes), and keep it with the image."""
+        from .sandboxes import CreateSpec
+
+        on_line(f"pre-booting {rec.name}")
+        rec.memory_snapshot_id = None  # boot, not restore
+        self.catalog.put(rec)
+        sbx = await self._create_from(rec, CreateSpec(image=rec.name, namespace=IMAGES_NAMESPACE), preboot=False)
+        try:
+            if warmup:
+                on_line(f"warm-up: {' '.join(warmup)}")
+                await self._run_warmup(sbx, warmup, on_line)
+            snap = await self.m.memory.snapshot(sbx.id, IMAGES_NAMESPACE, SnapshotType.MEMORY)
+        finally:
+            await self.m.destroy(sbx.id, IMAGES_NAMESPACE, reason="preboot_done")
+        rec.memory_snapshot_id, rec.warmup = snap.id, warmup or None
+        self.catalog.put(rec)
+        on_line(f"pre-booted: memory snapshot {snap.id}")
+
+    async def _run_warmup(self, sbx: SandboxRecord, argv: list[str], on_line: Progress) -> None:
+        ip, port = self.m.agent_address(sbx)
+        body = {"command": argv[0], "args": argv[1:], "timeout": WARMUP_TIMEOUT}
+        exit_code: int | None = None
+        async with httpx.AsyncClient(timeout=WARMUP_TIMEOUT + 30) as client:
+            async with client.stream("POST", f"http://{ip}:{port}/api/v1/processes/run", json=body,
+                                     headers={"Accept": "text/event-stream"}) as resp:
+                if resp.status_code != 200:
+                    raise BuildFailed(f"warm-up {argv[0]!r} did not start: {(await resp.aread())[:500]!r}")
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    event = json.loads(line[5:])
+                    if "line" in event:
+                        on_line(event["line"])
+                    elif "exit_code" in event or "signal" in event:
+                        exit_code = event.get("exit_code")
+                        if exit_code is None:
+                            exit_code = 128 + int(event.get("signal") or 0)
+        if exit_code != 0:
+            raise BuildFailed(f"warm-up command {' '.join(argv)!r} exited with {exit_code}")
+
+    async def _copy_snapshot(self, snap: SnapshotRecord, image_name: str) -> SnapshotRecord:
+        """The image's own copy of a snapshot (btrfs snapshot of its files; the memory
+        images, if any, copied with reflinks: both cost next to nothing on the pool)."""
+        own = SnapshotRecord(id=ids.new_id(), namespace=IMAGES_NAMESPACE, sandbox_id=snap.sandbox_id,
+                             snapshot_type=snap.snapshot_type, base_image=snap.base_image,
+                             size_bytes=snap.size_bytes, source=dict(snap.source, image=image_name))
+        src, dest = self.m.memory._snapshot_dir(snap.id), self.m.memory._snapshot_dir(own.id)
+        self.m.memory.snapshots.insert(own)
+        try:
+            dest.mkdir(parents=True)
+            await btrfs.snapshot(src / "rootfs", dest / "rootfs", readonly=True)
+            if (src / "mem").is_dir():
+                from .. import _proc
+
+                await _proc.run(["cp", "-a", "--reflink=auto", str(src / "mem"), str(dest / "mem")], timeout=600)
+            (dest / "manifest.json").write_text(json.dumps(own.source))
+        except BaseException:
+            await self.m.memory._remove_snapshot_files(dest)
+            self.m.memory.snapshots.delete(own.id)
+            raise
+        own.status = SnapshotStatus.COMPLETED
+        self.m.memory.snapshots.update(own)
+        return own
+
+    async def _drop_snapshot(self, snapshot_id: str) -> None:
+        try:
+            await self.m.memory.delete_snapshot(snapshot_id)
+        except NotFound:
+            pass
+
+    # -- remove -----------------------------------------------------------------------------
+
+    def _check_replaceable(self, name: str) -> None:
+        if name == refs.canonical(self.settings.default_image):
+            raise Conflict(f"{name} is the default image; it is made by `cellbox setup`", code="IMAGE_PROTECTED")
+        if users := self.users(name):
+            raise Conflict(f"image {name!r} is in use by {len(users)} sandbox(es): {', '.join(users[:5])}",
+                           code="IMAGE_IN_USE")
+
+    async def remove(self, name: str) -> None:
+        canon = refs.canonical(name, field="name")
+        async with self._lock(canon):
+            self.describe(canon)  # 404 if unknown
+            self._check_replaceable(canon)
+            rec = self.catalog.get(canon)
+            if canon in self.store.refs():
+                await self.store.remove(canon)
+                await self.builder.forget(canon)
+            if rec is not None:
+                for sid in {rec.snapshot_id, rec.memory_snapshot_id} - {None}:
+                    await self._drop_snapshot(sid)  # type: ignore[arg-type]
+                self.catalog.delete(canon)
+
+    # -- create a sandbox from an image ---------------------------------------------------------
+
+    async def create(self, spec: "CreateSpec", *, preboot: bool = True) -> SandboxRecord:
+        """A running sandbox from a named image of any kind (pulling a registry
+        reference first if needed). ``preboot=False`` boots even a pre-booted image."""
+        self.m._validate(spec)
+        name = await self.ensure_local(spec.image or self.settings.default_image)
+        rec = self.catalog.get(name) or ImageRecord(name=name, digest=self.store.refs().get(name))
+        return await self._create_from(rec, replace(spec, image=name), preboot=preboot)
+
+    async def _create_from(self, rec: ImageRecord, spec: "CreateSpec", *, preboot: bool) -> SandboxRecord:
+        if preboot and rec.memory_snapshot_id:
+            return await self._restore(rec, spec, rec.memory_snapshot_id, memory=True)
+        if rec.kind == "snapshot":
+            assert rec.snapshot_id
+            return await self._restore(rec, spec, rec.snapshot_id, memory=False)
+        return await self.m.create_cold(spec)
+
+    async def _restore(self, image: ImageRecord, spec: "CreateSpec", snapshot_id: str, *,
+                       memory: bool) -> SandboxRecord:
+        from .sandboxes import DEFAULT_DISK_MB, MIN_FREE_DISK_MB
+        from .warm import apply_limits
+
+        snap = self.m.memory.get_snapshot(snapshot_id)
+        manifest = dict(snap.source)
+        image_mb = int(manifest.get("image_mb", 0))
+        disk_mb = spec.disk_mb or max(DEFAULT_DISK_MB, image_mb + MIN_FREE_DISK_MB)
+        if disk_mb < image_mb + MIN_FREE_DISK_MB:
+            raise InvalidRequest(f"disk_mb={disk_mb} is too small for the image ({image_mb} MiB)")
+        resources = {"cpus": spec.cpus, "memory_mb": spec.memory_mb, "disk_mb": disk_mb,
+                     "pids_limit": spec.pids_limit}
+        if not memory:
+            # A filesystem snapshot boots with the request's resources: patch the bundle.
+            manifest["bundle_config"] = _with_limits(manifest["bundle_config"], resources)
+        manifest["resources"] = resources if not memory else dict(manifest["resources"], disk_mb=disk_mb)
+        manifest["image"] = image.name
+        rec = await self.m.memory._start_from(
+            self.m.memory._snapshot_dir(snap.id), manifest, namespace=spec.namespace, name=spec.name,
+            timeout_secs=spec.timeout_secs, memory=memory, sandbox_id=spec.sandbox_id,
+        )
+        if memory:
+            try:
+                apply_limits(self.m, rec.id, spec, disk_mb - image_mb)
+            except BaseException:
+                await self.m.destroy(rec.id, rec.namespace, reason="startup_failed")
+                raise
+            rec.cpus, rec.memory_mb, rec.pids_limit = spec.cpus, spec.memory_mb, spec.pids_limit
+        rec.extra["from_image"] = {"name": image.name, "restored": memory, "snapshot_id": snapshot_id}
+        self.m.store.update(rec)
+        return rec
+
+
+def _with_limits(cfg: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+    from ..runtime.bundle import CFS_PERIOD
+
+    cfg = json.loads(json.dumps(cfg))
+    r = cfg["linux"]["resources"]
+    r["memory"] = {"limit": res["memory_mb"] << 20, "swap": res["memory_mb"] << 20}
+    r["cpu"] = {"quota": max(1000, int(res["cpus"] * CFS_PERIOD)), "period": CFS_PERIOD}
+    r["pids"] = {"limit": res["pids_limit"]}
+    return cfg
+
+
+def _read_dockerfile(req: BuildRequest) -> str | None:
+    try:
+        return (req.context / req.dockerfile).read_text(errors="replace")[:65536]
+    except OSError:
+        return None
