@@ -34,6 +34,7 @@ SUBS: list[tuple[str, str]] = [
     ("_backend_async", "_backend_sync"),
     ("AsyncSandboxClient", "SandboxClient"),
     ("AsyncSandbox", "Sandbox"),
+    ("AsyncImages", "Images"),
     ("AsyncProcess", "Process"),
     ("AsyncPty", "Pty"),
     ("AsyncTunnel", "Tunnel"),

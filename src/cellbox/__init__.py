@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 # The SDK's public names, imported on first use (PEP 562) so that ``import cellbox``
 # stays light: the in-sandbox agent and ``cellbox setup`` never load httpx.
 _SDK_EXPORTS = (  # == cellbox.sdk.__all__ (a test checks)
+    "AsyncImages",
     "AsyncProcess",
     "AsyncPty",
     "AsyncSandbox",
@@ -19,6 +20,11 @@ _SDK_EXPORTS = (  # == cellbox.sdk.__all__ (a test checks)
     "Conflict",
     "CopyError",
     "DirectoryEntry",
+    "Image",
+    "ImageBuildError",
+    "ImageInfo",
+    "ImageNotFoundError",
+    "Images",
     "InternalFailure",
     "InvalidRequest",
     "LimitExceeded",

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..manager.service import SandboxService
 from . import errors
+from .images import BUILD_PATH_SUFFIX
 from .routes import router
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def _flat_id(route: APIRoute) -> str:
 class BodyGuard:
     """Every body is JSON here, and small (and slow requests are logged).
 
+    * Except image builds, whose body is a tar of the build context.
     * Bodies are parsed as JSON whatever ``Content-Type`` says (``curl -d`` sends
       ``application/x-www-form-urlencoded``); the header is rewritten for the framework.
     * Bodies over ``max_bytes`` are refused with 413: by ``Content-Length`` before
@@ -75,6 +77,10 @@ class BodyGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "POST" and scope["path"].endswith(BUILD_PATH_SUFFIX):
+            # A build's body is the context archive (api/images.py caps and checks it).
             await self.app(scope, receive, send)
             return
         for key, value in scope["headers"]:

@@ -18,6 +18,7 @@ from ..errors import InvalidRequest
 from ..manager.records import SandboxRecord, Status
 from ..manager.service import SandboxService
 from ..manager.snapshot_store import SnapshotType
+from . import images as image_routes
 from . import render
 from .models import CreateSandboxRequest, SnapshotRequest, UpdateSandboxRequest
 
@@ -205,6 +206,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/snapshots", list_snapshots),
     ("GET", "/snapshots/{snapshot_id}", get_snapshot),
     ("DELETE", "/snapshots/{snapshot_id}", delete_snapshot),
+    *image_routes.ROUTES,
 ]
 
 

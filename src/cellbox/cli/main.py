@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .image_cmds import image
 from .sandbox_cmds import register as register_sandbox_commands
 from .server_cmd import server
 from .setup_cmd import setup
@@ -17,6 +18,7 @@ def cli() -> None:
 
 cli.add_command(setup)
 cli.add_command(server)
+cli.add_command(image)
 register_sandbox_commands(cli)
 
 

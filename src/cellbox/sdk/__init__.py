@@ -13,9 +13,11 @@ Every error raised derives from :class:`cellbox.errors.CellboxError` (alias ``Sa
 """
 
 from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, LimitExceeded, NotFound
-from ._async import AsyncProcess, AsyncPty, AsyncSandbox, AsyncSandboxClient, AsyncTunnel
+from ._async import AsyncImages, AsyncProcess, AsyncPty, AsyncSandbox, AsyncSandboxClient, AsyncTunnel
 from ._errors import (
     CopyError,
+    ImageBuildError,
+    ImageNotFoundError,
     PermissionDenied,
     SandboxConnectionError,
     SandboxError,
@@ -26,10 +28,12 @@ from ._errors import (
     SnapshotNotFoundError,
     WaitTimeout,
 )
-from ._models import CommandResult, DirectoryEntry, OutputLine, ProcessInfo, SandboxInfo, SnapshotInfo
-from ._sync import Process, Pty, Sandbox, SandboxClient, Tunnel
+from ._image import Image
+from ._models import CommandResult, DirectoryEntry, ImageInfo, OutputLine, ProcessInfo, SandboxInfo, SnapshotInfo
+from ._sync import Images, Process, Pty, Sandbox, SandboxClient, Tunnel
 
 __all__ = [
+    "AsyncImages",
     "AsyncProcess",
     "AsyncPty",
     "AsyncSandbox",
@@ -40,6 +44,11 @@ __all__ = [
     "Conflict",
     "CopyError",
     "DirectoryEntry",
+    "Image",
+    "ImageBuildError",
+    "ImageInfo",
+    "ImageNotFoundError",
+    "Images",
     "InternalFailure",
     "InvalidRequest",
     "LimitExceeded",

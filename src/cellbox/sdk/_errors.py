@@ -6,10 +6,12 @@ raises. The tree, with the classes added here marked ``*``::
 
     CellboxError = SandboxError (500, INTERNAL)
     ├── InvalidRequest (400, INVALID_REQUEST)          bad arguments, bad path, command not found
+    │   └── ImageBuildError* (422, BUILD_FAILED)       a Dockerfile step or the warm-up command failed
     ├── PermissionDenied* (403, PERMISSION_DENIED)     401/403: missing key, path traversal, bad PTY token
     ├── NotFound (404, NOT_FOUND)                      file, process, PTY session
     │   ├── SandboxNotFoundError* (404, SANDBOX_NOT_FOUND)
-    │   └── SnapshotNotFoundError* (404, SNAPSHOT_NOT_FOUND)
+    │   ├── SnapshotNotFoundError* (404, SNAPSHOT_NOT_FOUND)
+    │   └── ImageNotFoundError* (404, IMAGE_NOT_FOUND)
     ├── Conflict (409, CONFLICT)                       name taken, wrong state
     ├── LimitExceeded (429, LIMIT_EXCEEDED)            too many sandboxes or PTY sessions
     ├── WaitTimeout* (408, TIMEOUT)                    a client-side wait ran out (also a TimeoutError)
@@ -57,6 +59,21 @@ class SnapshotNotFoundError(NotFound):
 
     status = 404
     code = "SNAPSHOT_NOT_FOUND"
+
+
+class ImageNotFoundError(NotFound):
+    """Raised when no image has the name (or the registry has no such image)."""
+
+    status = 404
+    code = "IMAGE_NOT_FOUND"
+
+
+class ImageBuildError(InvalidRequest):
+    """Raised when a build step (or a pre-boot warm-up command) fails; the message has
+    the end of the builder's output."""
+
+    status = 422
+    code = "BUILD_FAILED"
 
 
 class SandboxStartError(InternalFailure):
@@ -135,6 +152,8 @@ for _cls in (
     PermissionDenied,
     SandboxNotFoundError,
     SnapshotNotFoundError,
+    ImageNotFoundError,
+    ImageBuildError,
     SandboxStartError,
     CopyError,
     SnapshotError,

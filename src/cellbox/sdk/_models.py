@@ -189,3 +189,47 @@ class OutputLine:
     line: str
     stream: str = "stdout"
     timestamp: int | None = None
+
+
+@dataclass
+class ImageInfo:
+    """A named image as the lifecycle API describes it (``GET /images/{name}``).
+
+    ``kind`` is ``oci`` (the default image, a Dockerfile build or a registry pull) or
+    ``snapshot`` (a registered snapshot); ``source`` says where it came from (``build``,
+    ``pull``, ``register``, ``local``). A ``prebooted`` image carries a memory snapshot:
+    sandboxes created from it are restored, not booted. ``in_use`` counts the live
+    sandboxes made from it (an image in use cannot be removed).
+    """
+
+    name: str
+    kind: str
+    source: str
+    digest: str | None = None
+    snapshot_id: str | None = None
+    prebooted: bool = False
+    warmup: list[str] | None = None
+    size_bytes: int | None = None
+    layers: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    created_at: int | None = None
+    in_use: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImageInfo:
+        return cls(
+            name=str(data.get("name") or ""),
+            kind=str(data.get("kind") or "oci"),
+            source=str(data.get("source") or "local"),
+            digest=data.get("digest"),
+            snapshot_id=data.get("snapshot_id"),
+            prebooted=bool(data.get("prebooted")),
+            warmup=data.get("warmup"),
+            size_bytes=data.get("size_bytes"),
+            layers=list(data.get("layers") or []),
+            config=dict(data.get("config") or {}),
+            created_at=data.get("created_at"),
+            in_use=int(data.get("in_use") or 0),
+            raw=data,
+        )

@@ -238,15 +238,17 @@ class ImageStore:
 
     async def _unpack(self, manifest: dict, rootfs: Path) -> None:
         """Unpack into ``rootfs``, starting from the unpacked image that shares the most
-        leading layers with this one (see ``unpack.py``)."""
-        layers = [layer["digest"] for layer in manifest["layers"]]
+        leading layers with this one (see ``unpack.py``). Layers are compared by their
+        uncompressed digests (the config's ``diff_ids``), so an image pulled from a
+        registry (gzip layers) still shares the default image's unpacked layers."""
+        layers = self._diff_ids(manifest)
         base, done = None, 0
-        for digest in self.refs().values():
+        for digest in set(self.refs().values()):
             other = self.unpacked / digest.split(":", 1)[1]
             if other == rootfs or not btrfs.is_subvolume(other):
                 continue
             try:
-                theirs = [layer["digest"] for layer in self.manifest(digest)["layers"]]
+                theirs = self._diff_ids(self.manifest(digest))
             except (FileNotFoundError, KeyError, ValueError):
                 continue
             if done < len(theirs) <= len(layers) and layers[: len(theirs)] == theirs:
@@ -254,6 +256,13 @@ class ImageStore:
         rest = manifest["layers"][done:]
         await unpack.unpack([self._blob_path(layer["digest"]) for layer in rest],
                             [layer["mediaType"] for layer in rest], rootfs, base=base)
+
+    def _diff_ids(self, manifest: dict) -> list[str]:
+        """Uncompressed layer digests; the blob digests if the config lacks them."""
+        ids = self.image_config(manifest).get("rootfs", {}).get("diff_ids") or []
+        if len(ids) != len(manifest["layers"]):
+            return [layer["digest"] for layer in manifest["layers"]]
+        return list(ids)
 
 
 class _Flock:

@@ -24,6 +24,7 @@ from .._errors import (
     raise_for_status,
 )
 from .._models import SandboxInfo, SnapshotInfo
+from .images import AsyncImages
 from .._shared import (
     FINAL_STATES,
     KEEP,
@@ -57,6 +58,7 @@ class AsyncSandboxClient:
         self._http = httpx.AsyncClient(
             headers=self.config.headers(), timeout=httpx.Timeout(self.config.timeout), follow_redirects=False
         )
+        self.images = AsyncImages(self)
 
     @property
     def api_url(self) -> str:

@@ -3,10 +3,11 @@
 """The sync SDK, generated from ``_async/`` by ``scripts/unasync.py``: do not edit."""
 
 from .client import SandboxClient
+from .images import Images
 from .process import Process
 from .pty import Pty
 from .sandbox import Sandbox
 from .tunnel import Tunnel
 from .websocket import WebSocket
 
-__all__ = ["Process", "Pty", "Sandbox", "SandboxClient", "Tunnel", "WebSocket"]
+__all__ = ["Images", "Process", "Pty", "Sandbox", "SandboxClient", "Tunnel", "WebSocket"]

@@ -26,6 +26,7 @@ from .._errors import (
     raise_for_status,
 )
 from .._models import SandboxInfo, SnapshotInfo
+from .images import Images
 from .._shared import (
     FINAL_STATES,
     KEEP,
@@ -59,6 +60,7 @@ class SandboxClient:
         self._http = httpx.Client(
             headers=self.config.headers(), timeout=httpx.Timeout(self.config.timeout), follow_redirects=False
         )
+        self.images = Images(self)
 
     @property
     def api_url(self) -> str:

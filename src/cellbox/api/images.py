@@ -1,0 +1,268 @@
+"""Image routes: build (a tar of the context as the body), pull, register, pre-boot,
+list, describe, remove; and Tensorlake's template catalog (spec §5).
+
+Build and pull answer with a stream of JSON lines (``application/x-ndjson``) so the
+client shows progress while buildah or skopeo works: ``{"line": "..."}`` for each
+line of output, then one ``{"image": {...}}`` or ``{"error", "code", "status"}`` (the
+status the error would have had as a plain answer).
+Everything that can be checked before the work starts (name, Dockerfile, build args,
+the context archive) is checked first and answered as a plain 4xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import tarfile
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import Field
+
+from ..errors import CellboxError, InvalidRequest
+from ..images.build import BuildRequest, validate
+from ..manager.images import ImageInfo, ImageManager
+from .models import _Model
+
+log = logging.getLogger(__name__)
+MAX_CONTEXT = 4 << 30  # bytes of build context a request may upload
+BUILD_PATH_SUFFIX = "/images/build"
+ImageName = Annotated[str, "an image name; may contain / and :"]
+
+
+def _images(request: Request) -> ImageManager:
+    return request.app.state.service.manager.image_manager  # type: ignore[no-any-return]
+
+
+def _info(info: ImageInfo) -> dict[str, Any]:
+    return info.to_dict()
+
+
+class PullRequest(_Model):
+    image: str = Field(..., min_length=1, max_length=255, description="HOST[:PORT]/NAME[:TAG|@sha256:...]")
+    username: str | None = Field(None, max_length=1024)
+    password: str | None = Field(None, max_length=4096)
+    preboot: bool = False
+    warmup: list[str] | None = Field(None, min_length=1, max_length=256)
+
+
+class RegisterRequest(_Model):
+    name: str = Field(..., min_length=1, max_length=255)
+    snapshot_id: str = Field(..., min_length=1, max_length=128)
+    preboot: bool = False
+    warmup: list[str] | None = Field(None, min_length=1, max_length=256)
+
+
+class PrebootRequest(_Model):
+    warmup: list[str] | None = Field(None, min_length=1, max_length=256)
+
+
+class TemplateRequest(_Model):
+    """Tensorlake's register body (camelCase, spec §5); only name and snapshotId matter here."""
+
+    name: str = Field(..., min_length=1, max_length=255)
+    snapshotId: str = Field(..., min_length=1, max_length=128)
+
+
+def _stream(work: Callable[[Callable[[str], None]], Awaitable[ImageInfo]]) -> StreamingResponse:
+    """Run ``work`` in the background, streaming its progress lines and its outcome."""
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    def on_line(line: str) -> None:
+        queue.put_nowait({"line": line})
+
+    async def runner() -> None:
+        try:
+            info = await work(on_line)
+            queue.put_nowait({"image": _info(info)})
+        except CellboxError as exc:
+            queue.put_nowait({**exc.to_dict(), "status": exc.status})
+        except Exception as exc:  # noqa: BLE001 - reported in the stream, logged here
+            log.exception("image job failed", exc_info=exc)
+            queue.put_nowait({"error": f"internal error: {type(exc).__name__}: {exc}", "code": "INTERNAL",
+                              "status": 500})
+        finally:
+            queue.put_nowait(None)
+
+    # The job goes on if the client goes away: stopping buildah half-way would leave
+    # its containers behind; it cleans up after itself when it ends.
+    task = asyncio.ensure_future(runner())
+    _jobs.add(task)
+    task.add_done_callback(_jobs.discard)
+
+    async def body() -> AsyncIterator[bytes]:
+        while (item := await queue.get()) is not None:
+            yield (json.dumps(item) + "\n").encode()
+
+    return StreamingResponse(body(), media_type="application/x-ndjson")
+
+
+_jobs: set[asyncio.Task[None]] = set()
+
+
+async def build_image(
+    request: Request,
+    name: Annotated[str, Query(min_length=1, max_length=255, description="the image's name")],
+    dockerfile: Annotated[str, Query(min_length=1, max_length=1024)] = "Dockerfile",
+    build_arg: Annotated[list[str] | None, Query(description="K=V, repeatable")] = None,
+    target: Annotated[str | None, Query(max_length=128)] = None,
+    no_cache: bool = False,
+    preboot: bool = False,
+    warmup: Annotated[list[str] | None, Query(description="warm-up argv, one item per parameter")] = None,
+) -> StreamingResponse:
+    """Build a Dockerfile. Body: a tar (optionally gzip) of the build context."""
+    args: dict[str, str] = {}
+    for item in build_arg or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidRequest(f"build_arg: expected K=V, got {item!r}")
+        args[key] = value
+    images = _images(request)
+    tmp = Path(tempfile.mkdtemp(prefix="context-", dir=images.tools.tmp_dir()))
+    try:
+        context = await _receive_context(request, tmp)
+        req = BuildRequest(name=name, context=context, dockerfile=dockerfile, build_args=args, target=target,
+                           no_cache=no_cache)
+        validate(req)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    async def work(on_line: Callable[[str], None]) -> ImageInfo:
+        try:
+            return await images.build(req, on_line, preboot=preboot, warmup=warmup)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+    return _stream(work)
+
+
+async def _receive_context(request: Request, tmp: Path) -> Path:
+    """Save the uploaded archive and unpack it with tarfile's ``data`` filter (no
+    absolute paths, no ``..``, no links out of the context, no device files)."""
+    archive = tmp / "context.tar"
+    size = 0
+    with open(archive, "wb") as f:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_CONTEXT:
+                raise InvalidRequest(f"the build context is larger than {MAX_CONTEXT >> 20} MiB",
+                                     code="PAYLOAD_TOO_LARGE")
+            f.write(chunk)
+    if size == 0:
+        raise InvalidRequest("body: send the build context as a tar archive", code="INVALID_CONTEXT")
+    context = tmp / "context"
+    context.mkdir()
+
+    def extract() -> None:
+        with tarfile.open(archive) as tar:
+            tar.extractall(context, filter="data")
+
+    try:
+        await asyncio.to_thread(extract)
+    except (tarfile.TarError, OSError) as exc:
+        raise InvalidRequest(f"body: the build context is not a usable tar archive: {exc}",
+                             code="INVALID_CONTEXT") from None
+    finally:
+        archive.unlink(missing_ok=True)
+    return context
+
+
+async def pull_image(request: Request, body: Annotated[PullRequest, Body()]) -> StreamingResponse:
+    """Pull from a registry (with optional credentials, remembered per registry)."""
+    from ..images import refs
+
+    ref = refs.parse(body.image)
+    if not ref.is_remote:
+        raise InvalidRequest(f"image: {body.image!r} is not a registry reference (HOST[:PORT]/NAME[:TAG])")
+    if (body.username is None) != (body.password is None):
+        raise InvalidRequest("username and password go together")
+    images = _images(request)
+
+    async def work(on_line: Callable[[str], None]) -> ImageInfo:
+        return await images.pull(body.image, username=body.username, password=body.password, on_line=on_line,
+                                 preboot=body.preboot, warmup=body.warmup)
+
+    return _stream(work)
+
+
+async def register_image(request: Request, body: Annotated[RegisterRequest, Body()]) -> JSONResponse:
+    """Name a completed snapshot (a memory snapshot makes a pre-booted image)."""
+    info = await _images(request).register(body.name, body.snapshot_id, namespace=_namespace(request),
+                                           preboot=body.preboot, warmup=body.warmup)
+    return JSONResponse(_info(info))
+
+
+async def preboot_image(request: Request, name: str, body: Annotated[PrebootRequest | None, Body()] = None) -> JSONResponse:
+    """Give an image a memory snapshot of a booted sandbox (after the warm-up command)."""
+    info = await _images(request).preboot(name, (body.warmup if body else None))
+    return JSONResponse(_info(info))
+
+
+async def list_images(request: Request) -> JSONResponse:
+    return JSONResponse({"images": [_info(i) for i in _images(request).list()]})
+
+
+async def get_image(request: Request, name: str) -> JSONResponse:
+    return JSONResponse(_info(_images(request).describe(name)))
+
+
+async def delete_image(request: Request, name: str) -> JSONResponse:
+    """Remove an image; 409 while a sandbox uses it."""
+    await _images(request).remove(name)
+    return JSONResponse({})
+
+
+# -- Tensorlake's template catalog (spec §5) ----------------------------------------------
+
+
+def _template(info: ImageInfo) -> dict[str, Any]:
+    return {
+        "id": info.name, "name": info.name, "snapshotId": info.snapshot_id or info.memory_snapshot_id,
+        "snapshotSandboxId": None, "snapshotUri": None, "snapshotFormatVersion": None,
+        "snapshotSizeBytes": info.size_bytes, "rootfsDiskBytes": info.size_bytes, "rootfsNodeKind": info.kind,
+        "public": False,
+    }
+
+
+async def list_templates(request: Request) -> JSONResponse:
+    return JSONResponse({"items": [_template(i) for i in _images(request).list()], "next": None})
+
+
+async def get_template(request: Request, name: str) -> JSONResponse:
+    return JSONResponse(_template(_images(request).describe(name)))
+
+
+async def delete_template(request: Request, name: str) -> JSONResponse:
+    await _images(request).remove(name)
+    return JSONResponse({})
+
+
+async def register_template(request: Request, body: Annotated[TemplateRequest, Body()]) -> JSONResponse:
+    info = await _images(request).register(body.name, body.snapshotId, namespace=_namespace(request))
+    return JSONResponse(_template(info))
+
+
+def _namespace(request: Request) -> str:
+    return request.path_params.get("namespace", "default")  # type: ignore[no-any-return]
+
+
+ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
+    ("GET", "/images", list_images),
+    ("POST", "/images/build", build_image),
+    ("POST", "/images/pull", pull_image),
+    ("POST", "/images/register", register_image),
+    ("POST", "/images/{name:path}/preboot", preboot_image),
+    ("GET", "/images/{name:path}", get_image),
+    ("DELETE", "/images/{name:path}", delete_image),
+    ("GET", "/sandbox-templates", list_templates),
+    ("POST", "/sandbox-templates", register_template),
+    ("GET", "/sandbox-templates/by-name/{name:path}", get_template),
+    ("DELETE", "/sandbox-templates/{name:path}", delete_template),
+]
