@@ -158,6 +158,8 @@ class ImageManager:
             if old is not None:
                 for sid in {old.snapshot_id, old.memory_snapshot_id} - {None}:
                     await self._drop_snapshot(sid)  # type: ignore[arg-type]
+                if old.digest != digest:
+                    await self.store.collect()  # the replaced image's blobs and subvolume
             if preboot or warmup:
                 await self._preboot(rec, list(warmup or []), on_line)
         return self.describe(name)
@@ -174,11 +176,17 @@ class ImageManager:
             self._check_replaceable(ref.name)
             if username is not None and password is not None:
                 await self.puller.login(ref, username, password)
+            old = self.catalog.get(ref.name)
             digest = await self.puller.pull(ref, on_line)
             on_line(f"unpacking {ref.name} ({digest[:19]})")
             await self.store.resolve(ref.name)
             rec = ImageRecord(name=ref.name, kind="oci", source="pull", digest=digest)
             self.catalog.put(rec)
+            if old is not None:
+                if old.memory_snapshot_id:
+                    await self._drop_snapshot(old.memory_snapshot_id)
+                if old.digest != digest:
+                    await self.store.collect()
             if preboot or warmup:
                 await self._preboot(rec, list(warmup or []), on_line)
         return self.describe(ref.name)
@@ -341,8 +349,13 @@ class ImageManager:
     # -- remove -----------------------------------------------------------------------------
 
     def _check_replaceable(self, name: str) -> None:
+        """A build or pull may replace an image that sandboxes use (theirs are copies),
+        but never the default image."""
         if name == refs.canonical(self.settings.default_image):
             raise Conflict(f"{name} is the default image; it is made by `cellbox setup`", code="IMAGE_PROTECTED")
+
+    def _check_removable(self, name: str) -> None:
+        self._check_replaceable(name)
         if users := self.users(name):
             raise Conflict(f"image {name!r} is in use by {len(users)} sandbox(es): {', '.join(users[:5])}",
                            code="IMAGE_IN_USE")
@@ -351,7 +364,7 @@ class ImageManager:
         canon = refs.canonical(name, field="name")
         async with self._lock(canon):
             self.describe(canon)  # 404 if unknown
-            self._check_replaceable(canon)
+            self._check_removable(canon)
             rec = self.catalog.get(canon)
             if canon in self.store.refs():
                 await self.store.remove(canon)

@@ -164,12 +164,7 @@ class ImageStore:
         return json.loads(self._blob_path(manifest["config"]["digest"]).read_text())
 
     async def remove(self, name: str) -> None:
-        """Drop a name; then the blobs and the unpacked subvolume no name uses any more.
-
-        Blobs are shared between images (same digest, one file), so they are collected
-        by mark and sweep over every manifest the index still names, under the layout
-        lock that skopeo and buildah writes also take.
-        """
+        """Drop a name, then whatever no name uses any more (:meth:`collect`)."""
         ref = normalize(name)
         async with async_layout_lock(self.layout):
             index = self._read_index()
@@ -178,8 +173,19 @@ class ImageStore:
                 raise NotFound(f"image {name!r} not found", code="IMAGE_NOT_FOUND")
             index["manifests"] = [m for m in index["manifests"] if m not in gone]
             self._write_index(index)
+        await self.collect()
+
+    async def collect(self) -> None:
+        """Delete blobs and unpacked subvolumes that no named image uses.
+
+        Blobs are shared between images (same digest, one file), so they are collected
+        by mark and sweep over every manifest the index still names, under the layout
+        lock that skopeo and buildah writes also take. A sandbox never depends on an
+        unpacked image: its root filesystem is a snapshot, independent once made.
+        """
+        async with async_layout_lock(self.layout):
             live: set[str] = set()
-            for m in index["manifests"]:
+            for m in self._read_index()["manifests"]:
                 live.add(m["digest"])
                 try:
                     man = self.manifest(m["digest"])
@@ -187,12 +193,14 @@ class ImageStore:
                     continue
                 live.add(man["config"]["digest"])
                 live.update(layer["digest"] for layer in man.get("layers", []))
-            for blob in (self.layout / "blobs" / "sha256").iterdir():
+            blobs = self.layout / "blobs" / "sha256"
+            for blob in blobs.iterdir() if blobs.exists() else []:
                 if f"sha256:{blob.name}" not in live and not blob.name.startswith(".tmp-"):
                     blob.unlink(missing_ok=True)
-        for m in gone:
-            if m["digest"] not in live:
-                await btrfs.delete(self.unpacked / m["digest"].split(":", 1)[1])
+            async with async_layout_lock(self.unpacked, name=".unpack.lock"):
+                for sub in self.unpacked.iterdir() if self.unpacked.exists() else []:
+                    if not sub.name.startswith(".") and f"sha256:{sub.name}" not in live:
+                        await btrfs.delete(sub)
 
     def names(self) -> list[str]:
         return sorted(m["annotations"][REF_NAME] for m in self._read_index()["manifests"] if "annotations" in m)

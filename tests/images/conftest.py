@@ -1,0 +1,92 @@
+"""Fixtures for the image tests: a loopback registry, and a tracker of the images,
+snapshots and sandboxes a test makes, removed at teardown even when the test fails.
+
+After each test, buildah's store must hold no working container (a failed build that
+left one behind leaks disk and names)."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cellbox.errors import NotFound
+from cellbox.manager.sandboxes import SandboxManager
+
+from ..conftest import LoopThread
+from . import registry as registry_mod
+
+
+class Images:
+    """Names of images (and snapshots) made by one test; all removed afterwards."""
+
+    def __init__(self, manager: SandboxManager, lt: LoopThread) -> None:
+        self.manager, self.lt = manager, lt
+        self.names: list[str] = []
+        self.snapshots: list[str] = []
+
+    @property
+    def im(self):  # noqa: ANN201 - the ImageManager
+        return self.manager.image_manager
+
+    def track(self, name: str) -> str:
+        self.names.append(name)
+        return name
+
+    def cleanup(self) -> None:
+        errors = []
+        for name in reversed(self.names):
+            try:
+                self.lt.run(self.im.remove(name), timeout=300)
+            except NotFound:
+                pass
+            except Exception as exc:  # noqa: BLE001 - reach every image
+                errors.append(f"{name}: {exc}")
+        for sid in self.snapshots:
+            try:
+                self.lt.run(self.manager.memory.delete_snapshot(sid))
+            except NotFound:
+                pass
+        assert not errors, f"could not remove images: {errors}"
+
+
+@pytest.fixture
+def images(manager: SandboxManager, loop_thread: LoopThread) -> Iterator[Images]:
+    im = Images(manager, loop_thread)
+    try:
+        yield im
+    finally:
+        im.cleanup()
+        assert buildah_containers(manager) == [], "a build left buildah working containers behind"
+
+
+def buildah_containers(manager: SandboxManager) -> list[str]:
+    tools = manager.image_manager.tools
+    if not tools.buildah_root.exists():
+        return []
+    out = subprocess.run(tools.buildah("containers", "-q"), capture_output=True, text=True, env=tools.env())
+    return out.stdout.split()
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[registry_mod.Registry]:
+    if not registry_mod.available():
+        pytest.skip("docker-registry or htpasswd missing (run scripts/setup.sh --test)")
+    reg = registry_mod.start()
+    try:
+        yield reg
+    finally:
+        registry_mod.stop(reg)
+
+
+def write_context(root: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Dockerfile").write_text(textwrap.dedent(dockerfile).lstrip())
+    for name, text in (files or {}).items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
