@@ -72,7 +72,7 @@ def buildah_containers(manager: SandboxManager) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def registry() -> Iterator[registry_mod.Registry]:
+def registry(settings) -> Iterator[registry_mod.Registry]:  # noqa: ANN001
     if not registry_mod.available():
         pytest.skip("docker-registry or htpasswd missing (run scripts/setup.sh --test)")
     reg = registry_mod.start()
@@ -80,6 +80,12 @@ def registry() -> Iterator[registry_mod.Registry]:
         yield reg
     finally:
         registry_mod.stop(reg)
+        # Forget the credentials the tests stored for this (now dead) registry.
+        from cellbox.images.tools import Tools
+
+        auth = Tools(settings).auth_file
+        if auth.exists():
+            subprocess.run(["skopeo", "logout", "--authfile", str(auth), reg.host], capture_output=True)
 
 
 def write_context(root: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:

@@ -90,7 +90,7 @@ class Puller:
 def _classify(exc: CommandFailed, ref: refs.ImageRef) -> Exception:
     text = exc.stderr.lower()
     tail = exc.stderr.strip().splitlines()[-1][-500:] if exc.stderr.strip() else str(exc)
-    if "unauthorized" in text or "authentication required" in text or "401" in text:
+    if any(s in text for s in ("unauthorized", "authentication required", "invalid username/password", " 401")):
         return RegistryAuthFailed(f"registry {ref.registry} refused access to {ref.remote}: {tail}")
     if "manifest unknown" in text or "not found" in text or "name unknown" in text:
         return NotFound(f"image {ref.remote} not found in the registry", code="IMAGE_NOT_FOUND")
