@@ -284,6 +284,10 @@ class ImageManager:
         self.catalog.put(rec)
         sbx = await self._create_from(rec, CreateSpec(image=rec.name, namespace=IMAGES_NAMESPACE), preboot=False)
         try:
+            # The agent must have answered once: until its loop runs, the connection that
+            # saw its port open waits in the listen backlog, and CRIU refuses to dump
+            # in-flight connections. Answering also means the snapshot is "agent ready".
+            await self._agent_health(sbx)
             if warmup:
                 on_line(f"warm-up: {' '.join(warmup)}")
                 await self._run_warmup(sbx, warmup, on_line)
@@ -293,6 +297,12 @@ class ImageManager:
         rec.memory_snapshot_id, rec.warmup = snap.id, warmup or None
         self.catalog.put(rec)
         on_line(f"pre-booted: memory snapshot {snap.id}")
+
+    async def _agent_health(self, sbx: SandboxRecord) -> None:
+        ip, port = self.m.agent_address(sbx)
+        async with httpx.AsyncClient(timeout=30) as client:
+            resp = await client.get(f"http://{ip}:{port}/api/v1/health")
+            resp.raise_for_status()
 
     async def _run_warmup(self, sbx: SandboxRecord, argv: list[str], on_line: Progress) -> None:
         ip, port = self.m.agent_address(sbx)
