@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up cellbox on a Debian 12 host, from nothing; idempotent (a second run takes seconds).
 # Run as root from the repository:  scripts/setup.sh [--test]
-#   1. Debian packages (runc, btrfs-progs, nftables, mmdebstrap, buildah/skopeo, python3-venv)
+#   1. Debian packages (runc, btrfs-progs, nftables, mmdebstrap, buildah/skopeo, python3-venv;
+#      --test: docker-registry and apache2-utils for the image tests)
 #   2. CRIU >= 4 (built from source if needed: Debian 12's 3.17 fails on recent kernels)
 #   3. kernel settings cellbox needs (pipe size for CRIU lazy pages)
 #   4. the project's virtualenv (.venv) with pinned dependencies (--test: and test tools)
@@ -21,6 +22,9 @@ trap 'rc=$?; [ $rc -ne 0 ] && printf "\nsetup failed at step: %s (exit %s)\n" "$
 
 PACKAGES=(runc btrfs-progs nftables mmdebstrap iproute2 util-linux tar xz-utils ca-certificates
           python3 python3-venv python3-dev buildah skopeo golang-github-containers-common)
+# --test: a registry the image tests run on loopback (docker-registry = the CNCF
+# distribution server) and htpasswd for its auth.
+[ $WITH_TEST = 1 ] && PACKAGES+=(docker-registry apache2-utils)
 step "Debian packages"
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -32,6 +36,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
     echo "all present"
+fi
+if [ $WITH_TEST = 1 ] && command -v systemctl >/dev/null && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+    # The package enables a registry on :5000 for every interface; the tests start their own.
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 
 step "CRIU >= 4"

@@ -21,13 +21,17 @@ pytestmark = pytest.mark.root
 
 EXAMPLES = 8
 CREATE_EXAMPLES = 4
+# Image jobs answer with a stream of JSON lines, and a generated pull reference would send
+# skopeo to whatever host it names (tests may only reach loopback): tests/images covers them.
+SKIPPED = ("/images/build", "/images/pull")
 
 
 def test_generated_requests_never_get_5xx(api: Api):
     started = time.monotonic()
     schema = schemathesis.openapi.from_url(api.server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 28  # 14 routes x (namespaced, flat)
+    assert len(operations) == 50  # 25 routes x (namespaced, flat)
+    operations = [op for op in operations if not op.path.endswith(SKIPPED)]
     failures: list[str] = []
 
     for op in operations:
