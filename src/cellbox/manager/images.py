@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .. import ids
-from ..errors import Conflict, InvalidRequest, NotFound
+from ..errors import CellboxError, Conflict, InvalidRequest, NotFound
 from ..images import refs
 from ..images.build import Builder, BuildFailed, BuildRequest
 from ..images.catalog import Catalog, ImageRecord
@@ -292,11 +292,24 @@ class ImageManager:
                 on_line(f"warm-up: {' '.join(warmup)}")
                 await self._run_warmup(sbx, warmup, on_line)
             snap = await self.m.memory.snapshot(sbx.id, IMAGES_NAMESPACE, SnapshotType.MEMORY)
+            rec.memory_snapshot_id, rec.warmup = snap.id, warmup or None
+            self.catalog.put(rec)
         finally:
-            await self.m.destroy(sbx.id, IMAGES_NAMESPACE, reason="preboot_done")
-        rec.memory_snapshot_id, rec.warmup = snap.id, warmup or None
-        self.catalog.put(rec)
+            await self._destroy(sbx)
         on_line(f"pre-booted: memory snapshot {snap.id}")
+
+    async def _destroy(self, sbx: SandboxRecord, attempts: int = 3) -> None:
+        """Destroy the pre-boot sandbox; retried, because right after a dump its
+        subvolume can still be busy for a moment (seen under load: EBUSY on delete)."""
+        for attempt in range(attempts):
+            try:
+                await self.m.destroy(sbx.id, IMAGES_NAMESPACE, reason="preboot_done")
+                return
+            except CellboxError as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.warning("pre-boot sandbox %s: destroy failed (%s); retrying", sbx.id, exc)
+                await asyncio.sleep(0.5 * (attempt + 1))
 
     async def _agent_health(self, sbx: SandboxRecord) -> None:
         ip, port = self.m.agent_address(sbx)
