@@ -37,6 +37,11 @@ class Settings:
     agent_port: int = 9501
     # Pre-booted sandboxes of the default image kept ready for creates (0 disables).
     warm_pool_size: int = int(_env("CELLBOX_WARM_POOL", "2"))
+    # Creating from a pre-booted image: "auto" restores its memory snapshot only when
+    # it holds state a boot would not recreate (a warm-up ran, or it was registered
+    # from a memory snapshot), since a plain boot measured faster than a restore
+    # (bench/images.py); "always" / "never" force one way.
+    preboot_restore: str = _env("CELLBOX_PREBOOT_RESTORE", "auto")
 
     @property
     def pool_image(self) -> Path:

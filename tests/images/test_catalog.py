@@ -76,6 +76,20 @@ def test_prebooted_image_restores_warm_state(images: Images, sandboxes, tmp_path
     assert rec2.ip != rec.ip
 
 
+def test_preboot_without_warmup_boots_by_default(images: Images, sandboxes, tmp_path: Path) -> None:
+    """A plain boot measured faster than a restore: with nothing in memory worth
+    keeping, a pre-booted image still boots (``CELLBOX_PREBOOT_RESTORE=auto``)."""
+    token = secrets.token_hex(4)
+    ctx = write_context(tmp_path / "ctx", f"FROM cellbox/debian\nRUN echo {token} > /t\n")
+    name = images.track(f"test/preboot-plain-{token}")
+    info = images.lt.run(images.im.build(BuildRequest(name=name, context=ctx), lambda _: None, preboot=True),
+                         timeout=600)
+    assert info.prebooted and not info.warmup
+    rec = sandboxes.create(image=name)
+    assert rec.extra["from_image"]["restored"] is False
+    assert sandboxes.sh(rec, "cat /t")["out"].strip() == token
+
+
 def test_register_memory_snapshot_is_prebooted(images: Images, sandboxes) -> None:
     src = sandboxes.create()
     sandboxes.sh(src, "echo from-memory-snapshot > /tmp/m")

@@ -11,7 +11,8 @@ Three kinds of image, one namespace of names (``images/refs.py``):
   the snapshot can be deleted afterwards and the image stays whole.
 * **Pre-booted images**: either of the above carrying a memory snapshot of a booted
   sandbox (agent up, an optional warm-up command already run). Creating from it is a
-  CRIU restore into a new identity instead of a boot; bench/images.py measures both.
+  CRIU restore into a new identity instead of a boot when the memory holds work a
+  boot would not redo (see ``_restores``; bench/images.py measures both).
 
 Removing an image is refused while a live sandbox uses it (409 ``IMAGE_IN_USE``).
 Pre-boot sandboxes and image-owned snapshots live in the reserved namespace
@@ -250,7 +251,8 @@ class ImageManager:
             old = self.catalog.get(canon)
             rec = ImageRecord(name=canon, kind="snapshot", source="register", snapshot_id=own.id,
                               memory_snapshot_id=own.id if snap.snapshot_type == SnapshotType.MEMORY else None,
-                              extra={"registered_from": snapshot_id})
+                              extra={"registered_from": snapshot_id,
+                                     "memory_state": snap.snapshot_type == SnapshotType.MEMORY})
             self.catalog.put(rec)
             if old is not None:
                 for sid in {old.snapshot_id, old.memory_snapshot_id} - {None}:
@@ -407,13 +409,31 @@ class ImageManager:
         rec = self.catalog.get(name) or ImageRecord(name=name, digest=self.store.refs().get(name))
         return await self._create_from(rec, replace(spec, image=name), preboot=preboot)
 
+    def _restores(self, rec: ImageRecord) -> bool:
+        """Whether a create from this pre-booted image restores its memory snapshot.
+
+        Measured (bench/images.py, docs/ARCHITECTURE.md): booting a sandbox (~90 ms to
+        a ready agent) beats restoring one (~170-210 ms: CRIU reads and maps the dump),
+        so a restore is used when the memory holds something a boot would not recreate:
+        the warm-up command's work, or the processes of a registered memory snapshot.
+        """
+        mode = self.settings.preboot_restore
+        if mode == "always":
+            return True
+        if mode == "never":
+            return False
+        return bool(rec.warmup) or bool(rec.extra.get("memory_state"))
+
     async def _create_from(self, rec: ImageRecord, spec: "CreateSpec", *, preboot: bool) -> SandboxRecord:
-        if preboot and rec.memory_snapshot_id:
+        if preboot and rec.memory_snapshot_id and self._restores(rec):
             return await self._restore(rec, spec, rec.memory_snapshot_id, memory=True)
         if rec.kind == "snapshot":
             assert rec.snapshot_id
             return await self._restore(rec, spec, rec.snapshot_id, memory=False)
-        return await self.m.create_cold(spec)
+        sbx = await self.m.create_cold(spec)
+        sbx.extra["from_image"] = {"name": rec.name, "restored": False, "digest": rec.digest}
+        self.m.store.update(sbx)
+        return sbx
 
     async def _restore(self, image: ImageRecord, spec: "CreateSpec", snapshot_id: str, *,
                        memory: bool) -> SandboxRecord:
