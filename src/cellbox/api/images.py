@@ -34,7 +34,6 @@ from .models import _Model
 log = logging.getLogger(__name__)
 MAX_CONTEXT = 4 << 30  # bytes of build context a request may upload
 BUILD_PATH_SUFFIX = "/images/build"
-ImageName = Annotated[str, "an image name; may contain / and :"]
 
 
 def _images(request: Request) -> ImageManager:

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import _proc
 from ..config import Settings
 from ..errors import InternalFailure, NotFound
 from . import btrfs, unpack
