@@ -455,7 +455,7 @@ class ImageManager:
         manifest["image"] = image.name
         rec = await self.m.memory._start_from(
             self.m.memory._snapshot_dir(snap.id), manifest, namespace=spec.namespace, name=spec.name,
-            timeout_secs=spec.timeout_secs, memory=memory, sandbox_id=spec.sandbox_id,
+            timeout_secs=spec.timeout_secs, memory=memory, sandbox_id=spec.sandbox_id, network=spec.network,
         )
         if memory:
             try:
