@@ -51,6 +51,25 @@ class Images:
             except NotFound:
                 pass
         assert not errors, f"could not remove images: {errors}"
+        assert not image_leftovers(self.manager), "images left parts behind"
+
+
+def image_leftovers(manager: SandboxManager) -> dict[str, list[str]]:
+    """Parts of images no named image owns: unpacked subvolumes of no named manifest,
+    unnamed index entries, image-owned snapshots no catalog row points to."""
+    from cellbox.manager.images import IMAGES_NAMESPACE
+
+    store = manager.images
+    live = {d.split(":", 1)[1] for d in store.refs().values()}
+    out = {
+        "subvolumes": [p.name for p in store.unpacked.iterdir() if not p.name.startswith(".") and p.name not in live],
+        "unnamed": [m["digest"] for m in store._read_index()["manifests"] if not m.get("annotations")],
+    }
+    owned = set()
+    for rec in manager.image_manager.catalog.list():
+        owned |= {rec.snapshot_id, rec.memory_snapshot_id}
+    out["snapshots"] = [s.id for s in manager.memory.snapshots.list(IMAGES_NAMESPACE) if s.id not in owned]
+    return {k: v for k, v in out.items() if v}
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from cellbox.sdk import Conflict, Image, ImageBuildError, ImageNotFoundError, Sa
 
 from ..sdk.live_server import CELLBOX, LiveServer, Tracker, acquire, release
 from . import registry as registry_mod
-from .conftest import write_context
+from .conftest import image_leftovers, write_context
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def live_server() -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def api(live_server: LiveServer) -> Iterator[SandboxClient]:
-    """An SDK client; every image whose name starts with ``test/surf-`` is removed after."""
+def api(live_server: LiveServer, manager) -> Iterator[SandboxClient]:  # noqa: ANN001
+    """An SDK client; every image a test here made is removed after, leaving nothing."""
     client = SandboxClient(live_server.api_url)
     tracker = Tracker(live_server.api_url)
     try:
@@ -43,6 +43,7 @@ def api(live_server: LiveServer) -> Iterator[SandboxClient]:
             if info.name.startswith(("test/surf-", "test/py-")) or "/cellbox-test/" in info.name:
                 client.images.delete(info.name)
         client.close()
+        assert not image_leftovers(manager), "images left parts behind"
 
 
 def _cellbox(server: LiveServer, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -296,6 +296,12 @@ class ImageManager:
             snap = await self.m.memory.snapshot(sbx.id, IMAGES_NAMESPACE, SnapshotType.MEMORY)
             rec.memory_snapshot_id, rec.warmup = snap.id, warmup or None
             self.catalog.put(rec)
+        except BaseException:
+            # A failed dump leaves a "failed" snapshot record nobody lists (our namespace).
+            for failed in self.m.memory.snapshots.list(IMAGES_NAMESPACE, sbx.id):
+                if failed.id != rec.memory_snapshot_id:
+                    await self._drop_snapshot(failed.id)
+            raise
         finally:
             await self._destroy(sbx)
         on_line(f"pre-booted: memory snapshot {snap.id}")

@@ -183,8 +183,15 @@ class ImageStore:
         unpacked image: its root filesystem is a snapshot, independent once made.
         """
         async with async_layout_lock(self.layout):
+            # containers/image keeps a manifest whose name moved to a newer one in the
+            # index, unnamed: nothing can reach it, so it goes (and its blobs with it).
+            index = self._read_index()
+            named = [m for m in index["manifests"] if REF_NAME in m.get("annotations", {})]
+            if len(named) != len(index["manifests"]):
+                index["manifests"] = named
+                self._write_index(index)
             live: set[str] = set()
-            for m in self._read_index()["manifests"]:
+            for m in named:
                 live.add(m["digest"])
                 try:
                     man = self.manifest(m["digest"])

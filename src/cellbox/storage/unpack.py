@@ -1,27 +1,38 @@
 """Unpack an OCI image's layers into a read-only btrfs subvolume.
 
-Two things a plain ``tar -x`` of each layer gets wrong or does slowly:
+Three things a plain ``tar -x`` of each layer gets wrong, dangerously or slowly:
 
+* **Escapes.** A layer is untrusted input (any registry). If an earlier layer left an
+  absolute symlink (``x -> /etc``), a later ``x/passwd`` extracted on the host would
+  land in the host's /etc. So GNU tar runs *chrooted into the image* (as
+  containers/storage's "chrootarchive" does): every path, symlinks included, resolves
+  inside the image. The layer is decompressed outside and streamed in on stdin; tar
+  and the few libraries it links are copied into a randomly named directory of the
+  image for the duration (a layer cannot know the name) and removed afterwards.
 * **Whiteouts** (OCI image spec, "Representing Changes"): a layer deletes a file of a
   lower layer with an empty ``.wh.<name>`` entry and empties a directory with
   ``.wh..wh..opq``. They are applied *before* the layer is extracted (they only hide
-  lower layers), and never extracted themselves. Hand-written because neither
-  buildah nor skopeo unpacks to a plain directory, and umoci is not in Debian 12.
-* **Shared lower layers**: an image built ``FROM cellbox/debian`` has the default
-  image's layers first. If an unpacked image's layers are a prefix of the new one's,
-  its subvolume is snapshotted (milliseconds) and only the remaining layers are
-  applied, instead of extracting hundreds of MiB again.
+  lower layers), with paths resolved as inside the image, and never extracted.
+* **Shared lower layers**: if an unpacked image's layers are a prefix of the new one's,
+  its subvolume is snapshotted (milliseconds) and only the remaining layers applied.
+
+Hand-written because neither buildah nor skopeo unpacks to a plain directory, and
+umoci is not in Debian 12.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
+import secrets
 import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from .. import _proc
-from ..errors import InternalFailure
+from ..errors import CommandFailed, InternalFailure
 from . import btrfs
 
 LAYER_TYPES = frozenset({
@@ -33,6 +44,9 @@ LAYER_TYPES = frozenset({
 })
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+TAR = "/usr/bin/tar"
+LAYER_TIMEOUT = 1800.0
+_MAX_LINKS = 40
 
 
 async def unpack(layers: Sequence[Path], media_types: Sequence[str], dest: Path, *, base: Path | None = None) -> None:
@@ -60,34 +74,116 @@ async def unpack(layers: Sequence[Path], media_types: Sequence[str], dest: Path,
 
 
 async def apply_layer(layer: Path, root: Path) -> None:
-    """Apply one layer tarball (any compression GNU tar detects) onto ``root``."""
-    listing = await _proc.run(["tar", "-t", "-f", str(layer)], timeout=600)
-    whiteouts = [n for n in listing.stdout.splitlines() if os.path.basename(n.rstrip("/")).startswith(WHITEOUT)]
-    for name in whiteouts:
-        _apply_whiteout(root, name)
-    await _proc.run(
-        ["tar", "-x", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--exclude=.wh.*",
-         "-C", str(root), "-f", str(layer)],
-        timeout=600,
-    )
+    """Apply one layer tarball (plain, gzip or zstd) onto ``root``."""
+    listing = await _proc.run(["tar", "-t", "-f", str(layer)], timeout=LAYER_TIMEOUT)
+    for name in listing.stdout.splitlines():
+        if os.path.basename(name.rstrip("/")).startswith(WHITEOUT):
+            _apply_whiteout(root, name)
+    await asyncio.to_thread(_extract_chrooted, layer, root)
+
+
+def _decompressor(layer: Path) -> list[str] | None:
+    with open(layer, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        return ["gzip", "-dc", str(layer)]
+    if magic == b"\x28\xb5\x2f\xfd":
+        return ["zstd", "-dcq", str(layer)]
+    return None
+
+
+def _extract_chrooted(layer: Path, root: Path) -> None:
+    tools = root / f".cellbox-unpack-{secrets.token_hex(8)}"
+    tools.mkdir(mode=0o700)
+    try:
+        loader = _install_tar(tools)
+        argv = ["chroot", str(root), f"/{tools.name}/{loader}", "--library-path", f"/{tools.name}",
+                f"/{tools.name}/tar", "-x", "--numeric-owner", "--xattrs", "--xattrs-include=*",
+                "--exclude=.wh.*", "--exclude", tools.name, "-C", "/", "-f", "-"]
+        unzip = _decompressor(layer)
+        with open(layer, "rb") as raw:
+            source = subprocess.Popen(unzip, stdout=subprocess.PIPE, stderr=subprocess.PIPE) if unzip else None
+            try:
+                tar = subprocess.run(argv, stdin=source.stdout if source else raw, capture_output=True,
+                                     timeout=LAYER_TIMEOUT, check=False)
+            finally:
+                if source is not None:
+                    assert source.stdout is not None
+                    source.stdout.close()
+                    source.wait(60)
+        if source is not None and source.returncode != 0:
+            raise CommandFailed(unzip or [], source.returncode, source.stderr.read().decode(errors="replace")
+                                if source.stderr else "")
+        if tar.returncode != 0:
+            raise CommandFailed(["tar", "-x", str(layer)], tar.returncode, tar.stderr.decode(errors="replace"))
+    finally:
+        if tools.is_symlink():
+            tools.unlink()
+        else:
+            shutil.rmtree(tools, ignore_errors=True)
+
+
+@functools.cache
+def _tar_files() -> tuple[tuple[Path, str], ...]:
+    """The host's GNU tar and every library it links (``ldd``), with the loader."""
+    out = subprocess.run(["ldd", TAR], capture_output=True, text=True, check=True).stdout
+    files = [(Path(TAR), "tar")]
+    for line in out.splitlines():
+        parts = line.split()
+        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0] if parts and parts[0].startswith("/") else None
+        if path and path.startswith("/"):
+            files.append((Path(path), Path(path).name))
+    return tuple(files)
+
+
+def _install_tar(tools: Path) -> str:
+    """Copy tar and its libraries into ``tools``; returns the loader's file name."""
+    loader = ""
+    for src, name in _tar_files():
+        shutil.copy2(src, tools / name)
+        if name.startswith("ld-linux"):
+            loader = name
+    if not loader:
+        raise InternalFailure(f"no dynamic loader found for {TAR}")
+    return loader
 
 
 def _apply_whiteout(root: Path, name: str) -> None:
-    rel = os.path.normpath(name.lstrip("./").lstrip("/"))
-    if rel.startswith(".."):
-        raise InternalFailure(f"layer has a whiteout outside the root: {name}")
+    rel = os.path.normpath("/" + (name[2:] if name.startswith("./") else name)).lstrip("/")
     parent, base = os.path.split(rel)
-    # Resolve the parent as the kernel would, and refuse one that leaves the image
-    # (an absolute symlink of a lower layer must not point a whiteout at the host).
-    directory = Path(os.path.realpath(root / parent))
-    if directory != root.resolve() and root.resolve() not in directory.parents:
-        raise InternalFailure(f"layer whiteout {name} resolves outside the image")
+    directory = resolve_in_root(root, parent)
     if base == OPAQUE:
         if directory.is_dir() and not directory.is_symlink():
             for child in directory.iterdir():
                 _remove(child)
         return
     _remove(directory / base[len(WHITEOUT):])
+
+
+def resolve_in_root(root: Path, rel: str) -> Path:
+    """``rel`` resolved as the kernel would inside a chroot at ``root``: symlinks,
+    absolute ones included, and ``..`` never leave it."""
+    parts = [p for p in rel.split("/") if p and p != "."]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        if candidate.is_symlink():
+            links += 1
+            if links > _MAX_LINKS:
+                raise InternalFailure(f"too many levels of symbolic links in {rel!r}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        resolved.append(part)
+    return root.joinpath(*resolved)
 
 
 def _remove(path: Path) -> None:
