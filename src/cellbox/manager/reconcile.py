@@ -9,7 +9,8 @@ Two passes, both limited to what no live process is managing (``owner.py``):
    it becomes ``failed`` (``startup_interrupted``). A ``suspending``/``snapshotting``
    record (a crash mid-capture) is settled from the host by ``memstate.recover``:
    running as it was, suspended if its image is complete, else ``failed``. A
-   warm-pool sandbox of a dead server is destroyed: the new server's pool builds its own.
+   warm-pool sandbox of a dead server is destroyed: the new server's pool builds its own;
+   so are the helpers of image jobs (pre-boot sandboxes, build networks).
 2. **Leftovers.** Every host object named after a sandbox ID (runc container under our
    runc root, rootfs subvolume, ``cb-<id>`` netns, state dir, cgroup, egress policy
    chain or published policy) whose ID has no
@@ -32,6 +33,7 @@ from ..runtime import cgroups
 from . import owner
 from .records import SandboxRecord, Status, now_ms
 from .sandboxes import SandboxManager
+from .images import BUILD_NAMESPACE, IMAGES_NAMESPACE
 from .warm import WARM_NAMESPACE
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,9 @@ async def reconcile(manager: SandboxManager) -> Report:
 
 
 async def _reconcile_record(manager: SandboxManager, rec: SandboxRecord, report: Report) -> None:
-    if rec.namespace == WARM_NAMESPACE:
+    if rec.namespace in (WARM_NAMESPACE, IMAGES_NAMESPACE, BUILD_NAMESPACE):
+        # A warm sandbox, or the helper of an image job (pre-boot sandbox, build network)
+        # the crash interrupted: nobody will claim it.
         await manager.destroy(rec.id, rec.namespace, reason="pool_discarded")
         report.reclaimed.append(rec.id)
     elif rec.status == Status.PENDING:
