@@ -87,6 +87,33 @@ def test_sdk_build_create_remove(api: SandboxClient, live_server: LiveServer, tm
     assert "about-to-fail" in "\n".join(failed_lines)
 
 
+def test_entrypoint_runs_after_boot(api: SandboxClient, live_server: LiveServer, tmp_path: Path) -> None:
+    """An image's ENTRYPOINT (with CMD as its arguments) starts after boot, as with
+    ``docker run``, unless the create gives its own ``entrypoint``."""
+    token = secrets.token_hex(4)
+    ctx = write_context(tmp_path / "ctx", """
+        FROM cellbox/debian
+        ENTRYPOINT ["sh", "-c", "echo $0 $1 > /tmp/entry.txt; exec sleep 600"]
+        CMD ["started", "by-entrypoint"]
+    """)
+    name = api.images.build(ctx, f"test/surf-ep-{token}").name
+    sbx = Sandbox.create(api_url=live_server.api_url, image=name, memory_mb=512)
+    try:
+        out = sbx.run("sh", ["-c", "for i in $(seq 50); do test -s /tmp/entry.txt && break; sleep 0.1; done; "
+                                   "cat /tmp/entry.txt"]).stdout
+        assert out.strip() == "started by-entrypoint", (sbx.list_processes(), api.get(sbx.id).raw)
+    finally:
+        sbx.terminate()
+        sbx.close()
+    own = Sandbox.create(api_url=live_server.api_url, image=name, memory_mb=512, entrypoint=["sleep", "300"])
+    try:
+        assert own.run("sh", ["-c", "sleep 0.5; test -e /tmp/entry.txt && echo ran || echo not-run"]).stdout.strip() \
+            == "not-run"
+    finally:
+        own.terminate()
+        own.close()
+
+
 def test_python_image_builder(api: SandboxClient, live_server: LiveServer, tmp_path: Path) -> None:
     token = secrets.token_hex(4)
     (tmp_path / "app").mkdir()

@@ -125,6 +125,18 @@ class ImageManager:
                 pass
         return info
 
+    def entrypoint(self, name: str) -> list[str] | None:
+        """What a sandbox of this image starts after boot when its create names no
+        ``entrypoint``: the image's ``ENTRYPOINT`` with ``CMD`` as its arguments. ``CMD``
+        alone is not run: it is the interactive default (a shell), and the agent, not
+        the image's command, is the sandbox's init."""
+        try:
+            config = self.describe(name).config
+        except (NotFound, InvalidRequest):
+            return None
+        entry = config.get("Entrypoint")
+        return [*entry, *(config.get("Cmd") or [])] if entry else None
+
     def users(self, name: str) -> list[str]:
         """IDs of live sandboxes started from the image (any namespace but ours)."""
         return [r.id for r in self.m.store.list(live_only=True)

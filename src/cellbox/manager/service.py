@@ -127,6 +127,9 @@ class SandboxService:
         rec.allow_unauthenticated_access = opts.allow_unauthenticated_access
         rec.auto_resume = opts.auto_resume
         rec.entrypoint = list(opts.entrypoint) if opts.entrypoint else None
+        if rec.entrypoint is None and not opts.snapshot_id:
+            # The image's ENTRYPOINT (+ CMD as its arguments), as `docker run` would.
+            rec.entrypoint = self.manager.image_manager.entrypoint(rec.image)
         self.store.update(rec)
         if rec.entrypoint:
             await self._start_entrypoint(rec)
