@@ -70,7 +70,9 @@ class TemplateRequest(_Model):
     snapshotId: str = Field(..., min_length=1, max_length=128)
 
 
-def _stream(work: Callable[[Callable[[str], None]], Awaitable[ImageInfo]]) -> StreamingResponse:
+def _stream(
+    images: ImageManager, work: Callable[[Callable[[str], None]], Awaitable[ImageInfo]]
+) -> StreamingResponse:
     """Run ``work`` in the background, streaming its progress lines and its outcome."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
@@ -91,19 +93,15 @@ def _stream(work: Callable[[Callable[[str], None]], Awaitable[ImageInfo]]) -> St
             queue.put_nowait(None)
 
     # The job goes on if the client goes away: stopping buildah half-way would leave
-    # its containers behind; it cleans up after itself when it ends.
-    task = asyncio.ensure_future(runner())
-    _jobs.add(task)
-    task.add_done_callback(_jobs.discard)
+    # its containers behind; it cleans up after itself when it ends. Server stop waits
+    # for it (ImageManager.close).
+    images.spawn(runner())
 
     async def body() -> AsyncIterator[bytes]:
         while (item := await queue.get()) is not None:
             yield (json.dumps(item) + "\n").encode()
 
     return StreamingResponse(body(), media_type="application/x-ndjson")
-
-
-_jobs: set[asyncio.Task[None]] = set()
 
 
 async def build_image(
@@ -140,7 +138,7 @@ async def build_image(
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
 
-    return _stream(work)
+    return _stream(images, work)
 
 
 async def _receive_context(request: Request, tmp: Path) -> Path:
@@ -215,7 +213,7 @@ async def pull_image(request: Request, body: Annotated[PullRequest, Body()]) -> 
         return await images.pull(body.image, username=body.username, password=body.password, on_line=on_line,
                                  preboot=body.preboot, warmup=body.warmup)
 
-    return _stream(work)
+    return _stream(images, work)
 
 
 async def register_image(request: Request, body: Annotated[RegisterRequest, Body()]) -> JSONResponse:

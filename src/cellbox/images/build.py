@@ -16,6 +16,7 @@ sandboxes, the same resolver (``--dns`` the gateway) as a sandbox.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -108,6 +109,9 @@ class Builder:
         self.tools = tools
         self.store = store
         self._seeds_file = tools.settings.data_dir / "buildah-seeds.json"
+        # Builds from the same base load it once (buildah locks its own store; this
+        # only saves a second load and keeps the seeds file consistent).
+        self._seed_lock = asyncio.Lock()
 
     async def build(
         self,
@@ -130,7 +134,8 @@ class Builder:
         self.tools.ensure()
         for base in base_images(df.read_text(errors="replace"), req.build_args):
             name = await ensure_local(base)
-            await self._seed(name, on_line)
+            async with self._seed_lock:
+                await self._seed(name, on_line)
         tag = _buildah_tag(req.name)
         argv = self.tools.buildah(
             "build", "--layers", "--force-rm", "--runtime", "runc", "--isolation", "oci", "--pull-never",

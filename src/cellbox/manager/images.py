@@ -27,7 +27,7 @@ import dataclasses
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 IMAGES_NAMESPACE = "__images__"
 BUILD_NAMESPACE = "__build__"
 WARMUP_TIMEOUT = 600.0
+JOB_STOP_WAIT = 60.0
 Progress = Callable[[str], None]
 
 
@@ -91,6 +92,27 @@ class ImageManager:
         self.builder = Builder(self.tools, self.store)
         self.puller = Puller(self.tools, self.store)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._jobs: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: "Coroutine[Any, Any, Any]") -> "asyncio.Task[Any]":
+        """Run an image job in the background (an API build or pull outlives its
+        request); :meth:`close` waits for it."""
+        task = asyncio.ensure_future(coro)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+        return task
+
+    async def close(self, timeout: float = JOB_STOP_WAIT) -> None:
+        """At server stop: let running jobs finish (bounded), then cancel them, which
+        kills their buildah/skopeo process group (``_proc.stream``)."""
+        if not self._jobs:
+            return
+        log.info("waiting for %d image job(s)", len(self._jobs))
+        _, pending = await asyncio.wait(set(self._jobs), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=10)
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())

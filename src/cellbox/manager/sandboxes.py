@@ -115,6 +115,7 @@ class SandboxManager:
             self._dns.set_override(servers)
 
     async def stop(self) -> None:
+        await self.image_manager.close()
         await self.memory.settle()
         if self.warm is not None:
             await self.warm.close()
