@@ -116,3 +116,34 @@ def test_catalog_refusals(images: Images, manager) -> None:
     with pytest.raises(CellboxError) as err2:
         images.lt.run(images.im.register("Not Valid", "nosuchsnapshot000000"))
     assert err2.value.status == 400
+
+
+def test_warm_pool_of_an_image(images: Images, sandboxes, tmp_path: Path) -> None:
+    import time
+
+    token = secrets.token_hex(4)
+    ctx = write_context(tmp_path / "ctx", f"FROM cellbox/debian\nRUN echo {token} > /warm.txt\n")
+    name = images.track(f"test/warm-{token}")
+    images.lt.run(images.im.build(BuildRequest(name=name, context=ctx), lambda _: None), timeout=600)
+    with pytest.raises(CellboxError) as err:
+        images.lt.run(images.im.set_warm_pool(name, 99))
+    assert err.value.status == 400
+    info = images.lt.run(images.im.set_warm_pool(name, 1))
+    assert info.warm_pool == 1
+    deadline = time.monotonic() + 60
+    while images.im.describe(name).warm_ready < 1:
+        assert time.monotonic() < deadline, "the image's warm pool did not fill"
+        time.sleep(0.1)
+
+    rec = sandboxes.create(image=name, cpus=0.5, memory_mb=256, name=f"warm-{token}")
+    assert rec.extra.get("warm") is True and rec.image == f"{name}:latest" and rec.namespace == "default"
+    assert rec.cpus == 0.5 and rec.memory_mb == 256 and rec.name == f"warm-{token}"
+    assert sandboxes.sh(rec, "cat /warm.txt")["out"].strip() == token
+    assert images.im.describe(name).in_use == 1  # the claimed one; ready ones are not users
+    with pytest.raises(Conflict):
+        images.lt.run(images.im.remove(name))
+    sandboxes.destroy(rec)
+    images.lt.run(images.im.remove(name), timeout=120)  # closes the pool: nothing left running
+    from cellbox.manager.warm import WARM_NAMESPACE
+
+    assert not [r for r in images.manager.store.list(WARM_NAMESPACE, live_only=True) if r.image == f"{name}:latest"]

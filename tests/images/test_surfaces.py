@@ -150,6 +150,10 @@ def test_cli_build_pull_ls_rm(api: SandboxClient, live_server: LiveServer, regis
     assert f"{name}:latest" in [i["name"] for i in listed]
     table = _cellbox(live_server, "image", "ls").stdout
     assert f"{name}:latest" in table
+    warmed = _cellbox(live_server, "image", "warm", name, "1", "--json")
+    assert warmed.returncode == 0 and json.loads(warmed.stdout)["warm_pool"] == 1, warmed.stderr
+    assert _cellbox(live_server, "image", "warm", name, "0").returncode == 0
+    assert _cellbox(live_server, "image", "warm", name, "17").returncode == 2  # click: out of range
 
     # Push it to the loopback registry, pull it back through the CLI (credentials on stdin).
     remote = f"{registry.host}/cellbox-test/surf-{token}:v1"

@@ -63,6 +63,10 @@ class PrebootRequest(_Model):
     warmup: list[str] | None = Field(None, min_length=1, max_length=256)
 
 
+class WarmPoolRequest(_Model):
+    size: int = Field(..., ge=0, le=16, description="running sandboxes of the image kept ready")
+
+
 class TemplateRequest(_Model):
     """Tensorlake's register body (camelCase, spec §5); only name and snapshotId matter here."""
 
@@ -229,6 +233,11 @@ async def preboot_image(request: Request, name: str, body: Annotated[PrebootRequ
     return JSONResponse(_info(info))
 
 
+async def set_warm_pool(request: Request, name: str, body: Annotated[WarmPoolRequest, Body()]) -> JSONResponse:
+    """Keep ``size`` running sandboxes of the image ready; creates claim them."""
+    return JSONResponse(_info(await _images(request).set_warm_pool(name, body.size)))
+
+
 async def list_images(request: Request) -> JSONResponse:
     return JSONResponse({"images": [_info(i) for i in _images(request).list()]})
 
@@ -283,6 +292,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("POST", "/images/pull", pull_image),
     ("POST", "/images/register", register_image),
     ("POST", "/images/{name:path}/preboot", preboot_image),
+    ("PUT", "/images/{name:path}/warm-pool", set_warm_pool),
     ("GET", "/images/{name:path}", get_image),
     ("DELETE", "/images/{name:path}", delete_image),
     ("GET", "/sandbox-templates", list_templates),

@@ -54,7 +54,7 @@ def image() -> None:
       cellbox image build -f Dockerfile -t NAME [CONTEXT]
       cellbox image pull HOST:PORT/NAME:TAG [-u USER --password-stdin]
       cellbox image register NAME SNAPSHOT_ID
-      cellbox image ls | describe NAME | rm NAME... | preboot NAME
+      cellbox image ls | describe NAME | rm NAME... | preboot NAME | warm NAME SIZE
     """
 
 
@@ -123,8 +123,8 @@ def ls(api_url: str | None, as_json: bool) -> None:
         print_json([i.raw for i in images])
         return
     print_table(
-        ["Name", "Kind", "Source", "Pre-booted", "Size MB", "In use", "Created At"],
-        [[i.name, i.kind, i.source, "yes" if i.prebooted else "no",
+        ["Name", "Kind", "Source", "Pre-booted", "Warm", "Size MB", "In use", "Created At"],
+        [[i.name, i.kind, i.source, "yes" if i.prebooted else "no", f"{i.warm_ready}/{i.warm_pool}",
           (i.size_bytes or 0) >> 20 if i.size_bytes else None, i.in_use, format_time(i.created_at)]
          for i in images],
     )
@@ -175,4 +175,17 @@ def preboot(name: str, warmup: str | None, api_url: str | None, as_json: bool) -
     """Give an image a memory snapshot of a booted sandbox (replacing an older one)."""
     with client(api_url) as c:
         info = c.images.preboot(name, warmup=_warmup(warmup))
+    _show(info, as_json)
+
+
+@image.command("warm")
+@click.argument("name")
+@click.argument("size", type=click.IntRange(0, 16))
+@api_url_option
+@json_option
+@handle_errors
+def warm(name: str, size: int, api_url: str | None, as_json: bool) -> None:
+    """Keep SIZE running sandboxes of the image ready (0: none)."""
+    with client(api_url) as c:
+        info = c.images.set_warm_pool(name, size)
     _show(info, as_json)

@@ -40,6 +40,7 @@ class ImageRecord:
     snapshot_id: str | None = None  # the filesystem snapshot (kind snapshot)
     memory_snapshot_id: str | None = None  # pre-booted: restore this instead of booting
     warmup: list[str] | None = None  # the command run before the memory snapshot
+    warm_pool: int = 0  # running sandboxes of this image kept ready for creates
     dockerfile: str | None = None
     size_bytes: int | None = None
     created_at: int = field(default_factory=now_ms)

@@ -44,6 +44,7 @@ from ..network import netns
 from ..storage import btrfs
 from .records import SandboxRecord, Status, now_ms
 from .snapshot_store import SnapshotRecord, SnapshotStatus, SnapshotType
+from .warm import WARM_NAMESPACE, WarmPool
 
 if TYPE_CHECKING:
     from .sandboxes import CreateSpec, SandboxManager
@@ -53,6 +54,7 @@ IMAGES_NAMESPACE = "__images__"
 BUILD_NAMESPACE = "__build__"
 WARMUP_TIMEOUT = 600.0
 JOB_STOP_WAIT = 60.0
+MAX_WARM_POOL = 16
 Progress = Callable[[str], None]
 
 
@@ -73,6 +75,8 @@ class ImageInfo:
     config: dict[str, Any] = field(default_factory=dict)
     created_at: int | None = None
     in_use: int = 0
+    warm_pool: int = 0  # size asked for
+    warm_ready: int = 0  # sandboxes ready now
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +97,7 @@ class ImageManager:
         self.puller = Puller(self.tools, self.store)
         self._locks: dict[str, asyncio.Lock] = {}
         self._jobs: set[asyncio.Task[Any]] = set()
+        self.pools: dict[str, WarmPool] = {}
 
     def spawn(self, coro: "Coroutine[Any, Any, Any]") -> "asyncio.Task[Any]":
         """Run an image job in the background (an API build or pull outlives its
@@ -134,7 +139,8 @@ class ImageManager:
             name=canon, kind=rec.kind, source=rec.source, digest=digest if rec.kind == "oci" else None,
             snapshot_id=rec.snapshot_id, prebooted=rec.memory_snapshot_id is not None,
             memory_snapshot_id=rec.memory_snapshot_id, warmup=rec.warmup, size_bytes=rec.size_bytes,
-            created_at=rec.created_at or None, in_use=len(self.users(canon)),
+            created_at=rec.created_at or None, in_use=len(self.users(canon)), warm_pool=rec.warm_pool,
+            warm_ready=self.pools[canon].ready if canon in self.pools else 0,
         )
         if rec.kind == "oci" and digest is not None:
             try:
@@ -162,7 +168,7 @@ class ImageManager:
     def users(self, name: str) -> list[str]:
         """IDs of live sandboxes started from the image (any namespace but ours)."""
         return [r.id for r in self.m.store.list(live_only=True)
-                if r.image == name and r.namespace not in (IMAGES_NAMESPACE, BUILD_NAMESPACE)]
+                if r.image == name and r.namespace not in (IMAGES_NAMESPACE, BUILD_NAMESPACE, WARM_NAMESPACE)]
 
     # -- build and pull -------------------------------------------------------------------
 
@@ -188,7 +194,7 @@ class ImageManager:
             on_line(f"unpacking {name} ({digest[:19]})")
             await self.store.resolve(name)
             rec = ImageRecord(name=name, kind="oci", source="build", digest=digest, dockerfile=dockerfile_text,
-                              extra={"build_image_id": image_id})
+                              extra={"build_image_id": image_id}, warm_pool=old.warm_pool if old else 0)
             self.catalog.put(rec)
             if old is not None:
                 for sid in {old.snapshot_id, old.memory_snapshot_id} - {None}:
@@ -197,6 +203,7 @@ class ImageManager:
                     await self.store.collect()  # the replaced image's blobs and subvolume
             if preboot or warmup:
                 await self._preboot(rec, list(warmup or []), on_line)
+            await self._refresh_pool(name)
         return self.describe(name)
 
     async def pull(self, image: str, *, username: str | None = None, password: str | None = None,
@@ -215,7 +222,8 @@ class ImageManager:
             digest = await self.puller.pull(ref, on_line)
             on_line(f"unpacking {ref.name} ({digest[:19]})")
             await self.store.resolve(ref.name)
-            rec = ImageRecord(name=ref.name, kind="oci", source="pull", digest=digest)
+            rec = ImageRecord(name=ref.name, kind="oci", source="pull", digest=digest,
+                              warm_pool=old.warm_pool if old else 0)
             self.catalog.put(rec)
             if old is not None:
                 if old.memory_snapshot_id:
@@ -224,6 +232,7 @@ class ImageManager:
                     await self.store.collect()
             if preboot or warmup:
                 await self._preboot(rec, list(warmup or []), on_line)
+            await self._refresh_pool(ref.name)
         return self.describe(ref.name)
 
     async def ensure_local(self, image: str) -> str:
@@ -286,13 +295,15 @@ class ImageManager:
             rec = ImageRecord(name=canon, kind="snapshot", source="register", snapshot_id=own.id,
                               memory_snapshot_id=own.id if snap.snapshot_type == SnapshotType.MEMORY else None,
                               extra={"registered_from": snapshot_id,
-                                     "memory_state": snap.snapshot_type == SnapshotType.MEMORY})
+                                     "memory_state": snap.snapshot_type == SnapshotType.MEMORY},
+                              warm_pool=old_rec.warm_pool if (old_rec := self.catalog.get(canon)) else 0)
             self.catalog.put(rec)
             if old is not None:
                 for sid in {old.snapshot_id, old.memory_snapshot_id} - {None}:
                     await self._drop_snapshot(sid)  # type: ignore[arg-type]
             if (preboot or warmup) and rec.memory_snapshot_id is None:
                 await self._preboot(rec, list(warmup or []), _nothing)
+            await self._refresh_pool(canon)
         return self.describe(canon)
 
     async def preboot(self, name: str, warmup: Sequence[str] | None = None, on_line: Progress = _nothing) -> ImageInfo:
@@ -308,6 +319,7 @@ class ImageManager:
             if old:
                 await self._drop_snapshot(old)
             await self._preboot(rec, list(warmup or []), on_line)
+            await self._refresh_pool(canon)
         return self.describe(canon)
 
     async def _preboot(self, rec: ImageRecord, warmup: list[str], on_line: Progress) -> None:
@@ -411,6 +423,52 @@ class ImageManager:
         except NotFound:
             pass
 
+    # -- warm pools --------------------------------------------------------------------------
+
+    def start_pools(self) -> None:
+        """At manager start: a pool for every image that asked for one."""
+        for rec in self.catalog.list():
+            if rec.warm_pool > 0 and rec.name not in self.pools:
+                self._open_pool(rec.name, rec.warm_pool)
+
+    def _open_pool(self, name: str, size: int) -> None:
+        pool = WarmPool(self.m, size, image=name)
+        self.pools[name] = pool
+        pool.fill()
+
+    async def _close_pool(self, name: str) -> None:
+        pool = self.pools.pop(name, None)
+        if pool is not None:
+            await pool.close()
+
+    async def close_pools(self) -> None:
+        for name in list(self.pools):
+            await self._close_pool(name)
+
+    async def _refresh_pool(self, name: str) -> None:
+        """After the image changed (rebuilt, re-pulled, pre-booted): its ready sandboxes
+        are of the old one; replace them."""
+        rec = self.catalog.get(name)
+        await self._close_pool(name)
+        if rec is not None and rec.warm_pool > 0:
+            self._open_pool(name, rec.warm_pool)
+
+    async def set_warm_pool(self, name: str, size: int) -> ImageInfo:
+        """Keep ``size`` running sandboxes of the image ready (0: none). Creates that fit
+        claim one (~the default image's warm path) instead of booting or restoring."""
+        if not 0 <= size <= MAX_WARM_POOL:
+            raise InvalidRequest(f"size must be between 0 and {MAX_WARM_POOL}, got {size}")
+        canon = refs.canonical(name, field="name")
+        if canon == refs.canonical(self.settings.default_image):
+            raise InvalidRequest("the default image's pool is set with CELLBOX_WARM_POOL", code="IMAGE_PROTECTED")
+        self.describe(canon)  # 404 if unknown
+        async with self._lock(canon):
+            rec = self.catalog.get(canon) or ImageRecord(name=canon, digest=self.store.refs().get(canon))
+            rec.warm_pool = size
+            self.catalog.put(rec)
+            await self._refresh_pool(canon)
+        return self.describe(canon)
+
     # -- remove -----------------------------------------------------------------------------
 
     def _check_replaceable(self, name: str) -> None:
@@ -430,6 +488,7 @@ class ImageManager:
         async with self._lock(canon):
             self.describe(canon)  # 404 if unknown
             self._check_removable(canon)
+            await self._close_pool(canon)
             rec = self.catalog.get(canon)
             if canon in self.store.refs():
                 await self.store.remove(canon)
@@ -441,13 +500,22 @@ class ImageManager:
 
     # -- create a sandbox from an image ---------------------------------------------------------
 
-    async def create(self, spec: "CreateSpec", *, preboot: bool = True) -> SandboxRecord:
+    async def create(self, spec: "CreateSpec", *, preboot: bool = True, warm: bool = True) -> SandboxRecord:
         """A running sandbox from a named image of any kind (pulling a registry
-        reference first if needed). ``preboot=False`` boots even a pre-booted image."""
+        reference first if needed): claimed from the image's warm pool if it has a
+        ready sandbox, else booted or restored. ``preboot=False`` boots even a
+        pre-booted image; ``warm=False`` skips the pool (the pool's own builds)."""
         self.m._validate(spec)
         name = await self.ensure_local(spec.image or self.settings.default_image)
+        spec = replace(spec, image=name)
+        pool = self.pools.get(name)
+        if warm and pool is not None and pool.can_serve(spec):
+            resolved = await self.m.egress.resolve(spec.network)
+            claimed = await self.m.claim_warm(pool, spec, pool.image_mb, resolved)
+            if claimed is not None:
+                return claimed
         rec = self.catalog.get(name) or ImageRecord(name=name, digest=self.store.refs().get(name))
-        return await self._create_from(rec, replace(spec, image=name), preboot=preboot)
+        return await self._create_from(rec, spec, preboot=preboot)
 
     def _restores(self, rec: ImageRecord) -> bool:
         """Whether a create from this pre-booted image restores its memory snapshot.

@@ -102,6 +102,7 @@ class SandboxManager:
             self.warm_image_mb = image.size_bytes >> 20
             self.warm = WarmPool(self, self.settings.warm_pool_size)
             self.warm.fill()
+        self.image_manager.start_pools()
 
     @property
     def dns_upstreams(self) -> list[str]:
@@ -116,6 +117,7 @@ class SandboxManager:
 
     async def stop(self) -> None:
         await self.image_manager.close()
+        await self.image_manager.close_pools()
         await self.memory.settle()
         if self.warm is not None:
             await self.warm.close()
@@ -202,26 +204,34 @@ class SandboxManager:
             return await self.image_manager.create(spec)
         resolved = await self.egress.resolve(spec.network)
         if self.warm is not None and self.warm.can_serve(spec):
-            disk_mb = self._disk_mb(spec, self.warm_image_mb)
-            if spec.name and self.store.get_by_name(spec.namespace, spec.name):
-                raise Conflict(f"a sandbox named {spec.name!r} already exists", code="NAME_TAKEN")
-            rec = await self.warm.claim(spec, disk_mb)
+            rec = await self.claim_warm(self.warm, spec, self.warm_image_mb, resolved)
             if rec is not None:
-                try:
-                    if spec.network is not None:
-                        # Before the record is handed out: no user code has run yet.
-                        assert rec.ip
-                        await self.egress.apply(rec.id, rec.ip, spec.network, resolved)
-                        rec.extra["network_policy"] = spec.network.to_wire()
-                    self.store.update(rec)
-                except sqlite3.IntegrityError:
-                    await self.destroy(rec.id, rec.namespace, reason="name_taken")
-                    raise Conflict(f"a sandbox named {spec.name!r} already exists", code="NAME_TAKEN") from None
-                except BaseException:
-                    await self.destroy(rec.id, rec.namespace, reason="startup_failed")
-                    raise
                 return rec
         return await self.create_cold(spec, resolved)
+
+    async def claim_warm(self, pool: WarmPool, spec: CreateSpec, image_mb: int,
+                         resolved: Resolved | None) -> SandboxRecord | None:
+        """A sandbox from ``pool`` shaped to ``spec`` (limits, name, egress), or None."""
+        disk_mb = self._disk_mb(spec, image_mb)
+        if spec.name and self.store.get_by_name(spec.namespace, spec.name):
+            raise Conflict(f"a sandbox named {spec.name!r} already exists", code="NAME_TAKEN")
+        rec = await pool.claim(spec, disk_mb)
+        if rec is None:
+            return None
+        try:
+            if spec.network is not None:
+                # Before the record is handed out: no user code has run yet.
+                assert rec.ip
+                await self.egress.apply(rec.id, rec.ip, spec.network, resolved)
+                rec.extra["network_policy"] = spec.network.to_wire()
+            self.store.update(rec)
+        except sqlite3.IntegrityError:
+            await self.destroy(rec.id, rec.namespace, reason="name_taken")
+            raise Conflict(f"a sandbox named {spec.name!r} already exists", code="NAME_TAKEN") from None
+        except BaseException:
+            await self.destroy(rec.id, rec.namespace, reason="startup_failed")
+            raise
+        return rec
 
     def _disk_mb(self, spec: CreateSpec, image_mb: int) -> int:
         disk_mb = spec.disk_mb or max(DEFAULT_DISK_MB, image_mb + MIN_FREE_DISK_MB)

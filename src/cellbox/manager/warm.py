@@ -83,9 +83,14 @@ def prefault(root: Path) -> int:
 
 
 class WarmPool:
-    def __init__(self, manager: "SandboxManager", size: int) -> None:
+    """Pre-booted sandboxes of the default image, or of a named image (``image``: its
+    canonical name; built through the image manager, so a pre-booted image's pool holds
+    restored sandboxes)."""
+
+    def __init__(self, manager: "SandboxManager", size: int, image: str | None = None) -> None:
         self.manager = manager
         self.size = size
+        self.image = image
         self._ready: list[SandboxRecord] = []
         self._building = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -138,8 +143,12 @@ class WarmPool:
                 await self._quiet()
                 if self._closed:
                     return
-                rec = await self.manager.create_cold(CreateSpec(
-                    namespace=WARM_NAMESPACE, cpus=float(_host_cpus()), cpu_shares=bundle.MIN_SHARES))
+                spec = CreateSpec(namespace=WARM_NAMESPACE, cpus=float(_host_cpus()), cpu_shares=bundle.MIN_SHARES,
+                                  image=self.image)
+                if self.image is None:
+                    rec = await self.manager.create_cold(spec)
+                else:
+                    rec = await self.manager.image_manager.create(spec, warm=False)
         except Exception as exc:  # noqa: BLE001 - a failed warm build only means a cold create later
             log.warning("warm pool: building a sandbox failed: %s", exc)
             return
@@ -152,8 +161,14 @@ class WarmPool:
         self._ready.append(rec)
 
     def can_serve(self, spec: "CreateSpec") -> bool:
+        if self.image is not None:
+            return bool(self._ready) and spec.image == self.image
         default = self.manager.settings.default_image
         return bool(self._ready) and spec.image in (None, default, default + ":latest")
+
+    @property
+    def image_mb(self) -> int:
+        return int(self._ready[-1].extra.get("image_mb", 0)) if self._ready else 0
 
     async def claim(self, spec: "CreateSpec", disk_mb: int) -> SandboxRecord | None:
         """Hand out a warm sandbox shaped to ``spec``, or None if none fits.

@@ -199,7 +199,8 @@ class ImageInfo:
     ``snapshot`` (a registered snapshot); ``source`` says where it came from (``build``,
     ``pull``, ``register``, ``local``). A ``prebooted`` image carries a memory snapshot:
     sandboxes created from it are restored, not booted. ``in_use`` counts the live
-    sandboxes made from it (an image in use cannot be removed).
+    sandboxes made from it (an image in use cannot be removed); ``warm_pool`` is how many
+    ready sandboxes it keeps, ``warm_ready`` how many are ready now.
     """
 
     name: str
@@ -214,6 +215,8 @@ class ImageInfo:
     config: dict[str, Any] = field(default_factory=dict)
     created_at: int | None = None
     in_use: int = 0
+    warm_pool: int = 0
+    warm_ready: int = 0
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -231,5 +234,7 @@ class ImageInfo:
             config=dict(data.get("config") or {}),
             created_at=data.get("created_at"),
             in_use=int(data.get("in_use") or 0),
+            warm_pool=int(data.get("warm_pool") or 0),
+            warm_ready=int(data.get("warm_ready") or 0),
             raw=data,
         )

@@ -119,6 +119,13 @@ class AsyncImages:
                                                timeout=BUILD_TIMEOUT, not_found=ImageNotFoundError)
         return ImageInfo.from_json(response.json())
 
+    async def set_warm_pool(self, name: str, size: int) -> ImageInfo:
+        """Keep ``size`` running sandboxes of the image ready (0: none); creates that fit
+        claim one instead of booting."""
+        response = await self._client._request("PUT", f"/images/{name}/warm-pool", json={"size": size},
+                                               timeout=BUILD_TIMEOUT, not_found=ImageNotFoundError)
+        return ImageInfo.from_json(response.json())
+
     async def _stream(
         self,
         path: str,
