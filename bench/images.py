@@ -9,7 +9,8 @@ path its image kind takes) and a ``docker-registry`` on loopback, then measures:
           exits 0 (the method of bench/tti.py), for: the default image (boot), a
           Dockerfile build (boot), a registry pull (boot), a registered filesystem
           snapshot (boot), and pre-booted builds (CRIU restore), with and without a
-          warm-up command. The server runs with ``CELLBOX_PREBOOT_RESTORE=always`` so
+          warm-up command, and a built image with a warm pool of its own (claim).
+          The server runs with ``CELLBOX_PREBOOT_RESTORE=always`` so
           the pre-booted image without a warm-up is restored too: that row against the
           "Dockerfile build (boot)" row (same image) is the boot-vs-restore decision.
 
@@ -208,6 +209,17 @@ async def main() -> None:
                                   timeout=300)
             assert r.status_code == 200, r.text
 
+            # -- the same built image with a warm pool of its own (a copy under another name) --
+            warm_img = f"bench/warmpool-{run}"
+            names.append(warm_img)
+            await build(client, api, warm_img, f"t{args.builds - 1}")
+            r = await client.put(f"{api}/images/{warm_img}/warm-pool", json={"size": 2}, timeout=300)
+            assert r.status_code == 200, r.text
+            for _ in range(600):
+                if (await client.get(f"{api}/images/{warm_img}")).json()["warm_ready"] >= 2:
+                    break
+                await asyncio.sleep(0.2)
+
             # -- time to interactive from each kind -------------------------------------------
             kinds = {
                 "default image (boot)": None,
@@ -216,6 +228,7 @@ async def main() -> None:
                 "registered fs snapshot (boot)": registered,
                 "pre-booted, no warm-up (restore)": pre,
                 "pre-booted + warm-up (restore)": warm,
+                "Dockerfile build, warm pool of 2 (claim)": warm_img,
             }
             samples: dict[str, list[float]] = {k: [] for k in kinds}
             fails = {k: 0 for k in kinds}
