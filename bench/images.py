@@ -254,8 +254,10 @@ async def main() -> None:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
             log.close()
-            registry_mod.stop(registry)
-            subprocess.run(["skopeo", "logout", "--authfile", str(load_auth()), registry.host], capture_output=True)
+            try:
+                registry_mod.forget_credentials(registry, load_auth())
+            finally:
+                registry_mod.stop(registry)
 
     print(table("Image build and pull times, ms", builds))
     print()

@@ -90,6 +90,18 @@ def buildah_containers(manager: SandboxManager) -> list[str]:
     return out.stdout.split()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prune_build_cache_at_end(manager: SandboxManager, loop_thread: LoopThread) -> Iterator[None]:
+    """Builds keep buildah's cache (that is what makes a rebuild fast); the test session
+    drops what its builds cached, so nothing of it stays on the host."""
+    yield
+    loop_thread.run(manager.image_manager.prune(), timeout=600)
+    tools = manager.image_manager.tools
+    dangling = subprocess.run(tools.buildah("images", "--filter", "dangling=true", "-q"), capture_output=True,
+                              text=True, env=tools.env()).stdout.split()
+    assert not dangling, f"build cache left after prune: {dangling}"
+
+
 @pytest.fixture(scope="session")
 def registry(settings) -> Iterator[registry_mod.Registry]:  # noqa: ANN001
     if not registry_mod.available():
@@ -98,13 +110,12 @@ def registry(settings) -> Iterator[registry_mod.Registry]:  # noqa: ANN001
     try:
         yield reg
     finally:
-        registry_mod.stop(reg)
-        # Forget the credentials the tests stored for this (now dead) registry.
         from cellbox.images.tools import Tools
 
-        auth = Tools(settings).auth_file
-        if auth.exists():
-            subprocess.run(["skopeo", "logout", "--authfile", str(auth), reg.host], capture_output=True)
+        try:
+            registry_mod.forget_credentials(reg, Tools(settings).auth_file)
+        finally:
+            registry_mod.stop(reg)
 
 
 def write_context(root: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:

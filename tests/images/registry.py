@@ -83,6 +83,13 @@ def start() -> Registry:
     raise RuntimeError("docker-registry did not listen within 20 s")
 
 
+def forget_credentials(reg: Registry, auth_file: Path) -> None:
+    """Remove what cellbox stored for this registry (``skopeo login`` during a pull)."""
+    if auth_file.exists():
+        subprocess.run(["skopeo", "logout", "--authfile", str(auth_file), reg.host], capture_output=True)
+        assert reg.host not in auth_file.read_text(), f"credentials for {reg.host} left in {auth_file}"
+
+
 def stop(reg: Registry) -> None:
     if reg.proc.poll() is None:
         os.kill(reg.proc.pid, signal.SIGTERM)

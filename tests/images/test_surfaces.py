@@ -174,6 +174,8 @@ def test_cli_build_pull_ls_rm(api: SandboxClient, live_server: LiveServer, regis
     assert removed.returncode == 0, removed.stderr
     missing = _cellbox(live_server, "image", "describe", name)
     assert missing.returncode == 1 and "not found" in missing.stderr
+    pruned = _cellbox(live_server, "image", "prune")  # the build cache those builds left
+    assert pruned.returncode == 0 and int(pruned.stdout) >= 0, pruned.stderr
 
 
 def api_layout(server: LiveServer) -> Path:

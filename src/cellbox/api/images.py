@@ -238,6 +238,11 @@ async def set_warm_pool(request: Request, name: str, body: Annotated[WarmPoolReq
     return JSONResponse(_info(await _images(request).set_warm_pool(name, body.size)))
 
 
+async def prune_images(request: Request) -> JSONResponse:
+    """Drop the build cache and whatever no image uses."""
+    return JSONResponse({"pruned_cache_images": await _images(request).prune()})
+
+
 async def list_images(request: Request) -> JSONResponse:
     return JSONResponse({"images": [_info(i) for i in _images(request).list()]})
 
@@ -291,6 +296,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("POST", "/images/build", build_image),
     ("POST", "/images/pull", pull_image),
     ("POST", "/images/register", register_image),
+    ("POST", "/images/prune", prune_images),
     ("POST", "/images/{name:path}/preboot", preboot_image),
     ("PUT", "/images/{name:path}/warm-pool", set_warm_pool),
     ("GET", "/images/{name:path}", get_image),

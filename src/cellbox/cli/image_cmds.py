@@ -54,7 +54,7 @@ def image() -> None:
       cellbox image build -f Dockerfile -t NAME [CONTEXT]
       cellbox image pull HOST:PORT/NAME:TAG [-u USER --password-stdin]
       cellbox image register NAME SNAPSHOT_ID
-      cellbox image ls | describe NAME | rm NAME... | preboot NAME | warm NAME SIZE
+      cellbox image ls | describe NAME | rm NAME... | preboot NAME | warm NAME SIZE | prune
     """
 
 
@@ -189,3 +189,12 @@ def warm(name: str, size: int, api_url: str | None, as_json: bool) -> None:
     with client(api_url) as c:
         info = c.images.set_warm_pool(name, size)
     _show(info, as_json)
+
+
+@image.command("prune")
+@api_url_option
+@handle_errors
+def prune(api_url: str | None) -> None:
+    """Drop the build cache (and anything no image uses); prints how many cached images went."""
+    with client(api_url) as c:
+        click.echo(c.images.prune())

@@ -180,6 +180,20 @@ class Builder:
                 )
             return digest_file.read_text().strip()
 
+    async def prune(self) -> int:
+        """Drop the build cache: buildah's untagged images (intermediate steps of every
+        build, and images untagged by ``forget``). Returns how many went. The next build
+        of anything runs every step again."""
+        before = await self._dangling()
+        await _proc.run(self.tools.buildah("rmi", "--prune", "--force"), check=False, timeout=600,
+                        env=self.tools.env())
+        return len(before) - len(await self._dangling())
+
+    async def _dangling(self) -> list[str]:
+        out = await _proc.run(self.tools.buildah("images", "--filter", "dangling=true", "-q"), check=False,
+                              env=self.tools.env())
+        return out.stdout.split()
+
     async def forget(self, name: str) -> None:
         """Untag a built image in buildah's store (its cached layers stay until pruned)."""
         await _proc.run(self.tools.buildah("rmi", _buildah_tag(name)), check=False, env=self.tools.env())

@@ -424,6 +424,14 @@ class ImageManager(BootMixin):
                     await self._drop_snapshot(sid)  # type: ignore[arg-type]
                 self.catalog.delete(canon)
 
+    async def prune(self) -> int:
+        """Drop the build cache (buildah's untagged images) and any blob or unpacked
+        subvolume no name uses; returns how many cached images went. Builds keep their
+        cache until then, as ``docker builder prune`` does."""
+        pruned = await self.builder.prune() if self.tools.buildah_root.exists() else 0
+        await self.store.collect()
+        return pruned
+
     # -- create a sandbox from an image ---------------------------------------------------------
 
     async def create(self, spec: "CreateSpec", *, preboot: bool = True, warm: bool = True) -> SandboxRecord:

@@ -121,6 +121,12 @@ class Images:
                                                timeout=BUILD_TIMEOUT, not_found=ImageNotFoundError)
         return ImageInfo.from_json(response.json())
 
+    def prune(self) -> int:
+        """Drop the server's build cache (the next build of anything runs every step);
+        returns how many cached images went."""
+        response = self._client._request("POST", "/images/prune", timeout=BUILD_TIMEOUT)
+        return int(response.json().get("pruned_cache_images", 0))
+
     def set_warm_pool(self, name: str, size: int) -> ImageInfo:
         """Keep ``size`` running sandboxes of the image ready (0: none); creates that fit
         claim one instead of booting."""
