@@ -250,6 +250,7 @@ async def main() -> None:
                     await client.delete(f"{api}/images/{name}", timeout=300)
                 if snapshot_id:
                     await client.delete(f"{api}/snapshots/{snapshot_id}", timeout=300)
+                await client.post(f"{api}/images/prune", timeout=600)  # the build cache of its builds
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
