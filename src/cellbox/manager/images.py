@@ -95,6 +95,7 @@ class ImageManager(BootMixin):
         self._locks: dict[str, asyncio.Lock] = {}
         self._jobs: set[asyncio.Task[Any]] = set()
         self.pools: dict[str, WarmPool] = {}
+        self._configs: dict[str, dict[str, Any]] = {}  # image config by manifest digest
 
     def spawn(self, coro: "Coroutine[Any, Any, Any]") -> "asyncio.Task[Any]":
         """Run an image job in the background (an API build or pull outlives its
@@ -142,22 +143,35 @@ class ImageManager(BootMixin):
         if rec.kind == "oci" and digest is not None:
             try:
                 manifest = self.store.manifest(digest)
-                cfg = self.store.image_config(manifest).get("config", {})
                 info.layers = [layer["digest"] for layer in manifest["layers"]]
                 info.size_bytes = sum(layer["size"] for layer in manifest["layers"])
-                info.config = {k: cfg[k] for k in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User") if cfg.get(k)}
+                info.config = self._config(digest)
             except FileNotFoundError:
                 pass
         return info
+
+    def _config(self, digest: str) -> dict[str, Any]:
+        """The run-time part of an image's config; cached, as a digest never changes."""
+        cached = self._configs.get(digest)
+        if cached is None:
+            cfg = self.store.image_config(self.store.manifest(digest)).get("config", {})
+            cached = {k: cfg[k] for k in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User") if cfg.get(k)}
+            self._configs[digest] = cached
+        return cached
 
     def entrypoint(self, name: str) -> list[str] | None:
         """What a sandbox of this image starts after boot when its create names no
         ``entrypoint``: the image's ``ENTRYPOINT`` with ``CMD`` as its arguments. ``CMD``
         alone is not run: it is the interactive default (a shell), and the agent, not
-        the image's command, is the sandbox's init."""
+        the image's command, is the sandbox's init.
+
+        On every create's path, so it reads only the image's config (cached by digest),
+        never ``describe`` (which counts the image's users over every live record: it
+        made a burst of 100 creates spend 39 % of the server's CPU here)."""
         try:
-            config = self.describe(name).config
-        except (NotFound, InvalidRequest):
+            digest = self.store.refs().get(refs.canonical(name, field="name"))
+            config = self._config(digest) if digest is not None else {}
+        except (InvalidRequest, FileNotFoundError):
             return None
         entry = config.get("Entrypoint")
         return [*entry, *(config.get("Cmd") or [])] if entry else None
