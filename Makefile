@@ -21,3 +21,5 @@ bench: setup-test
 	.venv/bin/python bench/tti.py
 	.venv/bin/python bench/state.py
 	.venv/bin/python bench/storage.py
+	.venv/bin/python bench/images.py
+	.venv/bin/python bench/network.py
