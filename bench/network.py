@@ -26,6 +26,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -171,7 +172,8 @@ async def main(args: argparse.Namespace) -> None:
     settings = load()
     mgr = SandboxManager(dataclasses.replace(settings, warm_pool_size=0), Store(settings.db_path))
     await mgr.start()
-    internet = Internet(Path(tempfile.mkdtemp(prefix="cbbench-")))
+    workdir = Path(tempfile.mkdtemp(prefix="cbbench-"))
+    internet = Internet(workdir)
     mgr.dns_upstreams = [DNS]
     plain = PlainPair()
     inet_sink = start_sink(NS)
@@ -211,6 +213,7 @@ async def main(args: argparse.Namespace) -> None:
         plain.close()
         mgr.dns_upstreams = None
         internet.close()
+        shutil.rmtree(workdir, ignore_errors=True)
         await mgr.stop()
 
     ref = statistics.median(through["plain netns pair"])
