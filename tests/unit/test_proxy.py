@@ -600,3 +600,28 @@ def test_added_latency(world: World) -> None:
         d, p = median_ms(direct), median_ms(proxied)
     print(f"\nGET /api/v1/health, 200 requests each: direct {d:.3f} ms, proxied {p:.3f} ms, added {p - d:.3f} ms (median)")
     assert p - d < 4.0  # generous: shared CI machines; the target is < 2 ms
+
+
+def test_upstream_connections_probe_a_silent_agent() -> None:
+    """Keepalive on the proxy's side of every agent connection: a path that breaks while
+    a response is awaited ends the request (502) instead of hanging it forever."""
+    from cellbox.proxy.upstream import KEEPALIVE, Upstream
+
+    async def scenario() -> tuple[int, int, int, int]:
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            up = await Upstream.connect("127.0.0.1", port, 5)
+            sock = up.writer.get_extra_info("socket")
+            opts = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT))
+            up.writer.close()
+            return opts
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    enabled, idle, interval, count = asyncio.run(scenario())
+    assert enabled and (idle, interval, count) == KEEPALIVE

@@ -16,6 +16,7 @@ streamed body cannot be replayed, so some requests would fail with 502.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import h11
@@ -23,6 +24,20 @@ import h11
 READ_CHUNK = 256 * 1024
 MAX_HEAD = 64 * 1024
 FIN_WAIT = 1.0  # how long a finished exchange waits for the agent to close first
+# TCP keepalive toward the agent: idle seconds, probe interval, probes. A response
+# can legitimately take minutes (a long command's SSE stream with no output), so no
+# read timeout; but if the path back from the sandbox breaks (as it did while the
+# bridge's MAC changed), unanswered probes reset the connection after ~45 s and the
+# client gets a 502 instead of waiting forever.
+KEEPALIVE = (30, 5, 3)
+
+
+def _keepalive(sock: socket.socket) -> None:
+    idle, interval, count = KEEPALIVE
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
 
 
 class Upstream:
@@ -38,6 +53,9 @@ class Upstream:
         """Open the connection; ``OSError``/``TimeoutError`` mean "unreachable"."""
         async with asyncio.timeout(timeout):  # not wait_for (see client.py)
             reader, writer = await asyncio.open_connection(ip, port, limit=READ_CHUNK)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            _keepalive(sock)
         return cls(reader, writer)
 
     def send(self, event: Any) -> None:
