@@ -139,6 +139,20 @@ def sandboxes(manager: SandboxManager, loop_thread: LoopThread) -> Iterator[Sand
         sb.cleanup()
 
 
+@pytest.fixture
+def server_internet(tmp_path):
+    """The test "internet" (tests/nettest/internet.py), with the resolver of every
+    cellbox process on this host (a live server's too) pointed at its DNS server."""
+    from .nettest.internet import Internet, resolver_upstream
+
+    net = Internet(tmp_path)
+    try:
+        with resolver_upstream(load().data_dir):
+            yield net
+    finally:
+        net.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_leaks_after_suite(settings: Settings) -> Iterator[None]:
     """The suite as a whole must leave nothing of ours behind on the host."""

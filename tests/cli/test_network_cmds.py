@@ -7,33 +7,17 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from cellbox.config import load
-
-from ..nettest.internet import ADDRS, ECHO_PORT, Internet, probe_source, resolver_upstream
+from ..nettest.internet import ADDRS, probe_source, tcp_checks, tcp_verdicts
 
 B, C = ADDRS[1], ADDRS[2]
 
 
-@pytest.fixture
-def internet(tmp_path):
-    net = Internet(tmp_path)
-    try:
-        with resolver_upstream(load().data_dir):
-            yield net
-    finally:
-        net.close()
-
-
 def reach(cli, sandbox_id: str, *addrs: str) -> dict[str, str]:
-    checks = json.dumps([("tcp", f"{a}:{ECHO_PORT}") for a in addrs])
-    out = cli("exec", sandbox_id, "python3", "-c", probe_source(), checks).stdout
-    return {k.split()[1].split(":")[0]: v.split(":")[0] for k, v in json.loads(out).items()}
+    return tcp_verdicts(cli("exec", sandbox_id, "python3", "-c", probe_source(), tcp_checks(*addrs)).stdout)
 
 
-def test_create_flags_and_live_update(cli, internet):
-    internet.set_zone({"api.test.example": [C]})
+def test_create_flags_and_live_update(cli, server_internet):
+    server_internet.set_zone({"api.test.example": [C]})
     sid = cli.new("-A", B, "-A", "api.test.example", "-D", C)
     assert reach(cli, sid, B, C) == {B: "ok", C: "blocked"}  # deny beats allow
     described = json.loads(cli("describe", sid, "--json").stdout)["network_policy"]
@@ -46,7 +30,7 @@ def test_create_flags_and_live_update(cli, internet):
     assert "Network" in cli("describe", sid).stdout
 
 
-def test_update_refuses_bad_input(cli, internet):
+def test_update_refuses_bad_input(cli, server_internet):
     sid = cli.new("-N")
     bad = cli("update", sid, "-A", "nosuch.test.example", check=False)
     assert bad.returncode != 0 and "nosuch.test.example" in bad.stderr

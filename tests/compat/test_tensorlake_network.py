@@ -8,37 +8,22 @@ policy kept) and with ``CLEAR_NETWORK_POLICY``. Traffic goes only to the test
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from tensorlake.sandbox.models import CLEAR_NETWORK_POLICY, NetworkConfig
 
-from cellbox.config import load
-
-from ..nettest.internet import ADDRS, ECHO_PORT, HTTP_PORT, Internet, probe_source, resolver_upstream
+from ..nettest.internet import ADDRS, HTTP_PORT, probe_source, tcp_checks, tcp_verdicts
 
 B, C = ADDRS[1], ADDRS[2]
 
 
-@pytest.fixture
-def internet(tmp_path):
-    net = Internet(tmp_path)
-    try:
-        with resolver_upstream(load().data_dir):
-            yield net
-    finally:
-        net.close()
-
-
 def reach(sbx, *addrs: str) -> dict[str, str]:
-    checks = [("tcp", f"{a}:{ECHO_PORT}") for a in addrs]
-    res = sbx.run("python3", ["-c", probe_source(), json.dumps(checks)], timeout=60)
+    res = sbx.run("python3", ["-c", probe_source(), tcp_checks(*addrs)], timeout=60)
     assert res.exit_code == 0, res
-    return {k.split()[1].split(":")[0]: v.split(":")[0] for k, v in json.loads(res.stdout).items()}
+    return tcp_verdicts(res.stdout)
 
 
-def test_network_options_and_live_update(made, client, internet):
-    internet.set_zone({"api.test.example": [B]})
+def test_network_options_and_live_update(made, client, server_internet):
+    server_internet.set_zone({"api.test.example": [B]})
     sbx = made.create(allow_out=["api.test.example"])
     assert reach(sbx, B, C) == {B: "ok", C: "blocked"}
     res = sbx.run("curl", ["-s", "--max-time", "5", f"http://api.test.example:{HTTP_PORT}/"])
@@ -59,6 +44,6 @@ def test_network_options_and_live_update(made, client, internet):
     assert reach(sbx, B, C) == {B: "ok", C: "ok"}
 
 
-def test_no_internet(made, internet):
+def test_no_internet(made, server_internet):
     sbx = made.create(allow_internet_access=False)
     assert reach(sbx, B) == {B: "blocked"}

@@ -140,3 +140,13 @@ def resolver_upstream(data_dir: Path, server: str = DNS) -> Iterator[None]:
 
 def probe_source() -> str:
     return Path(__file__).with_name("probe.py").read_text()
+
+
+def tcp_checks(*addrs: str) -> str:
+    """Probe arguments: a TCP echo check of each address."""
+    return json.dumps([("tcp", f"{a}:{ECHO_PORT}") for a in addrs])
+
+
+def tcp_verdicts(probe_stdout: str) -> dict[str, str]:
+    """``{address: "ok" | "blocked"}`` from the output of a :func:`tcp_checks` probe."""
+    return {k.split()[1].split(":")[0]: v.split(":")[0] for k, v in json.loads(probe_stdout).items()}

@@ -3,39 +3,25 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from cellbox.config import load
 from cellbox.sdk import CellboxError
 
-from ..nettest.internet import ADDRS, ECHO_PORT, Internet, probe_source, resolver_upstream
+from ..nettest.internet import ADDRS, probe_source, tcp_checks, tcp_verdicts
 
 B, C = ADDRS[1], ADDRS[2]
 
 
-@pytest.fixture
-def internet(tmp_path):
-    net = Internet(tmp_path)
-    try:
-        with resolver_upstream(load().data_dir):
-            yield net
-    finally:
-        net.close()
-
-
 def reach(sbx, *addrs: str) -> dict[str, str]:
-    checks = json.dumps([("tcp", f"{a}:{ECHO_PORT}") for a in addrs])
-    res = sbx.run("python3", ["-c", probe_source(), checks])
+    res = sbx.run("python3", ["-c", probe_source(), tcp_checks(*addrs)])
     assert res.exit_code == 0, res
-    return {k.split()[1].split(":")[0]: v.split(":")[0] for k, v in json.loads(res.stdout).items()}
+    return tcp_verdicts(res.stdout)
 
 
-def test_policy_at_create_and_while_running(sandboxes, internet):
+def test_policy_at_create_and_while_running(sandboxes, server_internet):
     sbx = sandboxes.create(deny_out=[f"{C}/32"])
     assert reach(sbx, B, C) == {B: "ok", C: "blocked"}
-    internet.set_zone({"api.test.example": [C]})
+    server_internet.set_zone({"api.test.example": [C]})
     info = sbx.update_network(allow_out=["api.test.example"])
     assert info.raw["network_policy"]["allow_out"] == ["api.test.example"]
     assert reach(sbx, B, C) == {B: "blocked", C: "ok"}

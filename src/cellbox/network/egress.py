@@ -29,7 +29,7 @@ from pathlib import Path
 from ..errors import InvalidRequest
 from . import dnsmsg, firewall
 from .firewall import Addr
-from .policy import EgressPolicy
+from .policy import EgressPolicy, matches_any
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,9 @@ class Published:
     learned: dict[tuple[str, str], float] = field(default_factory=dict, compare=False, repr=False)
 
     def sides(self, qname: str) -> list[str]:
-        from .policy import name_matches
-
-        sides = []
-        if any(name_matches(p, qname) for p in self.deny_names):
-            sides.append("deny")
-        if any(name_matches(p, qname) for p in self.allow_names):
-            sides.append("allow")
-        return sides
+        """Which of the sandbox's sets an answer for ``qname`` goes into."""
+        return [side for side, names in (("deny", self.deny_names), ("allow", self.allow_names))
+                if matches_any(names, qname)]
 
 
 class EgressControl:
@@ -177,13 +172,13 @@ class EgressControl:
         for side in sides:
             due = []
             for addr, ttl in dnsmsg.addresses(answer):
-                live_until = now + max(ttl, firewall.MIN_TTL_SECS) + firewall.LEARN_GRACE_SECS
+                live_until = now + firewall.lifetime(ttl)
                 if pub.learned.get((side, str(addr)), 0.0) < live_until - firewall.LEARN_GRACE_SECS / 2:
                     due.append((addr, ttl))
             if not due:
                 continue
             if await firewall.learn(self.table, pub.sandbox_id, side, due):
                 for addr, ttl in due:
-                    pub.learned[(side, str(addr))] = now + max(ttl, firewall.MIN_TTL_SECS) + firewall.LEARN_GRACE_SECS
+                    pub.learned[(side, str(addr))] = now + firewall.lifetime(ttl)
             else:
                 log.debug("egress: sandbox %s is gone; not learning %s", pub.sandbox_id, qname)

@@ -83,7 +83,7 @@ def _elements(items: Iterable[str]) -> str:
     return "{ " + ", ".join(items) + " }"
 
 
-def _ensure_absent(table: str, kind: str, name: str, key: str) -> list[str]:
+def _ensure_absent(table: str, name: str, key: str) -> list[str]:
     """Commands that remove element ``key`` whether or not it is present.
 
     ``delete element`` of a missing element fails the whole transaction, and nft has
@@ -128,9 +128,9 @@ def apply_script(table: str, sandbox_id: str, ip: str, policy: EgressPolicy,
     if policy.allow_internet:
         lines.append(f"add element inet {table} {DNS_FORCED} {{ {ip} }}")
     else:
-        lines += _ensure_absent(table, "set", DNS_FORCED, ip)
+        lines += _ensure_absent(table, DNS_FORCED, ip)
     if policy.allow_internet or resolver_listed:
-        lines += _ensure_absent(table, "set", DNS_BLOCKED, ip)
+        lines += _ensure_absent(table, DNS_BLOCKED, ip)
     else:
         lines.append(f"add element inet {table} {DNS_BLOCKED} {{ {ip} }}")
     return "\n".join(lines) + "\n"
@@ -143,16 +143,21 @@ def remove_script(table: str, sandbox_id: str, ip: str | None, *, with_map: bool
         if with_map:
             lines += [f"add element inet {table} {EGRESS_MAP} {{ {ip} : jump {c} }}",
                       f"delete element inet {table} {EGRESS_MAP} {{ {ip} }}"]
-        lines += _ensure_absent(table, "set", DNS_FORCED, ip)
-        lines += _ensure_absent(table, "set", DNS_BLOCKED, ip)
+        lines += _ensure_absent(table, DNS_FORCED, ip)
+        lines += _ensure_absent(table, DNS_BLOCKED, ip)
     lines.append(f"delete chain inet {table} {c}")
     for spec in _ALL_SETS:
         lines += [spec.declaration(table, sandbox_id), f"delete set inet {table} {spec.name(sandbox_id)}"]
     return "\n".join(lines) + "\n"
 
 
+def lifetime(ttl: int) -> int:
+    """Seconds a learned address stays in a set for an answer with this TTL."""
+    return max(ttl, MIN_TTL_SECS) + LEARN_GRACE_SECS
+
+
 def _timed(addr: Addr, ttl: int) -> str:
-    return f"{addr} timeout {max(ttl, MIN_TTL_SECS) + LEARN_GRACE_SECS}s"
+    return f"{addr} timeout {lifetime(ttl)}s"
 
 
 async def _nft(script: str) -> None:

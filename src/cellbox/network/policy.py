@@ -38,9 +38,6 @@ class Rules:
     def __bool__(self) -> bool:
         return bool(self.nets4 or self.nets6 or self.names)
 
-    def matches_name(self, qname: str) -> bool:
-        return any(name_matches(pattern, qname) for pattern in self.names)
-
 
 @dataclass(frozen=True)
 class EgressPolicy:
@@ -71,6 +68,10 @@ def name_matches(pattern: str, qname: str) -> bool:
     if pattern.startswith("*."):
         return qname.endswith(pattern[1:])
     return qname == pattern
+
+
+def matches_any(patterns: tuple[str, ...], qname: str) -> bool:
+    return any(name_matches(pattern, qname) for pattern in patterns)
 
 
 def _hostname(entry: str) -> str | None:
