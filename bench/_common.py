@@ -96,3 +96,31 @@ def plot_boxes(results: dict[str, Any], out: Path, title: str, xlabel: str, late
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     (out.parent / latest).write_bytes(out.read_bytes())
+
+
+async def wait_for_api(client: Any, api: str, tries: int = 300) -> None:
+    """Poll ``GET {api}/sandboxes`` until the server answers (0.2 s apart)."""
+    import asyncio
+
+    import httpx
+
+    for _ in range(tries):
+        try:
+            if (await client.get(f"{api}/sandboxes", timeout=2)).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.2)
+
+
+async def node_v_through_proxy(client: Any, proxy: str, sandbox_id: str) -> bool:
+    """Run ``node -v`` in the sandbox through the proxy's ``/run`` SSE; True if it exited 0."""
+    run = {"command": "node", "args": ["-v"], "timeout": 30}
+    async with client.stream("POST", f"{proxy}/api/v1/processes/run", json=run,
+                             headers={"Host": f"{sandbox_id}.local"}, timeout=30) as resp:
+        async for line in resp.aiter_lines():
+            if line.startswith("data:"):
+                ev = json.loads(line[5:])
+                if "exit_code" in ev or "signal" in ev:
+                    return ev.get("exit_code") == 0
+    return False

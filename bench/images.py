@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import plot_boxes, summarize, table, write  # noqa: E402
+from _common import node_v_through_proxy, plot_boxes, summarize, table, wait_for_api, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -111,15 +111,8 @@ async def tti(client: httpx.AsyncClient, api: str, proxy: str, image: str | None
             print("  create failed:", r.status_code, str(data)[:300], file=sys.stderr)
             return None, sid
         created = time.perf_counter()
-        run = {"command": "node", "args": ["-v"], "timeout": 30}
-        async with client.stream("POST", f"{proxy}/api/v1/processes/run", json=run,
-                                 headers={"Host": f"{sid}.local"}, timeout=30) as resp:
-            async for line in resp.aiter_lines():
-                if line.startswith("data:"):
-                    ev = json.loads(line[5:])
-                    if "exit_code" in ev or "signal" in ev:
-                        return ((time.perf_counter() - t0) * 1000 if ev.get("exit_code") == 0 else None), sid
-        return None, sid
+        ok = await node_v_through_proxy(client, proxy, sid)
+        return ((time.perf_counter() - t0) * 1000 if ok else None), sid
     except Exception as exc:  # noqa: BLE001 - a failure is a data point
         phase = "create" if "created" not in locals() else f"run (created in {(created - t0) * 1000:.0f} ms)"
         print(f"  failure ({image or 'default'}, {phase}):", type(exc).__name__, exc, file=sys.stderr)
@@ -146,13 +139,7 @@ async def main() -> None:
     snapshot_id = None
     try:
         async with httpx.AsyncClient() as client:
-            for _ in range(600):
-                try:
-                    if (await client.get(f"{api}/sandboxes", timeout=2)).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.2)
+            await wait_for_api(client, api, 600)
 
             # -- build times ------------------------------------------------------------------
             built = f"bench/built-{run}"

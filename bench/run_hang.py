@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write  # noqa: E402
+from _common import wait_for_api, write  # noqa: E402
 
 BURN = "import time\nwhile True:\n    time.time()\n"
 
@@ -162,13 +162,7 @@ async def main() -> None:
     out = Outcome()
     try:
         async with httpx.AsyncClient(timeout=60) as client:
-            for _ in range(300):
-                try:
-                    if (await client.get(f"{api}/sandboxes", timeout=2)).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.2)
+            await wait_for_api(client, api, 300)
             boxes = []
             for _ in range(args.sandboxes):
                 r = await client.post(f"{api}/sandboxes", json={"resources": {"cpus": 1.0, "memory_mb": 512}})

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -34,7 +33,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import plot_boxes, summarize, table, write  # noqa: E402
+from _common import node_v_through_proxy, plot_boxes, summarize, table, wait_for_api, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADERS = {"X-Tensorlake-Request-Timeout-Ms": "120000", "X-Tensorlake-Request-Timeout-Grace-Ms": "5000"}
@@ -57,16 +56,8 @@ async def tti(client: httpx.AsyncClient, api: str, proxy: str) -> tuple[float | 
         if r.status_code != 200 or body.get("status") != "running":
             print("  create failed:", r.status_code, str(body)[:200], file=sys.stderr)
             return None, sid
-        run = {"command": "node", "args": ["-v"], "timeout": 30}
-        async with client.stream("POST", f"{proxy}/api/v1/processes/run", json=run,
-                                 headers={"Host": f"{sid}.local"}, timeout=30) as resp:
-            async for line in resp.aiter_lines():
-                if line.startswith("data:"):
-                    ev = json.loads(line[5:])
-                    if "exit_code" in ev or "signal" in ev:
-                        ok = ev.get("exit_code") == 0
-                        return ((time.perf_counter() - t0) * 1000 if ok else None), sid
-        return None, sid
+        ok = await node_v_through_proxy(client, proxy, sid)
+        return ((time.perf_counter() - t0) * 1000 if ok else None), sid
     except Exception as exc:  # noqa: BLE001 - a failure is a data point
         print("  failure:", type(exc).__name__, exc, file=sys.stderr)
         return None, sid
@@ -140,13 +131,7 @@ async def main() -> None:
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=50)
     try:
         async with httpx.AsyncClient(limits=limits) as client:
-            for _ in range(300):
-                try:
-                    if (await client.get(f"{api}/sandboxes", timeout=2)).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.2)
+            await wait_for_api(client, api, 300)
             await wait_pool(args.warm_pool)
 
             async def cleanup(sids: list[str | None]) -> None:
