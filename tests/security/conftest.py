@@ -1,0 +1,28 @@
+"""The hostile-tenant suite: each test is an attack made from inside a real sandbox
+(or by a client of the real server), judged from the host's side.
+
+Every test here must fail on the code before the fix it guards (the walls issue lists
+the holes). Fixtures come from ``tests/conftest.py`` (``sandboxes``, ``manager``) and
+the API/SDK conftests; this file adds only what the attacks share.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+
+def run_python(sandboxes: Any, rec: Any, code: str, timeout: float = 60) -> dict[str, Any]:
+    """Run ``code`` with the sandbox's python3 as the tenant's root; return the agent's result."""
+    return sandboxes.run(rec, "python3", "-c", code, timeout=timeout)
+
+
+def run_python_json(sandboxes: Any, rec: Any, code: str, timeout: float = 60) -> Any:
+    """Run ``code`` (which prints one JSON document last) and parse what it printed."""
+    res = run_python(sandboxes, rec, code, timeout=timeout)
+    assert res["exit_code"] == 0, res
+    return json.loads(res["out"].strip().splitlines()[-1])
