@@ -36,6 +36,7 @@ from cellbox.errors import CellboxError
 from cellbox.manager.records import SandboxRecord, Status
 from cellbox.manager.snapshot_store import SnapshotType
 
+from ..leaks import leftovers
 from .conftest import run_python_json
 
 pytestmark = pytest.mark.root
@@ -350,3 +351,34 @@ def test_prefault_of_a_registered_image(bait, ops, sandboxes, settings, manager,
     finally:
         loop_thread.run(im.set_warm_pool(name, 0))
     bait.assert_untouched()
+
+
+# -- subvolumes a tenant makes inside its own tree ------------------------------------------
+
+SUBVOL_CREATE = r'''
+import fcntl, struct
+# BTRFS_IOC_SUBVOL_CREATE = _IOW(0x94, 14, struct btrfs_ioctl_vol_args {s64 fd; char name[4088]}):
+# btrfs checks only write access to the directory, no capability.
+def subvol(parent, name):
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, 0x5000940E, bytearray(struct.pack("q4088s", 0, name.encode())))
+    finally:
+        os.close(fd)
+subvol("/", "nest")
+os.mkdir("/nest/d")
+subvol("/nest/d", "deeper one")
+print(json.dumps([os.stat(p).st_ino for p in ("/nest", "/nest/d/deeper one")]))
+'''
+
+
+def test_nested_subvolumes_do_not_block_destroy(sandboxes, settings) -> None:
+    """A tenant can make btrfs subvolumes in its tree (no capability needed); the
+    kernel refuses to delete a subvolume holding others, so destroy failed with a 500
+    and left the tree behind. They are deleted first, by ID (no path of the tree is
+    walked)."""
+    rec = sandboxes.create()
+    assert plant(sandboxes, rec, SUBVOL_CREATE) == [256, 256]  # subvolume roots
+    sandboxes.destroy(rec)
+    assert not (settings.pool / "sandboxes" / rec.id).exists()
+    assert leftovers(settings, {rec.id}) == {}
