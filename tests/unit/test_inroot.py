@@ -121,3 +121,15 @@ def test_entry_names_are_checked(tree: tuple[Path, Path]) -> None:
             with pytest.raises(OSError) as err:
                 r.write_file(bad, b"x")
             assert err.value.errno == errno.EINVAL
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod and chown need root")
+def test_device_nodes_are_neither_read_nor_written(tree: tuple[Path, Path]) -> None:
+    root, _ = tree
+    os.mknod(root / "real" / "node", stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
+    with inroot.Root(root) as r:
+        with pytest.raises(inroot.NotRegularFile):
+            r.open_regular("real/node")
+        r.write_file("real/node", b"a file now\n", owner=(1234, 5678))
+        st = r.lstat("real/node")
+        assert stat.S_ISREG(st.st_mode) and (st.st_uid, st.st_gid) == (1234, 5678)

@@ -173,10 +173,12 @@ class Root:
 
     # -- writing -------------------------------------------------------------------------
 
-    def write_file(self, rel: str, data: bytes, mode: int = 0o644) -> None:
+    def write_file(self, rel: str, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
         """Create or replace ``rel`` with ``data``: a new file in the resolved parent,
         renamed over the old entry. Whatever was there (a link, a FIFO, a device node)
-        is replaced without being opened; a directory there is an error (EISDIR)."""
+        is replaced without being opened; a directory there is an error (EISDIR).
+        ``owner`` (host uid, gid) is set on the new file before it appears under its
+        name (a user-namespaced sandbox's root is not host uid 0)."""
         pfd, name = self._parent(rel)
         try:
             tmp = _TMP_PREFIX + secrets.token_hex(8)
@@ -184,6 +186,8 @@ class Root:
             try:
                 try:
                     os.fchmod(fd, mode)  # not the umask's idea of it
+                    if owner is not None:
+                        os.fchown(fd, *owner)
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view):]
