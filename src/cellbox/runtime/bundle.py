@@ -137,6 +137,11 @@ def config(
     }
 
 
+def mount_points(cfg: dict[str, Any]) -> list[str]:
+    """The mount destinations of a bundle config (inside the container's root)."""
+    return [m["destination"] for m in cfg.get("mounts", [])]
+
+
 def resources(limits: Limits) -> dict[str, Any]:
     """The cgroup part of ``linux.resources`` for ``limits``."""
     cpu: dict[str, Any] = {"quota": cpu_quota(limits.cpus), "period": CFS_PERIOD}
