@@ -25,12 +25,21 @@ from typing import Any
 from . import agentfs, seccomp
 
 # Docker's default capability set (moby oci/caps/defaults.go): no SYS_ADMIN, SYS_MODULE,
-# SYS_PTRACE, NET_ADMIN, SYS_TIME, SYS_BOOT, SYS_RESOURCE, ...
+# SYS_PTRACE, NET_ADMIN, SYS_TIME, SYS_BOOT, SYS_RESOURCE, ... and, unlike Docker, no
+# NET_RAW: raw and packet sockets let a sandbox forge its source IP and MAC and answer
+# ARP for a neighbour's address. ping keeps working through ICMP datagram sockets,
+# which net.ipv4.ping_group_range (SYSCTLS) opens to every group, as Docker does.
 CAPABILITIES = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ]
+# Per-netns sysctls runc writes inside the container (OCI linux.sysctl), so they hold
+# however the netns is made (today network/netns.py, later runc itself for user
+# namespaces). The range is 0-65535 and not Docker's 0-2147483647: the kernel refuses
+# (EINVAL) a range with a gid the writer's user namespace does not map, and a sandbox
+# with its own user namespace maps 65536 ids.
+SYSCTLS = {"net.ipv4.ping_group_range": "0 65535"}
 MASKED_PATHS = [
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
@@ -130,6 +139,7 @@ def config(
                 "devices": [{"allow": False, "access": "rwm"}],
                 **resources(limits),
             },
+            "sysctl": dict(SYSCTLS),
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
             "seccomp": seccomp.profile(CAPABILITIES),
