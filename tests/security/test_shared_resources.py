@@ -131,3 +131,44 @@ def test_per_user_kernel_counters_are_not_host_roots(sb):
     rec = sb.create()
     uid_map = Path(f"/proc/{rec.init_pid}/uid_map").read_text().split()
     assert uid_map[:2] != ["0", "0"], f"sandbox root is host root: uid_map {uid_map}"
+
+
+PIPES = r"""
+import fcntl, json, os, time
+held, total = [], 0
+for _ in range(512):
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETFL, os.O_NONBLOCK)
+    try:
+        while True:
+            total += os.write(w, b"p" * 65536)
+    except BlockingIOError:
+        pass
+    held.append((r, w))
+open("/tmp/pipes.json", "w").write(json.dumps({"bytes": total}))
+time.sleep(60)
+"""
+
+
+def test_pipe_buffers_are_charged_to_the_sandbox(sb):
+    """Pipe buffers count against memory_mb (the memory cgroup), not only against the
+    per-user pipe-user-pages-soft that all sandboxes share with host root."""
+    import json
+    import time
+
+    rec = sb.create(memory_mb=256)
+    base = _memcg(rec, "memory.usage_in_bytes")
+    with sb.agent(rec) as agent:
+        r = agent.post("/api/v1/processes", json={"command": "python3", "args": ["-c", PIPES]})
+        assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 60
+    while True:
+        res = sb.sh(rec, "cat /tmp/pipes.json 2>/dev/null")
+        if res["out"]:
+            break
+        assert time.monotonic() < deadline, "the pipe filler did not finish"
+        time.sleep(0.2)
+    held = json.loads(res["out"])["bytes"]
+    charged = _memcg(rec, "memory.usage_in_bytes") - base
+    assert held >= 2 << 20, held
+    assert charged >= held * 0.8, f"{held >> 20} MiB in pipes, {charged >> 20} MiB charged to the sandbox"
