@@ -113,6 +113,8 @@ r["move_mount"] = call(429, AT_FDCWD, s("/tmp"), AT_FDCWD, s("/mnt"), 0)
 r["mount_setattr"] = call(442, AT_FDCWD, s("/"), 0, ctypes.c_char_p(bytes(32)), 32)
 r["keyctl_get_user_keyring"] = call(250, 0, -4, 0)          # KEYCTL_GET_KEYRING_ID, @u
 r["keyctl_search_host_key"] = call(250, 10, -4, s("user"), s(K["desc"]), 0)  # KEYCTL_SEARCH
+r["keyctl_read_host_key"] = call(250, 11, K["kid"], buf, 256)                 # KEYCTL_READ
+r["keyctl_unlink_host_key"] = call(250, 9, K["kid"], -4)                     # KEYCTL_UNLINK from @u
 r["add_key"] = call(248, s("user"), s("cellbox-probe"), s("x"), 1, -2)       # @p
 r["request_key"] = call(249, s("user"), s(K["desc"]), 0, 0)
 r["bpf"] = call(321, 0, ctypes.c_char_p(bytes(128)), 128)    # BPF_MAP_CREATE
@@ -170,7 +172,8 @@ EXPECTED: dict[str, int] = {
     "mount": EPERM, "umount2": EPERM, "fsopen": EPERM, "fsconfig": EPERM, "fsmount": EPERM,
     "fspick": EPERM, "open_tree": EPERM, "open_tree_clone": EPERM, "move_mount": EPERM,
     "mount_setattr": EPERM,
-    "keyctl_get_user_keyring": EPERM, "keyctl_search_host_key": EPERM, "add_key": EPERM,
+    "keyctl_get_user_keyring": EPERM, "keyctl_search_host_key": EPERM, "keyctl_read_host_key": EPERM,
+    "keyctl_unlink_host_key": EPERM, "add_key": EPERM,
     "request_key": EPERM,
     "bpf": EPERM, "perf_event_open": EPERM, "userfaultfd": EPERM,
     "io_uring_setup": EPERM, "io_uring_enter": EPERM, "io_uring_register": EPERM,
@@ -229,7 +232,7 @@ def box(manager, loop_thread) -> Iterator[tuple[Sandboxes, Any]]:
 @pytest.fixture(scope="module")
 def matrix(box, host_key) -> dict[str, Any]:
     sb, rec = box
-    code = f"import sys; sys.argv[1:] = [{json.dumps(json.dumps({'desc': host_key[0]}))}]\n" + PROBER
+    code = f"import sys; sys.argv[1:] = [{json.dumps(json.dumps({'desc': host_key[0], 'kid': host_key[1]}))}]\n" + PROBER
     return run_python_json(sb, rec, code)
 
 
@@ -242,11 +245,15 @@ def test_syscall_matrix(matrix, name):
 
 
 def test_host_key_unchanged_and_unreadable(matrix, host_key):
-    """The host's key survives the attempts and the sandbox learnt nothing of it."""
+    """The host's key survives the attempts (still linked in host root's keyring,
+    payload intact) and the sandbox learnt nothing of it."""
     desc, kid = host_key
     buf = ctypes.create_string_buffer(64)
     n = _host_keyctl(ctypes.c_long(KEYCTL_READ), ctypes.c_long(kid), buf, ctypes.c_long(64))
     assert buf.raw[:n] == b"host secret"
+    found = _libc.syscall(ctypes.c_long(250), ctypes.c_long(10), ctypes.c_long(KEY_SPEC_USER_KEYRING),
+                          b"user", desc.encode(), ctypes.c_long(0))  # KEYCTL_SEARCH
+    assert found == kid, "the host's key was unlinked from host root's keyring"
     assert matrix["keyctl_search_host_key"] != 0
     assert matrix["keyctl_get_user_keyring"] != 0
 
