@@ -201,6 +201,11 @@ class WarmPool:
         self._ready.append(rec)
 
     def can_serve(self, spec: "CreateSpec") -> bool:
+        # Warm sandboxes booted with the pool's memory, so their /dev/shm has its full
+        # size; a smaller sandbox must boot with a /dev/shm sized to its memory_mb
+        # (bundle.shm_kib): tmpfs must never be able to fill its memory limit.
+        if spec.memory_mb < bundle.SHM_FULL_AT_MB:
+            return False
         if self.image is not None:
             return bool(self._ready) and spec.image == self.image
         default = self.manager.settings.default_image
