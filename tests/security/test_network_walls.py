@@ -435,3 +435,43 @@ print("sent")
         dns.kill()
         dns.wait(5)
         upstream.close()
+
+
+# -- the walls follow the sandbox -------------------------------------------------------
+
+
+def _pinned(settings, rec) -> bool:
+    """The port's element is in the bridge table and the host's neighbour entry is pinned."""
+    veth = ids.host_veth(rec.id)
+    listed = subprocess.run(["nft", "list", "set", "bridge", settings.nft_table, "port_addrs"],
+                            capture_output=True, text=True).stdout
+    return f"\"{veth}\" . {mac_of(rec)} . {rec.ip}" in listed and "PERMANENT" in host_neigh(rec.ip, settings.bridge)
+
+
+def test_walls_follow_suspend_resume_clone_and_restore(sandboxes, manager, loop_thread, settings, public_host):
+    rec = sandboxes.create(name=f"walls-mem-{int(time.time() * 1000) % 10**6}")  # only named ones suspend
+    loop_thread.run(manager.memory.suspend(rec.id))
+    rec = loop_thread.run(manager.memory.resume(rec.id))
+    clone = loop_thread.run(manager.memory.clone(rec.id, 1))[0]
+    assert not isinstance(clone, Exception), clone
+    sandboxes.made.append(clone.id)
+    snap = loop_thread.run(manager.memory.snapshot(rec.id))
+    try:
+        restored = loop_thread.run(manager.memory.restore(snap.id))
+        sandboxes.made.append(restored.id)
+    finally:
+        loop_thread.run(manager.memory.delete_snapshot(snap.id))
+    dst = public_host.addresses[0]
+    for r in (rec, clone, restored):
+        assert _pinned(settings, r), r.id
+        udp_send(r, "203.0.113.98", dst, f"forged-{r.id}")
+        udp_send(r, r.ip, dst, f"own-{r.id}")
+    time.sleep(0.5)
+    got = set(public_host.received())
+    assert {f"own-{r.id}".encode() for r in (rec, clone, restored)} <= got
+    assert not any(g.startswith(b"forged-") for g in got), got
+    # Teardown removes them: nothing of the clone's is left in the host's tables.
+    sandboxes.destroy(clone)
+    assert not _pinned(settings, clone)
+    assert ids.host_veth(clone.id) not in subprocess.run(
+        ["nft", "list", "table", "bridge", settings.nft_table], capture_output=True, text=True).stdout
