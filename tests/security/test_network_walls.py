@@ -475,3 +475,18 @@ def test_walls_follow_suspend_resume_clone_and_restore(sandboxes, manager, loop_
     assert not _pinned(settings, clone)
     assert ids.host_veth(clone.id) not in subprocess.run(
         ["nft", "list", "table", "bridge", settings.nft_table], capture_output=True, text=True).stdout
+
+
+def test_reconcile_removes_the_walls_of_ports_nobody_owns(manager, loop_thread, settings):
+    """A crash between pin and teardown leaves elements; reconcile removes them (a stale
+    element would let a later port of the same name send as the old address)."""
+    from cellbox.manager.reconcile import reconcile
+    from cellbox.network import walls
+
+    sid, ip = ids.new_id(), ipaddress.IPv4Address("10.210.255.249")  # no record has this ID
+    loop_thread.run(walls.pin(settings, sid, ip, mac_for(ip)))
+    listing = lambda: subprocess.run(["nft", "list", "table", "bridge", settings.nft_table],  # noqa: E731
+                                     capture_output=True, text=True, check=True).stdout
+    assert ids.host_veth(sid) in listing()
+    loop_thread.run(reconcile(manager))
+    assert ids.host_veth(sid) not in listing()

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Callable
 
 from .. import _proc, ids
 from ..config import Settings
@@ -152,18 +153,38 @@ async def pin(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Addres
     await _proc.run(["nft", "-f", "-"], input=script.encode())
 
 
-async def _pinned_elements(settings: Settings, veth: str) -> list[tuple[str, str]]:
-    """(MAC, address) of the port's elements, from the set (when the caller lost the address)."""
+async def _elements(settings: Settings) -> list[tuple[str, str, str]]:
+    """(veth, MAC, address) of every element of ``port_addrs``."""
     listed = await _proc.run(["nft", "-j", "list", "set", "bridge", settings.nft_table, PORT_ADDRS], check=False)
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str, str]] = []
     if listed.returncode != 0:
         return found
     for item in json.loads(listed.stdout).get("nftables", []):
         for elem in item.get("set", {}).get("elem", []):
             parts = elem.get("concat", []) if isinstance(elem, dict) else []
-            if len(parts) == 3 and parts[0] == veth:
-                found.append((str(parts[1]), str(parts[2])))
+            if len(parts) == 3:
+                found.append((str(parts[0]), str(parts[1]), str(parts[2])))
     return found
+
+
+async def _pinned_elements(settings: Settings, veth: str) -> list[tuple[str, str]]:
+    """(MAC, address) of the port's elements, from the set (when the caller lost the address)."""
+    return [(m, a) for v, m, a in await _elements(settings) if v == veth]
+
+
+async def prune(settings: Settings, owned_veths: Callable[[], set[str]]) -> list[str]:
+    """Remove the walls of ports no live sandbox owns (left by a crash); return their names.
+
+    ``owned_veths`` is called *after* the set is listed: a create records itself before
+    it pins its port, so a port pinned meanwhile is always seen as owned.
+    """
+    listed = await _elements(settings)
+    owned = owned_veths()
+    stale = sorted({v for v, _, _ in listed if v not in owned})
+    for veth in stale:
+        for mac, address in [(m, a) for v, m, a in listed if v == veth]:
+            await _unpin_port(settings, veth, [(mac, address)])
+    return stale
 
 
 async def unpin(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Address | None,
@@ -173,9 +194,14 @@ async def unpin(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Addr
     Removing the port from ``ports`` first: a port name that is not in the set is not
     ours any more, whatever elements are left.
     """
-    t, veth = settings.nft_table, ids.host_veth(sandbox_id)
+    veth = ids.host_veth(sandbox_id)
     pairs = [(mac, str(address))] if address is not None and mac is not None else \
         await _pinned_elements(settings, veth)
+    await _unpin_port(settings, veth, pairs)
+
+
+async def _unpin_port(settings: Settings, veth: str, pairs: list[tuple[str, str]]) -> None:
+    t = settings.nft_table
     lines = [f"add element bridge {t} {PORTS} {{ {veth} }}", f"delete element bridge {t} {PORTS} {{ {veth} }}"]
     for m, a in pairs:
         key = f"{veth} . {m} . {a}"
