@@ -490,3 +490,17 @@ def test_reconcile_removes_the_walls_of_ports_nobody_owns(manager, loop_thread, 
     assert ids.host_veth(sid) in listing()
     loop_thread.run(reconcile(manager))
     assert ids.host_veth(sid) not in listing()
+
+
+def test_a_failed_network_create_leaves_no_walls_behind(loop_thread, settings, monkeypatch):
+    from cellbox.errors import CommandFailed
+    from cellbox.network import netns, walls
+
+    sid, ip = ids.new_id(), ipaddress.IPv4Address("10.210.255.248")  # no record has this ID
+    monkeypatch.setattr(walls, "port_link_batch", lambda veth, mac: f"link set dev {veth} no-such-option on\n")
+    with pytest.raises(CommandFailed):
+        loop_thread.run(netns.create(settings, sid, ip))
+    table = subprocess.run(["nft", "list", "table", "bridge", settings.nft_table], capture_output=True, text=True).stdout
+    assert ids.host_veth(sid) not in table
+    assert not netns.exists(sid) and not Path(f"/sys/class/net/{ids.host_veth(sid)}").exists()
+    assert not host_neigh(str(ip), settings.bridge).strip()

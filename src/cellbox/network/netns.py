@@ -36,25 +36,30 @@ def path(sandbox_id: str) -> str:
 
 async def create(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Address) -> None:
     ns, veth, mac = ids.netns(sandbox_id), ids.host_veth(sandbox_id), mac_for(address)
-    # The walls first: the port may send as (mac, address) only from its first frame.
-    await walls.pin(settings, sandbox_id, address, mac)
-    host_side = (
-        f"netns add {ns}\n"
-        f"link add {veth} type veth peer name eth0 address {mac} netns {ns}\n"
-        f"link set {veth} master {settings.bridge} up\n"
-        + walls.neigh_line(settings, address, mac)
-    )
-    await _proc.run(["ip", "-batch", "-"], input=host_side.encode())
-    # Isolated, no learning, one static FDB entry (walls.py). Nothing of the tenant's
-    # runs yet, so the port being up a moment before this is harmless.
-    await _proc.run(["bridge", "-batch", "-"], input=walls.port_link_batch(veth, mac).encode())
-    inside = (
-        f"addr add {address}/{settings.subnet.prefixlen} dev eth0\n"
-        "link set eth0 up\n"
-        "link set lo up\n"
-        f"route add default via {settings.gateway}\n"
-    )
-    await _proc.run(["ip", "-n", ns, "-batch", "-"], input=inside.encode())
+    try:
+        # The walls first: the port may send as (mac, address) only from its first frame.
+        await walls.pin(settings, sandbox_id, address, mac)
+        host_side = (
+            f"netns add {ns}\n"
+            f"link add {veth} type veth peer name eth0 address {mac} netns {ns}\n"
+            f"link set {veth} master {settings.bridge} up\n"
+            + walls.neigh_line(settings, address, mac)
+        )
+        await _proc.run(["ip", "-batch", "-"], input=host_side.encode())
+        # Isolated, no learning, one static FDB entry (walls.py). Nothing of the tenant's
+        # runs yet, so the port being up a moment before this is harmless.
+        await _proc.run(["bridge", "-batch", "-"], input=walls.port_link_batch(veth, mac).encode())
+        inside = (
+            f"addr add {address}/{settings.subnet.prefixlen} dev eth0\n"
+            "link set eth0 up\n"
+            "link set lo up\n"
+            f"route add default via {settings.gateway}\n"
+        )
+        await _proc.run(["ip", "-n", ns, "-batch", "-"], input=inside.encode())
+    except BaseException:
+        # Undo is pushed by the caller only once create returned: clean up here.
+        await destroy(settings, sandbox_id, address)
+        raise
 
 
 async def destroy(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Address | None = None) -> None:
