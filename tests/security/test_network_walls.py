@@ -27,7 +27,7 @@ from cellbox import ids
 from cellbox.network.netns import mac_for
 from cellbox.network.policy import parse
 
-from ..nettest.internet import Internet, resolver_upstream
+from ..nettest.internet import resolver_upstream
 from ..nettest.testhost import ECHO_PORT, RECORD_PORT, TestHost
 
 pytestmark = pytest.mark.root
@@ -52,6 +52,26 @@ def private_host(tmp_path: Path) -> Iterator[TestHost]:
     try:
         yield host
     finally:
+        host.close()
+
+
+@pytest.fixture
+def upstream_dns(tmp_path: Path, settings) -> Iterator[TestHost]:
+    """A DNS server of this test's own (tests/nettest/dns_server.py in a test host) that
+    answers ``svc.walls.example``, with every cellbox resolver on the host pointed at it."""
+    host = TestHost("dns", [PUBLIC], tmp_path)
+    zone = tmp_path / "zone.json"
+    zone.write_text(json.dumps({"svc.walls.example": ["198.51.100.3"]}))
+    server = subprocess.Popen(["ip", "netns", "exec", host.ns, sys.executable,
+                               str(Path(__file__).parent.parent / "nettest" / "dns_server.py"),
+                               host.addresses[0], str(zone)], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout and server.stdout.readline().strip() == b"ready"
+        with resolver_upstream(settings.data_dir, host.addresses[0]):
+            yield host
+    finally:
+        server.kill()
+        server.wait(5)
         host.close()
 
 
@@ -304,14 +324,10 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_resolver_connection_flood_is_bounded_and_others_still_resolve(sandboxes, settings, tmp_path):
-    net = Internet(tmp_path)
-    try:
-        with resolver_upstream(settings.data_dir):
-            net.set_zone({"svc.walls.example": ["198.51.100.3"]})
-            flooder, other = sandboxes.create(), sandboxes.create()
-            before = _fds()
-            flood = subprocess.Popen(["ip", "netns", "exec", ids.netns(flooder.id), sys.executable, "-c", """
+def test_resolver_connection_flood_is_bounded_and_others_still_resolve(sandboxes, settings, upstream_dns):
+    flooder, other = sandboxes.create(), sandboxes.create()
+    before = _fds()
+    flood = subprocess.Popen(["ip", "netns", "exec", ids.netns(flooder.id), sys.executable, "-c", """
 import resource, socket, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
 held = []
@@ -324,19 +340,17 @@ for _ in range(1500):
 print(len(held), flush=True)
 sys.stdin.read()
 """, str(settings.gateway)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            try:
-                assert flood.stdout is not None
-                flood.stdout.readline()
-                time.sleep(0.5)  # our forwarder accepts what the kernel queued
-                grown = _fds() - before
-                res = sandboxes.run(other, "getent", "hosts", "svc.walls.example", timeout=30)
-            finally:
-                flood.stdin.close()  # type: ignore[union-attr]
-                flood.wait(30)
-            assert grown <= 2 * settings.dns_tcp_per_sandbox + 16, grown
-            assert "198.51.100.3" in res["out"], res
+    try:
+        assert flood.stdout is not None
+        flood.stdout.readline()
+        time.sleep(0.5)  # our forwarder accepts what the kernel queued
+        grown = _fds() - before
+        res = sandboxes.run(other, "getent", "hosts", "svc.walls.example", timeout=30)
     finally:
-        net.close()
+        flood.stdin.close()  # type: ignore[union-attr]
+        flood.wait(30)
+    assert grown <= 2 * settings.dns_tcp_per_sandbox + 16, grown
+    assert "198.51.100.3" in res["out"], res
 
 
 def _conntrack_from(ip: str) -> int:
@@ -359,14 +373,10 @@ for port in range(20000, 20000 + int(sys.argv[2])):
     assert _conntrack_from(rec.ip) <= settings.conntrack_per_sandbox + 64
 
 
-def test_fuzzed_dns_never_breaks_the_resolver(sandboxes, settings, tmp_path):
-    net = Internet(tmp_path)
-    try:
-        with resolver_upstream(settings.data_dir):
-            net.set_zone({"svc.walls.example": ["198.51.100.3"]})
-            # A policy naming a host: our forwarder then parses this sandbox's traffic.
-            rec = sandboxes.create(network=parse(allow_out=["svc.walls.example"]))
-            code = """
+def test_fuzzed_dns_never_breaks_the_resolver(sandboxes, settings, upstream_dns):
+    # A policy naming a host: our forwarder then parses this sandbox's traffic.
+    rec = sandboxes.create(network=parse(allow_out=["svc.walls.example"]))
+    code = """
 import json, os, random, socket, struct, sys
 gw = sys.argv[1]
 random.seed(7)
@@ -390,13 +400,11 @@ for i in range(20):  # answers to the fuzz may still arrive: count only ours, st
         break
 print(json.dumps(ok))
 """
-            res = sandboxes.run(rec, "python3", "-c", code, str(settings.gateway), timeout=90)
-            assert res["exit_code"] == 0, res
-            ok = json.loads(res["out"].strip().splitlines()[-1])
-            assert ok >= 3, res
-            assert sandboxes.run(rec, "getent", "hosts", "svc.walls.example")["out"].strip()
-    finally:
-        net.close()
+    res = sandboxes.run(rec, "python3", "-c", code, str(settings.gateway), timeout=90)
+    assert res["exit_code"] == 0, res
+    ok = json.loads(res["out"].strip().splitlines()[-1])
+    assert ok >= 3, res
+    assert sandboxes.run(rec, "getent", "hosts", "svc.walls.example")["out"].strip()
 
 
 def test_dns_tunnel_without_internet_never_reaches_an_upstream(sandboxes, settings, tmp_path):
@@ -498,9 +506,13 @@ def test_a_failed_network_create_leaves_no_walls_behind(loop_thread, settings, m
 
     sid, ip = ids.new_id(), ipaddress.IPv4Address("10.210.255.248")  # no record has this ID
     monkeypatch.setattr(walls, "port_link_batch", lambda veth, mac: f"link set dev {veth} no-such-option on\n")
-    with pytest.raises(CommandFailed):
-        loop_thread.run(netns.create(settings, sid, ip))
+    try:
+        with pytest.raises(CommandFailed):
+            loop_thread.run(netns.create(settings, sid, ip))
+    finally:  # whatever happened, nothing of this test stays on the host
+        leftover = (netns.exists(sid), Path(f"/sys/class/net/{ids.host_veth(sid)}").exists())
+        loop_thread.run(netns.destroy(settings, sid, ip))
+    assert leftover == (False, False)
     table = subprocess.run(["nft", "list", "table", "bridge", settings.nft_table], capture_output=True, text=True).stdout
     assert ids.host_veth(sid) not in table
-    assert not netns.exists(sid) and not Path(f"/sys/class/net/{ids.host_veth(sid)}").exists()
     assert not host_neigh(str(ip), settings.bridge).strip()
