@@ -6,6 +6,7 @@ that a sandbox owned may remain, whatever our own records say.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -53,6 +54,11 @@ def leftovers(settings: Settings, sandbox_ids: set[str] | None = None, *, orphan
     found["state_dirs"] = [p.name for p in settings.sandboxes_dir.iterdir() if keep(p.name)] if settings.sandboxes_dir.exists() else []
     nft = subprocess.run(["nft", "list", "chains", "inet"], capture_output=True, text=True)
     found["nft_chains"] = [c for c in firewall._parse_chains(nft.stdout, settings.nft_table) if keep(c)]
+    walls = subprocess.run(["nft", "-j", "list", "set", "bridge", settings.nft_table, "ports"],
+                           capture_output=True, text=True)
+    ports = [e for item in (json.loads(walls.stdout)["nftables"] if walls.returncode == 0 else [])
+             for e in item.get("set", {}).get("elem", []) if isinstance(e, str)]
+    found["walls_ports"] = [n for n in ports if keep(n[2:])]  # network/walls.py, keyed by veth name
     egress_dir = settings.run_dir / "egress"
     found["egress_policies"] = [p.stem for p in egress_dir.glob("*.json") if keep(p.stem)] if egress_dir.is_dir() else []
     mounts = Path("/proc/self/mounts").read_text().splitlines()
@@ -63,7 +69,7 @@ def leftovers(settings: Settings, sandbox_ids: set[str] | None = None, *, orphan
         live = live_ids(settings)
 
         def owned(kind: str, value: str) -> bool:
-            if kind == "veths":  # "cb" + the first 13 characters of the ID
+            if kind in ("veths", "walls_ports"):  # "cb" + the first 13 characters of the ID
                 return any(lid.startswith(value[2:]) for lid in live)
             return any(lid in value for lid in live)
 

@@ -32,6 +32,11 @@ class Settings:
     nft_table: str = _env("CELLBOX_NFT_TABLE", "cellbox")
     # Upstream resolvers for the sandboxes' DNS forwarder; default: the host's resolv.conf.
     dns_upstream: str = _env("CELLBOX_DNS_UPSTREAM", "")
+    # Network walls (network/walls.py): new flows a sandbox may hold in conntrack at
+    # once, and TCP connections it may hold to the resolver (each one is a file
+    # descriptor of the server process).
+    conntrack_per_sandbox: int = int(_env("CELLBOX_CONNTRACK_PER_SANDBOX", "4096"))
+    dns_tcp_per_sandbox: int = int(_env("CELLBOX_DNS_TCP_PER_SANDBOX", "16"))
     default_image: str = _env("CELLBOX_DEFAULT_IMAGE", "cellbox/debian")
     runc: str = _env("CELLBOX_RUNC", "runc")
     agent_port: int = 9501

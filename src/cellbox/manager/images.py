@@ -279,7 +279,7 @@ class ImageManager(BootMixin):
             yield netns.path(rec.id), str(self.settings.gateway)
         finally:
             try:
-                await netns.destroy(rec.id)
+                await netns.destroy(self.settings, rec.id, ipaddress.IPv4Address(rec.ip))
             finally:
                 rec.status, rec.terminated_at, rec.termination_reason = Status.TERMINATED, now_ms(), "build_done"
                 self.m.store.update(rec)

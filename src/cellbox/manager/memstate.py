@@ -397,7 +397,7 @@ class MemoryState:
         await btrfs.limit(dest, max(16, rec.disk_mb - int(manifest.get("image_mb", 0))))
         rootfs.write_identity(dest, hostname=sid, nameserver=str(settings.gateway))
         await netns.create(settings, sid, ipaddress.IPv4Address(rec.ip))
-        undo.push("netns", lambda: netns.destroy(sid))
+        undo.push("netns", lambda: netns.destroy(settings, sid, ipaddress.IPv4Address(rec.ip)))
         # Before the restored processes run their next instruction.
         await self.m.apply_egress(rec, policy, resolved, undo)
         cfg = copy.deepcopy(manifest["bundle_config"])

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .. import _proc, ids
 from ..errors import CellboxError
-from ..network import firewall, netns
+from ..network import firewall, netns, walls
 from ..runtime import cgroups
 from . import owner
 from .records import SandboxRecord, Status, now_ms
@@ -79,6 +79,9 @@ async def reconcile(manager: SandboxManager) -> Report:
             report.errors.append(f"{sid}: {exc}")
             log.warning("reconcile: removing leftovers of %s: %s", sid, exc)
     await _remove_orphan_veths(manager)
+    for veth in await walls.prune(manager.settings,
+                                  lambda: {ids.host_veth(r.id) for r in manager.store.list(live_only=True)}):
+        log.info("reconcile: removed the walls of orphan port %s", veth)
     manager.egress.prune_links()
     log.info("reconcile: %s", report.summary())
     return report

@@ -93,7 +93,8 @@ class SandboxManager:
         upstreams = self.settings.dns_upstream.split(",") if self.settings.dns_upstream else dns.host_upstreams()
         self._dns = dns.DnsForwarder(str(self.settings.gateway), upstreams,
                                      override_file=self.settings.data_dir / "dns-upstreams",
-                                     egress=self.egress)
+                                     egress=self.egress,
+                                     max_tcp_per_client=self.settings.dns_tcp_per_sandbox)
         await self._dns.start()
         self._agentfs_tree()
         checkpoint.write_criu_config(self.settings.data_dir / "criu.conf")
@@ -291,7 +292,7 @@ class SandboxManager:
         rootfs.write_identity(root, hostname=sid, nameserver=str(self.settings.gateway))
 
         await netns.create(self.settings, sid, ipaddress.IPv4Address(rec.ip))
-        undo.push("netns", lambda: netns.destroy(sid))
+        undo.push("netns", lambda: netns.destroy(self.settings, sid, ipaddress.IPv4Address(rec.ip)))
         await self.apply_egress(rec, network, resolved, undo)
 
         cfg = bundle.config(
@@ -359,9 +360,11 @@ class SandboxManager:
         """Remove every part a sandbox may own, derived from its ID; idempotent."""
         errors: list[BaseException] = []
         pool = self.settings.pool
+        rec = self.store.get(sandbox_id)
+        address = ipaddress.IPv4Address(rec.ip) if rec is not None and rec.ip else None
         for step in (
             lambda: self.runc.destroy(ids.container(sandbox_id)),
-            lambda: netns.destroy(sandbox_id),
+            lambda: netns.destroy(self.settings, sandbox_id, address),
             lambda: self.egress.remove(sandbox_id),
             lambda: rootfs.remove(pool, sandbox_id),
             lambda: _rmtree(self.settings.sandboxes_dir / sandbox_id),

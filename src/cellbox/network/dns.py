@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 QUERY_TIMEOUT = 5.0
+# A TCP client that sends nothing for this long is dropped: every open connection is a
+# file descriptor of the server process (API, proxy and resolver share it).
+TCP_IDLE_TIMEOUT = 10.0
 
 
 def host_upstreams(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
@@ -82,8 +85,14 @@ class DnsForwarder:
     """
 
     def __init__(self, listen: str, upstreams: list[str], port: int = 53,
-                 override_file: "Path | None" = None, egress: "EgressControl | None" = None) -> None:
+                 override_file: "Path | None" = None, egress: "EgressControl | None" = None,
+                 max_tcp_per_client: int = 16) -> None:
         self.listen, self.port, self._default = listen, port, upstreams
+        # Open TCP connections per client address. The kernel bounds them host-wide too
+        # (nft ``ct count`` in network/walls.py); this bound holds per process even
+        # where that rule is absent, e.g. a forwarder on another address.
+        self.max_tcp_per_client = max_tcp_per_client
+        self._tcp_clients: dict[str, int] = {}
         self.egress = egress
         self.override_file = override_file
         self._override: tuple[float, list[str]] | None = None
@@ -184,9 +193,14 @@ class DnsForwarder:
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """DNS over TCP (RFC 7766): length-prefixed queries, answered one by one."""
         client_ip = writer.get_extra_info("peername")[0]
+        held = self._tcp_clients.get(client_ip, 0)
+        if held >= self.max_tcp_per_client:
+            writer.transport.abort()  # at once: the fd must not wait for a FIN exchange
+            return
+        self._tcp_clients[client_ip] = held + 1
         try:
             while True:
-                async with asyncio.timeout(QUERY_TIMEOUT * 4):
+                async with asyncio.timeout(TCP_IDLE_TIMEOUT):
                     (length,) = struct.unpack("!H", await reader.readexactly(2))
                     query = await reader.readexactly(length)
                 answer = await self.answer(query, client_ip, tcp=True)
@@ -197,4 +211,9 @@ class DnsForwarder:
         except (TimeoutError, OSError, asyncio.IncompleteReadError):
             pass
         finally:
+            left = self._tcp_clients.get(client_ip, 1) - 1
+            if left > 0:
+                self._tcp_clients[client_ip] = left
+            else:
+                self._tcp_clients.pop(client_ip, None)
             writer.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import _proc
 from ..config import Settings
-from . import firewall
+from . import firewall, walls
 from .netns import mac_for
 
 
@@ -117,10 +117,15 @@ async def ensure(settings: Settings) -> None:
     await _proc.run(["ip", "link", "set", settings.bridge, "up"])
     # Outbound NAT needs forwarding. This is the one host-wide setting we change.
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-    await _proc.run(["nft", "-f", "-"], input=ruleset(settings).encode())
+    # The shared chains, then the walls (their own base chains and bridge table), in
+    # one transaction: there is no moment with one and not the other.
+    script = ruleset(settings) + walls.inet_ruleset(settings, firewall.EGRESS_MAP, firewall.REJECT) \
+        + walls.bridge_ruleset(settings)
+    await _proc.run(["nft", "-f", "-"], input=script.encode())
 
 
 async def teardown(settings: Settings) -> None:
-    """Remove the bridge and the table (used by tests with their own settings)."""
+    """Remove the bridge and the tables (used by tests with their own settings)."""
     await _proc.run(["nft", "delete", "table", "inet", settings.nft_table], check=False)
+    await _proc.run(["nft", "delete", "table", "bridge", settings.nft_table], check=False)
     await _proc.run(["ip", "link", "del", settings.bridge], check=False)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import _proc, ids
 from ..config import Settings
+from . import walls
 
 NETNS_DIR = Path("/run/netns")
 
@@ -38,23 +39,32 @@ def path(sandbox_id: str) -> str:
 
 
 async def create(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Address) -> None:
-    ns, veth = ids.netns(sandbox_id), ids.host_veth(sandbox_id)
-    host_side = (
-        f"netns add {ns}\n"
-        f"link add {veth} type veth peer name eth0 address {mac_for(address)} netns {ns}\n"
-        f"link set {veth} master {settings.bridge} up\n"
-    )
-    await _proc.run(["ip", "-batch", "-"], input=host_side.encode())
-    # Port isolation: isolated bridge ports cannot send to each other (layer 2).
-    await _proc.run(["bridge", "link", "set", "dev", veth, "isolated", "on"])
-    inside = (
-        f"addr add {address}/{settings.subnet.prefixlen} dev eth0\n"
-        "link set eth0 up\n"
-        "link set lo up\n"
-        f"route add default via {settings.gateway}\n"
-    )
-    await _proc.run(["ip", "-n", ns, "-batch", "-"], input=inside.encode())
-    await set_sysctls(path(sandbox_id), SYSCTLS)
+    ns, veth, mac = ids.netns(sandbox_id), ids.host_veth(sandbox_id), mac_for(address)
+    try:
+        # The walls first: the port may send as (mac, address) only from its first frame.
+        await walls.pin(settings, sandbox_id, address, mac)
+        host_side = (
+            f"netns add {ns}\n"
+            f"link add {veth} type veth peer name eth0 address {mac} netns {ns}\n"
+            f"link set {veth} master {settings.bridge} up\n"
+            + walls.neigh_line(settings, address, mac)
+        )
+        await _proc.run(["ip", "-batch", "-"], input=host_side.encode())
+        # Isolated, no learning, one static FDB entry (walls.py). Nothing of the tenant's
+        # runs yet, so the port being up a moment before this is harmless.
+        await _proc.run(["bridge", "-batch", "-"], input=walls.port_link_batch(veth, mac).encode())
+        inside = (
+            f"addr add {address}/{settings.subnet.prefixlen} dev eth0\n"
+            "link set eth0 up\n"
+            "link set lo up\n"
+            f"route add default via {settings.gateway}\n"
+        )
+        await _proc.run(["ip", "-n", ns, "-batch", "-"], input=inside.encode())
+        await set_sysctls(path(sandbox_id), SYSCTLS)
+    except BaseException:
+        # Undo is pushed by the caller only once create returned: clean up here.
+        await destroy(settings, sandbox_id, address)
+        raise
 
 
 # The sandbox's netns sysctls, as bundle.SYSCTLS (runtime/ cannot be imported from
@@ -95,13 +105,17 @@ async def set_sysctls(ns_path: str, values: dict[str, str]) -> None:
         raise errors[0]
 
 
-async def destroy(sandbox_id: str) -> None:
-    """Remove veth and netns; both may already be gone (idempotent)."""
+async def destroy(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Address | None = None) -> None:
+    """Remove veth, netns and the port's walls; all may already be gone (idempotent).
+
+    Without ``address`` (an orphan found by reconcile) the walls find it themselves.
+    """
     veth = ids.host_veth(sandbox_id)
     if Path(f"/sys/class/net/{veth}").exists():
         await _proc.run(["ip", "link", "del", veth], check=False)
     if (NETNS_DIR / ids.netns(sandbox_id)).exists():
         await _proc.run(["ip", "netns", "del", ids.netns(sandbox_id)], check=False)
+    await walls.unpin(settings, sandbox_id, address, mac_for(address) if address is not None else None)
 
 
 def exists(sandbox_id: str) -> bool:
