@@ -15,7 +15,8 @@ import signal
 import socket
 import time
 
-from . import __version__
+from . import __version__, hardening
+from .budget import OutputBudget
 from .config import Config
 from .files import FileRoot
 from .files_api import FileAPI
@@ -75,6 +76,8 @@ def become_subreaper() -> bool:
 
 async def serve(cfg: Config, listen_fd: int, t0: float) -> int:
     loop = asyncio.get_running_loop()
+    if not hardening.make_undumpable():  # before any request can start a tenant process
+        log("warning: could not make the agent non-dumpable")
     sock = socket.socket(fileno=listen_fd)
     pm = ProcessManager(
         oom=OomCounter(cfg.oom_counters),
@@ -84,6 +87,7 @@ async def serve(cfg: Config, listen_fd: int, t0: float) -> int:
         max_bytes=cfg.max_output_bytes,
         max_finished=cfg.max_finished,
         drain_grace=cfg.drain_grace,
+        budget=OutputBudget(cfg.max_output_total),
     )
     router = Router()
     InfoAPI(pm).register(router)

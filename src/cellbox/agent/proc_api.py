@@ -200,7 +200,10 @@ class ProcessAPI:
         async def handler(request: Request) -> Response:
             proc = self._lookup(request)
             lines = proc.log.lines(streams)
-            return json_response({"pid": proc.pid, "lines": lines, "line_count": len(lines)})
+            body = {"pid": proc.pid, "lines": lines, "line_count": len(lines)}
+            if proc.log.truncated:  # older lines were dropped to keep within the budget
+                body.update(truncated=True, dropped_lines=proc.log.dropped)  # extra keys: clients ignore them
+            return json_response(body)
 
         return handler
 

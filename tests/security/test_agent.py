@@ -1,0 +1,97 @@
+"""Attacks on the in-sandbox agent (PID 1) by the sandbox's own tenant, judged from the host.
+
+The tenant is root in its sandbox, so it can always kill its agent; what it must not be
+able to do is read the agent's memory (the per-sandbox secret the host authenticates
+the agent with lives there), steal its sockets, or make it die of memory pressure.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import run_python, run_python_json
+
+pytestmark = pytest.mark.root
+
+# ptrace(PTRACE_ATTACH, 1), open("/proc/1/mem"), pidfd_getfd(pidfd_open(1), 3): the
+# three ways into a process's memory and files that the kernel gates on dumpability.
+PEEK_AT_PID1 = r"""
+import ctypes, errno, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+r = libc.ptrace(16, 1, None, None)  # PTRACE_ATTACH
+out["ptrace"] = "ok" if r == 0 else errno.errorcode[ctypes.get_errno()]
+if r == 0:
+    os.waitpid(1, 0x40000000)
+    libc.ptrace(17, 1, None, None)  # PTRACE_DETACH
+try:
+    with open("/proc/1/mem", "rb") as f:
+        out["mem"] = "ok"
+except OSError as e:
+    out["mem"] = errno.errorcode[e.errno]
+try:
+    with open("/proc/1/environ", "rb") as f:
+        f.read()
+        out["environ"] = "ok"
+except OSError as e:
+    out["environ"] = errno.errorcode[e.errno]
+pidfd = os.pidfd_open(1)
+got = []
+for fd in range(3, 12):
+    r = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
+    got.append("ok" if r >= 0 else errno.errorcode[ctypes.get_errno()])
+out["pidfd_getfd"] = sorted(set(got) - {"EBADF"}) or got
+# a process the agent started is dumpable again (exec resets the flag), so the
+# tenant's own tools (gdb, strace, CRIU of its processes) keep working on its own code
+with open("/proc/self/status") as f:
+    out["self_status_ok"] = True
+import subprocess
+child = subprocess.Popen(["sleep", "5"])
+try:
+    with open(f"/proc/{child.pid}/mem", "rb"):
+        out["child_mem"] = "ok"
+except OSError as e:
+    out["child_mem"] = errno.errorcode[e.errno]
+child.kill()
+print(json.dumps(out))
+"""
+
+
+def test_tenant_cannot_ptrace_read_or_steal_fds_of_pid1(sandboxes) -> None:
+    rec = sandboxes.create()
+    out = run_python_json(sandboxes, rec, PEEK_AT_PID1)
+    assert out["ptrace"] == "EPERM", out
+    assert out["mem"] == "EACCES" or out["mem"] == "EPERM", out
+    assert out["environ"] in ("EACCES", "EPERM"), out
+    assert out["pidfd_getfd"] == ["EPERM"], out
+    assert out["child_mem"] == "ok", out  # the tenant's own processes stay debuggable
+
+
+# 4-byte characters make a Python str cost 4 bytes per character, so an agent that
+# counts characters against its retention limit holds 4x what it thinks it does.
+CHATTY = "import sys\ns = '\\U0001F600' * 16000 + '\\n'\nwhile True:\n    sys.stdout.write(s)\n"
+
+
+def test_seven_chatty_processes_do_not_oom_kill_the_agent(sandboxes) -> None:
+    import time
+
+    rec = sandboxes.create(memory_mb=256)
+    with sandboxes.agent(rec, timeout=30) as agent:
+        pids = []
+        for _ in range(7):
+            resp = agent.post("/api/v1/processes", json={"command": "python3", "args": ["-c", CHATTY]})
+            assert resp.status_code == 201, resp.text
+            pids.append(resp.json()["pid"])
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:  # long enough to print several GB between them
+            time.sleep(1)
+            assert agent.get("/api/v1/health").status_code == 200
+        out = agent.get(f"/api/v1/processes/{pids[0]}/output").json()
+        assert out["truncated"] is True, {k: v for k, v in out.items() if k != "lines"}
+        assert out["dropped_lines"] > 0
+        for pid in pids:
+            agent.delete(f"/api/v1/processes/{pid}")
+    state = sandboxes.lt.run(sandboxes.manager.runc.state(rec.id))
+    assert state is not None and state.status == "running"
