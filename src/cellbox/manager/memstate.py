@@ -38,6 +38,7 @@ from ..network.egress import Resolved
 from ..network.policy import EgressPolicy
 from ..runtime import bundle, checkpoint
 from ..storage import btrfs, rootfs
+from . import agent_client
 from .records import SandboxRecord, Status, now_ms
 from .snapshot_store import SnapshotRecord, SnapshotStatus, SnapshotStore, SnapshotType
 
@@ -140,6 +141,7 @@ class MemoryState:
                 rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(rec.id), state_dir, images,
                                                         work, lazy=lazy)
                 await self.m._wait_agent(rec, work / "restore.log")
+                await self._rotate_key(rec, agent_client.key_of(rec))
             except BaseException:
                 # Leave it suspended, images intact: a later resume can try again.
                 await lazy.kill()
@@ -160,6 +162,25 @@ class MemoryState:
         finally:
             if not handed_over:
                 lock.release()
+
+    async def _rotate_key(self, rec: SandboxRecord, old: bytes | None) -> None:
+        """Give a restored agent a secret of its own (it came back with the dumped one).
+
+        The record and the bundle's environment both get the new key: a later snapshot
+        copies the bundle config, and its restores authenticate with what is there.
+        A sandbox from before agent keys (``old`` None) is left without one.
+        """
+        if old is None:
+            rec.extra.pop(agent_client.KEY_FIELD, None)
+            return
+        assert rec.ip
+        new = await self.m.agent.rotate(rec.ip, self.m.settings.agent_port, old)
+        path = self._state_dir(rec.id) / "config.json"
+        cfg = json.loads(path.read_text())
+        agent_client.set_env_key(cfg, new)
+        bundle.write(path.parent, cfg)
+        rec.extra[agent_client.KEY_FIELD] = new
+        self.m.store.update(rec)
 
     async def _finish_lazy(self, sandbox_id: str, lazy: checkpoint.LazyPages, images: Path, work: Path,
                            lock: asyncio.Lock) -> None:
@@ -399,6 +420,12 @@ class MemoryState:
         # Before the restored processes run their next instruction.
         await self.m.apply_egress(rec, policy, resolved, undo)
         cfg = copy.deepcopy(manifest["bundle_config"])
+        # A restored agent still holds the source's secret (the one in the manifest's
+        # environment): the new sandbox proves it and then rotates it. A booted one gets
+        # a fresh secret of its own.
+        source_key = agent_client.env_key(cfg) if memory else None
+        if not memory:
+            agent_client.set_env_key(cfg, agent_client.new_key())
         cfg["root"]["path"] = str(dest)
         cfg["hostname"] = sid
         cfg["linux"]["cgroupsPath"] = ids.cgroup_path(sid)
@@ -415,6 +442,12 @@ class MemoryState:
             shutil.rmtree(work, ignore_errors=True)
         else:
             rec.init_pid = await self.m.runc.run_detached(ids.container(sid), state_dir)
-        await self.m._wait_agent(rec, state_dir / "runc.log")
+        if memory:
+            old = bytes.fromhex(source_key) if source_key else None
+            await self.m._wait_agent(rec, state_dir / "runc.log", key=old)
+            await self._rotate_key(rec, old)
+        else:
+            rec.extra[agent_client.KEY_FIELD] = agent_client.env_key(cfg)
+            await self.m._wait_agent(rec, state_dir / "runc.log")
         rec.status = Status.RUNNING
         self.m.store.update(rec)
