@@ -113,8 +113,8 @@ class AgentClient:
         ``proof_key`` (default ``key``) is the key the answer must be proved with: a
         rotation is answered under the new key.
         """
-        nonce = new_nonce()
-        hdrs = {auth.NONCE_HEADER: nonce, **(headers or {})}
+        hdrs = {auth.NONCE_HEADER: new_nonce(), **(headers or {})}
+        nonce = hdrs[auth.NONCE_HEADER]  # a rotation brings its own
         check = proof_key if proof_key is not None else key
         try:
             async with asyncio.timeout(timeout):
