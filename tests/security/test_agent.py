@@ -95,3 +95,74 @@ def test_seven_chatty_processes_do_not_oom_kill_the_agent(sandboxes) -> None:
             agent.delete(f"/api/v1/processes/{pid}")
     state = sandboxes.lt.run(sandboxes.manager.runc.state(rec.id))
     assert state is not None and state.status == "running"
+
+
+# A process traced by another process of the sandbox: CRIU cannot seize a task that
+# is already ptraced, so the dump fails (as it does for a nested user namespace).
+TRACED = r"""
+import ctypes, os, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+pid = os.fork()
+if pid == 0:
+    libc.ptrace(0, 0, None, None)  # PTRACE_TRACEME
+    os.kill(os.getpid(), signal.SIGSTOP)
+    time.sleep(600)
+    os._exit(0)
+os.waitpid(pid, os.WUNTRACED)
+print("traced", flush=True)
+time.sleep(600)
+"""
+
+
+def test_failed_suspend_is_a_clear_409_recorded_on_the_sandbox(sandboxes, manager) -> None:
+    from cellbox.errors import CellboxError
+    from cellbox.manager.records import Status
+    from cellbox.manager.service import SandboxService
+
+    rec = sandboxes.create(name=f"unsusp-{rec_suffix()}")
+    with sandboxes.agent(rec) as agent:
+        resp = agent.post("/api/v1/processes", json={"command": "python3", "args": ["-c", TRACED]})
+        assert resp.status_code == 201, resp.text
+        pid = resp.json()["pid"]
+        import time
+
+        deadline = time.monotonic() + 20
+        while "traced" not in agent.get(f"/api/v1/processes/{pid}/stdout").json()["lines"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    svc = SandboxService(manager, proxy_port=0)
+    with pytest.raises(CellboxError) as info:
+        sandboxes.lt.run(svc.suspend(rec.id, "default", wait_s=30))
+    err = info.value
+    assert 400 <= err.status < 500, (err.status, err.message)
+    assert err.code == "SUSPEND_FAILED"
+    assert "/var/lib" not in err.message and "/run/" not in err.message and ".log" not in err.message, err.message
+    after = manager.get(rec.id)
+    assert after.status == Status.RUNNING
+    assert after.extra["last_error"]["code"] == "SUSPEND_FAILED"
+    assert "/var/lib" not in after.extra["last_error"]["message"]
+    from cellbox.api import render
+
+    assert render.sandbox_info(after, "http://x")["last_error"]["code"] == "SUSPEND_FAILED"
+    # idle suspend: one failure, then a back-off (no dump attempt every second)
+    attempts = []
+    orig = manager.memory.suspend
+
+    async def counting(*a, **k):
+        attempts.append(1)
+        return await orig(*a, **k)
+
+    manager.memory.suspend = counting
+    try:
+        for _ in range(3):
+            sandboxes.lt.run(svc.idle_suspend(manager.get(rec.id)))
+    finally:
+        del manager.memory.suspend
+    assert len(attempts) == 1, attempts
+    assert svc.idle_suspend_due(manager.get(rec.id)) is False
+
+
+def rec_suffix() -> str:
+    import secrets
+
+    return secrets.token_hex(4)

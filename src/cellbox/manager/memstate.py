@@ -50,6 +50,18 @@ MANIFEST_VERSION = 1
 CLONE_TMPFS = Path("/dev/shm/cellbox-clone")
 
 
+class SuspendFailed(Conflict):
+    """CRIU could not dump the sandbox (409: its state, not the server, is the problem)."""
+
+    code = "SUSPEND_FAILED"
+
+    def __init__(self, sandbox_id: str, *, stopped: bool = False) -> None:
+        what = ("and the sandbox stopped" if stopped else
+                "; the sandbox keeps running. Usually a process in it uses something that "
+                "cannot be checkpointed (a nested namespace, a traced process, a device)")
+        super().__init__(f"sandbox {sandbox_id} could not be suspended {what}".replace(" ;", ";"))
+
+
 class MemoryState:
     def __init__(self, manager: "SandboxManager") -> None:
         self.m = manager
@@ -93,14 +105,22 @@ class MemoryState:
                 shutil.rmtree(new, ignore_errors=True)
                 state = await self.m.runc.state(ids.container(rec.id))
                 rec = self.m.get(rec.id)
+                # CRIU's log names host paths and internals: it goes to the server's log
+                # only; the client and the record get what happened and what it means.
+                log.warning("suspend of sandbox %s failed: %s", rec.id, exc)
                 if state is not None and state.status in ("running", "paused"):
                     if state.status == "paused":
                         await checkpoint.resume(self.m.runc, ids.container(rec.id))
                     rec.status = Status.RUNNING  # as it was
+                    failure = SuspendFailed(rec.id)
+                    rec.extra["last_error"] = {"code": failure.code, "message": failure.message, "at": now_ms()}
                 else:
-                    rec.status, rec.error = Status.FAILED, f"suspend failed and the sandbox stopped: {exc}"
+                    failure = SuspendFailed(rec.id, stopped=True)
+                    rec.status, rec.error = Status.FAILED, failure.message
                     rec.terminated_at, rec.termination_reason = now_ms(), "suspend_failed"
                 self.m.store.update(rec)
+                if isinstance(exc, Exception):
+                    raise failure from None
                 raise
             if rec.ip:
                 await netns.drop_host_connections(rec.ip)
@@ -109,6 +129,7 @@ class MemoryState:
             new.rename(final)  # the dump is complete: from here on, resume can use it
             rec = self.m.get(rec.id)
             rec.status, rec.init_pid = Status.SUSPENDED, None
+            rec.extra.pop("last_error", None)
             rec.extra["suspended_at"] = now_ms()
             rec.extra["suspend_image_bytes"] = timing.image_bytes
             self.m.store.update(rec)

@@ -46,7 +46,9 @@ LOG_PROCESSES = 50
 # 594 MB and stalled its event loop for 6 s. ``tail`` asks for fewer.
 LOG_MAX_LINES = 10_000
 LOG_MAX_BYTES = 4 << 20
-INIT_LOG_BYTES = 256 << 10  # of the runtime's own log file, from its end
+INIT_LOG_BYTES = 256 << 10
+IDLE_RETRY_FIRST = 30.0  # seconds before an idle suspend that failed is tried again
+IDLE_RETRY_MAX = 3600.0  # of the runtime's own log file, from its end
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class SandboxService:
         self._creating: dict[str, asyncio.Task[SandboxRecord]] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._background: set[asyncio.Task[SandboxRecord]] = set()
+        # Idle suspends that failed: sandbox ID -> (monotonic time of the next try, delay).
+        self._idle_backoff: dict[str, tuple[float, float]] = {}
         # Last proxy traffic per sandbox (monotonic seconds), for idle suspend later.
         self.last_activity: dict[str, float] = {}
 
@@ -446,11 +450,27 @@ class SandboxService:
         await self.manager.memory.delete_snapshot(snapshot_id, namespace)
 
     async def idle_suspend(self, rec: SandboxRecord) -> None:
-        """Suspend a named sandbox whose ``timeout_secs`` passed without proxy traffic."""
+        """Suspend a named sandbox whose ``timeout_secs`` passed without proxy traffic.
+
+        A failure is logged, recorded on the sandbox (``last_error``, by the suspend
+        itself) and backs off (``IDLE_RETRY_FIRST`` s, doubling to ``IDLE_RETRY_MAX``):
+        the sweep runs every second and a failing CRIU dump must not run that often.
+        """
+        if not self.idle_suspend_due(rec):
+            return
         try:
             await self._suspend(rec.id)
         except CellboxError as exc:
-            log.warning("idle suspend of %s failed: %s", rec.id, exc)
+            delay = min(IDLE_RETRY_MAX, self._idle_backoff.get(rec.id, (0.0, IDLE_RETRY_FIRST / 2))[1] * 2)
+            self._idle_backoff[rec.id] = (time.monotonic() + delay, delay)
+            log.warning("idle suspend of %s failed (next try in %.0fs): %s", rec.id, delay, exc)
+        else:
+            self._idle_backoff.pop(rec.id, None)
+
+    def idle_suspend_due(self, rec: SandboxRecord) -> bool:
+        """False while an idle suspend that failed is backing off."""
+        entry = self._idle_backoff.get(rec.id)
+        return entry is None or time.monotonic() >= entry[0]
 
     def idle_seconds(self, rec: SandboxRecord) -> float:
         """Seconds since the last proxy request (or since it started running)."""
