@@ -166,3 +166,67 @@ def rec_suffix() -> str:
     import secrets
 
     return secrets.token_hex(4)
+
+
+CHATTER = "yes 'the quick brown fox jumps over the lazy dog, again and again and again and again and again and again'"
+
+
+def test_logs_of_a_chatty_sandbox_are_bounded_and_do_not_stall_the_server(settings, tmp_path) -> None:
+    """One GET /logs once returned 100 MB and stalled the server's loop for seconds."""
+    import threading
+    import time
+
+    import httpx
+
+    from ..api.conftest import ServerProcess
+
+    srv = ServerProcess(tmp_path / "server.log")
+    srv.start()
+    sid = None
+    try:
+        with httpx.Client(base_url=srv.url, timeout=120) as api:
+            resp = api.post("/sandboxes", json={"resources": {"memory_mb": 1024}})
+            assert resp.status_code == 200, resp.text
+            sid = resp.json()["sandbox_id"]
+            with httpx.Client(base_url=srv.proxy_url, headers={"Host": f"{sid}.local"}, timeout=60) as sbx:
+                pids = [sbx.post("/api/v1/processes", json={"command": "sh", "args": ["-c", CHATTER]}).json()["pid"]
+                        for _ in range(8)]
+                time.sleep(6)  # each fills its 16 MiB of retention many times over
+                for pid in pids:
+                    sbx.delete(f"/api/v1/processes/{pid}")
+
+            def rss_mb() -> float:
+                with open(f"/proc/{srv.proc.pid}/status") as f:
+                    return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+
+            before = rss_mb()
+            peak, worst, stop = [before], [0.0], threading.Event()
+
+            def other_client() -> None:
+                with httpx.Client(base_url=srv.url, timeout=60) as c:
+                    while not stop.is_set():
+                        t0 = time.monotonic()
+                        c.get("/sandboxes", params={"limit": 1})
+                        worst[0] = max(worst[0], time.monotonic() - t0)
+                        peak[0] = max(peak[0], rss_mb())
+                        time.sleep(0.05)
+
+            t = threading.Thread(target=other_client, daemon=True)
+            t.start()
+            try:
+                logs = api.get(f"/sandboxes/{sid}/logs")
+            finally:
+                stop.set()
+                t.join(timeout=60)
+            assert logs.status_code == 200
+            print(f"\nlogs: {len(logs.content) / 1e6:.1f} MB, {len(logs.json()['logs'])} lines; server RSS "
+                  f"{before:.0f} -> peak {peak[0]:.0f} MB; worst other GET {worst[0] * 1000:.0f} ms")
+            assert logs.headers.get("x-cellbox-logs-truncated") == "true"
+            assert len(logs.json()["logs"]) <= 10_000
+            assert len(logs.content) < 16 << 20
+            assert peak[0] - before < 150, (before, peak[0])
+            assert worst[0] < 3.0  # loose: an event loop stalled by the call was 6 s here
+    finally:
+        if sid is not None:
+            httpx.delete(f"{srv.url}/sandboxes/{sid}", timeout=60)
+        srv.stop()
