@@ -20,6 +20,7 @@ the agent is started with.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import secrets
 from typing import Any, AsyncIterator
@@ -68,7 +69,7 @@ def verify(key: bytes | None, nonce: str, headers: Any) -> bool:
     got = headers.get(auth.PROOF_HEADER)
     if isinstance(got, bytes):
         got = got.decode("latin-1")
-    return isinstance(got, str) and auth.equal(got, auth.proof(key, nonce))
+    return isinstance(got, str) and hmac.compare_digest(got.encode("latin-1", "replace"), auth.proof(key, nonce).encode())
 
 
 def env_key(cfg: dict[str, Any]) -> str | None:

@@ -16,6 +16,7 @@ the exchange; the upstream connection is then aborted, never reused.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import secrets
 from dataclasses import dataclass
@@ -245,7 +246,7 @@ class Exchange:
         if self.key is None:
             return
         got = next((v for k, v in event.headers if k == _PROOF), b"").decode("latin-1")
-        if not auth.equal(got, auth.proof(self.key, self.nonce)):
+        if not hmac.compare_digest(got.encode("latin-1"), auth.proof(self.key, self.nonce).encode()):
             log.warning("sandbox %s: the answer on its agent port failed authentication", sandbox_id)
             raise errors.ProxyError(502, "AGENT_NOT_AUTHENTIC",
                                     f"sandbox {sandbox_id}: the program answering on the agent's port "
