@@ -55,6 +55,7 @@ try:
 except OSError as e:
     out["child_mem"] = errno.errorcode[e.errno]
 child.kill()
+out["secret_in_env"] = any("AGENT_SECRET" in k for k in os.environ)
 print(json.dumps(out))
 """
 
@@ -67,6 +68,7 @@ def test_tenant_cannot_ptrace_read_or_steal_fds_of_pid1(sandboxes) -> None:
     assert out["environ"] in ("EACCES", "EPERM"), out
     assert out["pidfd_getfd"] == ["EPERM"], out
     assert out["child_mem"] == "ok", out  # the tenant's own processes stay debuggable
+    assert out["secret_in_env"] is False, out  # the agent's secret is not passed on
 
 
 # 4-byte characters make a Python str cost 4 bytes per character, so an agent that
@@ -230,3 +232,29 @@ def test_logs_of_a_chatty_sandbox_are_bounded_and_do_not_stall_the_server(settin
         if sid is not None:
             httpx.delete(f"{srv.url}/sandboxes/{sid}", timeout=60)
         srv.stop()
+
+
+def test_resume_rotates_the_agent_key_and_keeps_pid1_closed(sandboxes, manager) -> None:
+    """A restored agent comes back with the dumped secret: the host replaces it at once."""
+    from cellbox.manager import agent_client
+
+    rec = sandboxes.create(name=f"rotate-{rec_suffix()}")
+    before = rec.extra["agent_key"]
+    sandboxes.lt.run(manager.memory.suspend(rec.id))
+    sandboxes.lt.run(manager.memory.resume(rec.id))
+    after = manager.get(rec.id)
+    assert after.extra["agent_key"] != before
+    client = agent_client.AgentClient()
+
+    async def health(key: str) -> str:
+        try:
+            await client.get_json(after.ip, 9501, bytes.fromhex(key), "/api/v1/health", timeout=10)
+        except agent_client.AgentError as exc:
+            return exc.code
+        return "ok"
+
+    assert sandboxes.lt.run(health(after.extra["agent_key"])) == "ok"
+    assert sandboxes.lt.run(health(before)) == "AGENT_NOT_AUTHENTIC"  # the old key proves nothing now
+    sandboxes.lt.run(client.close())
+    out = run_python_json(sandboxes, after, PEEK_AT_PID1)
+    assert out["ptrace"] == "EPERM" and out["pidfd_getfd"] == ["EPERM"], out
