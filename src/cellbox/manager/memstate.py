@@ -305,6 +305,7 @@ class MemoryState:
                 mem_dir = dest / "mem" if snapshot_type == SnapshotType.MEMORY else None
                 image_bytes = await self._freeze_and_capture(rec, dest, mem_dir)
                 (dest / "manifest.json").write_text(json.dumps(snap.source))
+                (dest / "manifest.json").chmod(0o600)  # its bundle config holds the agent's secret
             except BaseException as exc:
                 await self._remove_snapshot_files(dest)
                 snap.status, snap.error = SnapshotStatus.FAILED, str(exc)
