@@ -74,6 +74,7 @@ class Exchange:
         self.key: bytes | None = None  # the agent's key, when the target is the agent
         self.nonce = ""
         self._upload_moved = 0.0  # loop time of the last request-body progress
+        self._head_deadline: asyncio.Timeout | None = None  # while waiting for the head
 
     async def run(self) -> bool:
         """Handle the request; True if the client connection may carry another one."""
@@ -172,6 +173,8 @@ class Exchange:
                     upstream.send(h11.Data(data=event.data))
                     await upstream.writer.drain()
                     self._upload_moved = asyncio.get_running_loop().time()
+                    if self._head_deadline is not None:
+                        self._head_deadline.reschedule(self._upload_moved + self.hooks.head_timeout)
                     ticker.tick()
                 else:
                     upstream.send(h11.EndOfMessage())
@@ -224,22 +227,20 @@ class Exchange:
 
     async def _next_head_event(self, upstream: Upstream, sandbox_id: str) -> Any:
         """The next event before the response head, within ``head_timeout`` of the
-        request body's last progress (a slow upload is not the agent's fault)."""
+        request body's last progress (a slow upload is not the agent's fault: ``_upload``
+        pushes the deadline on through ``self._head_deadline``)."""
         loop = asyncio.get_running_loop()
-        event_task = asyncio.ensure_future(upstream.next_event())
         try:
-            while True:
-                left = self._upload_moved + self.hooks.head_timeout - loop.time()
-                if left <= 0:
-                    raise errors.ProxyError(
-                        504, "SANDBOX_TIMEOUT",
-                        f"sandbox {sandbox_id} did not answer within {self.hooks.head_timeout:g}s")
-                done, _ = await asyncio.wait((event_task,), timeout=left)
-                if done:
-                    return event_task.result()
+            async with asyncio.timeout_at(self._upload_moved + self.hooks.head_timeout) as cm:
+                self._head_deadline = cm  # absolute loop time, as reschedule() takes it
+                return await upstream.next_event()
+        except TimeoutError:
+            if loop.time() < self._upload_moved + self.hooks.head_timeout:
+                return await self._next_head_event(upstream, sandbox_id)  # moved meanwhile
+            raise errors.ProxyError(504, "SANDBOX_TIMEOUT",
+                                    f"sandbox {sandbox_id} did not answer within {self.hooks.head_timeout:g}s") from None
         finally:
-            if not event_task.done():
-                event_task.cancel()
+            self._head_deadline = None
 
     def _check_proof(self, event: Any, sandbox_id: str) -> None:
         """Refuse a response head from anything but the sandbox's own agent (auth.py)."""
