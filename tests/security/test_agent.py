@@ -86,8 +86,8 @@ def test_seven_chatty_processes_do_not_oom_kill_the_agent(sandboxes) -> None:
             resp = agent.post("/api/v1/processes", json={"command": "python3", "args": ["-c", CHATTY]})
             assert resp.status_code == 201, resp.text
             pids.append(resp.json()["pid"])
-        deadline = time.monotonic() + 25
-        while time.monotonic() < deadline:  # long enough to print several GB between them
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the old agent died within 2 s; these print GBs in 10 s
             time.sleep(1)
             assert agent.get("/api/v1/health").status_code == 200
         out = agent.get(f"/api/v1/processes/{pids[0]}/output").json()
@@ -106,11 +106,10 @@ import ctypes, os, signal, time
 libc = ctypes.CDLL(None, use_errno=True)
 pid = os.fork()
 if pid == 0:
-    libc.ptrace(0, 0, None, None)  # PTRACE_TRACEME
-    os.kill(os.getpid(), signal.SIGSTOP)
+    libc.ptrace(0, 0, None, None)  # PTRACE_TRACEME: CRIU's PTRACE_SEIZE then fails
     time.sleep(600)
     os._exit(0)
-os.waitpid(pid, os.WUNTRACED)
+time.sleep(0.2)
 print("traced", flush=True)
 time.sleep(600)
 """
@@ -146,7 +145,7 @@ def test_failed_suspend_is_a_clear_409_recorded_on_the_sandbox(sandboxes, manage
     from cellbox.api import render
 
     assert render.sandbox_info(after, "http://x")["last_error"]["code"] == "SUSPEND_FAILED"
-    # idle suspend: one failure, then a back-off (no dump attempt every second)
+    # idle suspend after a failure backs off: no dump attempt every second
     attempts = []
     orig = manager.memory.suspend
 
@@ -160,7 +159,7 @@ def test_failed_suspend_is_a_clear_409_recorded_on_the_sandbox(sandboxes, manage
             sandboxes.lt.run(svc.idle_suspend(manager.get(rec.id)))
     finally:
         del manager.memory.suspend
-    assert len(attempts) == 1, attempts
+    assert len(attempts) == 0, attempts
     assert svc.idle_suspend_due(manager.get(rec.id)) is False
 
 
@@ -193,7 +192,7 @@ def test_logs_of_a_chatty_sandbox_are_bounded_and_do_not_stall_the_server(settin
             with httpx.Client(base_url=srv.proxy_url, headers={"Host": f"{sid}.local"}, timeout=60) as sbx:
                 pids = [sbx.post("/api/v1/processes", json={"command": "sh", "args": ["-c", CHATTER]}).json()["pid"]
                         for _ in range(8)]
-                time.sleep(6)  # each fills its 16 MiB of retention many times over
+                time.sleep(4)  # each fills its 16 MiB of retention many times over
                 for pid in pids:
                     sbx.delete(f"/api/v1/processes/{pid}")
 

@@ -378,7 +378,14 @@ class SandboxService:
             if rec is None or rec.status.is_final:
                 raise Conflict(f"sandbox {sandbox_id} is gone", code="SANDBOX_NOT_RUNNING")
             rec, _ = await self._settled(rec)
-            out = await self.manager.memory.suspend(rec.id, rec.namespace)
+            try:
+                out = await self.manager.memory.suspend(rec.id, rec.namespace)
+            except CellboxError:
+                # Any failed suspend (asked for or idle) holds idle suspend back.
+                delay = min(IDLE_RETRY_MAX, self._idle_backoff.get(rec.id, (0.0, IDLE_RETRY_FIRST / 2))[1] * 2)
+                self._idle_backoff[rec.id] = (time.monotonic() + delay, delay)
+                raise
+            self._idle_backoff.pop(rec.id, None)
             self.last_activity.pop(rec.id, None)
             return out
 
@@ -461,11 +468,8 @@ class SandboxService:
         try:
             await self._suspend(rec.id)
         except CellboxError as exc:
-            delay = min(IDLE_RETRY_MAX, self._idle_backoff.get(rec.id, (0.0, IDLE_RETRY_FIRST / 2))[1] * 2)
-            self._idle_backoff[rec.id] = (time.monotonic() + delay, delay)
+            delay = self._idle_backoff.get(rec.id, (0.0, 0.0))[1]
             log.warning("idle suspend of %s failed (next try in %.0fs): %s", rec.id, delay, exc)
-        else:
-            self._idle_backoff.pop(rec.id, None)
 
     def idle_suspend_due(self, rec: SandboxRecord) -> bool:
         """False while an idle suspend that failed is backing off."""
