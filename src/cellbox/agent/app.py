@@ -15,7 +15,10 @@ import signal
 import socket
 import time
 
-from . import __version__
+from . import __version__, hardening
+from .auth import ROTATE_HEADER, ROTATE_PATH, NONCE_HEADER, AgentSecret
+from .budget import OutputBudget
+from .errors import APIError
 from .config import Config
 from .files import FileRoot
 from .files_api import FileAPI
@@ -23,7 +26,7 @@ from .oom import OomCounter
 from .proc_api import ProcessAPI
 from .processes import ProcessManager
 from .routes import Lazy, Router
-from .server import HTTPConnection, Request, Response, json_response
+from .server import HTTPConnection, Request, Response, empty_response, json_response
 from .util import log
 
 REAP_SAFETY_INTERVAL = 10.0
@@ -65,6 +68,22 @@ class InfoAPI:
         )
 
 
+class RotateAPI:
+    """``POST /_cellbox/v1/rotate``: the host replaces a restored agent's secret (auth.py)."""
+
+    def __init__(self, secret: AgentSecret) -> None:
+        self.secret = secret
+
+    def register(self, router: Router) -> None:
+        router.add("POST", ROTATE_PATH, self.rotate)
+
+    async def rotate(self, request: Request) -> Response:
+        if not self.secret.rotate(request.headers.get(NONCE_HEADER), request.headers.get(ROTATE_HEADER)):
+            raise APIError(403, "FORBIDDEN", "rotation not authenticated")
+        hardening.make_undumpable()  # a restore brings the flag back as dumped; make sure
+        return empty_response(204)
+
+
 def become_subreaper() -> bool:
     """prctl(PR_SET_CHILD_SUBREAPER): adopt orphans of our descendants."""
     import ctypes  # lazy: only with --subreaper
@@ -75,6 +94,9 @@ def become_subreaper() -> bool:
 
 async def serve(cfg: Config, listen_fd: int, t0: float) -> int:
     loop = asyncio.get_running_loop()
+    secret = AgentSecret.from_environ()  # out of os.environ before any child is spawned
+    if not hardening.make_undumpable():  # before any request can start a tenant process
+        log("warning: could not make the agent non-dumpable")
     sock = socket.socket(fileno=listen_fd)
     pm = ProcessManager(
         oom=OomCounter(cfg.oom_counters),
@@ -84,9 +106,11 @@ async def serve(cfg: Config, listen_fd: int, t0: float) -> int:
         max_bytes=cfg.max_output_bytes,
         max_finished=cfg.max_finished,
         drain_grace=cfg.drain_grace,
+        budget=OutputBudget(cfg.max_output_total),
     )
     router = Router()
     InfoAPI(pm).register(router)
+    RotateAPI(secret).register(router)
     proc_api = ProcessAPI(pm, cfg.keepalive)
     proc_api.register(router)
     FileAPI(FileRoot(cfg.root)).register(router)
@@ -129,7 +153,7 @@ async def serve(cfg: Config, listen_fd: int, t0: float) -> int:
         assert task is not None
         connections.add(task)
         try:
-            await HTTPConnection(reader, writer, router.dispatch).serve()
+            await HTTPConnection(reader, writer, router.dispatch, secret).serve()
         finally:
             connections.discard(task)
 

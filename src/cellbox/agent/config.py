@@ -25,6 +25,9 @@ usage: python -m cellbox.agent [options]
                            ENV inside a sandbox; CELLBOX_* vars never) to children
   --max-output-lines N     lines kept per process (default 100000)
   --max-output-bytes N     bytes of text kept per process (default 16 MiB)
+  --max-output-total N     bytes of output kept by all processes together
+                           (default 256 MiB, and never more than 1/8 of the
+                           sandbox's memory limit)
   --max-finished N         finished processes remembered (default 256)
   --drain-grace SECONDS    how long to wait for output EOF after a process
                            exits before reporting it finished (default 0.3)
@@ -48,6 +51,7 @@ class Config:
         self.inherit_env = True
         self.max_output_lines = 100_000
         self.max_output_bytes = 16 << 20
+        self.max_output_total = 256 << 20
         self.max_finished = 256
         self.drain_grace = 0.3
         self.shutdown_grace = 3.0
@@ -67,6 +71,7 @@ _VALUED = {
     "--default-workdir": ("default_workdir", str),
     "--max-output-lines": ("max_output_lines", int),
     "--max-output-bytes": ("max_output_bytes", int),
+    "--max-output-total": ("max_output_total", int),
     "--max-finished": ("max_finished", int),
     "--drain-grace": ("drain_grace", float),
     "--shutdown-grace": ("shutdown_grace", float),

@@ -8,7 +8,9 @@ process cannot produce JSON that strict clients (serde) reject.
 
 Why bounded: an agent that keeps every byte a runaway ``yes`` prints would be
 OOM-killed itself.  Each log keeps the newest ``max_lines`` lines and at most
-``max_bytes`` of text (oldest lines are dropped first; ``dropped`` counts them)
+``max_bytes`` (what the lines really cost in memory, see ``budget.py``; oldest lines
+are dropped first; ``dropped`` counts them), and all logs together stay within one
+``OutputBudget`` sized from the sandbox's memory limit
 and a single "line" without a newline is force-split at ``MAX_LINE_BYTES``.
 
 Why pull-based followers: instead of a queue per subscriber (which a slow
@@ -21,13 +23,18 @@ window just skips to the oldest retained line.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
+
+from .budget import line_cost
+
+if TYPE_CHECKING:
+    from .budget import OutputBudget
 
 STDOUT = "stdout"
 STDERR = "stderr"
 BOTH = frozenset((STDOUT, STDERR))
 
 MAX_LINE_BYTES = 64 * 1024
-_LINE_OVERHEAD = 64  # rough per-line bookkeeping cost, counted against max_bytes
 
 
 class OutputLine:
@@ -90,9 +97,10 @@ def _utf8_boundary(buf: bytearray, limit: int) -> int:
 class OutputLog:
     """Sequence-numbered ring of ``OutputLine`` with async "wait for more"."""
 
-    def __init__(self, max_lines: int, max_bytes: int) -> None:
+    def __init__(self, max_lines: int, max_bytes: int, budget: "OutputBudget | None" = None) -> None:
         self._max_lines = max(1, max_lines)
-        self._max_bytes = max(1, max_bytes)
+        self._max_bytes = max(1, budget.per_log(max_bytes) if budget is not None else max_bytes)
+        self._budget = budget
         self._lines: list[OutputLine] = []
         self._head = 0  # index in _lines of the oldest retained entry
         self.first_seq = 0
@@ -101,6 +109,13 @@ class OutputLog:
         self.dropped = 0
         self.finished = False
         self._waiter: asyncio.Future[None] | None = None
+        if budget is not None:
+            budget.register(self)
+
+    @property
+    def truncated(self) -> bool:
+        """True once any line was dropped to stay within the limits."""
+        return self.dropped > 0
 
     def __len__(self) -> int:
         return self.next_seq - self.first_seq
@@ -108,18 +123,39 @@ class OutputLog:
     def append(self, stream: str, line: str, timestamp: int) -> None:
         self._lines.append(OutputLine(self.next_seq, stream, timestamp, line))
         self.next_seq += 1
-        self.bytes += len(line) + _LINE_OVERHEAD
+        cost = line_cost(line)
+        self.bytes += cost
+        freed = 0
         while len(self) > 1 and (len(self) > self._max_lines or self.bytes > self._max_bytes):
-            old = self._lines[self._head]
-            self._lines[self._head] = None  # type: ignore[call-overload]  # free now
-            self._head += 1
-            self.first_seq += 1
-            self.bytes -= len(old.line) + _LINE_OVERHEAD
-            self.dropped += 1
+            freed += self._drop_oldest()
+        if self._budget is not None:
+            self._budget.release(freed)
+            self._budget.charge(cost)  # may trim this log (or a bigger one) further
+        self._compact()
+        self._wake()
+
+    def trim(self, nbytes: int) -> int:
+        """Drop oldest lines until ``nbytes`` are freed (the budget asks); returns bytes freed."""
+        freed = 0
+        while freed < nbytes and len(self) > 0:
+            freed += self._drop_oldest()
+        self._compact()
+        return freed
+
+    def _drop_oldest(self) -> int:
+        old = self._lines[self._head]
+        self._lines[self._head] = None  # type: ignore[call-overload]  # free now
+        self._head += 1
+        self.first_seq += 1
+        cost = line_cost(old.line)
+        self.bytes -= cost
+        self.dropped += 1
+        return cost
+
+    def _compact(self) -> None:
         if self._head > 4096 and self._head * 2 > len(self._lines):
             del self._lines[: self._head]
             self._head = 0
-        self._wake()
 
     def finish(self) -> None:
         """Mark the stream as complete for followers (the process is done)."""

@@ -59,6 +59,31 @@ _STREAMS: dict[str, frozenset[str]] = {
 _REPLAY_BATCH = 256  # lines per socket write when replaying a backlog
 
 
+def _opt_count(raw: str | None, name: str) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 12:
+        raise APIError(400, "INVALID_REQUEST", f"query parameter {name!r} must be a non-negative integer")
+    return int(raw)
+
+
+def _newest(lines: list[str], tail: int | None, max_bytes: int | None) -> tuple[list[str], bool]:
+    """The newest lines within ``tail`` lines and ``max_bytes`` characters; and whether any were left out."""
+    if tail is not None and len(lines) > tail:
+        lines = lines[len(lines) - tail:] if tail else []
+        cut = True
+    else:
+        cut = False
+    if max_bytes is not None:
+        total, start = 0, len(lines)
+        while start > 0 and total + len(lines[start - 1]) + 1 <= max_bytes:
+            start -= 1
+            total += len(lines[start]) + 1
+        cut = cut or start > 0
+        lines = lines[start:]
+    return lines, cut
+
+
 def parse_spawn(body: Any, *, run: bool) -> SpawnSpec:
     """Validate a start (``run=False``) or run request body."""
     obj = require_object(body)
@@ -199,8 +224,18 @@ class ProcessAPI:
 
         async def handler(request: Request) -> Response:
             proc = self._lookup(request)
+            # ``tail``/``max_bytes`` (ours, additive): only the newest lines, so the host's
+            # logs route never has to take a whole process's output in one answer.
+            tail = _opt_count(request.query("tail"), "tail")
+            max_bytes = _opt_count(request.query("max_bytes"), "max_bytes")
             lines = proc.log.lines(streams)
-            return json_response({"pid": proc.pid, "lines": lines, "line_count": len(lines)})
+            cut = False
+            if tail is not None or max_bytes is not None:
+                lines, cut = _newest(lines, tail, max_bytes)
+            body = {"pid": proc.pid, "lines": lines, "line_count": len(lines)}
+            if proc.log.truncated or cut:  # older lines were dropped (budget) or left out
+                body.update(truncated=True, dropped_lines=proc.log.dropped)  # extra keys: clients ignore them
+            return json_response(body)
 
         return handler
 

@@ -40,6 +40,8 @@ import signal
 import subprocess
 from typing import Any, Callable
 
+from . import oomadj
+from .budget import OutputBudget
 from .errors import APIError
 from .oom import OomCounter
 from .output import STDERR, STDOUT, LineSplitter, OutputLog
@@ -166,8 +168,10 @@ class ProcessManager:
         max_finished: int = 256,
         finished_bytes_budget: int = 256 << 20,
         drain_grace: float = 0.3,
+        budget: OutputBudget | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        self.budget = budget if budget is not None else OutputBudget()
         self._oom = oom
         self.default_workdir = default_workdir
         self._inherit_env = inherit_env
@@ -206,7 +210,7 @@ class ProcessManager:
         return build_env(identity, os.environ if self._inherit_env else None, overrides)
 
     def new_log(self) -> OutputLog:
-        return OutputLog(self._max_lines, self._max_bytes)
+        return OutputLog(self._max_lines, self._max_bytes, self.budget)
 
     def spawn(
         self,
@@ -226,7 +230,9 @@ class ProcessManager:
         cwd = spec.working_dir or self.default_workdir
         env = self.child_env(spec.identity, spec.env)
         oom_before = self._oom.read()
+        self.budget.refresh()  # a claimed warm sandbox got its memory limit after boot
         child = spawn_child(spec, cwd, env)
+        oomadj.demote(child.popen.pid)
         log_ = log_ if log_ is not None else self.new_log()
         proc = Process(self._next_handle, child.popen, spec, log_, managed, on_finish)
         self._next_handle += 1

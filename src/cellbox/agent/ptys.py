@@ -40,6 +40,7 @@ import subprocess
 import termios
 from typing import TYPE_CHECKING, Any
 
+from . import oomadj
 from .errors import APIError
 from .spawn import close_fd, spawn_error
 from .util import now_ms
@@ -429,6 +430,7 @@ class PtyManager:
             raise spawn_error(exc, command, cwd) from None
         finally:
             close_fd(slave)
+        oomadj.demote(popen.pid)
         os.set_blocking(master, False)
         session = PtySession(self, popen, master, command, args, rows, cols)
         self.pm.watch_pid(popen.pid, session.on_exit)  # before the loop can run the reaper

@@ -31,6 +31,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import h11
 
+from .auth import NONCE_HEADER, AgentSecret
 from .errors import APIError
 from .util import log
 
@@ -209,10 +210,14 @@ class Request:
 class HTTPConnection:
     """Drives one TCP connection: parse requests, dispatch, write responses."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dispatch: Handler) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dispatch: Handler,
+        secret: AgentSecret | None = None,
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._dispatch = dispatch
+        self._secret = secret
         self._h11 = h11.Connection(h11.SERVER)
         self._peer_gone = False
 
@@ -291,6 +296,10 @@ class HTTPConnection:
         except Exception as exc:  # a bug: answer 500, keep serving
             log(f"internal error on {request.method} {request.path}: {type(exc).__name__}: {exc}")
             response = error_response(APIError(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"))
+        if self._secret is not None:  # after dispatch: a rotation answers under the new secret
+            proof = self._secret.header_for(request.headers.get(NONCE_HEADER))
+            if proof is not None:
+                response.headers.append(proof)
         if self._peer_gone:
             if isinstance(response, StreamingResponse) and response.on_close:
                 response.on_close()

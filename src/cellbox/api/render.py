@@ -49,6 +49,8 @@ def sandbox_info(rec: SandboxRecord, proxy_url: str) -> dict[str, Any]:
         info["pending_reason"] = "scheduling"
     if policy := rec.extra.get("network_policy"):
         info["network_policy"] = policy
+    if last := rec.extra.get("last_error"):  # e.g. a suspend that failed (ours; clients ignore it)
+        info["last_error"] = last
     return info
 
 

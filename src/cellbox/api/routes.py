@@ -8,11 +8,13 @@ Handlers never choose error codes: they raise ``cellbox.errors`` (``api/errors.p
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from ..errors import InvalidRequest
 from ..manager.records import SandboxRecord, Status
@@ -114,16 +116,20 @@ async def sandbox_logs(
     process_id: Annotated[int | None, Query(alias="processId", ge=0)] = None,
     head: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
     tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-) -> JSONResponse:
-    """What the sandbox's processes printed, as SandboxLogSignal entries."""
+) -> Response:
+    """What the sandbox's processes printed, as SandboxLogSignal entries (the newest
+    10,000 lines / 4 MiB at most; ``x-cellbox-logs-truncated: true`` when more exist)."""
     svc = _service(request)
     rec = svc.get(sandbox_id, _namespace(request))
-    lines = await svc.logs(rec, process_id=process_id)
+    lines, cut = await svc.logs(rec, process_id=process_id, tail=tail)
     if head is not None:
         lines = lines[:head]
-    if tail is not None:
-        lines = lines[-tail:] if tail else []
-    return JSONResponse(render.log_signals(rec, lines))
+    # Rendering thousands of entries (a uuid5 each) and encoding them is CPU work: off
+    # the event loop, so other clients are not stalled behind one logs call.
+    body = await asyncio.to_thread(lambda: json.dumps(render.log_signals(rec, lines)).encode())
+    # Only the newest lines fit in one answer (service.LOG_MAX_LINES/BYTES): say so.
+    headers = {"x-cellbox-logs-truncated": "true"} if cut else None
+    return Response(body, media_type="application/json", headers=headers)
 
 
 # -- memory state (spec §2.5-§2.7) ----------------------------------------------------

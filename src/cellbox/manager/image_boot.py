@@ -14,11 +14,11 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-import httpx
 
 from ..errors import CellboxError, InvalidRequest
 from ..images.build import BuildFailed
 from ..images.catalog import ImageRecord
+from . import agent_client
 from .records import SandboxRecord
 from .snapshot_store import SnapshotType
 
@@ -78,29 +78,31 @@ class BootMixin:
 
     async def _agent_health(self: ImageManager, sbx: SandboxRecord) -> None:
         ip, port = self.m.agent_address(sbx)
-        async with httpx.AsyncClient(timeout=30) as client:
-            resp = await client.get(f"http://{ip}:{port}/api/v1/health")
-            resp.raise_for_status()
+        status, _ = await self.m.agent.call(ip, port, agent_client.key_of(sbx), "GET", "/api/v1/health",
+                                            timeout=30, max_bytes=4096)
+        if status != 200:
+            raise BuildFailed(f"the pre-boot sandbox's agent answered {status} to its health check")
 
     async def _run_warmup(self: ImageManager, sbx: SandboxRecord, argv: list[str], on_line: Progress) -> None:
         ip, port = self.m.agent_address(sbx)
         body = {"command": argv[0], "args": argv[1:], "timeout": WARMUP_TIMEOUT}
         exit_code: int | None = None
-        async with httpx.AsyncClient(timeout=WARMUP_TIMEOUT + 30) as client:
-            async with client.stream("POST", f"http://{ip}:{port}/api/v1/processes/run", json=body,
-                                     headers={"Accept": "text/event-stream"}) as resp:
-                if resp.status_code != 200:
-                    raise BuildFailed(f"warm-up {argv[0]!r} did not start: {(await resp.aread())[:500]!r}")
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    event = json.loads(line[5:])
-                    if "line" in event:
-                        on_line(event["line"])
-                    elif "exit_code" in event or "signal" in event:
-                        exit_code = event.get("exit_code")
-                        if exit_code is None:
-                            exit_code = 128 + int(event.get("signal") or 0)
+        # The image's code runs in that sandbox: its agent's answers are untrusted (bounded,
+        # authenticated, one deadline), as everywhere (agent_client.py).
+        try:
+            async for event in self.m.agent.sse_data(ip, port, agent_client.key_of(sbx), "/api/v1/processes/run",
+                                                     json_body=body, timeout=WARMUP_TIMEOUT + 30):
+                if not isinstance(event, dict):
+                    continue
+                if isinstance(event.get("line"), str):
+                    on_line(event["line"])
+                elif "exit_code" in event or "signal" in event:
+                    exit_code = event.get("exit_code")
+                    if not isinstance(exit_code, int):
+                        sig = event.get("signal")
+                        exit_code = 128 + (sig if isinstance(sig, int) else 0)
+        except agent_client.AgentError as exc:
+            raise BuildFailed(f"warm-up {argv[0]!r}: {exc}") from None
         if exit_code != 0:
             raise BuildFailed(f"warm-up command {' '.join(argv)!r} exited with {exit_code}")
 

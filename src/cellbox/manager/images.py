@@ -349,6 +349,7 @@ class ImageManager(BootMixin):
 
                 await _proc.run(["cp", "-a", "--reflink=auto", str(src / "mem"), str(dest / "mem")], timeout=600)
             (dest / "manifest.json").write_text(json.dumps(own.source))
+            (dest / "manifest.json").chmod(0o600)  # its bundle config holds the agent's secret
         except BaseException:
             await self.m.memory._remove_snapshot_files(dest)
             self.m.memory.snapshots.delete(own.id)

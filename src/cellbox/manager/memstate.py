@@ -38,6 +38,7 @@ from ..network.egress import Resolved
 from ..network.policy import EgressPolicy
 from ..runtime import bundle, checkpoint
 from ..storage import btrfs, rootfs
+from . import agent_client
 from .records import SandboxRecord, Status, now_ms
 from .snapshot_store import SnapshotRecord, SnapshotStatus, SnapshotStore, SnapshotType
 
@@ -47,6 +48,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 CLONE_TMPFS = Path("/dev/shm/cellbox-clone")
+
+
+class SuspendFailed(Conflict):
+    """CRIU could not dump the sandbox (409: its state, not the server, is the problem)."""
+
+    code = "SUSPEND_FAILED"
+
+    def __init__(self, sandbox_id: str, *, stopped: bool = False) -> None:
+        what = ("and the sandbox stopped" if stopped else
+                "; the sandbox keeps running. Usually a process in it uses something that "
+                "cannot be checkpointed (a nested namespace, a traced process, a device)")
+        super().__init__(f"sandbox {sandbox_id} could not be suspended {what}".replace(" ;", ";"))
 
 
 class MemoryState:
@@ -92,14 +105,22 @@ class MemoryState:
                 shutil.rmtree(new, ignore_errors=True)
                 state = await self.m.runc.state(ids.container(rec.id))
                 rec = self.m.get(rec.id)
+                # CRIU's log names host paths and internals: it goes to the server's log
+                # only; the client and the record get what happened and what it means.
+                log.warning("suspend of sandbox %s failed: %s", rec.id, exc)
                 if state is not None and state.status in ("running", "paused"):
                     if state.status == "paused":
                         await checkpoint.resume(self.m.runc, ids.container(rec.id))
                     rec.status = Status.RUNNING  # as it was
+                    failure = SuspendFailed(rec.id)
+                    rec.extra["last_error"] = {"code": failure.code, "message": failure.message, "at": now_ms()}
                 else:
-                    rec.status, rec.error = Status.FAILED, f"suspend failed and the sandbox stopped: {exc}"
+                    failure = SuspendFailed(rec.id, stopped=True)
+                    rec.status, rec.error = Status.FAILED, failure.message
                     rec.terminated_at, rec.termination_reason = now_ms(), "suspend_failed"
                 self.m.store.update(rec)
+                if isinstance(exc, Exception):
+                    raise failure from None
                 raise
             if rec.ip:
                 await netns.drop_host_connections(rec.ip)
@@ -108,6 +129,7 @@ class MemoryState:
             new.rename(final)  # the dump is complete: from here on, resume can use it
             rec = self.m.get(rec.id)
             rec.status, rec.init_pid = Status.SUSPENDED, None
+            rec.extra.pop("last_error", None)
             rec.extra["suspended_at"] = now_ms()
             rec.extra["suspend_image_bytes"] = timing.image_bytes
             self.m.store.update(rec)
@@ -142,6 +164,7 @@ class MemoryState:
                 rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(rec.id), state_dir, images,
                                                         work, lazy=lazy)
                 await self.m._wait_agent(rec, work / "restore.log")
+                await self._rotate_key(rec, agent_client.key_of(rec))
             except BaseException:
                 # Leave it suspended, images intact: a later resume can try again.
                 await lazy.kill()
@@ -162,6 +185,25 @@ class MemoryState:
         finally:
             if not handed_over:
                 lock.release()
+
+    async def _rotate_key(self, rec: SandboxRecord, old: bytes | None) -> None:
+        """Give a restored agent a secret of its own (it came back with the dumped one).
+
+        The record and the bundle's environment both get the new key: a later snapshot
+        copies the bundle config, and its restores authenticate with what is there.
+        A sandbox from before agent keys (``old`` None) is left without one.
+        """
+        if old is None:
+            rec.extra.pop(agent_client.KEY_FIELD, None)
+            return
+        assert rec.ip
+        new = await self.m.agent.rotate(rec.ip, self.m.settings.agent_port, old)
+        path = self._state_dir(rec.id) / "config.json"
+        cfg = json.loads(path.read_text())
+        agent_client.set_env_key(cfg, new)
+        bundle.write(path.parent, cfg)
+        rec.extra[agent_client.KEY_FIELD] = new
+        self.m.store.update(rec)
 
     async def _finish_lazy(self, sandbox_id: str, lazy: checkpoint.LazyPages, images: Path, work: Path,
                            lock: asyncio.Lock) -> None:
@@ -265,6 +307,7 @@ class MemoryState:
                 mem_dir = dest / "mem" if snapshot_type == SnapshotType.MEMORY else None
                 image_bytes = await self._freeze_and_capture(rec, dest, mem_dir)
                 (dest / "manifest.json").write_text(json.dumps(snap.source))
+                (dest / "manifest.json").chmod(0o600)  # its bundle config holds the agent's secret
             except BaseException as exc:
                 await self._remove_snapshot_files(dest)
                 snap.status, snap.error = SnapshotStatus.FAILED, str(exc)
@@ -401,6 +444,12 @@ class MemoryState:
         # Before the restored processes run their next instruction.
         await self.m.apply_egress(rec, policy, resolved, undo)
         cfg = copy.deepcopy(manifest["bundle_config"])
+        # A restored agent still holds the source's secret (the one in the manifest's
+        # environment): the new sandbox proves it and then rotates it. A booted one gets
+        # a fresh secret of its own.
+        source_key = agent_client.env_key(cfg) if memory else None
+        if not memory:
+            agent_client.set_env_key(cfg, agent_client.new_key())
         cfg["root"]["path"] = str(dest)
         cfg["hostname"] = sid
         cfg["linux"]["cgroupsPath"] = ids.cgroup_path(sid)
@@ -420,6 +469,12 @@ class MemoryState:
             shutil.rmtree(work, ignore_errors=True)
         else:
             rec.init_pid = await self.m.runc.run_detached(ids.container(sid), state_dir)
-        await self.m._wait_agent(rec, state_dir / "runc.log")
+        if memory:
+            old = bytes.fromhex(source_key) if source_key else None
+            await self.m._wait_agent(rec, state_dir / "runc.log", key=old)
+            await self._rotate_key(rec, old)
+        else:
+            rec.extra[agent_client.KEY_FIELD] = agent_client.env_key(cfg)
+            await self.m._wait_agent(rec, state_dir / "runc.log")
         rec.status = Status.RUNNING
         self.m.store.update(rec)

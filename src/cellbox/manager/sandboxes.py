@@ -18,6 +18,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import ids
 from .._undo import Undo
@@ -31,6 +32,8 @@ from ..runtime.runc import Runc
 from ..storage import images as images_mod
 from ..storage import pool as pool_mod
 from ..storage import rootfs
+from . import agent_client
+from .agent_client import AgentClient
 from .records import SandboxRecord, Status, now_ms
 from .images import ImageManager
 from .memstate import MemoryState
@@ -40,6 +43,7 @@ from .warm import WarmPool
 log = logging.getLogger(__name__)
 
 AGENT_READY_TIMEOUT = 15.0
+_REC_KEY: Any = object()  # _wait_agent's default: the key in the record
 MIN_MEMORY_MB = 64
 MIN_FREE_DISK_MB = 64
 DEFAULT_DISK_MB = 10240
@@ -82,6 +86,7 @@ class SandboxManager:
         self.warm_image_mb = 0
         self.memory = MemoryState(self)
         self.image_manager = ImageManager(self)
+        self.agent = AgentClient()  # every host -> agent call goes through it (agent_client.py)
 
     # -- service start/stop -----------------------------------------------------------
 
@@ -125,6 +130,7 @@ class SandboxManager:
             self.warm = None
         if self._dns is not None:
             await self._dns.stop()
+        await self.agent.close()
 
     # -- lookups ----------------------------------------------------------------------
 
@@ -295,8 +301,10 @@ class SandboxManager:
         undo.push("netns", lambda: netns.destroy(self.settings, sid, ipaddress.IPv4Address(rec.ip)))
         await self.apply_egress(rec, network, resolved, undo)
 
+        key = agent_client.new_key()  # this agent's own secret (agent/auth.py)
+        rec.extra[agent_client.KEY_FIELD] = key
         cfg = bundle.config(
-            hostname=sid, rootfs=root, agentfs_tree=tree, netns_path=netns.path(sid),
+            agent_secret=key, hostname=sid, rootfs=root, agentfs_tree=tree, netns_path=netns.path(sid),
             cgroups_path=ids.cgroup_path(sid), limits=bundle.Limits(rec.cpus, rec.memory_mb, rec.pids_limit, cpu_shares),
             agent_port=self.settings.agent_port, criu_config=self.settings.data_dir / "criu.conf",
             image_env=image_config.env if image_config else None,
@@ -321,8 +329,9 @@ class SandboxManager:
         undo.push("egress rules", lambda: self.egress.remove(rec.id))
         await self.egress.apply(rec.id, rec.ip, network, resolved)
 
-    async def _wait_agent(self, rec: SandboxRecord, log_path: Path) -> None:
-        """Poll the agent's port until it accepts; fail fast if the container died."""
+    async def _wait_agent(self, rec: SandboxRecord, log_path: Path, key: Any = _REC_KEY) -> None:
+        """Poll the agent's port until it accepts, then check it is our agent (its proof
+        under ``key``, by default the record's); fail fast if the container died."""
         assert rec.ip
         deadline = time.monotonic() + AGENT_READY_TIMEOUT
         delay = 0.002
@@ -330,7 +339,7 @@ class SandboxManager:
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(rec.ip, self.settings.agent_port), 0.5)
                 writer.close()
-                return
+                break
             except (OSError, asyncio.TimeoutError):
                 pass
             if rec.init_pid and not _alive(rec.init_pid):
@@ -339,6 +348,15 @@ class SandboxManager:
                 raise InternalFailure(f"the sandbox agent did not start within {AGENT_READY_TIMEOUT:.0f}s: {_tail(log_path)}")
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.02)
+        # The port accepts: now make sure it is our agent that answers there, not a
+        # program the tenant (or a restored image) put in its place.
+        key = agent_client.key_of(rec) if key is _REC_KEY else key
+        if key is not None:
+            left = max(1.0, deadline - time.monotonic())
+            status, _ = await self.agent.call(rec.ip, self.settings.agent_port, key, "GET", "/api/v1/health",
+                                              timeout=left, max_bytes=4096)
+            if status != 200:
+                raise agent_client.AgentError(f"the sandbox's agent answered {status} to its health check")
 
     # -- destroy ------------------------------------------------------------------------
 

@@ -22,10 +22,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-import httpx
 
 from .. import ids
 from ..errors import CellboxError, Conflict, InvalidRequest, NotFound
+from . import agent_client
 from .records import SandboxRecord, Status, now_ms
 from ..network.policy import EgressPolicy
 from .sandboxes import CreateSpec, SandboxManager
@@ -41,6 +41,14 @@ STOP_WAIT = 20.0
 RESERVED_PORTS = frozenset({9501})
 # How many of a sandbox's processes (the newest) the logs route reads output from.
 LOG_PROCESSES = 50
+# One logs answer holds at most the newest LOG_MAX_LINES lines and LOG_MAX_BYTES of
+# text: a chatty sandbox's whole output (100 MB) once took the server from 128 to
+# 594 MB and stalled its event loop for 6 s. ``tail`` asks for fewer.
+LOG_MAX_LINES = 10_000
+LOG_MAX_BYTES = 4 << 20
+INIT_LOG_BYTES = 256 << 10
+IDLE_RETRY_FIRST = 30.0  # seconds before an idle suspend that failed is tried again
+IDLE_RETRY_MAX = 3600.0  # of the runtime's own log file, from its end
 
 
 @dataclass(frozen=True)
@@ -90,8 +98,9 @@ class SandboxService:
         self.proxy_url = f"http://localhost:{proxy_port}"
         self._creating: dict[str, asyncio.Task[SandboxRecord]] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._http: httpx.AsyncClient | None = None
         self._background: set[asyncio.Task[SandboxRecord]] = set()
+        # Idle suspends that failed: sandbox ID -> (monotonic time of the next try, delay).
+        self._idle_backoff: dict[str, tuple[float, float]] = {}
         # Last proxy traffic per sandbox (monotonic seconds), for idle suspend later.
         self.last_activity: dict[str, float] = {}
 
@@ -162,23 +171,21 @@ class SandboxService:
         ip, port = self.manager.agent_address(rec)
         body = {"command": rec.entrypoint[0], "args": rec.entrypoint[1:]}
         try:
-            resp = await self._client().post(f"http://{ip}:{port}/api/v1/processes", json=body)
-        except httpx.HTTPError as exc:
-            problem = f"could not reach the agent: {exc}"
+            status, raw = await self.manager.agent.call(ip, port, agent_client.key_of(rec), "POST",
+                                                        "/api/v1/processes", json_body=body, max_bytes=1 << 20)
+        except agent_client.AgentError as exc:
+            problem = f"could not start it through the agent: {exc}"
         else:
-            if resp.status_code == 201:
-                rec.extra["entrypoint_pid"] = resp.json().get("pid")
+            if status == 201:
+                info = _parse_or_none(raw)
+                rec.extra["entrypoint_pid"] = info.get("pid") if isinstance(info, dict) else None
                 self.store.update(rec)
                 return
-            problem = resp.text[:500]
+            problem = raw[:500].decode("utf-8", "replace")
         log.warning("sandbox %s: entrypoint %s did not start: %s", rec.id, rec.entrypoint, problem)
         rec.extra["entrypoint_error"] = problem
         self.store.update(rec)
 
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=10.0)
-        return self._http
 
     # -- read -----------------------------------------------------------------------------
 
@@ -198,32 +205,62 @@ class SandboxService:
             return Page(recs, _encode_cursor(recs[-1]))
         return Page(recs)
 
-    async def logs(self, rec: SandboxRecord, *, process_id: int | None = None) -> list[LogLine]:
+    async def logs(self, rec: SandboxRecord, *, process_id: int | None = None,
+                   tail: int | None = None) -> tuple[list[LogLine], bool]:
         """What the sandbox's processes printed, as its agent still holds it (the newest
         ``LOG_PROCESSES`` processes, stdout and stderr merged in order), after the init's
-        own output if the runtime kept it. Best effort: an agent that cannot be asked
-        gives no lines, not an error. A sandbox that is not running has none."""
-        lines = [LogLine(rec.created_at, line, None, "init") for line in self._init_log(rec)]
+        own output if the runtime kept it; and whether lines were left out.
+
+        Bounded: at most the newest ``tail`` (default and cap ``LOG_MAX_LINES``) lines and
+        ``LOG_MAX_BYTES`` of text, asked of the agent per process from the newest process
+        back (``?tail=&max_bytes=``), so neither the agent's answer nor ours is ever the
+        whole output. Best effort: an agent that cannot be asked (or answers what it
+        should not) gives no lines, not an error. A sandbox that is not running has none.
+        """
+        want = LOG_MAX_LINES if tail is None else min(tail, LOG_MAX_LINES)
+        budget = LOG_MAX_BYTES
+        init = [LogLine(rec.created_at, line, None, "init") for line in self._init_log(rec)]
         if rec.status != Status.RUNNING or not rec.ip:
-            return lines
-        base = f"http://{rec.ip}:{self.manager.settings.agent_port}/api/v1/processes"
+            return (init[len(init) - want:] if want else []), len(init) > want
+        cut = False
+        ip, port, key = rec.ip, self.manager.settings.agent_port, agent_client.key_of(rec)
+        agent = self.manager.agent
+        chunks: list[list[LogLine]] = []
         try:
-            procs = (await self._client().get(base, timeout=5)).json()["processes"]
-            procs = sorted(procs, key=lambda p: p.get("started_at") or 0)[-LOG_PROCESSES:]
-            for proc in procs:
-                if process_id is not None and proc["pid"] != process_id:
+            listing = await agent.get_json(ip, port, key, "/api/v1/processes", timeout=5, max_bytes=4 << 20)
+            procs = [p for p in listing["processes"][-10_000:] if isinstance(p, dict)]
+            procs = sorted(procs, key=lambda p: _int_or(p.get("started_at"), 0))[-LOG_PROCESSES:]
+            for proc in reversed(procs):  # newest first, until the budget is spent
+                pid = _int_or(proc.get("pid"), -1)
+                if process_id is not None and pid != process_id:
                     continue
-                out = (await self._client().get(f"{base}/{proc['pid']}/output", timeout=5)).json()["lines"]
-                started = proc.get("started_at") or rec.created_at
-                lines += [LogLine(started, line, proc["pid"], proc.get("command")) for line in out]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                if want <= 0 or budget <= 0:
+                    cut = True
+                    break
+                out = await agent.get_json(ip, port, key,
+                                           f"/api/v1/processes/{pid}/output?tail={want}&max_bytes={budget}",
+                                           timeout=5, max_bytes=2 * budget + (64 << 10))
+                lines = [x for x in out["lines"] if isinstance(x, str)][-want:]
+                cut = cut or bool(out.get("truncated"))
+                started = _int_or(proc.get("started_at"), rec.created_at)
+                command = proc.get("command") if isinstance(proc.get("command"), str) else None
+                chunks.append([LogLine(started, line, pid, command) for line in lines])
+                want -= len(lines)
+                budget -= sum(len(x) + 1 for x in lines)
+        except (agent_client.AgentError, KeyError, TypeError, AttributeError) as exc:
             log.warning("sandbox %s: reading process output for logs failed: %s", rec.id, exc)
-        return lines
+        lines = [line for chunk in reversed(chunks) for line in chunk]
+        room = (LOG_MAX_LINES if tail is None else min(tail, LOG_MAX_LINES)) - len(lines)
+        cut = cut or len(init) > max(0, room)
+        return (init[len(init) - room:] if room > 0 else []) + lines, cut
 
     def _init_log(self, rec: SandboxRecord) -> list[str]:
         path = self.manager.settings.sandboxes_dir / rec.id / "agent.log"
         try:
-            return path.read_text(errors="replace").splitlines()
+            with path.open("rb") as f:
+                size = f.seek(0, 2)
+                f.seek(max(0, size - INIT_LOG_BYTES))
+                return f.read(INIT_LOG_BYTES).decode("utf-8", "replace").splitlines()
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -341,7 +378,14 @@ class SandboxService:
             if rec is None or rec.status.is_final:
                 raise Conflict(f"sandbox {sandbox_id} is gone", code="SANDBOX_NOT_RUNNING")
             rec, _ = await self._settled(rec)
-            out = await self.manager.memory.suspend(rec.id, rec.namespace)
+            try:
+                out = await self.manager.memory.suspend(rec.id, rec.namespace)
+            except CellboxError:
+                # Any failed suspend (asked for or idle) holds idle suspend back.
+                delay = min(IDLE_RETRY_MAX, self._idle_backoff.get(rec.id, (0.0, IDLE_RETRY_FIRST / 2))[1] * 2)
+                self._idle_backoff[rec.id] = (time.monotonic() + delay, delay)
+                raise
+            self._idle_backoff.pop(rec.id, None)
             self.last_activity.pop(rec.id, None)
             return out
 
@@ -413,11 +457,24 @@ class SandboxService:
         await self.manager.memory.delete_snapshot(snapshot_id, namespace)
 
     async def idle_suspend(self, rec: SandboxRecord) -> None:
-        """Suspend a named sandbox whose ``timeout_secs`` passed without proxy traffic."""
+        """Suspend a named sandbox whose ``timeout_secs`` passed without proxy traffic.
+
+        A failure is logged, recorded on the sandbox (``last_error``, by the suspend
+        itself) and backs off (``IDLE_RETRY_FIRST`` s, doubling to ``IDLE_RETRY_MAX``):
+        the sweep runs every second and a failing CRIU dump must not run that often.
+        """
+        if not self.idle_suspend_due(rec):
+            return
         try:
             await self._suspend(rec.id)
         except CellboxError as exc:
-            log.warning("idle suspend of %s failed: %s", rec.id, exc)
+            delay = self._idle_backoff.get(rec.id, (0.0, 0.0))[1]
+            log.warning("idle suspend of %s failed (next try in %.0fs): %s", rec.id, delay, exc)
+
+    def idle_suspend_due(self, rec: SandboxRecord) -> bool:
+        """False while an idle suspend that failed is backing off."""
+        entry = self._idle_backoff.get(rec.id)
+        return entry is None or time.monotonic() >= entry[0]
 
     def idle_seconds(self, rec: SandboxRecord) -> float:
         """Seconds since the last proxy request (or since it started running)."""
@@ -429,7 +486,7 @@ class SandboxService:
 
     # -- proxy hooks ------------------------------------------------------------------------
 
-    async def resolve(self, ref: str, port: int) -> tuple[str, int, str]:
+    async def resolve(self, ref: str, port: int) -> tuple[str, int, str] | tuple[str, int, str, bytes | None]:
         """Where the proxy sends a request for ``ref`` (ID or default-namespace name).
 
         A suspended sandbox with ``auto_resume`` is resumed first: the request waits,
@@ -441,8 +498,8 @@ class SandboxService:
         if rec.status in (Status.SUSPENDED, Status.SUSPENDING) and rec.auto_resume:
             rec = await self._resume(rec.id)
         ip, agent_port = self.manager.agent_address(rec)
-        if port == agent_port:
-            return ip, agent_port, rec.id
+        if port == agent_port:  # the agent must prove itself with the sandbox's key
+            return ip, agent_port, rec.id, agent_client.key_of(rec)
         if port not in rec.exposed_ports:
             raise Conflict(f"port {port} of sandbox {rec.id} is not exposed", code="PORT_NOT_EXPOSED")
         return ip, port, rec.id
@@ -458,9 +515,6 @@ class SandboxService:
         if pending:
             log.info("waiting for %d create(s) in flight", len(pending))
             await asyncio.wait(pending, timeout=STOP_WAIT)
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
 
     @asynccontextmanager
     async def _lock(self, sandbox_id: str) -> AsyncIterator[None]:
@@ -491,3 +545,15 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
         return int(created), sid
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequest("cursor: not a cursor this server returned") from None
+
+
+def _int_or(value: Any, default: int) -> int:
+    """An int the agent sent, or ``default`` for anything else (it is untrusted input)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _parse_or_none(raw: bytes) -> Any:
+    try:
+        return agent_client.parse_json(raw)
+    except agent_client.AgentError:
+        return None

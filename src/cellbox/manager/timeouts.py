@@ -69,7 +69,8 @@ class Timers:
                 if _expired(rec, now):
                     log.info("sandbox %s: timeout_secs=%s elapsed, terminating", rec.id, rec.timeout_secs)
                     await self.service.expire(rec)
-                elif rec.name and rec.timeout_secs and self.service.idle_seconds(rec) >= rec.timeout_secs:
+                elif (rec.name and rec.timeout_secs and self.service.idle_seconds(rec) >= rec.timeout_secs
+                      and self.service.idle_suspend_due(rec)):  # a failed one backs off
                     log.info("sandbox %s: idle for %ss, suspending", rec.id, rec.timeout_secs)
                     await self.service.idle_suspend(rec)
                 elif full or not _init_alive(rec):

@@ -16,12 +16,15 @@ the exchange; the upstream connection is then aborted, never reused.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import secrets
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import h11
 
+from ..agent import auth
 from ..errors import CellboxError
 from . import errors, headers, routing
 from .activity import ActivityCallback, ActivityTicker
@@ -31,7 +34,9 @@ from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 
-Resolver = Callable[[str, int], Awaitable[tuple[str, int, str]]]
+# (ip, port, sandbox_id) or (ip, port, sandbox_id, agent_key): with a key (bytes), the
+# answer must carry the agent's proof for the nonce the proxy sends (agent/auth.py).
+Resolver = Callable[[str, int], Awaitable[tuple[Any, ...]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +47,14 @@ class Hooks:
     on_activity: ActivityCallback
     connect_timeout: float
     activity_interval: float
+    # How long the agent may take to start its answer once the request body stopped
+    # moving: an agent that never answers (or dribbles its head) gets a 504, not a
+    # request that waits forever. Long enough for a managed restart's stop grace.
+    head_timeout: float = 120.0
 
+
+_PROOF = auth.PROOF_HEADER.encode()
+_AUTH_HEADERS = frozenset(h.encode() for h in (auth.NONCE_HEADER, auth.PROOF_HEADER, auth.ROTATE_HEADER))
 
 # Upstream states after which closing gracefully loses nothing the agent still needs.
 _FINISHED = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.SWITCHED_PROTOCOL)
@@ -59,6 +71,10 @@ class Exchange:
         self.client = client
         self.request = request
         self.hooks = hooks
+        self.key: bytes | None = None  # the agent's key, when the target is the agent
+        self.nonce = ""
+        self._upload_moved = 0.0  # loop time of the last request-body progress
+        self._head_deadline: asyncio.Timeout | None = None  # while waiting for the head
 
     async def run(self) -> bool:
         """Handle the request; True if the client connection may carry another one."""
@@ -71,7 +87,7 @@ class Exchange:
                 return False  # nothing after this request on the connection is trusted
             try:
                 target = routing.target_of(self.request.headers)
-                ip, port, sandbox_id = await self._resolve(target)
+                ip, port, sandbox_id, self.key = await self._resolve(target)
                 ticker = ActivityTicker(self.hooks.on_activity, sandbox_id, self.hooks.activity_interval)
                 upstream = await self._connect(ip, port, sandbox_id)
             except errors.ProxyError as err:
@@ -99,9 +115,11 @@ class Exchange:
             if upstream is not None:  # no-op after release(); abort if the exchange broke off
                 upstream.close(abort=upstream.h11.their_state not in _FINISHED)
 
-    async def _resolve(self, target: routing.Target) -> tuple[str, int, str]:
+    async def _resolve(self, target: routing.Target) -> tuple[str, int, str, bytes | None]:
         try:
-            return await self.hooks.resolver(target.ref, target.port)
+            found = await self.hooks.resolver(target.ref, target.port)
+            ip, port, sandbox_id = found[:3]
+            return ip, port, sandbox_id, (found[3] if len(found) > 3 else None)
         except CellboxError as err:
             raise errors.from_cellbox(err) from None
         except Exception as exc:
@@ -119,13 +137,13 @@ class Exchange:
     # ------------------------------------------------------------------ the two halves
     async def _forward(self, upstream: Upstream, sandbox_id: str, ticker: ActivityTicker) -> bool:
         req = self.request
-        upstream.send(
-            h11.Request(
-                method=req.method,
-                target=req.target,
-                headers=headers.upstream_request(req.headers, self.client.peer_ip, keep_alive=False),
-            )
-        )
+        out = headers.upstream_request(req.headers, self.client.peer_ip, keep_alive=False)
+        out = [(k, v) for k, v in out if k not in _AUTH_HEADERS]  # ours alone to send
+        if self.key is not None:
+            self.nonce = secrets.token_hex(16)
+            out.append((auth.NONCE_HEADER.encode(), self.nonce.encode()))
+        upstream.send(h11.Request(method=req.method, target=req.target, headers=out))
+        self._upload_moved = asyncio.get_running_loop().time()
         upload = asyncio.ensure_future(self._upload(upstream, ticker))
         download = asyncio.ensure_future(self._download(upstream, sandbox_id, ticker))
         try:
@@ -159,6 +177,9 @@ class Exchange:
                 if isinstance(event, h11.Data):
                     upstream.send(h11.Data(data=event.data))
                     await upstream.writer.drain()
+                    self._upload_moved = asyncio.get_running_loop().time()
+                    if self._head_deadline is not None:
+                        self._head_deadline.reschedule(self._upload_moved + self.hooks.head_timeout)
                     ticker.tick()
                 else:
                     upstream.send(h11.EndOfMessage())
@@ -175,7 +196,11 @@ class Exchange:
         started = False
         try:
             while True:
-                event = await upstream.next_event()
+                event = await (upstream.next_event() if started else self._next_head_event(upstream, sandbox_id))
+                if isinstance(event, (h11.InformationalResponse, h11.Response)) and (
+                    event.status_code >= 200 or event.status_code == 101
+                ):
+                    self._check_proof(event, sandbox_id)
                 if isinstance(event, h11.InformationalResponse):
                     if event.status_code == 101:
                         return event
@@ -204,6 +229,34 @@ class Exchange:
             if started:
                 raise UpstreamBroken(f"sandbox {sandbox_id} broke off its response: {exc!r}") from None
             raise errors.bad_upstream(sandbox_id, str(exc) or type(exc).__name__) from None
+
+    async def _next_head_event(self, upstream: Upstream, sandbox_id: str) -> Any:
+        """The next event before the response head, within ``head_timeout`` of the
+        request body's last progress (a slow upload is not the agent's fault: ``_upload``
+        pushes the deadline on through ``self._head_deadline``)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(self._upload_moved + self.hooks.head_timeout) as cm:
+                self._head_deadline = cm  # absolute loop time, as reschedule() takes it
+                return await upstream.next_event()
+        except TimeoutError:
+            if loop.time() < self._upload_moved + self.hooks.head_timeout:
+                return await self._next_head_event(upstream, sandbox_id)  # moved meanwhile
+            raise errors.ProxyError(504, "SANDBOX_TIMEOUT",
+                                    f"sandbox {sandbox_id} did not answer within {self.hooks.head_timeout:g}s") from None
+        finally:
+            self._head_deadline = None
+
+    def _check_proof(self, event: Any, sandbox_id: str) -> None:
+        """Refuse a response head from anything but the sandbox's own agent (auth.py)."""
+        if self.key is None:
+            return
+        got = next((v for k, v in event.headers if k == _PROOF), b"").decode("latin-1")
+        if not hmac.compare_digest(got.encode("latin-1"), auth.proof(self.key, self.nonce).encode()):
+            log.warning("sandbox %s: the answer on its agent port failed authentication", sandbox_id)
+            raise errors.ProxyError(502, "AGENT_NOT_AUTHENTIC",
+                                    f"sandbox {sandbox_id}: the program answering on the agent's port "
+                                    "is not the sandbox's agent (authentication failed)")
 
     async def _switch(self, upstream: Upstream, response: h11.InformationalResponse, ticker: ActivityTicker) -> None:
         """Relay the 101, hand over bytes read ahead on either side, then splice raw."""

@@ -72,9 +72,13 @@ def upstream_request(headers: Headers, peer_ip: str, keep_alive: bool) -> Header
     return out
 
 
+# The agent's proof of identity is for the proxy only (agent/auth.py).
+_PRIVATE = frozenset({b"x-cellbox-auth"})
+
+
 def client_response(headers: Headers, switching: bool = False) -> Headers:
     """Response headers for the client; a 101 keeps its ``Connection``/``Upgrade`` pair."""
-    out = _end_to_end(headers)
+    out = [(k, v) for k, v in _end_to_end(headers) if k not in _PRIVATE]
     if switching:
         upgrade = _value(headers, b"upgrade")
         out.append((b"connection", b"upgrade"))

@@ -41,8 +41,10 @@ class SandboxProxy:
         *,
         connect_timeout: float = 10.0,
         activity_interval: float = 2.0,
+        head_timeout: float = 120.0,
     ) -> None:
-        self._hooks = Hooks(resolver, on_activity or _no_activity, connect_timeout, activity_interval)
+        self._hooks = Hooks(resolver, on_activity or _no_activity, connect_timeout, activity_interval,
+                            head_timeout)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 

@@ -97,6 +97,7 @@ def config(
     image_env: list[str] | None = None,
     workdir: str = "/",
     user: str = "",
+    agent_secret: str | None = None,
 ) -> dict[str, Any]:
     """The bundle config. ``image_env``, ``workdir`` and ``user`` come from the image's
     config (Dockerfile ENV, WORKDIR, USER): the agent passes its environment on to the
@@ -110,6 +111,10 @@ def config(
             env[key] = value
     if user and user not in ("root", "0", "0:0"):
         env["CELLBOX_DEFAULT_USER"] = user
+    if agent_secret:
+        # The agent takes it out of its environment at start (agent/auth.py), so no
+        # child inherits it; never argv: /proc/1/cmdline is readable by the tenant.
+        env["CELLBOX_AGENT_SECRET"] = agent_secret
     argv = agentfs.agent_argv(agent_port)
     if workdir and workdir != "/":
         argv += ["--default-workdir", workdir]
@@ -202,6 +207,10 @@ def write(bundle_dir: Path, cfg: dict[str, Any]) -> Path:
     bundle_dir.mkdir(parents=True, exist_ok=True)
     path = bundle_dir / "config.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cfg))
+    # 0600: the environment carries the agent's secret (runc reads it as root).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(cfg))
+    os.chmod(tmp, 0o600)  # an older tmp file may have had another mode
     os.replace(tmp, path)
     return path
