@@ -67,6 +67,64 @@ def test_cve_2024_1753_mount_from_symlink_stage_cannot_reach_the_host(images: Im
     assert not any("STEP" in line for line in lines), "a step ran before the refusal"
 
 
+def test_copy_from_a_symlink_stage_stays_in_that_stage(images: Images, sandboxes, tmp_path: Path) -> None:
+    """The allowed cousin of the CVE: ``COPY --from=`` a stage through its ``/hostroot -> /``
+    link. buildah's copier resolves it chrooted in the stage, so it copies the stage's
+    own file, never the host's (a regression guard: this passes on main too)."""
+    sentinel, secret, _ = _host_sentinel(tmp_path)
+    ctx = write_context(tmp_path / "ctx", f"""
+        FROM cellbox/debian AS link
+        RUN ln -s / /hostroot && mkdir -p {sentinel.parent} && echo stage-own > {sentinel}
+
+        FROM cellbox/debian
+        COPY --from=link /hostroot{sentinel} /copied
+    """)
+    name = images.track(f"test/sec-copy-{secrets.token_hex(4)}")
+    assert _build(images, name, ctx, []) is None
+    rec = sandboxes.create(image=name)
+    out = sandboxes.sh(rec, "cat /copied")["out"]
+    assert secret not in out and out.strip() == "stage-own", out
+
+
+def test_add_url_cannot_reach_host_loopback(images: Images, tmp_path: Path) -> None:
+    """``ADD http://...`` is fetched by buildah itself, in the host's network namespace,
+    not the build's: it reaches services on the host's loopback (this server's API, a
+    cloud metadata proxy) that a sandbox can never reach. Judged by the host-side
+    server's own log of requests."""
+    import http.server
+    import threading
+
+    secret = secrets.token_hex(16)
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            hits.append(self.path)
+            body = secret.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        ctx = write_context(tmp_path / "ctx", f"FROM cellbox/debian\nADD http://127.0.0.1:{port}/secret /s\n")
+        name = images.track(f"test/sec-add-{secrets.token_hex(4)}")
+        refused = _build(images, name, ctx, [])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert hits == [], f"the build fetched {hits} from the host's loopback"
+    assert refused is not None and refused.code == "DOCKERFILE_REFUSED" and "line 2" in str(refused), refused
+
+
 # Each of these must be refused before any step runs, naming the line. The first
 # column is the line number the error must name.
 BYPASSES = [
