@@ -11,9 +11,11 @@ time to decompress up to the limit):
   applies. A gzip bomb or a layer of millions of empty files stops at the header that
   crosses the cap, before extraction, with the disk untouched. Without a cap the only
   bound would be the pool (a 64 GiB sparse file on the host's disk).
-* **Device nodes** are refused: no image needs one (runc makes ``/dev``), and even
+* **Device nodes** are listed, and removed right after their layer is extracted
+  (``unpack.apply_layer``): no image needs one (runc mounts a fresh ``/dev``), and even
   though runc's devices cgroup would deny access inside a sandbox, a device node in a
-  rootfs is a trap for anything on the host that opens a file there.
+  rootfs is a trap for anything on the host that opens a file there. Not refused:
+  debootstrap-made images, the default one included, ship ``/dev/console`` & co.
 * **Owners above 65535** are refused: a sandbox maps ids 0-65535 (the user-namespace
   range), so such a file would belong to a host id outside the sandbox's range, as
   Docker with userns-remap refuses it too ("lchown: invalid argument").
@@ -33,7 +35,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidRequest
@@ -81,25 +83,37 @@ def decompressor(layer: Path) -> list[str] | None:
     return None
 
 
-def scan(layer: Path, budget: Budget) -> list[str]:
+@dataclass
+class Listing:
+    """What the extraction must treat specially."""
+
+    whiteouts: list[str] = field(default_factory=list)  # applied before extracting, never extracted
+    devices: list[str] = field(default_factory=list)  # removed right after extracting
+
+
+def scan(layer: Path, budget: Budget) -> Listing:
     """Check every header of ``layer`` (raises :class:`ImageRefused`); returns the
-    whiteout entries' names, in order."""
+    whiteouts and device nodes it holds, in order."""
     label = f"layer {layer.name[:12]}"
     unzip = decompressor(layer)
     proc = subprocess.Popen(unzip, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) if unzip else None
     stream = proc.stdout if proc is not None else open(layer, "rb")
     assert stream is not None
-    whiteouts: list[str] = []
+    listing = Listing()
     try:
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|")
+            # A plain layer (what builds store) is read seekable: tarfile skips over the
+            # data instead of reading it. A compressed one is a stream.
+            tar = tarfile.open(fileobj=stream, mode="r|" if proc is not None else "r:")
             # next() rather than iteration, with the member list emptied each time:
             # tarfile keeps every header it read, which a million-entry layer must not cost.
             while (member := tar.next()) is not None:
                 tar.members.clear()
                 _check(member, budget, label)
                 if os.path.basename(member.name.rstrip("/")).startswith(WHITEOUT):
-                    whiteouts.append(member.name)
+                    listing.whiteouts.append(member.name)
+                elif member.ischr() or member.isblk():
+                    listing.devices.append(member.name)
         except (tarfile.TarError, EOFError) as exc:
             raise ImageRefused(f"{label} is not a valid tar archive: {exc}") from None
     finally:
@@ -107,7 +121,7 @@ def scan(layer: Path, budget: Budget) -> list[str]:
         if proc is not None:
             proc.kill()  # an early refusal leaves the rest undecompressed
             proc.wait()
-    return whiteouts
+    return listing
 
 
 def _check(m: tarfile.TarInfo, budget: Budget, label: str) -> None:
@@ -122,10 +136,6 @@ def _check(m: tarfile.TarInfo, budget: Budget, label: str) -> None:
             raise ImageRefused(f"{label}: the image unpacks to more than {budget.max_bytes >> 20} MiB "
                                f"(CELLBOX_IMAGE_MAX_BYTES; {name!r} alone is {m.size >> 20} MiB); "
                                "refused as a tar bomb")
-    if m.ischr() or m.isblk():
-        kind = "character" if m.ischr() else "block"
-        raise ImageRefused(f"{label}: {name!r} is a {kind} device node ({m.devmajor},{m.devminor}); "
-                           "images may not carry devices")
     if not 0 <= m.uid <= MAX_ID or not 0 <= m.gid <= MAX_ID:
         raise ImageRefused(f"{label}: {name!r} is owned by {m.uid}:{m.gid}, outside the ids 0-{MAX_ID} "
                            "a sandbox maps")

@@ -13,9 +13,9 @@ Three things a plain ``tar -x`` of each layer gets wrong, dangerously or slowly:
   lower layer with an empty ``.wh.<name>`` entry and empties a directory with
   ``.wh..wh..opq``. They are applied *before* the layer is extracted (they only hide
   lower layers), with paths resolved as inside the image, and never extracted.
-* **Hostile content** (``layer_scan.py``): each layer's headers are read first, and
-  device nodes, owners above 65535, ``..`` names and layers past the size or file-count
-  cap are refused before anything is written; after the last layer ``check_tree``
+* **Hostile content** (``layer_scan.py``): each layer's headers are read first: owners
+  above 65535, ``..`` names and layers past the size or file-count cap are refused
+  before anything is written, device nodes removed after; after the last layer ``check_tree``
   refuses a symlinked ``/proc``, ``/dev``, ``/sys``, ``/.cellbox`` or ``/etc``.
   Refusals are ``ImageRefused`` (422 ``IMAGE_REFUSED``).
 * **Shared lower layers**: if an unpacked image's layers are a prefix of the new one's,
@@ -88,9 +88,26 @@ async def apply_layer(layer: Path, root: Path, budget: layer_scan.Budget | None 
     """Apply one layer tarball (plain, gzip or zstd) onto ``root``, after its headers
     passed ``layer_scan`` (devices, owners, ``..``, the size and file-count caps)."""
     budget = budget if budget is not None else layer_scan.Budget.default()
-    for name in await asyncio.to_thread(layer_scan.scan, layer, budget):
+    listing = await asyncio.to_thread(layer_scan.scan, layer, budget)
+    for name in listing.whiteouts:
         _apply_whiteout(root, name)
     await asyncio.to_thread(_extract_chrooted, layer, root)
+    for name in listing.devices:
+        _remove_device(root, name)
+
+
+def _remove_device(root: Path, name: str) -> None:
+    """Remove a device node the layer made (resolved as inside the image, and only if
+    it is still a device: a later entry of the same layer may have replaced it)."""
+    rel = os.path.normpath("/" + name).lstrip("/")
+    parent, base = os.path.split(rel)
+    path = resolve_in_root(root, parent) / base
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        path.unlink()
 
 
 def check_tree(root: Path) -> None:
