@@ -67,6 +67,27 @@ def test_cve_2024_1753_mount_from_symlink_stage_cannot_reach_the_host(images: Im
     assert not any("STEP" in line for line in lines), "a step ran before the refusal"
 
 
+def test_cpp_preprocessed_dockerfile_cannot_include_host_files(images: Images, tmp_path: Path) -> None:
+    """buildah runs a Dockerfile whose name ends in ``.in`` through the host's ``cpp``:
+    ``#include`` then reads any host file into the build (and ``#define`` could build
+    a line no check sees). Judged by whether the host file's secret reached the build."""
+    sentinel, secret, _ = _host_sentinel(tmp_path)
+    sentinel.write_text(f"RUN echo leaked-{secret}\n")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile.in").write_text(f'FROM cellbox/debian\n#include "{sentinel}"\n')
+    name = images.track(f"test/sec-cpp-{secrets.token_hex(4)}")
+    lines: list[str] = []
+    try:
+        images.lt.run(images.im.build(BuildRequest(name=name, context=ctx, dockerfile="Dockerfile.in"),
+                                      lines.append), timeout=600)
+        refused = None
+    except CellboxError as exc:
+        refused = exc
+    assert secret not in "\n".join(lines), "a host file was read into the build"
+    assert refused is not None and refused.code == "DOCKERFILE_REFUSED", refused
+
+
 def test_copy_from_a_symlink_stage_stays_in_that_stage(images: Images, sandboxes, tmp_path: Path) -> None:
     """The allowed cousin of the CVE: ``COPY --from=`` a stage through its ``/hostroot -> /``
     link. buildah's copier resolves it chrooted in the stage, so it copies the stage's
@@ -183,9 +204,12 @@ def test_ordinary_dockerfiles_pass_the_check(tmp_path: Path, dockerfile: str) ->
     validate(BuildRequest(name="test/sec-ok", context=ctx))
 
 
-def test_base_image_onbuild_trigger_is_refused(images: Images, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("config_key", "onbuild_key"), [("config", "OnBuild"), ("Config", "onbuild")])
+def test_base_image_onbuild_trigger_is_refused(images: Images, tmp_path: Path, config_key: str,
+                                               onbuild_key: str) -> None:
     """A base image (pulled, or written into the layout) whose config carries an ONBUILD
-    trigger with a mount: buildah would run it in the child build's first step."""
+    trigger with a mount: buildah would run it in the child build's first step. Go's
+    JSON decoding matches keys case-insensitively, so ``Config``/``onbuild`` count too."""
     sentinel, secret, planted = _host_sentinel(tmp_path)
     store = images.manager.images
     link = images.track(f"test/sec-link-{secrets.token_hex(4)}")  # an image holding /hostroot -> /
@@ -195,7 +219,8 @@ def test_base_image_onbuild_trigger_is_refused(images: Images, tmp_path: Path) -
     digest = store.refs()["cellbox/debian:latest"]
     manifest = store.manifest(digest)
     config = store.image_config(manifest)
-    config.setdefault("config", {})["OnBuild"] = [
+    config[config_key] = dict(config.pop("config", {}))
+    config[config_key][onbuild_key] = [
         f"RUN --mount=type=bind,from={link},source=/hostroot,target=/h,rw echo pwned > /h{planted}"]
     cfg_digest, cfg_size = store._put_bytes(json.dumps(config).encode())
     manifest = dict(manifest, config=dict(manifest["config"], digest=cfg_digest, size=cfg_size))

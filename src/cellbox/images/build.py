@@ -63,6 +63,7 @@ def validate(req: BuildRequest) -> Path:
     ref = refs.parse(req.name, field="name")
     if ref.is_remote:
         raise InvalidRequest("name: a built image gets a local name (push to registries is not supported)")
+    dockerfile_check.check_name(req.dockerfile)
     df = (req.context / req.dockerfile).resolve()
     if req.context.resolve() not in df.parents:
         raise InvalidRequest(f"dockerfile: {req.dockerfile!r} is outside the build context")
@@ -181,8 +182,7 @@ class Builder:
         if digest is None:
             return  # _seed answers IMAGE_NOT_FOUND
         config = self.store.image_config(self.store.manifest(digest))
-        triggers = (config.get("config") or {}).get("OnBuild") or []
-        dockerfile_check.check_triggers([str(t) for t in triggers], name)
+        dockerfile_check.check_triggers(dockerfile_check.triggers_of(config), name)
 
     async def _export(self, tag: str, name: str, on_line: Callable[[str], None]) -> str:
         """``buildah push`` into the OCI layout under the lock every writer of its index

@@ -18,7 +18,9 @@ the check is a short allow-list, not a list of known exploits:
   changes how lines continue), no heredoc (1.28 does not know them: their bodies would
   be read as instructions);
 * ``ONBUILD X`` is checked as ``X``; so is every ``OnBuild`` trigger in a base image's
-  config (``check_triggers``), since buildah runs those in the child's build.
+  config (``check_triggers``), since buildah runs those in the child's build;
+* no Dockerfile named ``*.in`` (``check_name``): buildah runs those through ``cpp`` on
+  the host, whose ``#include`` reads host files.
 
 Lines are read the way buildah's parser (moby's, via openshift/imagebuilder) reads them:
 a trailing ``\\`` continues a line, comment and blank lines inside a continuation are
@@ -34,7 +36,7 @@ this check's reading and buildah's is exactly the hole, so the rules are few and
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import InvalidRequest
@@ -78,6 +80,27 @@ def check(text: str, *, where: str = "Dockerfile") -> None:
     for line in _logical_lines(lines):
         _check_instruction(line.text, line.number, where)
     _backstop(lines, where)
+
+
+def check_name(dockerfile: str) -> None:
+    """buildah runs a Dockerfile whose name ends in ``.in`` through the host's C
+    preprocessor: ``#include "/etc/shadow"`` reads any host file into the build, and
+    ``#define`` can assemble lines this check never sees. Such names are refused."""
+    if dockerfile.lower().endswith(".in"):
+        raise DockerfileRefused(f"dockerfile: {dockerfile!r}: a name ending in .in is run through the C "
+                                "preprocessor by this builder (#include reads host files); rename it")
+
+
+def triggers_of(config: Mapping[str, object]) -> list[str]:
+    """Every ONBUILD trigger in an image config, looked up the way Go's JSON decoder
+    (buildah's) finds fields: keys match case-insensitively (``Config``/``onbuild``)."""
+    out: list[str] = []
+    for key, inner in config.items():
+        if key.lower() == "config" and isinstance(inner, Mapping):
+            for k, v in inner.items():
+                if k.lower() == "onbuild" and isinstance(v, list):
+                    out += [str(t) for t in v]
+    return out
 
 
 def check_triggers(triggers: Sequence[str], image: str) -> None:
