@@ -171,6 +171,8 @@ BYPASSES = [
     ("ADD from a URL (fetched by the host)", 2, "FROM cellbox/debian\nADD http://127.0.0.1:8900/sandboxes /x\n"),
     ("ADD from git", 2, "FROM cellbox/debian\nADD git@example.invalid:a/b.git /x\n"),
     ("heredoc", 2, "FROM cellbox/debian\nRUN <<EOF\nRUN --mount=type=bind,target=/h true\nEOF\n"),
+    ("FROM a host file through a transport", 1, "FROM docker-archive:/tmp/evil.tar\nRUN true\n"),
+    ("FROM transport after a continuation", 1, "FROM \\\n# cellbox/debian\n  oci:/var/lib/cellbox/oci:x\n"),
     ("CRLF line ends", 2, "FROM cellbox/debian\r\nRUN --mount=type=bind,from=x,target=/h true\r\n"),
     ("tab before the flag", 2, "FROM cellbox/debian\nRUN\t--mount=type=bind,from=x,target=/h true\n"),
     ("unicode case folding", 2, "FROM cellbox/debian\nRUN --mount=type=BIND,from=x,target=/h true\n"),

@@ -87,8 +87,9 @@ def base_images(dockerfile: str, build_args: Mapping[str, str] | None = None) ->
     stages: set[str] = set()
     out: list[str] = []
     seen_from = False
-    text = re.sub(r"\\\r?\n", " ", dockerfile)
-    for raw in text.splitlines():
+    # Lines read exactly as dockerfile_check (and buildah) read them, so the bases
+    # pulled and seeded here are the ones buildah will use.
+    for _, raw in dockerfile_check.logical_lines(dockerfile):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -19,6 +19,7 @@ the check is a short allow-list, not a list of known exploits:
   be read as instructions);
 * ``ONBUILD X`` is checked as ``X``; so is every ``OnBuild`` trigger in a base image's
   config (``check_triggers``), since buildah runs those in the child's build;
+* ``FROM`` names no containers/image transport (``docker-archive:/host/path``...);
 * no Dockerfile named ``*.in`` (``check_name``): buildah runs those through ``cpp`` on
   the host, whose ``#include`` reads host files.
 
@@ -44,6 +45,9 @@ from ..errors import InvalidRequest
 _CONTINUATION = re.compile(r"\\[ \t]*$")
 _DIRECTIVE = re.compile(r"^\s*#\s*([A-Za-z][A-Za-z0-9_-]*)\s*=")
 _HEREDOC = re.compile(r"<<-?\s*[\"']?[A-Za-z_]")
+# containers/image transports: "FROM docker-archive:/host/file.tar" reads a host path.
+_TRANSPORT = re.compile(r"(docker-archive|oci-archive|oci|dir|containers-storage|docker-daemon|docker|tarball|"
+                        r"sif|ostree):", re.IGNORECASE)
 _BACKSTOP = re.compile(r"(?:^|[\s\[,])--(mount|network|security|device)\s*=", re.IGNORECASE)
 
 # Flags an instruction may carry (lower-case names). RUN's one allowed form is checked
@@ -151,6 +155,14 @@ def _logical_lines(lines: list[str]) -> Iterator[_Line]:
         yield _Line(start, "".join(current))
 
 
+def logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(first line number, logical line) of a Dockerfile, read as :func:`check` reads
+    it; ``build.base_images`` uses the same reading."""
+    lines = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for line in _logical_lines(lines):
+        yield line.number, line.text
+
+
 def _words(args: str) -> Iterator[tuple[str, str]]:
     """(raw, unquoted) words of ``args``, split on whitespace outside quotes; ``\\``
     escapes the next character (moby's extractBuilderFlags)."""
@@ -204,6 +216,9 @@ def _check_instruction(text: str, number: int, where: str, onbuild: bool = False
         _check_instruction(args, number, where, onbuild=True)
         return
     flags, rest = _flags(args)
+    if name == "from" and _TRANSPORT.match(rest.strip().strip("\"'")):
+        raise _refuse(where, number, f"{label} {rest.split()[0]!r}: a transport prefix would make buildah read "
+                                     "an image from a host path or daemon; name a local or registry image")
     for flag in flags:
         key, _, value = flag[2:].partition("=")
         key = key.lower()
