@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from cellbox.errors import CellboxError
+from cellbox.images.build import BuildRequest
 
 from ..images import registry as registry_mod
 from ..images.conftest import Images, images, prune_build_cache_at_end, registry  # noqa: F401 - fixtures
@@ -119,14 +120,20 @@ def push_hostile(images: Images, registry: registry_mod.Registry, tmp_path: Path
     repo = f"cellbox-test/hostile-{secrets.token_hex(4)}"
     # As registry.push, with the fastest gzip: skopeo compresses plain layers for a
     # registry, and the default image's 292 MiB layer at the default level costs ~30 s.
+    digest_file = tmp_path / f"digest-{secrets.token_hex(3)}"
     subprocess.run(
         ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-compress-level", "1",
-         "--dest-creds", f"{registry_mod.USER}:{registry_mod.PASSWORD}",
+         "--dest-creds", f"{registry_mod.USER}:{registry_mod.PASSWORD}", "--digestfile", str(digest_file),
          f"oci:{layout}:x", f"docker://{registry.host}/{repo}:v1"],
         check=True, capture_output=True, timeout=600,
     )
     shutil.rmtree(layout)
-    return images.track(f"{registry.host}/{repo}:v1")
+    ref = f"{registry.host}/{repo}:v1"
+    PUSHED[ref] = digest_file.read_text().strip()
+    return images.track(ref)
+
+
+PUSHED: dict[str, str] = {}  # reference -> manifest digest, as pushed
 
 
 def _pull(images: Images, ref: str) -> CellboxError | None:
@@ -144,8 +151,9 @@ def _assert_refused(images: Images, ref: str, err: CellboxError | None, *words: 
     for word in words:
         assert word in str(err), err
     assert ref not in images.manager.images.refs(), "a refused image is still named"
-    leftovers = [p.name for p in images.manager.images.unpacked.iterdir() if p.name.startswith(".tmp-")]
-    assert not leftovers, f"half-unpacked images left in the pool: {leftovers}"
+    # Its half-unpacked subvolume is gone (only this image's: other unpacks may be under way).
+    tmp = images.manager.images.unpacked / (".tmp-" + PUSHED[ref].split(":", 1)[1])
+    assert not os.path.lexists(tmp), f"a half-unpacked image was left in the pool: {tmp}"
 
 
 # -- links and whiteouts out of the root ---------------------------------------------------
@@ -309,3 +317,26 @@ def test_tar_bomb_is_stopped_by_a_cap(images: Images, registry: registry_mod.Reg
     # Refused at the header that crossed the cap, before extraction wrote anything
     # (no half-unpacked subvolume is left: _assert_refused).
     _assert_refused(images, ref, err, word, "tar bomb")
+
+
+def test_hostile_base_of_a_build_and_of_a_create_is_refused(images: Images, registry: registry_mod.Registry,
+                                                             tmp_path: Path, host: Host) -> None:
+    """Not pulled first: named by a build's FROM, or by a create. The image is checked
+    before buildah or a sandbox uses it, refused, and not kept under its name."""
+    layer = _tar([_entry(".wh.etc"), _entry("etc", "symlink", linkname=str(host.dir))])
+    ref = push_hostile(images, registry, tmp_path, [(layer, LAYER_TAR)], base_image=False)
+    _pull(images, ref + "-login-only")  # stores the registry's credentials; that tag does not exist
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {ref}\nRUN true\n")
+    name = images.track(f"test/sec-hostile-base-{secrets.token_hex(4)}")
+    with pytest.raises(CellboxError) as err:
+        images.lt.run(images.im.build(BuildRequest(name=name, context=ctx), lambda _: None), timeout=600)
+    _assert_refused(images, ref, err.value, "/etc")
+    from cellbox.manager.sandboxes import CreateSpec
+
+    with pytest.raises(CellboxError) as err:
+        images.lt.run(images.manager.image_manager.create(CreateSpec(image=ref)), timeout=600)
+    _assert_refused(images, ref, err.value, "/etc")
+    assert images.im.catalog.get(ref) is None
+    assert sorted(p.name for p in host.dir.iterdir()) == ["victim"]

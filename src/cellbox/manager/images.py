@@ -283,6 +283,10 @@ class ImageManager(BootMixin):
         async with self._lock(ref.name):
             if ref.name not in self.store.refs():
                 digest = await self.puller.pull(ref, _nothing)
+                # Unpacked (and so checked: layer_scan's caps, devices, owners) before
+                # anything uses it, a build's buildah included, whose own store on the
+                # host's disk has no such caps; refused, it is not kept.
+                await self._unpack_new(ref.name, None, built=False)
                 self.catalog.put(ImageRecord(name=ref.name, kind="oci", source="pull", digest=digest))
         return ref.name
 
