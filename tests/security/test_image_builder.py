@@ -194,6 +194,7 @@ ALLOWED = [
     "FROM cellbox/debian AS a\nRUN echo mount --network-timeout=3 > /x\n"
     "FROM cellbox/debian\nCOPY --from=a --chown=0:0 /x /y\nRUN --mount=type=tmpfs,target=/scratch ls /scratch\n",
     'FROM cellbox/debian\nRUN ["sh", "-c", "echo hi"]\nCMD ["sleep", "1"]\n# a comment\nENV A=b\n',
+    'FROM cellbox/debian\nRUN bash -c \'cat <<< "here-string"; echo $((1<<3))\'\n',
     "FROM cellbox/debian\nADD data.tar /app/\nRUN apt-get install -y --no-install-recommends \\\n    curl\n",
 ]
 

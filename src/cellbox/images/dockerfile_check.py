@@ -44,7 +44,7 @@ from ..errors import InvalidRequest
 
 _CONTINUATION = re.compile(r"\\[ \t]*$")
 _DIRECTIVE = re.compile(r"^\s*#\s*([A-Za-z][A-Za-z0-9_-]*)\s*=")
-_HEREDOC = re.compile(r"<<-?\s*[\"']?[A-Za-z_]")
+_HEREDOC = re.compile(r"(?<!<)<<-?(?!<)\s*[\"']?[A-Za-z_]")  # not the shell's here-string <<<
 # containers/image transports: "FROM docker-archive:/host/file.tar" reads a host path.
 _TRANSPORT = re.compile(r"(docker-archive|oci-archive|oci|dir|containers-storage|docker-daemon|docker|tarball|"
                         r"sif|ostree):", re.IGNORECASE)
