@@ -169,3 +169,35 @@ def test_crash_mid_suspend_is_settled_at_restart(api: Api, settings):
         assert a.get("/api/v1/health").json() == {"healthy": True}
     assert api.get(done)["status"] == "suspended"
     assert api.request("POST", f"/sandboxes/{done}/resume", params={"wait_ms": 60000}).status_code == 200
+
+
+def test_copy_and_restore_of_a_tree_with_a_looping_etc_are_clear_errors(api: Api, settings):
+    """A tenant's /etc that resolves nowhere (here a loop of relative links, which
+    points at nothing outside the tree) makes copies and restores fail with a clear
+    error naming it: 422 with ``ROOTFS_UNUSABLE`` per copy; a restore, like any
+    create whose start fails, is a ``failed`` sandbox with the reason, its parts
+    undone. The old code raised FileExistsError from ``write_identity``: a 500
+    (walls, hole 1)."""
+    from ..leaks import leftovers
+    from ..sse import run_command
+
+    src = api.create({})["sandbox_id"]
+    with agent(settings, src) as a:
+        res = run_command(a, "python3", ["-c", "import os; os.rename('/etc', '/etc0'); "
+                                               "os.symlink('etc1', '/etc'); os.symlink('etc', '/etc1')"])
+        assert res["exit_code"] == 0, res
+    r = api.request("POST", f"/sandboxes/{src}/copy", params={"times": 1})
+    assert r.status_code == 422, r.text
+    [entry] = r.json()["sandboxes"]
+    assert entry["status"] == "failed" and entry["reason"] == "ROOTFS_UNUSABLE", entry
+    assert "/etc" in entry["error_details"]["message"] and "/var/lib" not in entry["error_details"]["message"]
+    r = api.request("POST", f"/sandboxes/{src}/snapshot", json={"snapshot_type": "filesystem"})
+    assert r.status_code == 200, r.text
+    snap = r.json()["snapshot_id"]
+    try:
+        failed = api.create({"snapshot_id": snap})
+        assert failed["status"] == "failed", failed
+        assert "no usable /etc" in failed["error_details"]["message"], failed
+        assert leftovers(settings, {failed["sandbox_id"]}) == {}
+    finally:
+        assert api.request("DELETE", f"/snapshots/{snap}").status_code == 200

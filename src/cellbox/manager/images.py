@@ -39,7 +39,7 @@ from ..images.catalog import Catalog, ImageRecord
 from ..images.pull import Puller
 from ..images.tools import Tools
 from ..network import netns
-from ..storage import btrfs
+from ..storage import btrfs, inroot
 from ..storage.images import REF_NAME, async_layout_lock, normalize
 from ..storage.layer_scan import ImageRefused
 from .records import SandboxRecord, Status, now_ms
@@ -496,7 +496,11 @@ class ImageManager(BootMixin):
         return await self._create_from(rec, spec, preboot=preboot)
 
 def _read_dockerfile(req: BuildRequest) -> str | None:
+    """The Dockerfile's text for the catalog. Read before the builder validates the
+    request, so resolved inside the context (a ``../`` name or a link in the uploaded
+    context must not make the host read one of its own files) and bounded."""
     try:
-        return (req.context / req.dockerfile).read_text(errors="replace")[:65536]
+        with inroot.Root(req.context) as ctx:
+            return ctx.read_bytes(req.dockerfile, 65536).decode(errors="replace")
     except OSError:
         return None

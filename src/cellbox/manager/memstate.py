@@ -134,6 +134,8 @@ class MemoryState:
                 if policy is not None:
                     assert rec.ip
                     await self.m.egress.apply(rec.id, rec.ip, policy)
+            cfg = json.loads((state_dir / "config.json").read_text())
+            rootfs.prepare_mount_points(rootfs.path(self.m.settings.pool, rec.id), bundle.mount_points(cfg))
             work = state_dir / f"restore-{int(time.time() * 1000)}"
             lazy = await checkpoint.LazyPages.start(images, work)
             try:
@@ -405,6 +407,9 @@ class MemoryState:
         for ns in cfg["linux"]["namespaces"]:
             if ns["type"] == "network":
                 ns["path"] = netns.path(sid)
+        # The tree is a copy of the tenant's: its mount points may be links (a hostile
+        # snapshot); runc and CRIU then get real directories to mount on.
+        rootfs.prepare_mount_points(dest, bundle.mount_points(cfg))
         bundle.write(state_dir, cfg)
         undo.push("container", lambda: self.m.runc.destroy(ids.container(sid)))
         if memory:

@@ -302,6 +302,8 @@ class SandboxManager:
             workdir=image_config.working_dir if image_config else "/",
             user=image_config.user if image_config else "",
         )
+        # An image can come with /.cellbox (or /proc...) as a link: made real dirs first.
+        rootfs.prepare_mount_points(root, bundle.mount_points(cfg))
         bundle.write(state_dir, cfg)
         undo.push("container", lambda: self.runc.destroy(ids.container(sid)))
         rec.init_pid = await self.runc.run_detached(ids.container(sid), state_dir)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fnmatch
+import glob
 import logging
 import os
 import threading
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .. import ids
 from ..runtime import bundle
-from ..storage import btrfs, rootfs
+from ..storage import btrfs, inroot, rootfs
 from .records import SandboxRecord, Status, now_ms
 
 if TYPE_CHECKING:
@@ -73,16 +75,32 @@ def _at_low_priority(fn: Callable[[Path], int], arg: Path) -> int:
 
 def prefault(root: Path) -> int:
     """Read the usual first-command files of a sandbox's rootfs (from the host side,
-    which shares the sandbox's inodes); returns the bytes read."""
+    which shares the sandbox's inodes); returns the bytes read.
+
+    The tree can be a tenant's (a pool of an image registered from a snapshot), so
+    paths resolve inside it and only regular files are opened (``inroot``): before,
+    ``/usr/bin/node`` linked to a host file made the host read that file, and a FIFO
+    where a library was expected blocked the pool's refill for good."""
     total = 0
-    for pattern in PREFAULT:
-        for path in root.glob(pattern):
+    with inroot.Root(root) as tree:
+        for pattern in PREFAULT:
+            parent, _, leaf = pattern.rpartition("/")
             try:
-                with open(path, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        total += len(chunk)
+                names = fnmatch.filter(tree.listdir(parent), leaf) if glob.has_magic(leaf) else [leaf]
             except OSError:
                 continue
+            for name in sorted(names):
+                try:
+                    fd = tree.open_regular(f"{parent}/{name}")
+                except OSError:
+                    continue
+                try:
+                    while chunk := os.read(fd, 1 << 20):
+                        total += len(chunk)
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
     return total
 
 
@@ -183,6 +201,11 @@ class WarmPool:
         self._ready.append(rec)
 
     def can_serve(self, spec: "CreateSpec") -> bool:
+        # Warm sandboxes booted with the pool's memory, so their /dev/shm has its full
+        # size; a smaller sandbox must boot with a /dev/shm sized to its memory_mb
+        # (bundle.shm_kib): tmpfs must never be able to fill its memory limit.
+        if spec.memory_mb < bundle.SHM_FULL_AT_MB:
+            return False
         if self.image is not None:
             return bool(self._ready) and spec.image == self.image
         default = self.manager.settings.default_image

@@ -8,7 +8,11 @@ from snapshot) can be handed an existing namespace with a new identity.
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import ipaddress
+import os
+import threading
 from pathlib import Path
 
 from .. import _proc, ids
@@ -50,6 +54,45 @@ async def create(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Add
         f"route add default via {settings.gateway}\n"
     )
     await _proc.run(["ip", "-n", ns, "-batch", "-"], input=inside.encode())
+    await set_sysctls(path(sandbox_id), SYSCTLS)
+
+
+# The sandbox's netns sysctls, as bundle.SYSCTLS (runtime/ cannot be imported from
+# network/). runc writes those at `runc run`; `runc restore` (resume after a reboot,
+# clone, restore from a snapshot) joins this netns without writing any, so the netns
+# gets them here too. Without CAP_NET_RAW, ping needs an ICMP datagram socket, which
+# ping_group_range must allow; 0-65535 because a range the writer's user namespace
+# does not map entirely is refused.
+SYSCTLS = {"net.ipv4.ping_group_range": "0 65535"}
+_CLONE_NEWNET = 0x40000000
+
+
+def _write_in_netns(ns_path: str, values: dict[str, str], errors: list[BaseException]) -> None:
+    # /proc/sys/net shows the netns of the *thread* that opens it: this thread joins the
+    # sandbox's netns and dies afterwards, so no pooled thread is ever left inside it.
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if libc.setns(fd, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {ns_path}")
+        finally:
+            os.close(fd)
+        for key, value in values.items():
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+    except BaseException as e:  # noqa: BLE001 - re-raised by the caller's thread
+        errors.append(e)
+
+
+async def set_sysctls(ns_path: str, values: dict[str, str]) -> None:
+    """Write per-netns sysctls into the netns at ``ns_path`` (~0.2 ms, no process)."""
+    errors: list[BaseException] = []
+    t = threading.Thread(target=_write_in_netns, args=(ns_path, values, errors), daemon=True)
+    t.start()
+    await asyncio.to_thread(t.join)
+    if errors:
+        raise errors[0]
 
 
 async def destroy(sandbox_id: str) -> None:

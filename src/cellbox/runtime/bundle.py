@@ -1,8 +1,10 @@
 """OCI runtime bundles: one ``config.json`` per sandbox, written before ``runc run``.
 
 The hardening follows Docker's defaults, which the field treats as the baseline for
-containers: Docker's capability set, its seccomp list, masked and read-only /proc and
-/sys paths, ``noNewPrivileges``, and no devices beyond the standard few.
+containers: Docker's capability set (minus ``CAP_NET_RAW``), a seccomp profile built
+from moby's (``seccomp.json``), masked and read-only /proc and /sys paths,
+``noNewPrivileges``, no devices beyond the standard few, and tmpfs sized from the
+memory limit.
 
 Limits go into the config and runc applies them, to cgroup v1 or v2 alike:
 ``cpus`` as a CFS quota, ``memory_mb`` as a hard limit with swap equal to it (no
@@ -25,12 +27,21 @@ from typing import Any
 from . import agentfs, seccomp
 
 # Docker's default capability set (moby oci/caps/defaults.go): no SYS_ADMIN, SYS_MODULE,
-# SYS_PTRACE, NET_ADMIN, SYS_TIME, SYS_BOOT, SYS_RESOURCE, ...
+# SYS_PTRACE, NET_ADMIN, SYS_TIME, SYS_BOOT, SYS_RESOURCE, ... and, unlike Docker, no
+# NET_RAW: raw and packet sockets let a sandbox forge its source IP and MAC and answer
+# ARP for a neighbour's address. ping keeps working through ICMP datagram sockets,
+# which net.ipv4.ping_group_range (SYSCTLS) opens to every group, as Docker does.
 CAPABILITIES = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ]
+# Per-netns sysctls runc writes inside the container (OCI linux.sysctl), so they hold
+# however the netns is made (today network/netns.py, later runc itself for user
+# namespaces). The range is 0-65535 and not Docker's 0-2147483647: the kernel refuses
+# (EINVAL) a range with a gid the writer's user namespace does not map, and a sandbox
+# with its own user namespace maps 65536 ids.
+SYSCTLS = {"net.ipv4.ping_group_range": "0 65535"}
 MASKED_PATHS = [
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
@@ -38,6 +49,21 @@ MASKED_PATHS = [
 ]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 CFS_PERIOD = 100_000
+
+# tmpfs pages are charged to the sandbox's memory cgroup, but an OOM kill frees none of
+# them: tmpfs able to fill memory_mb would leave the cgroup full and the OOM killer
+# taking every process, the agent included. So the two tmpfs a tenant can write are
+# sized to at most a quarter of memory_mb plus 4 MiB: /dev/shm gets memory_mb / 4 up to
+# Docker's 64 MiB (reached at 256 MiB), /dev only room for device nodes (it was 64 MiB,
+# as Docker's, i.e. another /dev/shm). A filler then gets ENOSPC.
+DEV_TMPFS_KIB = 4096
+SHM_MAX_KIB = 65536
+SHM_FULL_AT_MB = SHM_MAX_KIB * 4 // 1024  # memory_mb from which /dev/shm has its full size
+
+
+def shm_kib(memory_mb: int) -> int:
+    """The size of /dev/shm for a sandbox of ``memory_mb``."""
+    return min(SHM_MAX_KIB, memory_mb * 1024 // 4)
 
 
 MIN_SHARES = 2  # the lowest cgroup v1 cpu.shares (v2: runc maps it to cpu.weight 1)
@@ -106,11 +132,11 @@ def config(
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+             "options": ["nosuid", "strictatime", "mode=755", f"size={DEV_TMPFS_KIB}k"]},
             {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
             {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm_kib(limits.memory_mb)}k"]},
             {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
              "options": ["nosuid", "noexec", "nodev"]},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs",
@@ -130,11 +156,17 @@ def config(
                 "devices": [{"allow": False, "access": "rwm"}],
                 **resources(limits),
             },
+            "sysctl": dict(SYSCTLS),
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
             "seccomp": seccomp.profile(CAPABILITIES),
         },
     }
+
+
+def mount_points(cfg: dict[str, Any]) -> list[str]:
+    """The mount destinations of a bundle config (inside the container's root)."""
+    return [m["destination"] for m in cfg.get("mounts", [])]
 
 
 def resources(limits: Limits) -> dict[str, Any]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import struct
 from pathlib import Path
 
 from .. import _proc
+from ..errors import CommandFailed
 
 # BTRFS_IOC_QUOTA_CTL = _IOWR(0x94, 40, struct btrfs_ioctl_quota_ctl_args {u64 cmd; u64 status})
 _IOC_QUOTA_CTL = 0xC0109428
@@ -44,7 +46,42 @@ async def set_readonly(path: Path, readonly: bool = True) -> None:
 async def delete(path: Path) -> None:
     if not path.exists():
         return
-    await _proc.run(["btrfs", "subvolume", "delete", str(path)])
+    try:
+        await _proc.run(["btrfs", "subvolume", "delete", str(path)])
+    except CommandFailed as exc:
+        if "Directory not empty" not in exc.stderr:
+            raise
+        # A tenant made subvolumes inside its tree (BTRFS_IOC_SUBVOL_CREATE needs only
+        # write access to a directory): the kernel refuses to delete a subvolume that
+        # holds others. Only on this failure path, so a normal delete costs one call.
+        await _delete_nested(path)
+        await _proc.run(["btrfs", "subvolume", "delete", str(path)])
+
+
+_SUBVOL_LINE = re.compile(r"^ID (\d+) gen \d+ top level (\d+) path ")
+
+
+async def _delete_nested(path: Path) -> None:
+    """Delete every subvolume below ``path``, deepest first, *by ID*: the tree is a
+    tenant's, so none of its paths is walked on the host (names, links and renames in
+    it change nothing)."""
+    root = int((await _proc.run(["btrfs", "inspect-internal", "rootid", str(path)])).stdout.split()[0])
+    children: dict[int, list[int]] = {}
+    for line in (await _proc.run(["btrfs", "subvolume", "list", str(path)])).stdout.splitlines():
+        if m := _SUBVOL_LINE.match(line):
+            children.setdefault(int(m[2]), []).append(int(m[1]))
+    order: list[int] = []  # post-order, without recursion (a tenant can nest deeply)
+    stack = [(root, False)]
+    while stack:
+        sid, expanded = stack.pop()
+        if expanded:
+            if sid != root:
+                order.append(sid)
+            continue
+        stack.append((sid, True))
+        stack.extend((child, False) for child in children.get(sid, []))
+    for sid in order:
+        await _proc.run(["btrfs", "subvolume", "delete", "--subvolid", str(sid), str(path)])
 
 
 async def limit(path: Path, size_mb: int) -> None:

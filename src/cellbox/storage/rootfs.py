@@ -9,9 +9,11 @@ fail inside the sandbox with EDQUOT, and the host's other filesystems are unaffe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
-from . import btrfs
+from ..errors import Conflict
+from . import btrfs, inroot
 
 
 def path(pool: Path, sandbox_id: str) -> Path:
@@ -35,18 +37,50 @@ def write_identity(rootfs: Path, *, hostname: str, nameserver: str) -> None:
 
     Written into the sandbox's own subvolume (not bind-mounted), so they are part of
     its filesystem for snapshots and need no extra mounts for CRIU to track.
+
+    The tree is the tenant's (a clone or restore writes into a copy of it), so every
+    path resolves inside it (``inroot``): ``/etc`` may be a link, followed only as far
+    as the sandbox itself would see it; each file is replaced by a new one, never
+    opened, whatever is in its place (a link, a FIFO, a device node). A tree where
+    this is impossible (``/etc`` a dangling link or a loop, a directory named
+    ``hosts``) is refused with a clear error naming the path inside the sandbox.
     """
-    etc = rootfs / "etc"
-    etc.mkdir(exist_ok=True)
-    for name in ("hostname", "hosts", "resolv.conf"):
-        target = etc / name
-        if target.is_symlink():
-            target.unlink()
-    (etc / "hostname").write_text(hostname + "\n")
-    (etc / "hosts").write_text(
-        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    )
-    (etc / "resolv.conf").write_text(f"nameserver {nameserver}\noptions edns0\n")
+    files = {
+        "hostname": hostname + "\n",
+        "hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n",
+        "resolv.conf": f"nameserver {nameserver}\noptions edns0\n",
+    }
+    where = "/etc"
+    try:
+        with inroot.Root(rootfs) as root:
+            root.mkdir("etc", exist_ok=True)
+            for name, text in files.items():
+                where = f"/etc/{name}"
+                root.write_file(f"etc/{name}", text.encode())
+    except OSError as exc:
+        # The message names the path as the sandbox sees it, never the host's.
+        raise Conflict(f"the sandbox's root filesystem has no usable {where}: {exc.strerror or exc} "
+                       f"(a link leading nowhere inside it, a loop, or not a directory/file)",
+                       code="ROOTFS_UNUSABLE") from None
+
+
+def prepare_mount_points(rootfs: Path, destinations: Iterable[str]) -> None:
+    """Make each mount destination a real directory inside the tree, before the runtime
+    (runc, or CRIU at a restore) mounts over it.
+
+    A tree can come with them replaced (a hostile image or snapshot: ``/.cellbox`` a
+    link to a host path, ``/proc`` a file). What sits at a mount point is hidden by
+    the mount, so replacing it loses nothing the tenant can see, and neither runc nor
+    CRIU is then asked to follow a tenant's link (CRIU refused such a restore with a
+    500 before). No link is followed on the way (``make_real_dirs``).
+    """
+    try:
+        with inroot.Root(rootfs) as root:
+            for dest in destinations:
+                root.make_real_dirs(dest)
+    except OSError as exc:
+        raise Conflict(f"the sandbox's root filesystem cannot hold its mount points: {exc.strerror or exc}",
+                       code="ROOTFS_UNUSABLE") from None
 
 
 async def remove(pool: Path, sandbox_id: str) -> None:
