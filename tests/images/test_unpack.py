@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cellbox.errors import CommandFailed
 from cellbox.storage import unpack
+from cellbox.storage.layer_scan import ImageRefused
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chroot)")
 
@@ -59,8 +59,8 @@ def test_whiteouts_and_no_escape_through_symlinks(tmp_path: Path) -> None:
     asyncio.run(unpack.apply_layer(lower, root))
     asyncio.run(unpack.apply_layer(upper, root))
     # Inside the chroot the absolute link points at a path the image does not have:
-    # the layer fails, and nothing reaches the host.
-    with pytest.raises(CommandFailed):
+    # the layer is refused, and nothing reaches the host.
+    with pytest.raises(ImageRefused):
         asyncio.run(unpack.apply_layer(hostile, root))
     assert not (host_dir / "pwned").exists(), "a layer wrote through a symlink onto the host"
     (root / str(host_dir).lstrip("/")).mkdir(parents=True)  # once the image has that path...

@@ -8,6 +8,10 @@ rules and digest checks are the same as for ``cellbox image pull``) → ``builda
 into the OCI layout under the image's name, uncompressed, so a layer already stored
 (the base image's) is recognised by digest and not written again.
 
+The Dockerfile passes ``dockerfile_check`` first (no RUN mount but tmpfs, no ADD from
+a URL, no parser directive, ...; base images' ONBUILD triggers too): buildah 1.28 has
+CVE-2024-1753 and resolves more than one kind of path on the host.
+
 RUN steps run under runc (``--isolation oci``) with buildah's default capabilities and
 seccomp profile, in a network namespace the manager made for the build on the sandbox
 bridge: the same egress, the same isolation from the host's services and the other
@@ -30,7 +34,7 @@ from pathlib import Path
 from .. import _proc
 from ..errors import CommandFailed, InvalidRequest
 from ..storage.images import REF_NAME, ImageStore, async_layout_lock
-from . import refs
+from . import dockerfile_check, refs
 from .tools import Tools
 
 BUILD_TIMEOUT = 3600.0
@@ -59,11 +63,15 @@ def validate(req: BuildRequest) -> Path:
     ref = refs.parse(req.name, field="name")
     if ref.is_remote:
         raise InvalidRequest("name: a built image gets a local name (push to registries is not supported)")
+    dockerfile_check.check_name(req.dockerfile)
     df = (req.context / req.dockerfile).resolve()
     if req.context.resolve() not in df.parents:
         raise InvalidRequest(f"dockerfile: {req.dockerfile!r} is outside the build context")
     if not df.is_file():
         raise InvalidRequest(f"dockerfile: {req.dockerfile!r} not found in the build context", code="DOCKERFILE_NOT_FOUND")
+    # Before anything runs: what buildah 1.28 cannot run safely is refused (a 400
+    # naming the line), see dockerfile_check.py.
+    dockerfile_check.check(df.read_bytes().decode("utf-8", errors="replace"), where=req.dockerfile)
     for key in (req.build_args or {}):
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
             raise InvalidRequest(f"build_args: {key!r} is not a valid argument name")
@@ -79,8 +87,9 @@ def base_images(dockerfile: str, build_args: Mapping[str, str] | None = None) ->
     stages: set[str] = set()
     out: list[str] = []
     seen_from = False
-    text = re.sub(r"\\\r?\n", " ", dockerfile)
-    for raw in text.splitlines():
+    # Lines read exactly as dockerfile_check (and buildah) read them, so the bases
+    # pulled and seeded here are the ones buildah will use.
+    for _, raw in dockerfile_check.logical_lines(dockerfile):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -134,6 +143,7 @@ class Builder:
         self.tools.ensure()
         for base in base_images(df.read_text(errors="replace"), req.build_args):
             name = await ensure_local(base)
+            self._check_triggers(name)
             async with self._seed_lock:
                 await self._seed(name, on_line)
         tag = _buildah_tag(req.name)
@@ -165,6 +175,15 @@ class Builder:
             on_line(f"unchanged: {req.name} is {previous[1]}")
             return image_id, previous[1]
         return image_id, await self._export(tag, req.name, on_line)
+
+    def _check_triggers(self, name: str) -> None:
+        """A base image's ONBUILD triggers run in this build: they pass the same check
+        as the Dockerfile (buildah reads them from the config's Docker-format part)."""
+        digest = self.store.refs().get(name)
+        if digest is None:
+            return  # _seed answers IMAGE_NOT_FOUND
+        config = self.store.image_config(self.store.manifest(digest))
+        dockerfile_check.check_triggers(dockerfile_check.triggers_of(config), name)
 
     async def _export(self, tag: str, name: str, on_line: Callable[[str], None]) -> str:
         """``buildah push`` into the OCI layout under the lock every writer of its index

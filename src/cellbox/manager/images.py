@@ -40,6 +40,8 @@ from ..images.pull import Puller
 from ..images.tools import Tools
 from ..network import netns
 from ..storage import btrfs, inroot
+from ..storage.images import REF_NAME, async_layout_lock, normalize
+from ..storage.layer_scan import ImageRefused
 from .records import SandboxRecord, Status, now_ms
 from .snapshot_store import SnapshotRecord, SnapshotStatus, SnapshotType
 from .image_boot import IMAGES_NAMESPACE, BootMixin
@@ -192,6 +194,7 @@ class ImageManager(BootMixin):
         async with self._lock(name):
             self._check_replaceable(name)
             old = self.catalog.get(name)
+            before = self.store.refs().get(normalize(name))
             previous = None
             if old is not None and old.digest and old.extra.get("build_image_id"):
                 previous = (old.extra["build_image_id"], old.digest)
@@ -203,7 +206,7 @@ class ImageManager(BootMixin):
                 self.catalog.put(old)
                 return self.describe(name)  # nothing changed: keep the record (and its pre-boot)
             on_line(f"unpacking {name} ({digest[:19]})")
-            await self.store.resolve(name)
+            await self._unpack_new(name, before, built=True)
             rec = ImageRecord(name=name, kind="oci", source="build", digest=digest, dockerfile=dockerfile_text,
                               extra={"build_image_id": image_id}, warm_pool=old.warm_pool if old else 0)
             self.catalog.put(rec)
@@ -230,9 +233,10 @@ class ImageManager(BootMixin):
             if username is not None and password is not None:
                 await self.puller.login(ref, username, password)
             old = self.catalog.get(ref.name)
+            before = self.store.refs().get(normalize(ref.name))
             digest = await self.puller.pull(ref, on_line)
             on_line(f"unpacking {ref.name} ({digest[:19]})")
-            await self.store.resolve(ref.name)
+            await self._unpack_new(ref.name, before, built=False)
             rec = ImageRecord(name=ref.name, kind="oci", source="pull", digest=digest,
                               warm_pool=old.warm_pool if old else 0)
             self.catalog.put(rec)
@@ -246,6 +250,28 @@ class ImageManager(BootMixin):
             await self._refresh_pool(ref.name)
         return self.describe(ref.name)
 
+    async def _unpack_new(self, name: str, before: str | None, *, built: bool) -> None:
+        """Unpack the image a pull or build just named. If its content is refused
+        (``layer_scan``: devices, owners, tar bombs, a symlinked ``/proc``...), the name
+        goes back to the manifest it had before (or to nothing) and the refused blobs
+        are collected: a refused image is never left installed."""
+        try:
+            await self.store.resolve(name)
+        except ImageRefused:
+            ref = normalize(name)
+            async with async_layout_lock(self.store.layout):
+                if before is not None:
+                    self.store._set_ref(ref, before, self.store._blob_path(before).stat().st_size)
+                else:
+                    index = self.store._read_index()
+                    index["manifests"] = [m for m in index["manifests"]
+                                          if m.get("annotations", {}).get(REF_NAME) != ref]
+                    self.store._write_index(index)
+            await self.store.collect()
+            if built:
+                await self.builder.forget(name)
+            raise
+
     async def ensure_local(self, image: str) -> str:
         """The canonical name of an image that exists here, pulling a registry
         reference the first time it is used; 404 for an unknown local name."""
@@ -257,6 +283,10 @@ class ImageManager(BootMixin):
         async with self._lock(ref.name):
             if ref.name not in self.store.refs():
                 digest = await self.puller.pull(ref, _nothing)
+                # Unpacked (and so checked: layer_scan's caps, devices, owners) before
+                # anything uses it, a build's buildah included, whose own store on the
+                # host's disk has no such caps; refused, it is not kept.
+                await self._unpack_new(ref.name, None, built=False)
                 self.catalog.put(ImageRecord(name=ref.name, kind="oci", source="pull", digest=digest))
         return ref.name
 

@@ -13,6 +13,11 @@ Three things a plain ``tar -x`` of each layer gets wrong, dangerously or slowly:
   lower layer with an empty ``.wh.<name>`` entry and empties a directory with
   ``.wh..wh..opq``. They are applied *before* the layer is extracted (they only hide
   lower layers), with paths resolved as inside the image, and never extracted.
+* **Hostile content** (``layer_scan.py``): each layer's headers are read first: owners
+  above 65535, ``..`` names and layers past the size or file-count cap are refused
+  before anything is written, device nodes removed after; after the last layer ``check_tree``
+  refuses a symlinked ``/proc``, ``/dev``, ``/sys``, ``/.cellbox`` or ``/etc``.
+  Refusals are ``ImageRefused`` (422 ``IMAGE_REFUSED``).
 * **Shared lower layers**: if an unpacked image's layers are a prefix of the new one's,
   its subvolume is snapshotted (milliseconds) and only the remaining layers applied.
 
@@ -27,13 +32,13 @@ import functools
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import _proc
 from ..errors import CommandFailed, InternalFailure
-from . import btrfs
+from . import btrfs, layer_scan
 
 LAYER_TYPES = frozenset({
     "application/vnd.oci.image.layer.v1.tar",
@@ -42,7 +47,11 @@ LAYER_TYPES = frozenset({
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
     "application/vnd.docker.image.rootfs.diff.tar",
 })
-WHITEOUT = ".wh."
+WHITEOUT = layer_scan.WHITEOUT
+# Where runc and cellbox mount over the image (runtime/bundle.py, agentfs.MOUNT_POINT),
+# and where the host writes identity files (storage/rootfs.py).
+MOUNT_POINTS = ("proc", "dev", "sys", ".cellbox", "etc")
+IDENTITY_FILES = ("hostname", "hosts", "resolv.conf")
 OPAQUE = ".wh..wh..opq"
 TAR = "/usr/bin/tar"
 LAYER_TIMEOUT = 1800.0
@@ -64,8 +73,10 @@ async def unpack(layers: Sequence[Path], media_types: Sequence[str], dest: Path,
     else:
         await btrfs.create(tmp)
     try:
+        budget = layer_scan.Budget.default()  # one cap for all the layers of this unpack
         for layer in layers:
-            await apply_layer(layer, tmp)
+            await apply_layer(layer, tmp, budget)
+        check_tree(tmp)
         await btrfs.set_readonly(tmp)
         os.replace(tmp, dest)
     except BaseException:
@@ -73,23 +84,63 @@ async def unpack(layers: Sequence[Path], media_types: Sequence[str], dest: Path,
         raise
 
 
-async def apply_layer(layer: Path, root: Path) -> None:
-    """Apply one layer tarball (plain, gzip or zstd) onto ``root``."""
-    listing = await _proc.run(["tar", "-t", "-f", str(layer)], timeout=LAYER_TIMEOUT)
-    for name in listing.stdout.splitlines():
-        if os.path.basename(name.rstrip("/")).startswith(WHITEOUT):
-            _apply_whiteout(root, name)
+async def apply_layer(layer: Path, root: Path, budget: layer_scan.Budget | None = None) -> None:
+    """Apply one layer tarball (plain, gzip or zstd) onto ``root``, after its headers
+    passed ``layer_scan`` (devices, owners, ``..``, the size and file-count caps)."""
+    budget = budget if budget is not None else layer_scan.Budget.default()
+    listing = await asyncio.to_thread(layer_scan.scan, layer, budget)
+    for name in listing.whiteouts:
+        _apply_whiteout(root, name)
     await asyncio.to_thread(_extract_chrooted, layer, root)
+    for name in listing.devices:
+        _remove_device(root, name)
 
 
-def _decompressor(layer: Path) -> list[str] | None:
-    with open(layer, "rb") as f:
-        magic = f.read(4)
-    if magic[:2] == b"\x1f\x8b":
-        return ["gzip", "-dc", str(layer)]
-    if magic == b"\x28\xb5\x2f\xfd":
-        return ["zstd", "-dcq", str(layer)]
-    return None
+def _remove_device(root: Path, name: str) -> None:
+    """Remove a device node the layer made (resolved as inside the image, and only if
+    it is still a device: a later entry of the same layer may have replaced it)."""
+    rel = os.path.normpath("/" + name).lstrip("/")
+    parent, base = os.path.split(rel)
+    path = resolve_in_root(root, parent) / base
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        path.unlink()
+
+
+def check_tree(root: Path) -> None:
+    """After the last layer: the paths a sandbox mounts over must be real directories
+    (runc and the agent mount there), and ``/etc`` too (the host writes a sandbox's
+    identity files into it). A symlink ``/proc -> /`` or ``/.cellbox -> /etc`` is refused.
+    The identity files themselves, if links or special files, are replaced by empty
+    regular files: images do ship ``/etc/resolv.conf -> ../run/...``, and the sandbox
+    gets its own anyway. Done on the image's own fresh tree, which nothing else writes."""
+    for top in MOUNT_POINTS:
+        path = root / top
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            what = f"a symlink to {os.readlink(path)!r}" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise layer_scan.ImageRefused(f"the image's /{top} is {what}; it must be a directory")
+    etc = root / "etc"
+    if not etc.exists():
+        return
+    for name in IDENTITY_FILES:
+        path = etc / name
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            path.write_bytes(b"")
 
 
 def _extract_chrooted(layer: Path, root: Path) -> None:
@@ -100,7 +151,7 @@ def _extract_chrooted(layer: Path, root: Path) -> None:
         argv = ["chroot", str(root), f"/{tools.name}/{loader}", "--library-path", f"/{tools.name}",
                 f"/{tools.name}/tar", "-x", "--numeric-owner", "--xattrs", "--xattrs-include=*",
                 "--exclude=.wh.*", "--exclude", tools.name, "-C", "/", "-f", "-"]
-        unzip = _decompressor(layer)
+        unzip = layer_scan.decompressor(layer)
         with open(layer, "rb") as raw:
             source = subprocess.Popen(unzip, stdout=subprocess.PIPE, stderr=subprocess.PIPE) if unzip else None
             try:
@@ -115,7 +166,12 @@ def _extract_chrooted(layer: Path, root: Path) -> None:
             raise CommandFailed(unzip or [], source.returncode, source.stderr.read().decode(errors="replace")
                                 if source.stderr else "")
         if tar.returncode != 0:
-            raise CommandFailed(["tar", "-x", str(layer)], tar.returncode, tar.stderr.decode(errors="replace"))
+            err = tar.stderr.decode(errors="replace")
+            if "No space left" in err or "Disk quota" in err:
+                raise CommandFailed(["tar", "-x", str(layer)], tar.returncode, err)
+            # Anything else tar stops at is the layer's doing (a path through a link
+            # the image does not have, a name tar refuses): the image is refused.
+            raise layer_scan.ImageRefused(f"layer {layer.name[:12]} could not be unpacked: {err.strip()[-800:]}")
     finally:
         if tools.is_symlink():
             tools.unlink()
