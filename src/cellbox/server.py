@@ -26,6 +26,8 @@ from typing import Any
 import uvicorn
 
 from .api import create_app
+from .auth.door import Door
+from .auth.guard import proxy_resolver
 from .config import Settings, load
 from .manager.reconcile import reconcile
 from .manager.sandboxes import SandboxManager
@@ -65,13 +67,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _make_proxy(service: SandboxService) -> Any | None:
+def _make_proxy(service: SandboxService, door: Door) -> Any | None:
     try:
         from .proxy import SandboxProxy  # type: ignore[attr-defined]
     except ImportError as exc:
         log.warning("sandbox proxy not available (%s); serving the API only", exc)
         return None
-    return SandboxProxy(service.resolve, service.on_activity)
+    return SandboxProxy(proxy_resolver(service.resolve, door.auth), service.on_activity, authorize=True)
 
 
 async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
@@ -88,20 +90,21 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
             proxy_port = probe.getsockname()[1]
 
     store = Store(settings.db_path)
+    door = Door.open(settings, store.db)
     manager = SandboxManager(settings, store)
     await manager.start()
-    service = SandboxService(manager, proxy_port=proxy_port)
+    service = SandboxService(manager, proxy_port=proxy_port, door=door)
     timers = Timers(service)
     proxy = None
     web: _Uvicorn | None = None
     try:
         report = await reconcile(manager)
         timers.start()
-        proxy = _make_proxy(service)
+        proxy = _make_proxy(service, door)
         if proxy is not None:
             await proxy.start(opts.host, proxy_port)
         config = uvicorn.Config(
-            create_app(service), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
+            create_app(service, door), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
             timeout_graceful_shutdown=10, server_header=False,
         )
         web = _Uvicorn(config)

@@ -2,7 +2,8 @@
 
 System packages, CRIU and the virtualenv are made by ``scripts/setup.sh`` (it has to
 run before Python dependencies exist); this command does the rest: data directory,
-storage pool, the agent's tree, the default image, the bridge and nftables table.
+storage pool, the agent's tree, the default image, the bridge and nftables table, the
+first admin key (``admin.key``) and the secrets' vault key.
 Each step prints its name and time, and a failure names the step.
 """
 
@@ -48,12 +49,22 @@ def _steps(settings: Settings, rebuild_image: bool) -> list[tuple[str, Callable[
         asyncio.run(host.ensure(settings))
         return f"bridge {settings.bridge} {settings.gateway}/{settings.subnet.prefixlen}, nft table inet {settings.nft_table}"
 
+    def api_keys() -> str:
+        from ..auth import bootstrap, vault
+
+        vault.ensure_key(bootstrap.vault_key_path(settings))
+        path, made = bootstrap.ensure_admin_key(settings)
+        if made:
+            return f"first admin key stored in {path} (mode 0600; root's cellbox CLI and SDK use it)"
+        return f"an admin key exists ({path})"
+
     return [
         ("data directory", data_dir),
         ("storage pool", storage_pool),
         ("agent runtime", agent_tree),
         ("default image", image),
         ("network", network),
+        ("api keys", api_keys),
     ]
 
 

@@ -25,6 +25,8 @@ from typing import Any
 import httpx
 
 from .. import ids
+from ..auth.door import Door
+from ..auth.keys import Principal
 from ..errors import CellboxError, Conflict, InvalidRequest, NotFound
 from .records import SandboxRecord, Status, now_ms
 from ..network.policy import EgressPolicy
@@ -84,8 +86,9 @@ class Page:
 
 
 class SandboxService:
-    def __init__(self, manager: SandboxManager, *, proxy_port: int) -> None:
+    def __init__(self, manager: SandboxManager, *, proxy_port: int, door: Door | None = None) -> None:
         self.manager = manager
+        self.door = door  # keys, quotas, secrets; None: no quotas and no secrets (tests)
         self.store = manager.store
         self.proxy_url = f"http://localhost:{proxy_port}"
         self._creating: dict[str, asyncio.Task[SandboxRecord]] = {}
@@ -429,15 +432,31 @@ class SandboxService:
 
     # -- proxy hooks ------------------------------------------------------------------------
 
-    async def resolve(self, ref: str, port: int) -> tuple[str, int, str]:
-        """Where the proxy sends a request for ``ref`` (ID or default-namespace name).
+    async def resolve(self, ref: str, port: int, principal: Principal | None,
+                      auth_error: CellboxError | None = None) -> tuple[str, int, str]:
+        """Where the proxy sends a request for ``ref`` (an ID, or a name in the key's project).
 
+        ``principal`` is the request's key (None: it showed no valid one, and
+        ``auth_error`` says why). A sandbox of another project is a 404, like one that
+        does not exist. Without a key only the exposed ports of a sandbox created with
+        ``allow_unauthenticated_access`` are reachable, by ID; everything else is the
+        key's 401, whether the sandbox exists or not (so a probe learns nothing).
         A suspended sandbox with ``auto_resume`` is resumed first: the request waits,
         then goes through (spec §4.3).
         """
-        rec = self.manager.get(ref, "default")
+        denied = auth_error or NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
+        if principal is None and not ids.is_id(ref):
+            raise denied  # names are per project: without a key there is no project to look in
+        try:
+            rec = self.manager.get(ref, principal.project if principal else "default")
+        except NotFound:
+            raise denied from None
         if rec.namespace == WARM_NAMESPACE:  # not handed out yet: nobody's sandbox
-            raise NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
+            raise denied
+        if principal is None or not principal.may_use(rec.namespace):
+            open_port = rec.allow_unauthenticated_access and port in rec.exposed_ports
+            if not open_port or port == self.manager.settings.agent_port:
+                raise denied
         if rec.status in (Status.SUSPENDED, Status.SUSPENDING) and rec.auto_resume:
             rec = await self._resume(rec.id)
         ip, agent_port = self.manager.agent_address(rec)

@@ -31,7 +31,9 @@ from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 
-Resolver = Callable[[str, int], Awaitable[tuple[str, int, str]]]
+# (ref, port) -> (ip, port, sandbox_id); with ``Hooks.authorize`` also the request's
+# ``Authorization`` value as a third argument (the resolver decides who may pass).
+Resolver = Callable[..., Awaitable[tuple[str, int, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class Hooks:
     on_activity: ActivityCallback
     connect_timeout: float
     activity_interval: float
+    authorize: bool = False
 
 
 # Upstream states after which closing gracefully loses nothing the agent still needs.
@@ -96,6 +99,9 @@ class Exchange:
 
     async def _resolve(self, target: routing.Target) -> tuple[str, int, str]:
         try:
+            if self.hooks.authorize:
+                credential = headers.value(self.request.headers, b"authorization")
+                return await self.hooks.resolver(target.ref, target.port, credential)
             return await self.hooks.resolver(target.ref, target.port)
         except CellboxError as err:
             raise errors.from_cellbox(err) from None
@@ -118,7 +124,8 @@ class Exchange:
             h11.Request(
                 method=req.method,
                 target=req.target,
-                headers=headers.upstream_request(req.headers, self.client.peer_ip, keep_alive=False),
+                headers=headers.upstream_request(req.headers, self.client.peer_ip, keep_alive=False,
+                                                 drop_api_key=self.hooks.authorize),
             )
         )
         upload = asyncio.ensure_future(self._upload(upstream, ticker))

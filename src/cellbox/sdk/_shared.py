@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from ..credentials import find_api_key
 from ..errors import InvalidRequest
 from ._errors import SandboxStartError
 from ._models import CommandResult, OutputLine
@@ -45,7 +46,7 @@ class Config:
     @classmethod
     def resolve(cls, api_url: str | None = None, api_key: str | None = None, timeout: float | None = None) -> Config:
         url = api_url or os.environ.get("CELLBOX_API_URL") or DEFAULT_API_URL
-        key = api_key if api_key is not None else os.environ.get("CELLBOX_API_KEY") or None
+        key = find_api_key(api_key)  # argument, env vars, login file, admin.key (cellbox.credentials)
         return cls(url.rstrip("/"), key, 60.0 if timeout is None else timeout)
 
     def headers(self) -> dict[str, str]:
