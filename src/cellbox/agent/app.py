@@ -17,6 +17,7 @@ import time
 
 from . import __version__
 from .config import Config
+from .env_api import EnvAPI
 from .files import FileRoot
 from .files_api import FileAPI
 from .oom import OomCounter
@@ -90,6 +91,7 @@ async def serve(cfg: Config, listen_fd: int, t0: float) -> int:
     proc_api = ProcessAPI(pm, cfg.keepalive)
     proc_api.register(router)
     FileAPI(FileRoot(cfg.root)).register(router)
+    EnvAPI().register(router)
 
     def build_pty_api() -> object:
         from .pty_api import PtyAPI

@@ -128,6 +128,7 @@ class CreateSandboxRequest(_Model):
             allow_unauthenticated_access=bool(unauth),
             auto_resume=self.auto_resume if self.auto_resume is not None else True,
             entrypoint=tuple(self.entrypoint) if self.entrypoint else None,
+            secret_names=tuple(self.secret_names or ()),
         )
 
 

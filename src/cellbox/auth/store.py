@@ -19,6 +19,7 @@ from typing import Any
 from .keys import Role
 
 SCHEMA_VERSION = 1
+HOLD_TTL_MS = 15 * 60_000  # longer than any create (a cold create takes seconds)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS door_schema (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -41,6 +42,14 @@ CREATE TABLE IF NOT EXISTS secrets (
     PRIMARY KEY (project, name)
 );
 CREATE TABLE IF NOT EXISTS create_events (project TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS quota_holds (
+    sandbox_id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    cpus REAL NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    disk_mb INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS create_events_at ON create_events(project, at);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -140,13 +149,63 @@ class AuthStore:
         self.db.execute("INSERT INTO quotas (project, doc) VALUES (?,?) "
                         "ON CONFLICT(project) DO UPDATE SET doc=excluded.doc", (project, json.dumps(limits)))
 
-    def record_create(self, project: str, at: int) -> None:
-        self.db.execute("INSERT INTO create_events (project, at) VALUES (?,?)", (project, at))
-        self.db.execute("DELETE FROM create_events WHERE at < ?", (at - 3_600_000,))
+    def usage(self, project: str) -> dict[str, float]:
+        """What a project's running sandboxes use now: live records (suspended ones hold
+        no CPU or memory) plus the holds of creates that have no record yet."""
+        live = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(json_extract(doc, '$.cpus')), 0), "
+            "COALESCE(SUM(json_extract(doc, '$.memory_mb')), 0), "
+            "COALESCE(SUM(COALESCE(json_extract(doc, '$.disk_mb'), 0)), 0) FROM sandboxes "
+            "WHERE namespace=? AND status NOT IN ('terminated','failed','suspended') "
+            "AND id NOT IN (SELECT sandbox_id FROM quota_holds)", (project,)).fetchone()
+        held = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(cpus), 0), COALESCE(SUM(memory_mb), 0), COALESCE(SUM(disk_mb), 0) "
+            "FROM quota_holds WHERE project=?", (project,)).fetchone()
+        return {"running_sandboxes": live[0] + held[0], "vcpus": live[1] + held[1],
+                "memory_mb": live[2] + held[2], "disk_mb": live[3] + held[3]}
 
-    def creates_since(self, project: str, since: int) -> list[int]:
-        return [r[0] for r in self.db.execute(
-            "SELECT at FROM create_events WHERE project=? AND at >= ? ORDER BY at", (project, since))]
+    def admit_create(self, project: str, sandbox_id: str, cpus: float, memory_mb: int, disk_mb: int,
+                     limits: dict[str, float]) -> tuple[str, float, float] | int | None:
+        """Check a create against ``limits`` and, if it fits, hold its resources, in one
+        ``BEGIN IMMEDIATE`` transaction: every process sharing the database queues on
+        SQLite's write lock here, so concurrent creates cannot both take the last unit.
+
+        Returns None when admitted; seconds to wait when the create rate is used up; or
+        ``(limit, value, use)`` for the first resource limit the create would pass.
+        """
+        now = now_ms()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            # Holds of a process that died mid-create would otherwise count for ever.
+            self.db.execute("DELETE FROM quota_holds WHERE at < ?", (now - HOLD_TTL_MS,))
+            self.db.execute("DELETE FROM create_events WHERE at < ?", (now - 60_000,))
+            rate = limits.get("creates_per_minute")
+            if rate is not None:
+                recent = [r[0] for r in self.db.execute(
+                    "SELECT at FROM create_events WHERE project=? ORDER BY at", (project,))]
+                if len(recent) >= rate:
+                    self.db.execute("COMMIT")
+                    oldest = recent[-int(rate)] if rate else now
+                    return max(1, int((oldest + 60_000 - now) / 1000) + 1)
+            use = self.usage(project)
+            wanted = {"running_sandboxes": 1, "vcpus": cpus, "memory_mb": memory_mb, "disk_mb": disk_mb}
+            for name, extra in wanted.items():
+                value = limits.get(name)
+                if value is not None and use[name] + extra > value:
+                    self.db.execute("COMMIT")
+                    return name, value, use[name]
+            self.db.execute("INSERT INTO create_events (project, at) VALUES (?,?)", (project, now))
+            self.db.execute("INSERT OR REPLACE INTO quota_holds VALUES (?,?,?,?,?,?)",
+                            (sandbox_id, project, cpus, memory_mb, disk_mb, now))
+            self.db.execute("COMMIT")
+            return None
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def release_hold(self, sandbox_id: str) -> None:
+        """The create is over (recorded, or failed): its record counts from now on."""
+        self.db.execute("DELETE FROM quota_holds WHERE sandbox_id=?", (sandbox_id,))
 
     # -- secrets ---------------------------------------------------------------------------
 

@@ -132,6 +132,7 @@ def create_body(
     deny_out: Sequence[str] | None,
     snapshot_id: str | None,
     wait: bool,
+    secret_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The ``POST /sandboxes`` body (spec §2.1): false/None fields are omitted.
 
@@ -155,6 +156,8 @@ def create_body(
         body["network"] = network_body(allow_internet_access, allow_out, deny_out)
     if snapshot_id:
         body["snapshot_id"] = snapshot_id
+    if secret_names:
+        body["secret_names"] = list(secret_names)
     if name:
         body["name"] = name
     if allow_unauthenticated_access:

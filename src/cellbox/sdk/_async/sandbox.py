@@ -74,6 +74,7 @@ class AsyncSandbox:
         startup_timeout: float = 300.0,
         api_url: str | None = None,
         api_key: str | None = None,
+        secret_names: Sequence[str] | None = None,
     ) -> AsyncSandbox:
         """Create a sandbox and return once it is running.
 
@@ -100,6 +101,7 @@ class AsyncSandbox:
                 deny_out=deny_out,
                 snapshot_id=snapshot_id,
                 startup_timeout=startup_timeout,
+                secret_names=secret_names,
             )
         except BaseException:
             await client.close()

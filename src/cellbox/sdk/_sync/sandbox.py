@@ -76,6 +76,7 @@ class Sandbox:
         startup_timeout: float = 300.0,
         api_url: str | None = None,
         api_key: str | None = None,
+        secret_names: Sequence[str] | None = None,
     ) -> Sandbox:
         """Create a sandbox and return once it is running.
 
@@ -102,6 +103,7 @@ class Sandbox:
                 deny_out=deny_out,
                 snapshot_id=snapshot_id,
                 startup_timeout=startup_timeout,
+                secret_names=secret_names,
             )
         except BaseException:
             client.close()
