@@ -87,6 +87,19 @@ def run_setup(settings: Settings, *, rebuild_image: bool = False, quiet: bool = 
 @click.command("setup")
 @click.option("--rebuild-image", is_flag=True, help="Rebuild the default image even if it exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing unless a step fails.")
-def setup(rebuild_image: bool, quiet: bool) -> None:
-    """Prepare this host: data dir, storage pool, agent runtime, default image, network."""
-    run_setup(load(), rebuild_image=rebuild_image, quiet=quiet)
+@click.option("--tls-self-signed", is_flag=True,
+              help="Also make a CA and a server certificate (data dir/tls) for cellbox server --tls.")
+@click.option("--tls-name", "tls_names", multiple=True, metavar="NAME|IP",
+              help="A name or address the certificate is for (repeatable; localhost and 127.0.0.1 always are; "
+                   "*.DOMAIN for exposed-port host names).")
+def setup(rebuild_image: bool, quiet: bool, tls_self_signed: bool, tls_names: tuple[str, ...]) -> None:
+    """Prepare this host: data dir, storage pool, agent runtime, default image, network, API keys."""
+    settings = load()
+    run_setup(settings, rebuild_image=rebuild_image, quiet=quiet)
+    if tls_self_signed:
+        from ..auth.tls import make_self_signed, tls_dir
+
+        names = list(dict.fromkeys([*tls_names, "localhost", "127.0.0.1", "::1"]))
+        ca, cert, key = make_self_signed(tls_dir(settings), names)
+        click.echo(f"TLS: certificate {cert} (key {key}) for {', '.join(names)}; clients trust {ca}\n"
+                   f"     serve with: cellbox server --tls --api-listen 0.0.0.0:8900 --proxy-listen 0.0.0.0:9443")

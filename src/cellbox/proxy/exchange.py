@@ -45,6 +45,7 @@ class Hooks:
     connect_timeout: float
     activity_interval: float
     authorize: bool = False
+    domain: str | None = None  # public proxy domain routed like .local
 
 
 # Upstream states after which closing gracefully loses nothing the agent still needs.
@@ -68,7 +69,7 @@ class Exchange:
         upstream: Upstream | None = None
         try:
             try:
-                target = routing.target_of(self.request.headers)
+                target = routing.target_of(self.request.headers, self.hooks.domain)
                 ip, port, sandbox_id = await self._resolve(target)
                 ticker = ActivityTicker(self.hooks.on_activity, sandbox_id, self.hooks.activity_interval)
                 upstream = await self._connect(ip, port, sandbox_id)

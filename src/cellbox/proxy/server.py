@@ -44,10 +44,12 @@ class SandboxProxy:
         activity_interval: float = 2.0,
         authorize: bool = False,
         ssl: "ssl_module.SSLContext | None" = None,
+        domain: str | None = None,
     ) -> None:
         # authorize: pass each request's Authorization to the resolver (which then
         # decides), and keep cellbox keys from reaching the sandbox.
-        self._hooks = Hooks(resolver, on_activity or _no_activity, connect_timeout, activity_interval, authorize)
+        self._hooks = Hooks(resolver, on_activity or _no_activity, connect_timeout, activity_interval, authorize,
+                            domain)
         self._ssl = ssl
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()

@@ -74,8 +74,12 @@ class ProxyTarget:
         return parts.hostname or "localhost", parts.port or (443 if tls else 80), tls
 
 
-def proxy_target(sandbox_id: str, sandbox_url: str | None, routing_hint: str | None = None) -> ProxyTarget:
-    """Spec §1.4: localhost proxies route on ``Host: {id}.local``, others on a header."""
+def proxy_target(sandbox_id: str, sandbox_url: str | None, routing_hint: str | None = None,
+                 api_key: str | None = None) -> ProxyTarget:
+    """Spec §1.4: localhost proxies route on ``Host: {id}.local``, others on a header.
+
+    The API key rides in the routing headers too: WebSocket handshakes (PTYs, tunnels)
+    are raw connections that never see the HTTP client's default headers."""
     url = sandbox_url or os.environ.get("CELLBOX_SANDBOX_PROXY_URL")
     if not url:
         raise SandboxStartError(f"sandbox {sandbox_id} has no sandbox_url: it is not routable (is it running?)")
@@ -88,6 +92,8 @@ def proxy_target(sandbox_id: str, sandbox_url: str | None, routing_hint: str | N
         headers["X-Tensorlake-Sandbox-Id"] = sandbox_id
     if routing_hint:
         headers["X-Tensorlake-Route-Hint"] = routing_hint
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     return ProxyTarget(base, headers)
 
 

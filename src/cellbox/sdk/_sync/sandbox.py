@@ -266,7 +266,8 @@ class Sandbox:
 
     def _proxy(self) -> ProxyTarget:
         if self._target is None:
-            self._target = proxy_target(self.id, self._info.sandbox_url, self._info.routing_hint)
+            self._target = proxy_target(self.id, self._info.sandbox_url, self._info.routing_hint,
+                                        self.client.config.api_key)
         return self._target
 
     def _agent(
