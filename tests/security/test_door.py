@@ -27,7 +27,8 @@ from cellbox.auth.store import AuthStore
 from cellbox.config import Settings
 
 from ..keys import auth
-from .conftest import SDK_CREATE_HEADERS, Api, ServerProcess
+# The real server of tests/api, shared per session (imported fixtures are pytest fixtures here too).
+from ..api.conftest import SDK_CREATE_HEADERS, Api, ServerProcess, api, server  # noqa: F401
 
 pytestmark = pytest.mark.root
 

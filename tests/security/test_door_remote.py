@@ -26,7 +26,7 @@ from cellbox.config import Settings
 
 from ..conftest import _missing_requirements
 from ..keys import auth
-from .conftest import ServerProcess, free_port
+from ..api.conftest import ServerProcess, free_port
 
 pytestmark = pytest.mark.root
 
