@@ -222,6 +222,19 @@ def test_unauthenticated_access_opens_exposed_ports_only(server: ServerProcess, 
     assert httpx.get(proxy, headers={"Host": f"8080-{private}.local"}).status_code == 401
     assert httpx.get(proxy + "api/v1/health", headers={"Host": f"{public}.local"}).status_code == 401
     assert httpx.get(proxy, headers={"Host": f"8080-{private}.local", **key.headers}, timeout=30).status_code == 502
+    # The caller's key never reaches code in the sandbox: a server on the exposed port
+    # echoes the headers it got.
+    echo = ("import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n def do_GET(self):\n"
+            "  b=str(self.headers).encode(); self.send_response(200); self.send_header('Content-Length', str(len(b)));"
+            " self.end_headers(); self.wfile.write(b)\nhttp.server.HTTPServer(('0.0.0.0', 8080), H).serve_forever()")
+    started = httpx.post(proxy + "api/v1/processes", json={"command": "python3", "args": ["-c", echo]},
+                         headers={"Host": f"{private}.local", **key.headers}, timeout=30)
+    assert started.status_code == 201, started.text
+    deadline = time.monotonic() + 30
+    while (got := httpx.get(proxy, headers={"Host": f"8080-{private}.local", **key.headers}, timeout=30)).status_code != 200:
+        assert time.monotonic() < deadline, got.text
+        time.sleep(0.2)
+    assert "x-forwarded-for" in got.text.lower() and "cbx_" not in got.text and key.value not in got.text
 
 
 def test_quota_holds_under_50_concurrent_creates(server: ServerProcess, api: Api):
