@@ -19,9 +19,13 @@ def live_ids(settings: Settings) -> set[str]:
     """IDs of sandboxes whose record says they should exist (any process's, warm ones too)."""
     import sqlite3
 
+    if not settings.db_path.exists():  # a fresh host: no process has made a record yet
+        return set()
     db = sqlite3.connect(str(settings.db_path))
     try:
         rows = db.execute("SELECT id FROM sandboxes WHERE status NOT IN ('terminated','failed')").fetchall()
+    except sqlite3.OperationalError:  # the file exists but no store has made its tables yet
+        return set()
     finally:
         db.close()
     return {r[0] for r in rows}

@@ -26,3 +26,8 @@ def run_python_json(sandboxes: Any, rec: Any, code: str, timeout: float = 60) ->
     res = run_python(sandboxes, rec, code, timeout=timeout)
     assert res["exit_code"] == 0, res
     return json.loads(res["out"].strip().splitlines()[-1])
+
+
+# The live server of the API tests (``tests/api/conftest.py``), for attacks made as a
+# client of the real server: the proxy's wire handling, the API's input handling.
+from ..api.conftest import api, server  # noqa: E402,F401

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import socket
-import statistics
 import threading
 import time
 from collections import Counter
@@ -580,26 +579,6 @@ def test_stop_cuts_streams_in_flight(world: World) -> None:
 
 async def _resolve_alpha(world: World) -> tuple[str, int, str]:
     return "127.0.0.1", world.alpha.port, ALPHA_ID
-
-
-def test_added_latency(world: World) -> None:
-    """Median added latency of the proxy for a small request (target: < 2 ms on loopback)."""
-
-    def median_ms(client: httpx.Client, n: int = 200) -> float:
-        for _ in range(20):
-            client.get("/api/v1/health")
-        samples = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            r = client.get("/api/v1/health")
-            samples.append(time.perf_counter() - t0)
-            assert r.status_code == 200
-        return statistics.median(samples) * 1000
-
-    with httpx.Client(base_url=world.beta.url) as direct, world.client(headers={"Host": "beta.local"}) as proxied:
-        d, p = median_ms(direct), median_ms(proxied)
-    print(f"\nGET /api/v1/health, 200 requests each: direct {d:.3f} ms, proxied {p:.3f} ms, added {p - d:.3f} ms (median)")
-    assert p - d < 4.0  # generous: shared CI machines; the target is < 2 ms
 
 
 def test_upstream_connections_probe_a_silent_agent() -> None:

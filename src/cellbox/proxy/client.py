@@ -131,12 +131,14 @@ class ClientConnection:
         except (ConnectionError, OSError) as exc:
             raise ClientGone(f"client connection lost: {exc!r}") from None
 
-    async def send_error(self, err: ProxyError) -> None:
-        """Answer with ``{"error", "code"}``; ``Connection: close`` if the body is unread."""
-        self.consume_buffered_body()
+    async def send_error(self, err: ProxyError, *, close: bool = False) -> None:
+        """Answer with ``{"error", "code"}``; ``Connection: close`` if the body is unread
+        or ``close`` says the connection must end (its framing cannot be trusted)."""
+        if not close:
+            self.consume_buffered_body()
         body = err.body()
         headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
-        if self.h11.their_state is not h11.DONE:
+        if close or self.h11.their_state is not h11.DONE:
             headers.append(("connection", "close"))
         await self.send(h11.Response(status_code=err.status, headers=headers), h11.Data(data=body), h11.EndOfMessage())
 

@@ -69,6 +69,11 @@ class Exchange:
         upstream: Upstream | None = None
         try:
             try:
+                routing.refuse_ambiguous(self.request.target, self.request.headers)
+            except errors.ProxyError as err:
+                await self.client.send_error(err, close=True)
+                return False  # nothing after this request on the connection is trusted
+            try:
                 target = routing.target_of(self.request.headers, self.hooks.domain)
                 ip, port, sandbox_id = await self._resolve(target)
                 ticker = ActivityTicker(self.hooks.on_activity, sandbox_id, self.hooks.activity_interval)

@@ -65,6 +65,25 @@ def _from_host(host: str, domain: str | None = None) -> Target | None:
     return Target(label, AGENT_PORT)
 
 
+def refuse_ambiguous(target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """Refuse a request that two parsers could read two ways (a 400, then the
+    connection closes, since its framing cannot be trusted).
+
+    * An absolute-form target (``GET http://other.local/ …``) names a host of its own;
+      RFC 9112 says it overrides ``Host``, our routing reads ``Host``. We are not a
+      forward proxy, so only origin-form (``/…``) and ``*`` are served.
+    * ``Content-Length`` together with ``Transfer-Encoding``: h11 frames by the latter,
+      a load balancer in front of us might frame by the former, and the bytes between
+      the two ends would be a request smuggled past it (RFC 9112 §6.1 allows a server
+      to reject it; we do).
+    """
+    if not (target.startswith(b"/") or target == b"*"):
+        raise ProxyError(400, "INVALID_REQUEST_TARGET", "only origin-form request targets (/path) are served")
+    names = {name for name, _ in headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        raise ProxyError(400, "AMBIGUOUS_FRAMING", "Content-Length and Transfer-Encoding together are refused")
+
+
 def target_of(headers: list[tuple[bytes, bytes]], domain: str | None = None) -> Target:
     """The target of a request, given its (h11-lowercased) headers.
 
