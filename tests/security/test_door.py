@@ -122,12 +122,15 @@ def test_revoke_takes_effect_at_once_in_another_process(server: ServerProcess, s
         assert AuthStore(db).revoke_key(key.id)
     finally:
         db.close()
-    t0 = time.monotonic()
-    resp = key.get("/sandboxes")
+    # The server may reuse the key's row for ROW_TTL (0.5 s): refused within 1 s of the revoke.
+    revoked_at = time.monotonic()
+    while (resp := key.get("/sandboxes")).status_code == 200:
+        assert time.monotonic() - revoked_at < 1.0, "a revoked key was accepted more than 1 s after the revoke"
+        time.sleep(0.05)
     assert resp.status_code == 401 and "revoked" in resp.json()["error"]
-    assert time.monotonic() - t0 < 1.0 + 5  # one request, no waiting on a cache (bound is generous: CI noise)
-    # Through the API as well, for a second key.
+    # Through the API as well, for a second key: the revoking process forgets it at once.
     other = Key(server, key.project)
+    assert other.get("/sandboxes").status_code == 200
     assert httpx.delete(f"{server.url}/keys/{other.id}", headers=auth()).status_code == 200
     assert other.get("/sandboxes").status_code == 401
     assert httpx.get(f"http://127.0.0.1:{server.proxy_port}/api/v1/health",

@@ -118,6 +118,7 @@ async def revoke_key(request: Request, key_id: Annotated[str, Path(pattern=r"^[0
     if store.get_key(key_id) is None:
         raise NotFound(f"key {key_id!r} not found", code="KEY_NOT_FOUND")
     store.revoke_key(key_id)
+    _door(request).auth.forget(key_id)  # this process at once; others within ROW_TTL
     return JSONResponse({"id": key_id, "revoked": True})
 
 

@@ -2,10 +2,9 @@
 
 Kept behind this one small class so the store can move to PostgreSQL later without
 touching the callers: every method is one short statement (or one transaction), and
-nothing outside this module writes SQL for these tables. Reads go to the database on
-every request rather than a cache: an indexed read by primary key costs a few
-microseconds here, and it makes a revocation visible to every process sharing the
-database at its next request (the ≤ 1 s requirement holds trivially).
+nothing outside this module writes SQL for these tables. Key rows are read by primary
+key; ``guard.Authenticator`` reuses one for at most 0.5 s, so a revoke written here by
+any process sharing the database is seen everywhere within 1 s.
 """
 
 from __future__ import annotations
