@@ -98,6 +98,14 @@ def plot_boxes(results: dict[str, Any], out: Path, title: str, xlabel: str, late
     (out.parent / latest).write_bytes(out.read_bytes())
 
 
+def auth_headers() -> dict[str, str]:
+    """The API key the CLI would use (root on the server's host: admin.key), as a header."""
+    from cellbox.credentials import find_api_key
+
+    key = find_api_key()
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 async def wait_for_api(client: Any, api: str, tries: int = 300) -> None:
     """Poll ``GET {api}/sandboxes`` until the server answers (0.2 s apart)."""
     import asyncio

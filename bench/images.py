@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import node_v_through_proxy, plot_boxes, summarize, table, wait_for_api, write  # noqa: E402
+from _common import auth_headers, node_v_through_proxy, plot_boxes, summarize, table, wait_for_api, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -138,7 +138,7 @@ async def main() -> None:
     ttis: dict[str, dict] = {}
     snapshot_id = None
     try:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(headers=auth_headers()) as client:
             await wait_for_api(client, api, 600)
 
             # -- build times ------------------------------------------------------------------
@@ -232,7 +232,7 @@ async def main() -> None:
                 ttis[label] = {"samples_ms": samples[label], **summarize(samples[label], fails[label])}
     finally:
         try:
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(headers=auth_headers()) as client:
                 for name in names:
                     await client.delete(f"{api}/images/{name}", timeout=300)
                 if snapshot_id:

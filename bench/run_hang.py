@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import wait_for_api, write  # noqa: E402
+from _common import auth_headers, wait_for_api, write  # noqa: E402
 
 BURN = "import time\nwhile True:\n    time.time()\n"
 
@@ -161,7 +161,7 @@ async def main() -> None:
     sids: list[str] = []
     out = Outcome()
     try:
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with httpx.AsyncClient(timeout=60, headers=auth_headers()) as client:
             await wait_for_api(client, api, 300)
             boxes = []
             for _ in range(args.sandboxes):
@@ -256,7 +256,7 @@ async def main() -> None:
             b.kill()
             b.wait()
         if sids:  # failed half-way: still delete what we made
-            with httpx.Client(timeout=60) as c:
+            with httpx.Client(timeout=60, headers=auth_headers()) as c:
                 for sid in sids:
                     try:
                         c.delete(f"{api}/sandboxes/{sid}")

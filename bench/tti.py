@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import node_v_through_proxy, plot_boxes, summarize, table, wait_for_api, write  # noqa: E402
+from _common import auth_headers, node_v_through_proxy, plot_boxes, summarize, table, wait_for_api, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADERS = {"X-Tensorlake-Request-Timeout-Ms": "120000", "X-Tensorlake-Request-Timeout-Grace-Ms": "5000"}
@@ -130,7 +130,7 @@ async def main() -> None:
     results: dict[str, dict] = {}
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=50)
     try:
-        async with httpx.AsyncClient(limits=limits) as client:
+        async with httpx.AsyncClient(limits=limits, headers=auth_headers()) as client:
             await wait_for_api(client, api, 300)
             await wait_pool(args.warm_pool)
 

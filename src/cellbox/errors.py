@@ -5,9 +5,13 @@ errors to responses in one place and never picks status codes itself::
 
     CellboxError (500, INTERNAL)
     ├── InvalidRequest (400, INVALID_REQUEST)      bad input, caught before any side effect
+    ├── Unauthorized (401, UNAUTHORIZED)           no API key, or not a valid one
+    ├── Forbidden (403, FORBIDDEN)                 a member key asked for an admin action
+    │   └── QuotaExceeded (403, QUOTA_EXCEEDED)    a project's limit would be passed
     ├── NotFound (404, NOT_FOUND)                  unknown sandbox, image, snapshot
     ├── Conflict (409, CONFLICT)                   name taken, wrong state for the operation
     ├── LimitExceeded (429, LIMIT_EXCEEDED)        no free address, too many sandboxes
+    │   └── RateLimited (429, RATE_LIMITED)        too many creates a minute (Retry-After)
     └── InternalFailure (500, INTERNAL)            a host tool failed; carries its stderr
         └── CommandFailed                          a subprocess exited non-zero
 """
@@ -20,6 +24,8 @@ class CellboxError(Exception):
 
     status: int = 500
     code: str = "INTERNAL"
+    # Extra response headers (Retry-After of a rate limit); empty for most errors.
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -36,6 +42,27 @@ class InvalidRequest(CellboxError):
 
     status = 400
     code = "INVALID_REQUEST"
+
+
+class Unauthorized(CellboxError):
+    """Raised when a request carries no API key, or one that is unknown, revoked or expired (401)."""
+
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class Forbidden(CellboxError):
+    """Raised when a valid key asks for what its role may not do (403). Never for another
+    project's objects: those are ``NotFound``, so IDs do not reveal what exists."""
+
+    status = 403
+    code = "FORBIDDEN"
+
+
+class QuotaExceeded(Forbidden):
+    """Raised when an operation would take a project past one of its quotas (403)."""
+
+    code = "QUOTA_EXCEEDED"
 
 
 class NotFound(CellboxError):
@@ -57,6 +84,16 @@ class LimitExceeded(CellboxError):
 
     status = 429
     code = "LIMIT_EXCEEDED"
+
+
+class RateLimited(LimitExceeded):
+    """Raised when a project's creates-per-minute is used up; says when to retry (429)."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, retry_after))}
 
 
 class InternalFailure(CellboxError):

@@ -21,11 +21,15 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from .api import create_app
+from .auth.door import Door
+from .auth.guard import proxy_resolver
+from .auth.tls import is_loopback, server_context
 from .config import Settings, load
 from .manager.reconcile import reconcile
 from .manager.sandboxes import SandboxManager
@@ -43,6 +47,41 @@ class ServerOptions:
     proxy_port: int = 9443
     log_level: str = "info"
     access_log: bool = False
+    # The proxy's own address when it differs from the API's (CELLBOX_PROXY_LISTEN).
+    proxy_host: str | None = None
+    # One certificate chain and key for both listeners; None: plain HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Listen on a non-loopback address without TLS (keys would cross the network in clear).
+    insecure: bool = False
+    # What clients on other machines use: the proxy's base URL (sandbox_url) and the
+    # domain of exposed-port host names ({port}-{id}.{domain}).
+    public_proxy_url: str | None = None
+    proxy_domain: str | None = None
+
+
+def check_listen(opts: ServerOptions) -> None:
+    """Refuse to send API keys in clear over a network: a non-loopback listener needs TLS
+    unless ``--insecure`` says the operator knows (e.g. TLS ends in front of us)."""
+    if opts.tls_cert is not None or opts.insecure:
+        return
+    for host in {opts.host, opts.proxy_host or opts.host}:
+        if not is_loopback(host):
+            raise SystemExit(f"cellbox server: refusing to listen on {host} without TLS: API keys would cross the "
+                             "network in clear. Give --tls-cert/--tls-key (or --tls after cellbox setup "
+                             "--tls-self-signed), or --insecure if TLS ends in front of this server.")
+
+
+def _proxy_url(opts: ServerOptions, proxy_port: int) -> str:
+    if opts.public_proxy_url:
+        return opts.public_proxy_url.rstrip("/")
+    scheme = "https" if opts.tls_cert else "http"
+    host = opts.proxy_host or opts.host
+    if is_loopback(host):
+        host = "localhost"  # the SDKs route on Host: {id}.local for localhost proxies (spec §1.4)
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{proxy_port}"
 
 
 class _Uvicorn(uvicorn.Server):
@@ -65,13 +104,14 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _make_proxy(service: SandboxService) -> Any | None:
+def _make_proxy(service: SandboxService, door: Door, ssl: Any, domain: str | None) -> Any | None:
     try:
         from .proxy import SandboxProxy  # type: ignore[attr-defined]
     except ImportError as exc:
         log.warning("sandbox proxy not available (%s); serving the API only", exc)
         return None
-    return SandboxProxy(service.resolve, service.on_activity)
+    return SandboxProxy(proxy_resolver(service.resolve, door.auth), service.on_activity, authorize=True, ssl=ssl,
+                        domain=domain)
 
 
 async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
@@ -81,34 +121,44 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    check_listen(opts)
     api_sock = _bind(opts.host, opts.api_port)  # fail fast, before touching sandboxes
+    proxy_host = opts.proxy_host or opts.host
     proxy_port = opts.proxy_port
     if proxy_port == 0:  # pick one now: sandbox_url must name it
-        with _bind(opts.host, 0) as probe:
+        with _bind(proxy_host, 0) as probe:
             proxy_port = probe.getsockname()[1]
+    proxy_ssl = server_context(opts.tls_cert, opts.tls_key) if opts.tls_cert and opts.tls_key else None
 
     store = Store(settings.db_path)
+    door = Door.open(settings, store.db)
     manager = SandboxManager(settings, store)
     await manager.start()
-    service = SandboxService(manager, proxy_port=proxy_port)
+    service = SandboxService(manager, proxy_port=proxy_port, door=door)
+    service.proxy_url = _proxy_url(opts, proxy_port)
     timers = Timers(service)
     proxy = None
     web: _Uvicorn | None = None
     try:
         report = await reconcile(manager)
         timers.start()
-        proxy = _make_proxy(service)
+        proxy = _make_proxy(service, door, proxy_ssl, opts.proxy_domain)
         if proxy is not None:
-            await proxy.start(opts.host, proxy_port)
+            await proxy.start(proxy_host, proxy_port)
+        tls: dict[str, Any] = {}
+        if opts.tls_cert and opts.tls_key:
+            tls = {"ssl_certfile": str(opts.tls_cert), "ssl_keyfile": str(opts.tls_key)}
         config = uvicorn.Config(
-            create_app(service), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
-            timeout_graceful_shutdown=10, server_header=False,
+            create_app(service, door), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
+            timeout_graceful_shutdown=10, server_header=False, **tls,
         )
         web = _Uvicorn(config)
         api_port = api_sock.getsockname()[1]
+        scheme = "https" if tls else "http"
         print(
-            f"cellbox server: api http://{opts.host}:{api_port} "
-            f"proxy http://{opts.host}:{proxy_port}{'' if proxy else ' (not running)'}; "
+            f"cellbox server: api {scheme}://{opts.host}:{api_port} "
+            f"proxy {scheme}://{proxy_host}:{proxy_port}{'' if proxy else ' (not running)'} "
+            f"(sandbox_url {service.proxy_url}); "
             f"reconcile: {report.summary()}",
             file=sys.stderr, flush=True,
         )

@@ -30,6 +30,7 @@ from cellbox.config import Settings
 from cellbox.manager.store import Store
 
 from ..conftest import _missing_requirements
+from ..keys import auth
 
 # What the Tensorlake SDK sends on a blocking create (spec §1.5).
 SDK_CREATE_HEADERS = {
@@ -69,7 +70,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/sandboxes?limit=1", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/sandboxes?limit=1", timeout=2, headers=auth()).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -124,7 +125,7 @@ class Api:
         self.server = server
         self.namespace = namespace
         self.base = f"{server.url}/v1/namespaces/{namespace}"
-        self.http = httpx.Client(timeout=120)
+        self.http = httpx.Client(timeout=120, headers=auth())
         # "<base>/sandboxes/<id>" of everything created, shared with in_namespace() clients.
         self.made: list[str] = made if made is not None else []
 
@@ -167,7 +168,7 @@ class Api:
 
     def cleanup(self) -> None:
         """DELETE everything created through this client or its namespace twins."""
-        with httpx.Client(timeout=120) as http:
+        with httpx.Client(timeout=120, headers=auth()) as http:
             for url in self.made:
                 try:
                     http.delete(url)

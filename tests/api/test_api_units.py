@@ -167,7 +167,7 @@ class SyncASGI:
 
 @pytest.fixture
 def client() -> SyncASGI:
-    return SyncASGI(create_app(FakeService()))  # type: ignore[arg-type]
+    return SyncASGI(create_app(FakeService(), door=None))  # type: ignore[arg-type]
 
 
 def test_app_maps_errors(client):

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from .conftest import Api, agent_ip
+from ..keys import auth
 
 pytestmark = pytest.mark.root
 
@@ -113,7 +114,7 @@ def test_idle_named_sandbox_suspends_and_proxy_resumes_it(api: Api):
     # A proxy request wakes it and then goes through.
     t0 = time.monotonic()
     r = httpx.get(f"http://127.0.0.1:{api.server.proxy_port}/api/v1/health",
-                  headers={"Host": f"{name}.local"}, timeout=60)
+                  headers={"Host": f"{name}.local", **auth()}, timeout=60)
     assert r.json() == {"healthy": True}
     assert time.monotonic() - t0 < 10
     assert api.get(sid)["status"] == "running"
@@ -122,7 +123,7 @@ def test_idle_named_sandbox_suspends_and_proxy_resumes_it(api: Api):
     assert api.request("PATCH", f"/sandboxes/{name}", json={"auto_resume": False}).status_code == 200
     assert api.get(name)["status"] == "suspended"
     r = httpx.get(f"http://127.0.0.1:{api.server.proxy_port}/api/v1/health",
-                  headers={"Host": f"{name}.local"}, timeout=60)
+                  headers={"Host": f"{name}.local", **auth()}, timeout=60)
     assert r.status_code == 503
 
 

@@ -14,6 +14,7 @@ from cellbox.manager.records import SandboxRecord, Status
 from cellbox.manager.store import Store
 
 from .conftest import Api, agent_ip
+from ..keys import auth
 
 pytestmark = pytest.mark.root
 
@@ -65,7 +66,7 @@ def test_restart_readopts_running_and_reconciles_leftovers(api: Api, settings):
     assert info["sandbox_url"] == server.proxy_url
     assert httpx.get(f"http://{ip}:9501/api/v1/health", timeout=10).json() == {"healthy": True}
     via_proxy = httpx.get(f"http://127.0.0.1:{server.proxy_port}/api/v1/health",
-                          headers={"Host": f"{name}.local"}, timeout=10)
+                          headers={"Host": f"{name}.local", **auth()}, timeout=10)
     assert via_proxy.json() == {"healthy": True}
 
     gone = api.get(doomed)

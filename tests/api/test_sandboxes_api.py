@@ -13,6 +13,7 @@ import pytest
 from cellbox import ids
 
 from .conftest import Api, agent_ip
+from ..keys import auth
 
 pytestmark = pytest.mark.root
 
@@ -51,7 +52,7 @@ def test_blocking_create_is_running_with_sandbox_url(api: Api, settings):
     assert httpx.get(f"http://{ip}:9501/api/v1/health", timeout=10).json() == {"healthy": True}
     # Through the proxy, as the SDK does it with a localhost sandbox_url (spec §1.4).
     via_proxy = httpx.get(f"http://127.0.0.1:{api.server.proxy_port}/api/v1/health",
-                          headers={"Host": f"{created['sandbox_id']}.local"}, timeout=10)
+                          headers={"Host": f"{created['sandbox_id']}.local", **auth()}, timeout=10)
     assert via_proxy.json() == {"healthy": True}
 
 
@@ -87,7 +88,7 @@ def test_get_by_id_and_by_name_on_both_path_styles(api: Api):
     assert api.get(name)["id"] == sid
     assert api.get(sid)["name"] == name
     for path in (f"/sandboxes/{name}", f"/sandboxes/{sid}"):
-        flat = httpx.get(api.server.url + path, headers={"Host": "sandbox.example", "Authorization": "Bearer x"})
+        flat = httpx.get(api.server.url + path, headers={"Host": "sandbox.example", **auth()})
         assert flat.status_code == 200 and flat.json()["id"] == sid
     # Another namespace does not see it, by name or by ID.
     other = api.in_namespace(unique("other"))
@@ -219,9 +220,9 @@ def test_unknown_sandbox_and_route_are_404(api: Api):
             assert resp.json()["code"] == "SANDBOX_NOT_FOUND"
     resp = api.request("GET", f"/sandboxes/{'0' * 21}/logs")
     assert resp.status_code == 404 and resp.json()["code"] == "SANDBOX_NOT_FOUND"
-    resp = httpx.get(api.server.url + "/no/such/route")
+    resp = httpx.get(api.server.url + "/no/such/route", headers=auth())
     assert resp.status_code == 404 and resp.json()["code"] == "NOT_FOUND"
-    resp = httpx.put(api.server.url + "/sandboxes")
+    resp = httpx.put(api.server.url + "/sandboxes", headers=auth())
     assert resp.status_code == 405 and resp.json()["code"] == "METHOD_NOT_ALLOWED"
 
 
@@ -280,7 +281,7 @@ def test_chunked_huge_body_is_413(api: Api):
 
 
 def test_bad_namespace_and_query_are_400(api: Api):
-    resp = httpx.get(api.server.url + "/v1/namespaces/bad%20ns/sandboxes")
+    resp = httpx.get(api.server.url + "/v1/namespaces/bad%20ns/sandboxes", headers=auth())
     assert resp.status_code == 400 and resp.json()["code"] == "INVALID_REQUEST"
     resp = api.request("GET", "/sandboxes", params={"limit": "many"})
     assert resp.status_code == 400 and resp.json()["error"].startswith("limit:")

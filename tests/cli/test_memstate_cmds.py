@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from ..keys import auth
 
 pytestmark = pytest.mark.root
 
@@ -24,7 +25,7 @@ def snapshot_ids(live_server) -> Iterator[list[str]]:
     finally:
         errors = []
         for sid in ids:
-            r = httpx.delete(f"{live_server.api_url}/snapshots/{sid}", timeout=60)
+            r = httpx.delete(f"{live_server.api_url}/snapshots/{sid}", timeout=60, headers=auth())
             if r.status_code >= 400 and r.status_code != 404:
                 errors.append(f"{sid}: {r.status_code} {r.text}")
         assert not errors, f"could not delete snapshots: {errors}"

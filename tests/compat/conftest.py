@@ -6,6 +6,7 @@ The client is driven unmodified in localhost mode against a real ``cellbox serve
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,10 @@ import httpx
 import pytest
 
 from ..sdk.live_server import LiveServer, acquire, release
+from ..keys import admin_key, auth
 
+# The tensorlake SDK reads TENSORLAKE_API_KEY once, when it is imported.
+os.environ.setdefault("TENSORLAKE_API_KEY", admin_key())
 tensorlake_sandbox = pytest.importorskip("tensorlake.sandbox")
 
 
@@ -39,7 +43,7 @@ class Made:
 
     def cleanup(self) -> None:
         for sid in self.ids:
-            httpx.delete(f"{self.server.api_url}/sandboxes/{sid}", timeout=60)
+            httpx.delete(f"{self.server.api_url}/sandboxes/{sid}", timeout=60, headers=auth())
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 from tensorlake.sandbox import RemoteAPIError, SandboxError, SandboxStatus, StdinMode
+from ..keys import auth
 
 pytestmark = pytest.mark.root
 
@@ -143,5 +144,5 @@ def test_copy(made, live_server):
     assert all(c.status == "running" for c in resp.sandboxes)
     for c in resp.sandboxes:
         r = httpx.get(f"http://127.0.0.1:{live_server.proxy_port}/api/v1/files", params={"path": "/data/f"},
-                      headers={"Host": f"{c.sandbox_id}.local"}, timeout=30)
+                      headers={"Host": f"{c.sandbox_id}.local", **auth()}, timeout=30)
         assert r.content == b"copied"

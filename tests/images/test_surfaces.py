@@ -19,6 +19,7 @@ from cellbox.sdk import Conflict, Image, ImageBuildError, ImageNotFoundError, Sa
 from ..sdk.live_server import CELLBOX, LiveServer, Tracker, acquire, release
 from . import registry as registry_mod
 from .conftest import image_leftovers, write_context
+from ..keys import auth
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +219,7 @@ def _tar(files: dict[str, str]) -> bytes:
     ],
 )
 def test_api_errors(live_server: LiveServer, method: str, path: str, kwargs: dict, status: int, code: str) -> None:
-    r = httpx.request(method, live_server.api_url + path, timeout=60, **kwargs)
+    r = httpx.request(method, live_server.api_url + path, timeout=60, headers=auth(), **kwargs)
     assert r.status_code == status, r.text
     assert r.json()["code"] == code, r.text
     assert r.json()["error"]
@@ -227,8 +228,8 @@ def test_api_errors(live_server: LiveServer, method: str, path: str, kwargs: dic
 def test_templates_compat(api: SandboxClient, live_server: LiveServer) -> None:
     """Tensorlake's catalog routes (spec §5) over the same images."""
     base = live_server.api_url
-    items = httpx.get(f"{base}/sandbox-templates").json()["items"]
+    items = httpx.get(f"{base}/sandbox-templates", headers=auth()).json()["items"]
     assert "cellbox/debian:latest" in [t["name"] for t in items]
-    one = httpx.get(f"{base}/sandbox-templates/by-name/cellbox/debian").json()
+    one = httpx.get(f"{base}/sandbox-templates/by-name/cellbox/debian", headers=auth()).json()
     assert one["name"] == "cellbox/debian:latest" and one["public"] is False
-    assert httpx.delete(f"{base}/sandbox-templates/test/none").status_code == 404
+    assert httpx.delete(f"{base}/sandbox-templates/test/none", headers=auth()).status_code == 404

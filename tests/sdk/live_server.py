@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ..keys import auth
 
 ROOT = Path(__file__).resolve().parents[2]
 CELLBOX = ROOT / ".venv" / "bin" / "cellbox"
@@ -71,7 +72,7 @@ def _start() -> LiveServer:
         if proc.poll() is not None:
             pytest.fail(f"cellbox server exited with {proc.returncode}:\n{server.log_tail()}")
         try:
-            if httpx.get(server.api_url + "/sandboxes", timeout=2).status_code == 200:
+            if httpx.get(server.api_url + "/sandboxes", timeout=2, headers=auth()).status_code == 200:
                 return server
         except httpx.TransportError:
             pass
@@ -125,7 +126,7 @@ class Tracker:
         errors = []
         for sid in self.ids:
             try:
-                r = httpx.delete(f"{self.api_url}/sandboxes/{sid}", timeout=60)
+                r = httpx.delete(f"{self.api_url}/sandboxes/{sid}", timeout=60, headers=auth())
                 if r.status_code >= 400 and r.status_code != 404:
                     errors.append(f"{sid}: {r.status_code} {r.text}")
             except httpx.HTTPError as exc:

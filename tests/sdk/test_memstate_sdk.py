@@ -33,6 +33,7 @@ from cellbox.sdk._async import client as async_client_module
 from cellbox.sdk._sync import client as sync_client_module
 
 from .live_server import LiveServer
+from ..keys import auth
 
 LOOP = "while :; do date +%s%N >> /tmp/t; sleep 0.2; done"
 
@@ -228,7 +229,7 @@ def snapshot_ids(live_server: LiveServer) -> Iterator[list[str]]:
     finally:
         errors = []
         for sid in ids:
-            r = httpx.delete(f"{live_server.api_url}/snapshots/{sid}", timeout=60)
+            r = httpx.delete(f"{live_server.api_url}/snapshots/{sid}", timeout=60, headers=auth())
             if r.status_code >= 400 and r.status_code != 404:
                 errors.append(f"{sid}: {r.status_code} {r.text}")
         assert not errors, f"could not delete snapshots: {errors}"

@@ -16,7 +16,14 @@ import socket
 
 import pytest
 
+from ..keys import admin_key, auth
+
 pytestmark = pytest.mark.root
+
+
+def _auth() -> str:
+    """The header line of the suite's admin key: every proxy request needs a key."""
+    return f"Authorization: Bearer {admin_key()}\r\n"
 
 
 def _raw(port: int, data: bytes, timeout: float = 10) -> bytes:
@@ -37,7 +44,7 @@ def _mark(api, server, sid: str) -> None:
     import httpx
 
     r = httpx.put(f"http://127.0.0.1:{server.proxy_port}/api/v1/files", params={"path": "/tmp/whoami"},
-                  content=sid.encode(), headers={"Host": f"{sid}.local"}, timeout=30)
+                  content=sid.encode(), headers={"Host": f"{sid}.local", **auth()}, timeout=30)
     assert r.status_code in (200, 204), r.text
 
 
@@ -53,7 +60,7 @@ def two(api, server):
 
 
 def _get_whoami(host_lines: str) -> bytes:
-    return (f"GET /api/v1/files?path=/tmp/whoami HTTP/1.1\r\n{host_lines}Connection: close\r\n\r\n").encode()
+    return (f"GET /api/v1/files?path=/tmp/whoami HTTP/1.1\r\n{host_lines}{_auth()}Connection: close\r\n\r\n").encode()
 
 
 def test_two_host_headers_are_refused(server, two):
@@ -65,7 +72,7 @@ def test_two_host_headers_are_refused(server, two):
 
 def test_absolute_form_target_cannot_name_another_sandbox(server, two):
     a, b = two
-    req = (f"GET http://{b}.local/api/v1/files?path=/tmp/whoami HTTP/1.1\r\nHost: {a}.local\r\n"
+    req = (f"GET http://{b}.local/api/v1/files?path=/tmp/whoami HTTP/1.1\r\nHost: {a}.local\r\n{_auth()}"
            "Connection: close\r\n\r\n").encode()
     out = _raw(server.proxy_port, req)
     # We are not a forward proxy: an absolute-form target is refused, never routed.
@@ -84,7 +91,7 @@ def test_content_length_with_transfer_encoding_is_refused(server, two):
     a, b = two
     smuggled = f"GET /api/v1/files?path=/tmp/whoami HTTP/1.1\r\nHost: {b}.local\r\n\r\n"
     body = f"0\r\n\r\n{smuggled}"
-    req = (f"POST /api/v1/processes/x/stdin HTTP/1.1\r\nHost: {a}.local\r\nContent-Length: {len(body)}\r\n"
+    req = (f"POST /api/v1/processes/x/stdin HTTP/1.1\r\nHost: {a}.local\r\n{_auth()}Content-Length: {len(body)}\r\n"
            f"Transfer-Encoding: chunked\r\n\r\n{body}").encode()
     out = _raw(server.proxy_port, req)
     assert out.startswith(b"HTTP/1.1 400"), out[:300]
@@ -94,8 +101,8 @@ def test_content_length_with_transfer_encoding_is_refused(server, two):
 
 def test_pipelined_requests_are_each_routed_on_their_own(server, two):
     a, b = two
-    first = f"GET /api/v1/files?path=/tmp/whoami HTTP/1.1\r\nHost: {a}.local\r\n\r\n"
-    second = f"GET /api/v1/files?path=/tmp/whoami HTTP/1.1\r\nHost: {b}.local\r\nConnection: close\r\n\r\n"
+    first = f"GET /api/v1/files?path=/tmp/whoami HTTP/1.1\r\nHost: {a}.local\r\n{_auth()}\r\n"
+    second = f"GET /api/v1/files?path=/tmp/whoami HTTP/1.1\r\nHost: {b}.local\r\n{_auth()}Connection: close\r\n\r\n"
     out = _raw(server.proxy_port, (first + second).encode())
     answers = out.split(b"HTTP/1.1 ")[1:]
     assert len(answers) == 2, out
@@ -106,9 +113,9 @@ def test_pipelined_requests_are_each_routed_on_their_own(server, two):
 def test_body_that_looks_like_a_request_stays_a_body(server, two):
     a, b = two
     inner = f"GET /api/v1/files?path=/tmp/whoami HTTP/1.1\r\nHost: {b}.local\r\n\r\n"
-    req = (f"PUT /api/v1/files?path=/tmp/body HTTP/1.1\r\nHost: {a}.local\r\nContent-Length: {len(inner)}\r\n"
+    req = (f"PUT /api/v1/files?path=/tmp/body HTTP/1.1\r\nHost: {a}.local\r\n{_auth()}Content-Length: {len(inner)}\r\n"
            f"\r\n{inner}"
-           f"GET /api/v1/files?path=/tmp/body HTTP/1.1\r\nHost: {a}.local\r\nConnection: close\r\n\r\n").encode()
+           f"GET /api/v1/files?path=/tmp/body HTTP/1.1\r\nHost: {a}.local\r\n{_auth()}Connection: close\r\n\r\n").encode()
     out = _raw(server.proxy_port, req)
     answers = out.split(b"HTTP/1.1 ")[1:]
     assert len(answers) == 2, out

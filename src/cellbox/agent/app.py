@@ -20,6 +20,7 @@ from .auth import ROTATE_HEADER, ROTATE_PATH, NONCE_HEADER, AgentSecret
 from .budget import OutputBudget
 from .errors import APIError
 from .config import Config
+from .env_api import EnvAPI
 from .files import FileRoot
 from .files_api import FileAPI
 from .oom import OomCounter
@@ -114,6 +115,7 @@ async def serve(cfg: Config, listen_fd: int, t0: float) -> int:
     proc_api = ProcessAPI(pm, cfg.keepalive)
     proc_api.register(router)
     FileAPI(FileRoot(cfg.root)).register(router)
+    EnvAPI().register(router)
 
     def build_pty_api() -> object:
         from .pty_api import PtyAPI

@@ -2,8 +2,9 @@
 
 The app holds no state of its own: ``create_app(service)`` gets the service the server
 started (``cellbox.server``), which owns the manager, its start/stop and reconcile.
-Any ``Host`` and any ``Authorization`` are accepted (spec §1.3, §9): the server is
-meant to listen on loopback or behind something that authenticates.
+Any ``Host`` is accepted (spec §1.3); every request but ``/health`` needs an API key
+(``api/auth.py``), unless the app is made with ``door=None`` (unit tests, the
+auth-off half of ``bench/auth.py``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from fastapi import Depends, FastAPI, Path
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..auth.door import Door
 from ..manager.service import SandboxService
+from . import door as door_routes
 from . import errors
+from .auth import AuthGate
 from .images import BUILD_PATH_SUFFIX
 from .routes import router
 
@@ -34,7 +38,7 @@ def _namespace_param(
     """Declares and validates ``{namespace}``; handlers read it from the path."""
 
 
-def create_app(service: SandboxService) -> FastAPI:
+def create_app(service: SandboxService, door: Door | None) -> FastAPI:
     app = FastAPI(
         title="cellbox lifecycle API",
         version="1",
@@ -43,6 +47,7 @@ def create_app(service: SandboxService) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
+    app.state.door = door
     errors.install(app)
     routes = router()
     app.include_router(
@@ -52,7 +57,10 @@ def create_app(service: SandboxService) -> FastAPI:
         generate_unique_id_function=lambda route: f"ns_{route.name}",
     )
     app.include_router(routes, generate_unique_id_function=_flat_id)
+    app.include_router(door_routes.flat_router(), generate_unique_id_function=_flat_id)
     app.add_middleware(BodyGuard, max_bytes=MAX_BODY)
+    if door is not None:
+        app.add_middleware(AuthGate, authenticator=door.auth)  # added last: runs first
     return app
 
 

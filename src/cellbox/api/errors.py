@@ -81,7 +81,7 @@ async def _cellbox_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CellboxError)
     if exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, exc.headers or None)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -82,7 +82,7 @@ class CreateSandboxRequest(_Model):
     auto_resume: bool | None = None
     wait: bool = True
     max_pending_secs: int | None = Field(None, ge=0, le=MAX_INT)
-    secret_names: list[str] | None = None
+    secret_names: list[str] | None = Field(None, max_length=100)
 
     @field_validator("name")
     @classmethod
@@ -128,6 +128,7 @@ class CreateSandboxRequest(_Model):
             allow_unauthenticated_access=bool(unauth),
             auto_resume=self.auto_resume if self.auto_resume is not None else True,
             entrypoint=tuple(self.entrypoint) if self.entrypoint else None,
+            secret_names=tuple(self.secret_names or ()),
         )
 
 

@@ -20,6 +20,7 @@ from ..errors import InvalidRequest
 from ..manager.records import SandboxRecord, Status
 from ..manager.service import SandboxService
 from ..manager.snapshot_store import SnapshotType
+from . import door as door_routes
 from . import images as image_routes
 from . import render
 from .models import CreateSandboxRequest, SnapshotRequest, UpdateSandboxRequest
@@ -36,7 +37,10 @@ def _service(request: Request) -> SandboxService:
 
 
 def _namespace(request: Request) -> str:
-    return request.path_params.get("namespace", "default")  # type: ignore[no-any-return]
+    """The request's project: fixed by the front door (``api/auth.py``) from the key and
+    the path; without the door (unit tests) the path's namespace, flat paths ``default``."""
+    project = request.scope.get("state", {}).get("project")
+    return project or request.path_params.get("namespace", "default")  # type: ignore[no-any-return]
 
 
 def _budget(timeout_ms: str | None, grace_ms: str | None) -> float | None:
@@ -213,6 +217,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/snapshots/{snapshot_id}", get_snapshot),
     ("DELETE", "/snapshots/{snapshot_id}", delete_snapshot),
     *image_routes.ROUTES,
+    *door_routes.ROUTES,
 ]
 
 

@@ -28,7 +28,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 # -- shared helpers -------------------------------------------------------------------------
 
 
+def _keep_api_key(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.meta["cellbox.api_key"] = value
+
+
 def api_url_option(fn: F) -> F:
+    """``--api-url`` and ``--api-key`` for every verb that talks to the server. The key
+    is not a parameter of the verbs: ``client()`` reads it from the click context, and
+    without it the SDK's lookup order applies (``cellbox.credentials``)."""
+    fn = click.option(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        expose_value=False,
+        callback=_keep_api_key,
+        help="API key [else $CELLBOX_API_KEY, $TENSORLAKE_API_KEY, cellbox login's file, admin.key].",
+    )(fn)
     return click.option(
         "--api-url",
         envvar="CELLBOX_API_URL",
@@ -61,7 +77,8 @@ def handle_errors(fn: F) -> F:
 def client(api_url: str | None) -> SandboxClient:
     from ..sdk import SandboxClient
 
-    return SandboxClient(api_url)
+    ctx = click.get_current_context(silent=True)
+    return SandboxClient(api_url, ctx.meta.get("cellbox.api_key") if ctx else None)
 
 
 def parse_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -159,6 +176,10 @@ def exit_status(exit_code: int, signal: int | None) -> int:
 @click.option("-D", "--network-deny", "deny_out", multiple=True, metavar="IP|CIDR|HOST",
               help="Deny egress to these (repeatable; deny beats allow).")
 @click.option("-s", "--snapshot", "snapshot_id", default=None, metavar="SNAPSHOT_ID", help="Start from a snapshot.")
+@click.option("--public", is_flag=True,
+              help="Let requests without an API key reach the exposed ports (allow_unauthenticated_access).")
+@click.option("--secret", "secret_names", multiple=True, metavar="NAME",
+              help="A project secret to give every process as an environment variable (repeatable).")
 @api_url_option
 @json_option
 @handle_errors
@@ -176,6 +197,8 @@ def new(
     allow_out: tuple[str, ...],
     deny_out: tuple[str, ...],
     snapshot_id: str | None,
+    public: bool,
+    secret_names: tuple[str, ...],
     api_url: str | None,
     as_json: bool,
 ) -> None:
@@ -194,7 +217,8 @@ def new(
             name,
             list(entrypoint) or None,
             list(expose) or None,
-            allow_unauthenticated_access=True if expose else None,
+            allow_unauthenticated_access=True if public else None,  # exposed ports need a key by default
+            secret_names=list(secret_names) or None,
             allow_internet_access=not no_internet,
             allow_out=list(allow_out) or None,
             deny_out=list(deny_out) or None,

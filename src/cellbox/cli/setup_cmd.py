@@ -2,7 +2,8 @@
 
 System packages, CRIU and the virtualenv are made by ``scripts/setup.sh`` (it has to
 run before Python dependencies exist); this command does the rest: data directory,
-storage pool, the agent's tree, the default image, the bridge and nftables table.
+storage pool, the agent's tree, the default image, the bridge and nftables table, the
+first admin key (``admin.key``) and the secrets' vault key.
 Each step prints its name and time, and a failure names the step.
 """
 
@@ -48,12 +49,22 @@ def _steps(settings: Settings, rebuild_image: bool) -> list[tuple[str, Callable[
         asyncio.run(host.ensure(settings))
         return f"bridge {settings.bridge} {settings.gateway}/{settings.subnet.prefixlen}, nft table inet {settings.nft_table}"
 
+    def api_keys() -> str:
+        from ..auth import bootstrap, vault
+
+        vault.ensure_key(bootstrap.vault_key_path(settings))
+        path, made = bootstrap.ensure_admin_key(settings)
+        if made:
+            return f"first admin key stored in {path} (mode 0600; root's cellbox CLI and SDK use it)"
+        return f"an admin key exists ({path})"
+
     return [
         ("data directory", data_dir),
         ("storage pool", storage_pool),
         ("agent runtime", agent_tree),
         ("default image", image),
         ("network", network),
+        ("api keys", api_keys),
     ]
 
 
@@ -76,6 +87,19 @@ def run_setup(settings: Settings, *, rebuild_image: bool = False, quiet: bool = 
 @click.command("setup")
 @click.option("--rebuild-image", is_flag=True, help="Rebuild the default image even if it exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing unless a step fails.")
-def setup(rebuild_image: bool, quiet: bool) -> None:
-    """Prepare this host: data dir, storage pool, agent runtime, default image, network."""
-    run_setup(load(), rebuild_image=rebuild_image, quiet=quiet)
+@click.option("--tls-self-signed", is_flag=True,
+              help="Also make a CA and a server certificate (data dir/tls) for cellbox server --tls.")
+@click.option("--tls-name", "tls_names", multiple=True, metavar="NAME|IP",
+              help="A name or address the certificate is for (repeatable; localhost and 127.0.0.1 always are; "
+                   "*.DOMAIN for exposed-port host names).")
+def setup(rebuild_image: bool, quiet: bool, tls_self_signed: bool, tls_names: tuple[str, ...]) -> None:
+    """Prepare this host: data dir, storage pool, agent runtime, default image, network, API keys."""
+    settings = load()
+    run_setup(settings, rebuild_image=rebuild_image, quiet=quiet)
+    if tls_self_signed:
+        from ..auth.tls import make_self_signed, tls_dir
+
+        names = list(dict.fromkeys([*tls_names, "localhost", "127.0.0.1", "::1"]))
+        ca, cert, key = make_self_signed(tls_dir(settings), names)
+        click.echo(f"TLS: certificate {cert} (key {key}) for {', '.join(names)}; clients trust {ca}\n"
+                   f"     serve with: cellbox server --tls --api-listen 0.0.0.0:8900 --proxy-listen 0.0.0.0:9443")

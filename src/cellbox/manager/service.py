@@ -24,11 +24,13 @@ from typing import Any
 
 
 from .. import ids
-from ..errors import CellboxError, Conflict, InvalidRequest, NotFound
+from ..auth.door import Door
+from ..auth.keys import Principal
+from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, NotFound, QuotaExceeded, RateLimited
 from . import agent_client
 from .records import SandboxRecord, Status, now_ms
 from ..network.policy import EgressPolicy
-from .sandboxes import CreateSpec, SandboxManager
+from .sandboxes import DEFAULT_DISK_MB, CreateSpec, SandboxManager
 from .snapshot_store import SnapshotRecord, SnapshotType
 from .warm import WARM_NAMESPACE
 
@@ -61,6 +63,7 @@ class CreateOptions:
     auto_resume: bool = True
     entrypoint: tuple[str, ...] | None = None
     snapshot_id: str | None = None
+    secret_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -92,8 +95,9 @@ class Page:
 
 
 class SandboxService:
-    def __init__(self, manager: SandboxManager, *, proxy_port: int) -> None:
+    def __init__(self, manager: SandboxManager, *, proxy_port: int, door: Door | None = None) -> None:
         self.manager = manager
+        self.door = door  # keys, quotas, secrets; None: no quotas and no secrets (tests)
         self.store = manager.store
         self.proxy_url = f"http://localhost:{proxy_port}"
         self._creating: dict[str, asyncio.Task[SandboxRecord]] = {}
@@ -116,15 +120,81 @@ class SandboxService:
         failure after that is reported as a ``failed`` record.
         """
         sid = ids.new_id()
+        if opts.snapshot_id:  # another project's snapshot is a 404, before anything is made
+            self.manager.memory.get_snapshot(opts.snapshot_id, opts.spec.namespace)
+        env = self._secret_env(opts)  # an unknown name is a 400 before anything is made
+        self._admit(opts.spec, sid)  # a quota: 403 / 429, also before anything is made
         spec = replace(opts.spec, sandbox_id=sid)
-        task = asyncio.ensure_future(self._create(spec, opts))
+        task = asyncio.ensure_future(self._create(spec, opts, env))
         self._creating[sid] = task
         task.add_done_callback(lambda t: self._create_done(sid, t))
         if wait:
             await asyncio.wait({task}, timeout=budget)
         return await self._once_recorded(task, sid)
 
-    async def _create(self, spec: CreateSpec, opts: CreateOptions) -> SandboxRecord:
+    def _secret_env(self, opts: CreateOptions) -> dict[str, str]:
+        """The create's ``secret_names`` as variables, decrypted; 400 naming unknown ones."""
+        names = list(dict.fromkeys(opts.secret_names))
+        if not names:
+            return {}
+        if self.door is None:
+            raise InvalidRequest("secret_names: this server keeps no secrets")
+        sealed = self.door.store.sealed_secrets(opts.spec.namespace, names)
+        if missing := [n for n in names if n not in sealed]:
+            raise InvalidRequest(f"secret_names: no secret named {', '.join(map(repr, missing))} in this project "
+                                 "(cellbox secret set NAME)", code="SECRET_NOT_FOUND")
+        return {n: self.door.vault.open(sealed[n]) for n in names}
+
+    def _admit(self, spec: CreateSpec, sid: str, *, copies: int = 1) -> list[str]:
+        """Check the project's quotas and hold the resources of ``copies`` new sandboxes;
+        returns the hold IDs (released by ``_release``). Atomic across processes."""
+        if self.door is None:
+            return []
+        store = self.door.store
+        limits = store.get_quota(spec.namespace)
+        if not limits:
+            return []
+        disk = spec.disk_mb or DEFAULT_DISK_MB
+        holds: list[str] = []
+        for i in range(copies):
+            hold = sid if i == 0 else ids.new_id()
+            verdict = store.admit_create(spec.namespace, hold, spec.cpus, spec.memory_mb, disk, limits)
+            if verdict is None:
+                holds.append(hold)
+                continue
+            self._release(holds)
+            if isinstance(verdict, int):
+                raise RateLimited(f"project {spec.namespace!r}: more than {limits['creates_per_minute']:g} creates "
+                                  f"a minute; retry in {verdict} s", retry_after=verdict)
+            name, value, use = verdict
+            raise QuotaExceeded(f"project {spec.namespace!r}: quota {name} is {value:g}, {use:g} in use; "
+                                "this create would pass it")
+        return holds
+
+    def _release(self, holds: list[str]) -> None:
+        if self.door is not None:
+            for hold in holds:
+                self.door.store.release_hold(hold)
+
+    def quota_usage(self, project: str) -> dict[str, float]:
+        """A project's use of each quota'd resource (for ``GET /quotas/{project}``)."""
+        assert self.door is not None
+        use: dict[str, float] = self.door.store.usage(project)
+        snaps = self.manager.memory.snapshots.list(project, None)
+        use["snapshots"] = len(snaps)
+        use["snapshot_bytes"] = sum(s.size_bytes or 0 for s in snaps)
+        return use
+
+    def _check_snapshot_quota(self, project: str) -> None:
+        if self.door is None or not (limits := self.door.store.get_quota(project)):
+            return
+        use = self.quota_usage(project)
+        for name in ("snapshots", "snapshot_bytes"):
+            value = limits.get(name)
+            if value is not None and use[name] + (1 if name == "snapshots" else 0) > value:
+                raise QuotaExceeded(f"project {project!r}: quota {name} is {value:g}, {use[name]:g} in use")
+
+    async def _create(self, spec: CreateSpec, opts: CreateOptions, env: dict[str, str]) -> SandboxRecord:
         if opts.snapshot_id:
             rec = await self.manager.memory.restore(
                 opts.snapshot_id, namespace=spec.namespace, name=spec.name,
@@ -140,12 +210,30 @@ class SandboxService:
             # The image's ENTRYPOINT (+ CMD as its arguments), as `docker run` would.
             rec.entrypoint = self.manager.image_manager.entrypoint(rec.image)
         self.store.update(rec)
+        if env:
+            await self._inject_env(rec, env)
         if rec.entrypoint:
             await self._start_entrypoint(rec)
         return rec
 
+    async def _inject_env(self, rec: SandboxRecord, env: dict[str, str]) -> None:
+        """Give the agent the create's secrets before anyone can start a process that
+        needs them. A sandbox that did not get them is destroyed: one that silently
+        runs without its secrets would fail later in ways hard to trace."""
+        ip, port = self.manager.agent_address(rec)
+        try:
+            status, _ = await self.manager.agent.call(ip, port, agent_client.key_of(rec), "PUT",
+                                                      "/_cellbox/v1/env", json_body={"env": env})
+            problem = None if status == 200 else f"agent answered {status}"
+        except agent_client.AgentError as exc:
+            problem = f"could not reach the agent: {exc.code}"  # never the body: it holds values
+        if problem:
+            await self.manager.destroy(rec.id, rec.namespace, reason="failed")
+            raise InternalFailure(f"sandbox {rec.id}: secrets could not be given to it ({problem}); destroyed")
+
     def _create_done(self, sid: str, task: asyncio.Task[SandboxRecord]) -> None:
         self._creating.pop(sid, None)
+        self._release([sid])
         if not task.cancelled() and (exc := task.exception()) is not None and not isinstance(exc, CellboxError):
             log.error("create of %s failed unexpectedly", sid, exc_info=exc)
 
@@ -430,13 +518,19 @@ class SandboxService:
 
     async def snapshot(self, ref: str, namespace: str, snapshot_type: SnapshotType) -> SnapshotRecord:
         rec = self.get(ref, namespace)
+        self._check_snapshot_quota(rec.namespace)
         async with self._lock(rec.id):
             return await self.manager.memory.snapshot(rec.id, rec.namespace, snapshot_type)
 
     async def copy(self, ref: str, namespace: str, times: int) -> tuple[SandboxRecord, list[SandboxRecord | CellboxError]]:
         rec = self.get(ref, namespace)
-        async with self._lock(rec.id):
-            copies = await self.manager.memory.clone(rec.id, times, rec.namespace)
+        holds = self._admit(CreateSpec(cpus=rec.cpus, memory_mb=rec.memory_mb, disk_mb=rec.disk_mb,
+                                       namespace=rec.namespace), ids.new_id(), copies=times)
+        try:
+            async with self._lock(rec.id):
+                copies = await self.manager.memory.clone(rec.id, times, rec.namespace)
+        finally:
+            self._release(holds)
         for c in copies:
             if isinstance(c, SandboxRecord):
                 c.exposed_ports = list(rec.exposed_ports)
@@ -486,15 +580,31 @@ class SandboxService:
 
     # -- proxy hooks ------------------------------------------------------------------------
 
-    async def resolve(self, ref: str, port: int) -> tuple[str, int, str] | tuple[str, int, str, bytes | None]:
-        """Where the proxy sends a request for ``ref`` (ID or default-namespace name).
+    async def resolve(self, ref: str, port: int, principal: Principal | None,
+                      auth_error: CellboxError | None = None) -> tuple[str, int, str] | tuple[str, int, str, bytes | None]:
+        """Where the proxy sends a request for ``ref`` (an ID, or a name in the key's project).
 
+        ``principal`` is the request's key (None: it showed no valid one, and
+        ``auth_error`` says why). A sandbox of another project is a 404, like one that
+        does not exist. Without a key only the exposed ports of a sandbox created with
+        ``allow_unauthenticated_access`` are reachable, by ID; everything else is the
+        key's 401, whether the sandbox exists or not (so a probe learns nothing).
         A suspended sandbox with ``auto_resume`` is resumed first: the request waits,
         then goes through (spec §4.3).
         """
-        rec = self.manager.get(ref, "default")
+        denied = auth_error or NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
+        if principal is None and not ids.is_id(ref):
+            raise denied  # names are per project: without a key there is no project to look in
+        try:
+            rec = self.manager.get(ref, principal.project if principal else "default")
+        except NotFound:
+            raise denied from None
         if rec.namespace == WARM_NAMESPACE:  # not handed out yet: nobody's sandbox
-            raise NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
+            raise denied
+        if principal is None or not principal.may_use(rec.namespace):
+            open_port = rec.allow_unauthenticated_access and port in rec.exposed_ports
+            if not open_port or port == self.manager.settings.agent_port:
+                raise denied
         if rec.status in (Status.SUSPENDED, Status.SUSPENDING) and rec.auto_resume:
             rec = await self._resume(rec.id)
         ip, agent_port = self.manager.agent_address(rec)

@@ -34,9 +34,11 @@ from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 
-# (ip, port, sandbox_id) or (ip, port, sandbox_id, agent_key): with a key (bytes), the
-# answer must carry the agent's proof for the nonce the proxy sends (agent/auth.py).
-Resolver = Callable[[str, int], Awaitable[tuple[Any, ...]]]
+# (ref, port) -> (ip, port, sandbox_id) or (ip, port, sandbox_id, agent_key); with
+# ``Hooks.authorize`` also the request's ``Authorization`` value as a third argument
+# (the resolver decides who may pass). With a key (bytes), the answer must carry the
+# agent's proof for the nonce the proxy sends (agent/auth.py).
+Resolver = Callable[..., Awaitable[tuple[Any, ...]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,8 @@ class Hooks:
     # moving: an agent that never answers (or dribbles its head) gets a 504, not a
     # request that waits forever. Long enough for a managed restart's stop grace.
     head_timeout: float = 120.0
+    authorize: bool = False
+    domain: str | None = None  # public proxy domain routed like .local
 
 
 _PROOF = auth.PROOF_HEADER.encode()
@@ -86,7 +90,7 @@ class Exchange:
                 await self.client.send_error(err, close=True)
                 return False  # nothing after this request on the connection is trusted
             try:
-                target = routing.target_of(self.request.headers)
+                target = routing.target_of(self.request.headers, self.hooks.domain)
                 ip, port, sandbox_id, self.key = await self._resolve(target)
                 ticker = ActivityTicker(self.hooks.on_activity, sandbox_id, self.hooks.activity_interval)
                 upstream = await self._connect(ip, port, sandbox_id)
@@ -117,7 +121,11 @@ class Exchange:
 
     async def _resolve(self, target: routing.Target) -> tuple[str, int, str, bytes | None]:
         try:
-            found = await self.hooks.resolver(target.ref, target.port)
+            if self.hooks.authorize:
+                credential = headers.value(self.request.headers, b"authorization")
+                found = await self.hooks.resolver(target.ref, target.port, credential)
+            else:
+                found = await self.hooks.resolver(target.ref, target.port)
             ip, port, sandbox_id = found[:3]
             return ip, port, sandbox_id, (found[3] if len(found) > 3 else None)
         except CellboxError as err:
@@ -137,7 +145,8 @@ class Exchange:
     # ------------------------------------------------------------------ the two halves
     async def _forward(self, upstream: Upstream, sandbox_id: str, ticker: ActivityTicker) -> bool:
         req = self.request
-        out = headers.upstream_request(req.headers, self.client.peer_ip, keep_alive=False)
+        out = headers.upstream_request(req.headers, self.client.peer_ip, keep_alive=False,
+                                       drop_api_key=self.hooks.authorize)
         out = [(k, v) for k, v in out if k not in _AUTH_HEADERS]  # ours alone to send
         if self.key is not None:
             self.nonce = secrets.token_hex(16)

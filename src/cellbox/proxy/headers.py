@@ -51,12 +51,22 @@ def upgrade_of(headers: Headers) -> bytes | None:
     return _value(headers, b"upgrade")
 
 
-def upstream_request(headers: Headers, peer_ip: str, keep_alive: bool) -> Headers:
+def value(headers: Headers, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lowercase), if any."""
+    return _value(headers, name)
+
+
+def upstream_request(headers: Headers, peer_ip: str, keep_alive: bool, drop_api_key: bool = False) -> Headers:
     """Request headers for the agent: end-to-end ones, framing, upgrade, X-Forwarded-For.
 
-    ``Host`` and ``Authorization`` pass unchanged (the agent ignores both).
+    ``Host`` passes unchanged. With ``drop_api_key`` an ``Authorization`` carrying a
+    cellbox key is removed: code in the sandbox (an exposed port, a process reading
+    the agent's traffic) must never see the caller's key; any other Authorization
+    (the sandbox app's own scheme) passes.
     """
     out = _end_to_end(headers)
+    if drop_api_key:
+        out = [(k, v) for k, v in out if not (k == b"authorization" and b"cbx_" in v)]
     if b"chunked" in _tokens(headers, b"transfer-encoding"):
         out.append((b"transfer-encoding", b"chunked"))
     upgrade = upgrade_of(headers)

@@ -4,6 +4,8 @@ Spec §1.4/§3.5, in order:
 
 * ``Host: {id-or-name}.local[:port]``     -> the sandbox's agent, port 9501
 * ``Host: {port}-{id-or-name}.local``     -> user port ``{port}`` of that sandbox
+* ``Host: {port}-{id}.{domain}`` / ``{id}.{domain}`` likewise, for the configured
+  public proxy domain (remote use: ``--proxy-domain``)
 * ``X-Tensorlake-Sandbox-Id: {id-or-name}`` (+ ``X-Tensorlake-Sandbox-Port``, default
   9501), with any Host                     -> as given
 
@@ -50,11 +52,13 @@ def _host_name(host: str) -> str:
     return name if sep and port.isdigit() and ":" not in name else host
 
 
-def _from_host(host: str) -> Target | None:
+def _from_host(host: str, domain: str | None = None) -> Target | None:
     name = _host_name(host)
-    if not name.endswith(LOCAL_SUFFIX) or len(name) == len(LOCAL_SUFFIX):
+    suffixes = (LOCAL_SUFFIX, f".{domain.lower()}") if domain else (LOCAL_SUFFIX,)
+    suffix = next((s for s in suffixes if name.endswith(s) and len(name) > len(s)), None)
+    if suffix is None:
         return None
-    label = name[: -len(LOCAL_SUFFIX)]
+    label = name[: -len(suffix)]
     match = _PORT_PREFIX.match(label)
     if match:
         return Target(match.group(2), _port(match.group(1)))
@@ -80,7 +84,7 @@ def refuse_ambiguous(target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         raise ProxyError(400, "AMBIGUOUS_FRAMING", "Content-Length and Transfer-Encoding together are refused")
 
 
-def target_of(headers: list[tuple[bytes, bytes]]) -> Target:
+def target_of(headers: list[tuple[bytes, bytes]], domain: str | None = None) -> Target:
     """The target of a request, given its (h11-lowercased) headers.
 
     Raises ``ProxyError`` 400 when no target is named or a port is not a port.
@@ -94,7 +98,7 @@ def target_of(headers: list[tuple[bytes, bytes]]) -> Target:
         elif name == SANDBOX_PORT_HEADER and port is None:
             port = value.decode("latin-1").strip()
     if host is not None:
-        target = _from_host(host)
+        target = _from_host(host, domain)
         if target is not None:
             return target
     if not ref:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl as ssl_module
 
 import h11
 
@@ -42,9 +43,15 @@ class SandboxProxy:
         connect_timeout: float = 10.0,
         activity_interval: float = 2.0,
         head_timeout: float = 120.0,
+        authorize: bool = False,
+        ssl: "ssl_module.SSLContext | None" = None,
+        domain: str | None = None,
     ) -> None:
+        # authorize: pass each request's Authorization to the resolver (which then
+        # decides), and keep cellbox keys from reaching the sandbox.
         self._hooks = Hooks(resolver, on_activity or _no_activity, connect_timeout, activity_interval,
-                            head_timeout)
+                            head_timeout=head_timeout, authorize=authorize, domain=domain)
+        self._ssl = ssl
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -63,7 +70,7 @@ class SandboxProxy:
     async def start(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
         if self._server is not None:
             raise RuntimeError("the proxy is already started")
-        self._server = await asyncio.start_server(self._on_client, host, port, limit=READ_CHUNK)
+        self._server = await asyncio.start_server(self._on_client, host, port, limit=READ_CHUNK, ssl=self._ssl)
         log.info("sandbox proxy listening on %s:%d", host, self.port)
 
     async def stop(self) -> None:

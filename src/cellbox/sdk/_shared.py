@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from ..credentials import find_api_key
 from ..errors import InvalidRequest
 from ._errors import SandboxStartError
 from ._models import CommandResult, OutputLine
@@ -45,7 +46,7 @@ class Config:
     @classmethod
     def resolve(cls, api_url: str | None = None, api_key: str | None = None, timeout: float | None = None) -> Config:
         url = api_url or os.environ.get("CELLBOX_API_URL") or DEFAULT_API_URL
-        key = api_key if api_key is not None else os.environ.get("CELLBOX_API_KEY") or None
+        key = find_api_key(api_key)  # argument, env vars, login file, admin.key (cellbox.credentials)
         return cls(url.rstrip("/"), key, 60.0 if timeout is None else timeout)
 
     def headers(self) -> dict[str, str]:
@@ -73,8 +74,12 @@ class ProxyTarget:
         return parts.hostname or "localhost", parts.port or (443 if tls else 80), tls
 
 
-def proxy_target(sandbox_id: str, sandbox_url: str | None, routing_hint: str | None = None) -> ProxyTarget:
-    """Spec §1.4: localhost proxies route on ``Host: {id}.local``, others on a header."""
+def proxy_target(sandbox_id: str, sandbox_url: str | None, routing_hint: str | None = None,
+                 api_key: str | None = None) -> ProxyTarget:
+    """Spec §1.4: localhost proxies route on ``Host: {id}.local``, others on a header.
+
+    The API key rides in the routing headers too: WebSocket handshakes (PTYs, tunnels)
+    are raw connections that never see the HTTP client's default headers."""
     url = sandbox_url or os.environ.get("CELLBOX_SANDBOX_PROXY_URL")
     if not url:
         raise SandboxStartError(f"sandbox {sandbox_id} has no sandbox_url: it is not routable (is it running?)")
@@ -87,6 +92,8 @@ def proxy_target(sandbox_id: str, sandbox_url: str | None, routing_hint: str | N
         headers["X-Tensorlake-Sandbox-Id"] = sandbox_id
     if routing_hint:
         headers["X-Tensorlake-Route-Hint"] = routing_hint
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     return ProxyTarget(base, headers)
 
 
@@ -131,6 +138,7 @@ def create_body(
     deny_out: Sequence[str] | None,
     snapshot_id: str | None,
     wait: bool,
+    secret_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The ``POST /sandboxes`` body (spec §2.1): false/None fields are omitted.
 
@@ -154,6 +162,8 @@ def create_body(
         body["network"] = network_body(allow_internet_access, allow_out, deny_out)
     if snapshot_id:
         body["snapshot_id"] = snapshot_id
+    if secret_names:
+        body["secret_names"] = list(secret_names)
     if name:
         body["name"] = name
     if allow_unauthenticated_access:

@@ -74,6 +74,7 @@ class AsyncSandbox:
         startup_timeout: float = 300.0,
         api_url: str | None = None,
         api_key: str | None = None,
+        secret_names: Sequence[str] | None = None,
     ) -> AsyncSandbox:
         """Create a sandbox and return once it is running.
 
@@ -100,6 +101,7 @@ class AsyncSandbox:
                 deny_out=deny_out,
                 snapshot_id=snapshot_id,
                 startup_timeout=startup_timeout,
+                secret_names=secret_names,
             )
         except BaseException:
             await client.close()
@@ -262,7 +264,8 @@ class AsyncSandbox:
 
     def _proxy(self) -> ProxyTarget:
         if self._target is None:
-            self._target = proxy_target(self.id, self._info.sandbox_url, self._info.routing_hint)
+            self._target = proxy_target(self.id, self._info.sandbox_url, self._info.routing_hint,
+                                        self.client.config.api_key)
         return self._target
 
     async def _agent(

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 class SandboxClient:
     """Talks to the lifecycle API at ``api_url`` (default ``$CELLBOX_API_URL``, else
-    ``http://localhost:8900``), with ``api_key`` (default ``$CELLBOX_API_KEY``) as a bearer token.
+    ``http://localhost:8900``), with ``api_key`` as a bearer token (default: ``cellbox.credentials``'s lookup order).
 
     Sandboxes made from this client (``connect``, ``create_and_connect``) share its HTTP
     connection pool; close the client when done (or use it as a context manager).
@@ -119,6 +119,7 @@ class SandboxClient:
         snapshot_id: str | None = None,
         wait: bool = True,
         startup_timeout: float = 300.0,
+        secret_names: Sequence[str] | None = None,
     ) -> SandboxInfo:
         """Create a sandbox; with ``wait`` (the default) return once it is running.
 
@@ -126,7 +127,8 @@ class SandboxClient:
         ``startup_timeout`` seconds (it is then deleted, so nothing is left queued).
         With ``snapshot_id`` the sandbox starts from that snapshot (its files; for a memory
         snapshot also its processes); ``cpus``/``memory_mb`` left at None then mean the
-        snapshot's (else 1.0 and 1024).
+        snapshot's (else 1.0 and 1024). ``secret_names`` (the project's secrets, see
+        :meth:`set_secret`) become environment variables of every process in it.
         """
         body = create_body(
             image=image,
@@ -143,6 +145,7 @@ class SandboxClient:
             deny_out=deny_out,
             snapshot_id=snapshot_id,
             wait=wait,
+            secret_names=secret_names,
         )
         headers = {"X-Tensorlake-Request-Timeout-Ms": str(int(startup_timeout * 1000))}
         response = self._request(
@@ -400,6 +403,53 @@ class SandboxClient:
                 failures=failures,
             )
         return started
+
+    # -- the front door: keys and quotas (admin keys), secrets, audit, whoami ----------------
+
+    def create_key(self, *, project: str = "default", role: str = "member", expires: str | None = None,
+                         name: str | None = None) -> dict[str, Any]:
+        """A new API key (admins). Its full value (``key``) is in this answer only."""
+        body = {"project": project, "role": role, "expires": expires, "name": name}
+        return (self._request("POST", "/keys", json={k: v for k, v in body.items() if v is not None})).json()
+
+    def list_keys(self, project: str | None = None) -> builtins.list[dict[str, Any]]:
+        params = {"project": project} if project else None
+        return (self._request("GET", "/keys", params=params)).json()["keys"]
+
+    def revoke_key(self, key_id: str) -> None:
+        """Revoke a key: its next request anywhere is refused."""
+        self._request("DELETE", f"/keys/{key_id}")
+
+    def set_quota(self, project: str, **limits: int | float | None) -> dict[str, Any]:
+        """Set a project's limits (admins); ``None`` removes one. Names: running_sandboxes,
+        vcpus, memory_mb, disk_mb, snapshots, snapshot_bytes, creates_per_minute."""
+        return (self._request("PUT", f"/quotas/{project}", json=limits)).json()
+
+    def get_quota(self, project: str) -> dict[str, Any]:
+        """A project's limits and current use."""
+        return (self._request("GET", f"/quotas/{project}")).json()
+
+    def set_secret(self, name: str, value: str) -> None:
+        """Store a secret of the key's project; ``create(secret_names=[name])`` injects it."""
+        self._request("PUT", f"/secrets/{name}", json={"value": value})
+
+    def list_secrets(self) -> builtins.list[dict[str, Any]]:
+        """Names and update times only: values are never returned."""
+        return (self._request("GET", "/secrets")).json()["secrets"]
+
+    def delete_secret(self, name: str) -> None:
+        self._request("DELETE", f"/secrets/{name}")
+
+    def audit(self, *, project: str | None = None, limit: int = 100) -> builtins.list[dict[str, Any]]:
+        """The newest state-changing calls (admins)."""
+        params: dict[str, Any] = {"limit": limit}
+        if project:
+            params["project"] = project
+        return (self._request("GET", "/audit", params=params)).json()["entries"]
+
+    def whoami(self) -> dict[str, Any]:
+        """The key this client uses: its id, role, organization and project."""
+        return (self._request("POST", "/platform/v1/keys/introspect")).json()
 
     def connect(self, sandbox_id_or_name: str) -> Sandbox:
         """A handle on an existing sandbox; it shares this client, and closing it leaves both running."""

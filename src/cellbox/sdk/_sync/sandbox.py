@@ -76,6 +76,7 @@ class Sandbox:
         startup_timeout: float = 300.0,
         api_url: str | None = None,
         api_key: str | None = None,
+        secret_names: Sequence[str] | None = None,
     ) -> Sandbox:
         """Create a sandbox and return once it is running.
 
@@ -102,6 +103,7 @@ class Sandbox:
                 deny_out=deny_out,
                 snapshot_id=snapshot_id,
                 startup_timeout=startup_timeout,
+                secret_names=secret_names,
             )
         except BaseException:
             client.close()
@@ -264,7 +266,8 @@ class Sandbox:
 
     def _proxy(self) -> ProxyTarget:
         if self._target is None:
-            self._target = proxy_target(self.id, self._info.sandbox_url, self._info.routing_hint)
+            self._target = proxy_target(self.id, self._info.sandbox_url, self._info.routing_hint,
+                                        self.client.config.api_key)
         return self._target
 
     def _agent(

@@ -1,0 +1,98 @@
+"""The API's front door: every request but the health check shows a valid key.
+
+An ASGI middleware rather than a per-route dependency, so a route added later cannot
+forget the check (``tests/api/test_door.py`` walks the route table to prove it). It:
+
+* answers 401 (with ``WWW-Authenticate: Bearer``) for a missing, malformed, unknown,
+  revoked or expired key;
+* fixes the request's project: ``/v1/namespaces/{ns}/…`` must name the key's project
+  (admins: any), flat paths act on the key's own project; another project's namespace
+  is a 404, like any object the key may not see;
+* puts the principal and the project in ``scope["state"]`` for the handlers;
+* keeps member keys from changing the image catalog, which all projects share;
+* writes one audit row per state-changing call (method other than GET/HEAD), after the
+  response, with the status it got.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..auth.guard import Authenticator
+from ..auth.keys import Principal
+from ..errors import CellboxError
+from . import errors
+
+log = logging.getLogger(__name__)
+
+HEALTH_PATH = "/health"
+_NAMESPACED = re.compile(r"^/v1/namespaces/([^/]+)(?:/|$)")
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Images are one catalog shared by every project (manager/images.py); until they are
+# per project, only admin keys change it, so one project cannot replace or delete the
+# image another one boots from.
+_SHARED_CATALOG = re.compile(r"^(?:/v1/namespaces/[^/]+)?/(?:images|sandbox-templates)(?:/|$)")
+
+
+def principal_of(scope: Scope) -> Principal:
+    return scope["state"]["principal"]  # type: ignore[no-any-return]
+
+
+class AuthGate:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self.app = app
+        self.auth = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == HEALTH_PATH:
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        try:
+            principal = self.auth.authenticate(header)
+        except CellboxError as exc:
+            response = errors.error_response(exc.status, exc.code, exc.message, {"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        match = _NAMESPACED.match(scope["path"])
+        project = match.group(1) if match else principal.project
+        if not principal.may_use(project):
+            # 404, never 403: a key must not learn which other projects exist.
+            response = errors.error_response(404, "NOT_FOUND", f"namespace {project!r} not found")
+            await response(scope, receive, send)
+            return
+        scope["state"] = {**scope.get("state", {}), "principal": principal, "project": project}
+        if scope["method"] not in _READS and not principal.is_admin and _SHARED_CATALOG.match(scope["path"]):
+            response = errors.error_response(403, "ADMIN_REQUIRED",
+                                             "images are shared by all projects: only an admin key changes them")
+            await response(scope, receive, send)
+            self._audit(scope, principal, project, 403)
+            return
+        if scope["method"] in _READS:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording)
+        finally:
+            self._audit(scope, principal, project, status)
+
+    def _audit(self, scope: Scope, principal: Principal, project: str, status: int) -> None:
+        client = scope.get("client")
+        route = scope.get("route")
+        action = f"{scope['method']} {getattr(route, 'path', None) or scope['path']}"
+        try:
+            self.auth.store.audit(key_id=principal.key_id, project=project, action=action, obj=scope["path"],
+                                  status=status, client=client[0] if client else None)
+        except Exception:  # the audit must never turn a done change into an error answer
+            log.exception("audit write failed for %s", action)

@@ -1,0 +1,29 @@
+"""Everything the front door needs, opened once per server process."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from ..config import Settings
+from . import bootstrap
+from .guard import Authenticator
+from .store import AuthStore
+from .vault import Vault
+
+
+@dataclass
+class Door:
+    store: AuthStore
+    auth: Authenticator
+    vault: Vault
+
+    @classmethod
+    def open(cls, settings: Settings, db: sqlite3.Connection) -> Door:
+        """On the server's database connection; makes the admin and vault keys if missing
+        (``cellbox setup`` normally did), so a server never starts without a way in."""
+        store = AuthStore(db)
+        path, made = bootstrap.ensure_admin_key(settings, store)
+        if made:
+            print(f"cellbox server: made the first admin key, stored in {path} (mode 0600)", flush=True)
+        return cls(store, Authenticator(store), Vault(bootstrap.vault_key_path(settings)))
