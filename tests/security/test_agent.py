@@ -180,16 +180,17 @@ def test_logs_of_a_chatty_sandbox_are_bounded_and_do_not_stall_the_server(settin
     import httpx
 
     from ..api.conftest import ServerProcess
+    from ..keys import auth
 
     srv = ServerProcess(tmp_path / "server.log")
     srv.start()
     sid = None
     try:
-        with httpx.Client(base_url=srv.url, timeout=120) as api:
+        with httpx.Client(base_url=srv.url, headers=auth(), timeout=120) as api:
             resp = api.post("/sandboxes", json={"resources": {"memory_mb": 1024}})
             assert resp.status_code == 200, resp.text
             sid = resp.json()["sandbox_id"]
-            with httpx.Client(base_url=srv.proxy_url, headers={"Host": f"{sid}.local"}, timeout=60) as sbx:
+            with httpx.Client(base_url=srv.proxy_url, headers={"Host": f"{sid}.local", **auth()}, timeout=60) as sbx:
                 pids = [sbx.post("/api/v1/processes", json={"command": "sh", "args": ["-c", CHATTER]}).json()["pid"]
                         for _ in range(8)]
                 time.sleep(4)  # each fills its 16 MiB of retention many times over
@@ -204,7 +205,7 @@ def test_logs_of_a_chatty_sandbox_are_bounded_and_do_not_stall_the_server(settin
             peak, worst, stop = [before], [0.0], threading.Event()
 
             def other_client() -> None:
-                with httpx.Client(base_url=srv.url, timeout=60) as c:
+                with httpx.Client(base_url=srv.url, headers=auth(), timeout=60) as c:
                     while not stop.is_set():
                         t0 = time.monotonic()
                         c.get("/sandboxes", params={"limit": 1})
@@ -229,7 +230,7 @@ def test_logs_of_a_chatty_sandbox_are_bounded_and_do_not_stall_the_server(settin
             assert worst[0] < 3.0  # loose: an event loop stalled by the call was 6 s here
     finally:
         if sid is not None:
-            httpx.delete(f"{srv.url}/sandboxes/{sid}", timeout=60)
+            httpx.delete(f"{srv.url}/sandboxes/{sid}", headers=auth(), timeout=60)
         srv.stop()
 
 
