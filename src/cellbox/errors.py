@@ -8,6 +8,7 @@ errors to responses in one place and never picks status codes itself::
     ├── NotFound (404, NOT_FOUND)                  unknown sandbox, image, snapshot
     ├── Conflict (409, CONFLICT)                   name taken, wrong state for the operation
     ├── LimitExceeded (429, LIMIT_EXCEEDED)        no free address, too many sandboxes
+    ├── NoSpace (507, NO_SPACE)                    the storage pool is full
     └── InternalFailure (500, INTERNAL)            a host tool failed; carries its stderr
         └── CommandFailed                          a subprocess exited non-zero
 """
@@ -57,6 +58,18 @@ class LimitExceeded(CellboxError):
 
     status = 429
     code = "LIMIT_EXCEEDED"
+
+
+class NoSpace(CellboxError):
+    """Raised when the storage pool has no room for a new sandbox (507).
+
+    507 Insufficient Storage, not 503: it names the problem, and clients (the
+    Tensorlake SDK retries 429/502/503/504) should not hammer a full pool with retries;
+    space comes back only when someone deletes sandboxes or snapshots.
+    """
+
+    status = 507
+    code = "NO_SPACE"
 
 
 class InternalFailure(CellboxError):

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import _proc, ids
+from .. import _proc, faults, ids
 from .._undo import Undo
 from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, NotFound
 from ..network import netns
@@ -86,7 +86,9 @@ class MemoryState:
             shutil.rmtree(new, ignore_errors=True)
             rec.status = Status.SUSPENDING
             self.m.store.update(rec)
+            faults.hit("suspend.after_status")
             try:
+                faults.hit("suspend.dump")  # :fail = CRIU failing mid-dump
                 timing = await checkpoint.checkpoint(self.m.runc, ids.container(rec.id), new, leave_running=False)
             except BaseException as exc:
                 shutil.rmtree(new, ignore_errors=True)
@@ -101,11 +103,13 @@ class MemoryState:
                     rec.terminated_at, rec.termination_reason = now_ms(), "suspend_failed"
                 self.m.store.update(rec)
                 raise
+            faults.hit("suspend.after_dump")
             if rec.ip:
                 await netns.drop_host_connections(rec.ip)
             final = state_dir / "suspend"
             shutil.rmtree(final, ignore_errors=True)
             new.rename(final)  # the dump is complete: from here on, resume can use it
+            faults.hit("suspend.after_rename")
             rec = self.m.get(rec.id)
             rec.status, rec.init_pid = Status.SUSPENDED, None
             rec.extra["suspended_at"] = now_ms()
@@ -136,9 +140,11 @@ class MemoryState:
                     await self.m.egress.apply(rec.id, rec.ip, policy)
             work = state_dir / f"restore-{int(time.time() * 1000)}"
             lazy = await checkpoint.LazyPages.start(images, work)
+            faults.hit("resume.after_lazy_pages")
             try:
                 rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(rec.id), state_dir, images,
                                                         work, lazy=lazy)
+                faults.hit("resume.after_restore")
                 await self.m._wait_agent(rec, work / "restore.log")
             except BaseException:
                 # Leave it suspended, images intact: a later resume can try again.
@@ -194,6 +200,13 @@ class MemoryState:
             if state.status == "paused":
                 await checkpoint.resume(self.m.runc, cid)
             rec.status = Status.RUNNING
+        elif before == Status.SUSPENDING and checkpoint.dump_complete(self._state_dir(rec.id) / "suspend.new"):
+            # The crash came after a successful dump (which stopped the container) but
+            # before the rename that publishes it: publish it now.
+            final = self._state_dir(rec.id) / "suspend"
+            shutil.rmtree(final, ignore_errors=True)
+            (self._state_dir(rec.id) / "suspend.new").rename(final)
+            rec.status, rec.init_pid = Status.SUSPENDED, None
         elif before == Status.SUSPENDING and (self._state_dir(rec.id) / "suspend" / "inventory.img").exists():
             rec.status, rec.init_pid = Status.SUSPENDED, None
         else:
@@ -222,7 +235,9 @@ class MemoryState:
         dest.mkdir(parents=True, exist_ok=True)
         await checkpoint.pause(self.m.runc, cid)
         try:
+            faults.hit("capture.after_pause")
             await btrfs.snapshot(rootfs.path(self.m.settings.pool, rec.id), dest / "rootfs", readonly=True)
+            faults.hit("capture.after_rootfs")
             if mem_dir is not None:
                 timing = await checkpoint.checkpoint(self.m.runc, cid, mem_dir, leave_running=True)
                 return timing.image_bytes
@@ -262,6 +277,7 @@ class MemoryState:
             try:
                 mem_dir = dest / "mem" if snapshot_type == SnapshotType.MEMORY else None
                 image_bytes = await self._freeze_and_capture(rec, dest, mem_dir)
+                faults.hit("snapshot.after_capture")
                 (dest / "manifest.json").write_text(json.dumps(snap.source))
             except BaseException as exc:
                 await self._remove_snapshot_files(dest)
@@ -329,6 +345,7 @@ class MemoryState:
         try:
             async with self._lock(rec.id):
                 await self._freeze_and_capture(rec, tmp, mem_dir)
+            faults.hit("clone.after_capture")
             manifest = self._manifest(rec, SnapshotType.MEMORY)
             sem = asyncio.Semaphore(2)
 
@@ -410,6 +427,7 @@ class MemoryState:
         if memory:
             work = state_dir / "restore"
             rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(sid), state_dir, mem_dir, work)
+            faults.hit("clone.after_restore")
             # The UTS namespace came back with the source's hostname.
             await _proc.run(["nsenter", "--target", str(rec.init_pid), "--uts", "hostname", sid])
             shutil.rmtree(work, ignore_errors=True)

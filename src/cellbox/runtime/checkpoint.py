@@ -75,6 +75,20 @@ async def checkpoint(runc: Runc, container_id: str, images: Path, *, leave_runni
     return Timing(time.perf_counter() - t0, _dir_bytes(images))
 
 
+def dump_complete(images: Path) -> bool:
+    """Whether ``images`` holds a dump CRIU finished (its log's last word on success).
+
+    After a crash between a successful dump and the rename that publishes it, this is
+    the only evidence left that the images are whole (``inventory.img`` alone is not:
+    CRIU writes it early).
+    """
+    try:
+        log = (images / "work" / "dump.log").read_text(errors="replace")
+    except OSError:
+        return False
+    return "Dumping finished successfully" in log and (images / "inventory.img").exists()
+
+
 class LazyPages:
     """A ``criu lazy-pages`` daemon serving one restore's memory from its images.
 

@@ -1,0 +1,185 @@
+"""kill -9 of the server at each step of a lifecycle operation, then a restart.
+
+The server is started with ``CELLBOX_FAULT_POINT=<point>`` (``cellbox/faults.py``): it
+SIGKILLs itself when the operation reaches that point, leaving whatever was half done.
+The restarted server (``manager/reconcile.py``) must then have lost no sandbox, no
+named sandbox's files (a file written before the operation is read back, after a
+resume if the sandbox came back suspended), and leaked nothing on the host
+(``tests/leaks.py``, from the host's side), and the sandbox must be manageable again.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cellbox.manager.memstate import CLONE_TMPFS
+from cellbox.manager.store import Store
+
+from ..api.conftest import Api, ServerProcess
+from ..conftest import _missing_requirements
+from ..leaks import leftovers
+
+pytestmark = pytest.mark.root
+
+FILE = "/root/fault-marker.txt"
+# point -> the operation that reaches it
+POINTS = {
+    "create.after_record": "create",
+    "create.after_rootfs": "create",
+    "create.after_netns": "create",
+    "create.after_container": "create",
+    "create.after_running": "create",
+    "destroy.before_teardown": "destroy",
+    "destroy.after_container": "destroy",
+    "destroy.after_teardown": "destroy",
+    "suspend.after_status": "suspend",
+    "suspend.after_dump": "suspend",
+    "suspend.after_rename": "suspend",
+    "resume.after_lazy_pages": "resume",
+    "resume.after_restore": "resume",
+    "capture.after_pause": "snapshot",
+    "capture.after_rootfs": "snapshot",
+    "snapshot.after_capture": "snapshot",
+    "clone.after_capture": "clone",
+    "clone.after_restore": "clone",
+}
+
+
+@pytest.fixture(scope="module")
+def fault_server(settings) -> Iterator[ServerProcess]:
+    if reason := _missing_requirements(settings):
+        pytest.skip(reason)
+    log_path = Path(tempfile.gettempdir()) / f"cellbox-fault-server-{os.getpid()}.log"
+    log_path.unlink(missing_ok=True)
+    srv = ServerProcess(log_path)
+    try:
+        yield srv
+    finally:
+        srv.extra_env = {}
+        srv.stop()
+
+
+def _restart(srv: ServerProcess, point: str | None) -> None:
+    srv.stop()
+    srv.extra_env = {"CELLBOX_FAULT_POINT": point} if point else {}
+    srv.start()
+
+
+def _proxy(srv: ServerProcess, sid: str) -> httpx.Client:
+    return httpx.Client(base_url=f"http://127.0.0.1:{srv.proxy_port}", headers={"Host": f"{sid}.local"}, timeout=60)
+
+
+def _write_marker(srv: ServerProcess, sid: str, text: str) -> None:
+    with _proxy(srv, sid) as c:
+        assert c.put("/api/v1/files", params={"path": FILE}, content=text.encode()).status_code < 300
+
+
+def _read_marker(srv: ServerProcess, sid: str) -> str:
+    with _proxy(srv, sid) as c:
+        r = c.get("/api/v1/files", params={"path": FILE})
+        assert r.status_code == 200, r.text
+        return r.text
+
+
+def _find(api: Api, name: str) -> dict:
+    r = api.request("GET", "/sandboxes", params={"status": "all"})
+    found = [s for s in r.json()["sandboxes"] if s.get("name") == name]
+    assert found, f"sandbox {name} is lost: no record at all"
+    return found[-1]
+
+
+def _killed(srv: ServerProcess, call) -> None:
+    """Run ``call``: the server must die of SIGKILL at the armed point meanwhile."""
+    try:
+        call()
+    except httpx.HTTPError:
+        pass
+    assert srv.proc is not None
+    code = srv.proc.wait(60)
+    assert code == -9, f"the server did not reach the fault point (exit {code}):\n{srv.log_tail()}"
+
+
+def _criu_orphans(sid: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", f"criu.*{sid}"], capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines() if "pgrep" not in ln]
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_kill9_then_restart_loses_nothing(point: str, fault_server: ServerProcess, settings):
+    op = POINTS[point]
+    srv = fault_server
+    _restart(srv, point if op == "create" else None)
+    api = Api(srv)
+    name = f"fault-{secrets.token_hex(4)}"
+    text = f"written before {point}"
+    touched: set[str] = set()
+    try:
+        sid = None
+        if op != "create":
+            sid = api.create({"name": name})["sandbox_id"]
+            touched.add(sid)
+            _write_marker(srv, sid, text)
+            if op == "resume":
+                assert api.request("POST", f"/sandboxes/{sid}/suspend", params={"wait_ms": 60000}).status_code == 200
+            _restart(srv, point)
+        calls = {
+            "create": lambda: api.request("POST", "/sandboxes", json={"name": name}),
+            "destroy": lambda: api.delete(sid),
+            "suspend": lambda: api.request("POST", f"/sandboxes/{sid}/suspend", params={"wait_ms": 60000}),
+            "resume": lambda: api.request("POST", f"/sandboxes/{sid}/resume", params={"wait_ms": 60000}),
+            "snapshot": lambda: api.request("POST", f"/sandboxes/{sid}/snapshot", json={"snapshot_type": "memory"}),
+            "clone": lambda: api.request("POST", f"/sandboxes/{sid}/copy", params={"times": 1}),
+        }
+        _killed(srv, calls[op])
+        _restart(srv, None)
+
+        info = _find(api, name)
+        sid = info["id"]
+        touched.add(sid)
+        if op == "create":
+            # Either it was made (running) or it was cut short and cleaned (failed).
+            assert info["status"] in ("running", "failed"), info
+            if info["status"] == "failed":
+                assert leftovers(settings, {sid}) == {}
+        elif op == "destroy":
+            assert api.delete(sid).status_code == 200
+            assert api.get(sid)["status"] in ("terminated", "failed")
+        else:
+            assert info["status"] in ("running", "suspended"), info
+            if info["status"] == "suspended":
+                r = api.request("POST", f"/sandboxes/{sid}/resume", params={"wait_ms": 60000})
+                assert r.status_code == 200, r.text
+            assert _read_marker(srv, sid) == text, "the named sandbox's file is gone"
+            # A sandbox still manageable: suspend and resume it once more.
+            assert api.request("POST", f"/sandboxes/{sid}/suspend", params={"wait_ms": 60000}).status_code == 200
+            assert api.request("POST", f"/sandboxes/{sid}/resume", params={"wait_ms": 60000}).status_code == 200
+            assert _read_marker(srv, sid) == text
+            snaps = api.request("GET", f"/sandboxes/{sid}/snapshots").json()["snapshots"]
+            assert all(s["status"] != "in_progress" for s in snaps), snaps
+            for s in snaps:
+                api.request("DELETE", f"/snapshots/{s['snapshot_id']}")
+        # Copies a clone had started are found by their source (in the records) and destroyed.
+        store = Store(settings.db_path)
+        try:
+            touched.update(r.id for r in store.list() if r.extra.get("restored_from") == sid)
+        finally:
+            store.close()
+    finally:
+        for t in touched:
+            api.delete(t)
+        api.cleanup()
+    assert leftovers(settings, touched) == {}
+    assert not _criu_orphans(sid), "a CRIU helper outlived the operation"
+    # A clone's scratch (rootfs snapshot in the pool, memory images on tmpfs) is named
+    # after its source.
+    scratch = [p.name for p in (settings.pool / "snapshots").glob(f".clone-*{sid}*")]
+    scratch += [p.name for p in CLONE_TMPFS.glob(f"*{sid}*")] if CLONE_TMPFS.is_dir() else []
+    assert not scratch, f"clone scratch left behind: {scratch}"
