@@ -165,7 +165,7 @@ def test_kill9_then_restart_loses_nothing(point: str, fault_server: ServerProces
             snaps = api.request("GET", f"/sandboxes/{sid}/snapshots").json()["snapshots"]
             assert all(s["status"] != "in_progress" for s in snaps), snaps
             for s in snaps:
-                api.request("DELETE", f"/snapshots/{s['snapshot_id']}")
+                api.request("DELETE", f"/snapshots/{s['id']}")
         # Copies a clone had started are found by their source (in the records) and destroyed.
         store = Store(settings.db_path)
         try:

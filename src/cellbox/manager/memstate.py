@@ -20,11 +20,14 @@ Rules kept here (design notes §3):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import ipaddress
 import json
 import logging
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -221,6 +224,44 @@ class MemoryState:
                 snap.status, snap.error = SnapshotStatus.FAILED, "the server stopped during the snapshot"
                 self.snapshots.update(snap)
         self.m.store.update_if(rec, before)
+        return rec
+
+    async def recover_suspended(self, rec: SandboxRecord) -> SandboxRecord:
+        """Settle a ``suspended`` record whose resume a crash may have interrupted.
+
+        A container that runs was restored before the crash: it is running (its pages
+        may still be streaming in from the lazy-pages daemon the dead server started;
+        we wait for it, then drop the images as ``_finish_lazy`` would have). Otherwise
+        a daemon left waiting for a restore that never came is killed, and the record
+        stays suspended with its images, so the next resume works.
+        """
+        cid = ids.container(rec.id)
+        state_dir = self._state_dir(rec.id)
+        images = state_dir / "suspend"
+        daemons = checkpoint.lazy_daemons(images)
+        left: list[int] = []
+        state = await self.m.runc.state(cid)
+        if state is not None and state.status in ("running", "paused"):
+            left = await checkpoint.wait_gone(daemons, timeout=60)
+            if left:
+                log.warning("recover %s: lazy-pages %s still serving after 60 s", rec.id, left)
+            if state.status == "paused":
+                await checkpoint.resume(self.m.runc, cid)
+            rec.status, rec.init_pid = Status.RUNNING, state.pid
+            rec.extra["resumed_at"] = now_ms()
+            if not left:
+                await asyncio.to_thread(shutil.rmtree, images, True)
+        else:
+            for pid in daemons:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            await checkpoint.wait_gone(daemons, timeout=5)
+            if state is not None:  # created but never started by a cut-short restore
+                await self.m.runc.destroy(cid)
+        if not left:  # a daemon still serving keeps its work dir (its socket, its log)
+            for work in state_dir.glob("restore-*"):
+                await asyncio.to_thread(shutil.rmtree, work, True)
+        self.m.store.update_if(rec, Status.SUSPENDED)
         return rec
 
     # -- snapshots ----------------------------------------------------------------------
