@@ -41,6 +41,7 @@ from ..network.egress import Resolved
 from ..network.policy import EgressPolicy
 from ..runtime import bundle, checkpoint
 from ..storage import btrfs, rootfs
+from . import owner
 from .records import SandboxRecord, Status, now_ms
 from .snapshot_store import SnapshotRecord, SnapshotStatus, SnapshotStore, SnapshotType
 
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 CLONE_TMPFS = Path("/dev/shm/cellbox-clone")
+CLONE_PREFIX = ".clone-"
 
 
 class MemoryState:
@@ -264,6 +266,28 @@ class MemoryState:
         self.m.store.update_if(rec, Status.SUSPENDED)
         return rec
 
+    async def remove_clone_scratch(self) -> list[str]:
+        """Remove the scratch of clones whose process died mid-clone (a crash skips
+        ``clone``'s ``finally``): the rootfs snapshot in the pool, the memory on tmpfs.
+
+        Only names of the form ``<pid>_<start>-<source>-<id>`` are touched, and only
+        when that process is gone: a live process's clone in flight is left alone.
+        """
+        removed = []
+        candidates = [(p, p.name[len(CLONE_PREFIX):]) for p in (self.m.settings.pool / "snapshots").glob(CLONE_PREFIX + "*")]
+        if CLONE_TMPFS.is_dir():
+            candidates += [(p, p.name) for p in CLONE_TMPFS.iterdir()]
+        for path, tag in candidates:
+            creator = tag.split("-", 1)[0]
+            if "_" not in creator or owner.is_alive(creator.replace("_", ":")):
+                continue
+            if path.is_relative_to(self.m.settings.pool):
+                await self._remove_snapshot_files(path)
+            else:
+                await asyncio.to_thread(shutil.rmtree, path, True)
+            removed.append(path.name)
+        return removed
+
     # -- snapshots ----------------------------------------------------------------------
 
     async def _freeze_and_capture(self, rec: SandboxRecord, dest: Path, mem_dir: Path | None) -> int:
@@ -378,8 +402,10 @@ class MemoryState:
         if rec.status != Status.RUNNING:
             raise Conflict(f"sandbox {rec.id} is {rec.status.value}; only a running sandbox can be cloned",
                            code="INVALID_STATE")
-        tmp_id = ids.new_id()
-        tmp = self.m.settings.pool / "snapshots" / f".clone-{tmp_id}"
+        # Scratch names carry the cloning process and the source, so a crash's leftovers
+        # are found and removed at the next start (clone_scratch_orphans).
+        tmp_id = f"{owner.this_process().replace(':', '_')}-{rec.id}-{ids.new_id()}"
+        tmp = self.m.settings.pool / "snapshots" / f"{CLONE_PREFIX}{tmp_id}"
         # The memory images of a clone live only until the copies are up: keep them in
         # RAM (tmpfs), which halves the dump time of a 256 MiB sandbox (650 -> ~300 ms).
         mem_dir = CLONE_TMPFS / tmp_id

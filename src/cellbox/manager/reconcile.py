@@ -18,7 +18,8 @@ Two passes, both limited to what no live process is managing (``owner.py``):
    chain or published policy) whose ID has no
    record, or only a final one, is torn down by ID. A create inserts its record before
    it makes the first part and a destroy finalises the record only after the last
-   part is gone, so this never touches a live sandbox of another process.
+   part is gone, so this never touches a live sandbox of another process. The scratch
+   of a clone whose process died (``.clone-*`` in the pool, memory images on tmpfs) too.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ async def reconcile(manager: SandboxManager) -> Report:
             report.errors.append(f"{sid}: {exc}")
             log.warning("reconcile: removing leftovers of %s: %s", sid, exc)
     await _remove_orphan_veths(manager)
+    report.reclaimed.extend(await manager.memory.remove_clone_scratch())
     manager.egress.prune_links()
     log.info("reconcile: %s", report.summary())
     return report
