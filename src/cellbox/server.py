@@ -26,6 +26,7 @@ from typing import Any
 import uvicorn
 
 from .api import create_app
+from .api.http import MAX_HEAD, H11Protocol431
 from .config import Settings, load
 from .manager.reconcile import reconcile
 from .manager.sandboxes import SandboxManager
@@ -103,6 +104,8 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
         config = uvicorn.Config(
             create_app(service), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
             timeout_graceful_shutdown=10, server_header=False,
+            # 431 for a header flood, not uvicorn's plain 400 (api/http.py).
+            http=H11Protocol431, h11_max_incomplete_event_size=MAX_HEAD,
         )
         web = _Uvicorn(config)
         api_port = api_sock.getsockname()[1]

@@ -438,6 +438,9 @@ class SandboxService:
         rec = self.manager.get(ref, "default")
         if rec.namespace == WARM_NAMESPACE:  # not handed out yet: nobody's sandbox
             raise NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
+        if rec.status.is_final:  # the proxy answers 410 (proxy/errors.py)
+            raise NotFound(f"sandbox {rec.id} is {rec.status.value}: it no longer accepts requests",
+                           code="SANDBOX_TERMINATED")
         if rec.status in (Status.SUSPENDED, Status.SUSPENDING) and rec.auto_resume:
             rec = await self._resume(rec.id)
         ip, agent_port = self.manager.agent_address(rec)
