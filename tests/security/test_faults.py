@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,3 +194,112 @@ def test_kill9_then_restart_loses_nothing(point: str, fault_server: ServerProces
     scratch = [p.name for p in (settings.pool / "snapshots").glob(f".clone-*{sid}*")]
     scratch += [p.name for p in CLONE_TMPFS.glob(f"*{sid}*")] if CLONE_TMPFS.is_dir() else []
     assert not scratch, f"clone scratch left behind: {scratch}"
+
+
+# -- capacity and failures ---------------------------------------------------------------
+
+def test_full_pool_fails_creates_at_once_and_running_sandboxes_keep_working(fault_server, settings):
+    srv = fault_server
+    _restart(srv, None)
+    api = Api(srv)
+    try:
+        running = api.create({})["sandbox_id"]
+        # Every create now meets ENOSPC at its rootfs step, as with a full pool (the real
+        # pool is shared with other test runs: never fill it).
+        _restart(srv, "create.rootfs:enospc")
+        name = f"nospace-{secrets.token_hex(4)}"
+        r = api.request("POST", "/sandboxes", json={"name": name})
+        assert r.status_code == 507, r.text
+        assert r.json()["code"] == "NO_SPACE" and "pool is full" in r.json()["error"]
+        failed = _find(api, name)
+        assert failed["status"] == "failed" and failed["termination_reason"] == "startup_failed"
+        assert leftovers(settings, {failed["id"]}) == {}, "a create that failed left parts behind"
+        _write_marker(srv, running, "still writable")
+        assert _read_marker(srv, running) == "still writable"
+    finally:
+        api.cleanup()
+
+
+def test_agent_killed_from_the_host_is_reported_failed(fault_server, settings):
+    srv = fault_server
+    _restart(srv, None)
+    api = Api(srv)
+    try:
+        sid = api.create({})["sandbox_id"]
+        store = Store(settings.db_path)
+        try:
+            rec = store.get(sid)
+            assert rec is not None and rec.init_pid
+            pid = rec.init_pid
+        finally:
+            store.close()
+        os.kill(pid, signal.SIGKILL)  # the agent is the sandbox's PID 1; this is its host PID
+        info = api.wait_status(sid, "failed", timeout=30)  # the sweep looks every second
+        assert info["termination_reason"] == "exited", info
+        assert "init exited" in info["error_details"]["message"]
+        assert leftovers(settings, {sid}) == {}
+    finally:
+        api.cleanup()
+
+
+# Ballast that makes the dump take a while, so CRIU can be killed in the middle of it.
+BALLAST = "import time; b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096]); print('held', flush=True); time.sleep(600)"
+
+
+def _kill_criu_dump(stop: threading.Event, killed: list[int]) -> None:
+    """Kill -9 the CRIU that runc runs for a dump (``criu swrk``, a child of ``runc checkpoint``)."""
+    while not stop.is_set() and not killed:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+                parent = Path(f"/proc/{ppid}/cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):
+                continue
+            if argv[0].endswith(b"criu") and b"swrk" in argv and b"checkpoint" in parent and stop.sid in parent:
+                os.kill(int(entry), signal.SIGKILL)
+                killed.append(int(entry))
+                return
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("how", ["criu-killed-mid-dump", "fault-point"])
+def test_checkpoint_failure_keeps_the_sandbox_running(how, fault_server, settings):
+    srv = fault_server
+    _restart(srv, "suspend.dump:fail" if how == "fault-point" else None)
+    api = Api(srv)
+    name = f"nodump-{secrets.token_hex(4)}"
+    try:
+        sid = api.create({"name": name})["sandbox_id"]
+        _write_marker(srv, sid, "before")
+        stop, killed = threading.Event(), []
+        if how == "criu-killed-mid-dump":
+            with _proxy(srv, sid) as c:
+                r = c.post("/api/v1/processes", json={"command": "python3", "args": ["-c", BALLAST]})
+                assert r.status_code < 300, r.text
+                pid = r.json()["pid"]
+                deadline = time.monotonic() + 30
+                while b"held" not in c.get(f"/api/v1/processes/{pid}/output").content:
+                    assert time.monotonic() < deadline, "the tenant's process never filled its memory"
+                    time.sleep(0.2)
+            stop.sid = sid.encode()  # type: ignore[attr-defined]
+            killer = threading.Thread(target=_kill_criu_dump, args=(stop, killed), daemon=True)
+            killer.start()
+        r = api.request("POST", f"/sandboxes/{sid}/suspend", params={"wait_ms": 60000})
+        stop.set()
+        if how == "criu-killed-mid-dump":
+            assert killed, "CRIU was not caught during the dump"
+        assert r.status_code == 409, r.text
+        assert r.json()["code"] == "SUSPEND_FAILED" and "runs on" in r.json()["error"]
+        assert api.get(sid)["status"] == "running"
+        assert _read_marker(srv, sid) == "before"
+        _write_marker(srv, sid, "after")  # it answers, and writes
+        assert _read_marker(srv, sid) == "after"
+        assert not [p for p in (settings.sandboxes_dir / sid).glob("suspend*")], "a partial dump was left"
+        if how == "criu-killed-mid-dump":  # the tenant's process was not harmed either
+            with _proxy(srv, sid) as c:
+                assert c.get(f"/api/v1/processes/{pid}").json()["status"] == "running"
+    finally:
+        api.cleanup()

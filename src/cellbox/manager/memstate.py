@@ -103,9 +103,15 @@ class MemoryState:
                     if state.status == "paused":
                         await checkpoint.resume(self.m.runc, ids.container(rec.id))
                     rec.status = Status.RUNNING  # as it was
-                else:
-                    rec.status, rec.error = Status.FAILED, f"suspend failed and the sandbox stopped: {exc}"
-                    rec.terminated_at, rec.termination_reason = now_ms(), "suspend_failed"
+                    self.m.store.update(rec)
+                    if isinstance(exc, Exception):
+                        # 409: the sandbox is running and could not be suspended as it is
+                        # (the SDK then GETs it, sees "running" and raises with this text).
+                        raise Conflict(f"suspend failed, the sandbox runs on as it was: {exc}",
+                                       code="SUSPEND_FAILED") from exc
+                    raise
+                rec.status, rec.error = Status.FAILED, f"suspend failed and the sandbox stopped: {exc}"
+                rec.terminated_at, rec.termination_reason = now_ms(), "suspend_failed"
                 self.m.store.update(rec)
                 raise
             faults.hit("suspend.after_dump")

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from .. import ids
-from ..errors import CellboxError, Conflict, InvalidRequest, NotFound
+from ..errors import CellboxError, Conflict, InvalidRequest, NoSpace, NotFound
 from .records import SandboxRecord, Status, now_ms
 from ..network.policy import EgressPolicy
 from .sandboxes import CreateSpec, SandboxManager
@@ -146,9 +146,12 @@ class SandboxService:
             if task.done():
                 try:
                     return self._fresh(task.result())
-                except Exception:
+                except Exception as exc:
                     rec = self.store.get(sid)
-                    if rec is None:  # failed before anything was made: a plain error
+                    # Failed before anything was made: a plain error. A full pool too (507,
+                    # errors.NoSpace): it is the host's state, not this sandbox's, and the
+                    # client should learn it from the status; the record stays, failed.
+                    if rec is None or isinstance(exc, NoSpace):
                         raise
                     return rec  # failed while building: a failed sandbox
             rec = self.store.get(sid)
