@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cellbox.config import load
 from cellbox.manager.memstate import CLONE_TMPFS
 from cellbox.manager.store import Store
 
@@ -101,10 +102,15 @@ def _read_marker(srv: ServerProcess, sid: str) -> str:
 
 
 def _find(api: Api, name: str) -> dict:
-    r = api.request("GET", "/sandboxes", params={"status": "all"})
-    found = [s for s in r.json()["sandboxes"] if s.get("name") == name]
+    """The newest record named ``name``, final ones too (a list page would stop at 1000
+    of the shared database's records), as the API shows it."""
+    store = Store(load().db_path)
+    try:
+        found = [r for r in store.list("default") if r.name == name]
+    finally:
+        store.close()
     assert found, f"sandbox {name} is lost: no record at all"
-    return found[-1]
+    return api.get(max(found, key=lambda r: r.created_at).id)
 
 
 def _killed(srv: ServerProcess, call) -> None:

@@ -409,7 +409,7 @@ class MemoryState:
             raise Conflict(f"sandbox {rec.id} is {rec.status.value}; only a running sandbox can be cloned",
                            code="INVALID_STATE")
         # Scratch names carry the cloning process and the source, so a crash's leftovers
-        # are found and removed at the next start (clone_scratch_orphans).
+        # are found and removed at the next start (remove_clone_scratch).
         tmp_id = f"{owner.this_process().replace(':', '_')}-{rec.id}-{ids.new_id()}"
         tmp = self.m.settings.pool / "snapshots" / f"{CLONE_PREFIX}{tmp_id}"
         # The memory images of a clone live only until the copies are up: keep them in
