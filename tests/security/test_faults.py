@@ -252,9 +252,18 @@ def test_agent_killed_from_the_host_is_reported_failed(fault_server, settings):
 BALLAST = "import time; b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096]); print('held', flush=True); time.sleep(600)"
 
 
-def _kill_criu_dump(stop: threading.Event, killed: list[int]) -> None:
-    """Kill -9 the CRIU that runc runs for a dump (``criu swrk``, a child of ``runc checkpoint``)."""
+def _kill_criu_dump(stop: threading.Event, killed: list[int], dump_log: Path) -> None:
+    """Kill -9 the CRIU that runc runs for a dump (``criu swrk``, a child of ``runc checkpoint``),
+    once the dump has begun (its log is being written: runc also runs a short-lived CRIU
+    first, to check its version and features)."""
     while not stop.is_set() and not killed:
+        try:
+            begun = dump_log.stat().st_size > 0
+        except OSError:
+            begun = False
+        if not begun:
+            time.sleep(0.002)
+            continue
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -291,7 +300,8 @@ def test_checkpoint_failure_keeps_the_sandbox_running(how, fault_server, setting
                     assert time.monotonic() < deadline, "the tenant's process never filled its memory"
                     time.sleep(0.2)
             stop.sid = sid.encode()  # type: ignore[attr-defined]
-            killer = threading.Thread(target=_kill_criu_dump, args=(stop, killed), daemon=True)
+            dump_log = settings.sandboxes_dir / sid / "suspend.new" / "work" / "dump.log"
+            killer = threading.Thread(target=_kill_criu_dump, args=(stop, killed, dump_log), daemon=True)
             killer.start()
         r = api.request("POST", f"/sandboxes/{sid}/suspend", params={"wait_ms": 60000})
         stop.set()
