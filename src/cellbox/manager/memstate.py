@@ -94,7 +94,7 @@ class MemoryState:
             faults.hit("suspend.after_status")
             try:
                 faults.hit("suspend.dump")  # :fail = CRIU failing mid-dump
-                timing = await checkpoint.checkpoint(self.m.runc, ids.container(rec.id), new, leave_running=False)
+                timing = await self._dump(rec.id, new)
             except BaseException as exc:
                 shutil.rmtree(new, ignore_errors=True)
                 state = await self.m.runc.state(ids.container(rec.id))
@@ -127,6 +127,24 @@ class MemoryState:
             rec.extra["suspend_image_bytes"] = timing.image_bytes
             self.m.store.update(rec)
             return rec
+
+    async def _dump(self, sandbox_id: str, images: Path) -> checkpoint.Timing:
+        """``runc checkpoint`` into ``images``; a runc error after a dump CRIU finished is
+        not a failure: the images are whole and the tasks are gone.
+
+        Seen under load: runc answered "container still running" after CRIU's
+        "Dumping finished successfully" (it looked before the init was reaped); the
+        sandbox was then reported running with its processes dead and its dump deleted,
+        and the sweep failed it and removed its files.
+        """
+        try:
+            return await checkpoint.checkpoint(self.m.runc, ids.container(sandbox_id), images, leave_running=False)
+        except Exception as exc:
+            if not checkpoint.dump_complete(images):
+                raise
+            log.warning("suspend %s: runc failed after a complete dump, keeping it: %s", sandbox_id, exc)
+            await self.m.runc.destroy(ids.container(sandbox_id))
+            return checkpoint.Timing(0.0, checkpoint.dir_bytes(images))
 
     async def resume(self, ref: str, namespace: str = "default") -> SandboxRecord:
         rec = self.m.get(ref, namespace)

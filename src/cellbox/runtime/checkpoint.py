@@ -47,7 +47,7 @@ class Timing:
     image_bytes: int
 
 
-def _dir_bytes(path: Path) -> int:
+def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
@@ -72,7 +72,7 @@ async def checkpoint(runc: Runc, container_id: str, images: Path, *, leave_runni
     if res.returncode != 0:
         raise CommandFailed(["runc", "checkpoint", container_id], res.returncode,
                             res.stderr.strip()[-500:] + "\n" + _log_errors(work / "dump.log"))
-    return Timing(time.perf_counter() - t0, _dir_bytes(images))
+    return Timing(time.perf_counter() - t0, dir_bytes(images))
 
 
 def dump_complete(images: Path) -> bool:
