@@ -12,6 +12,7 @@ errors to responses in one place and never picks status codes itself::
     ├── Conflict (409, CONFLICT)                   name taken, wrong state for the operation
     ├── LimitExceeded (429, LIMIT_EXCEEDED)        no free address, too many sandboxes
     │   └── RateLimited (429, RATE_LIMITED)        too many creates a minute (Retry-After)
+    ├── NoSpace (507, NO_SPACE)                    the storage pool is full
     └── InternalFailure (500, INTERNAL)            a host tool failed; carries its stderr
         └── CommandFailed                          a subprocess exited non-zero
 """
@@ -94,6 +95,16 @@ class RateLimited(LimitExceeded):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(max(1, retry_after))}
+class NoSpace(CellboxError):
+    """Raised when the storage pool has no room for a new sandbox (507).
+
+    507 Insufficient Storage, not 503: it names the problem, and clients (the
+    Tensorlake SDK retries 429/502/503/504) should not hammer a full pool with retries;
+    space comes back only when someone deletes sandboxes or snapshots.
+    """
+
+    status = 507
+    code = "NO_SPACE"
 
 
 class InternalFailure(CellboxError):

@@ -30,6 +30,7 @@ from .api import create_app
 from .auth.door import Door
 from .auth.guard import proxy_resolver
 from .auth.tls import is_loopback, server_context
+from .api.http import MAX_HEAD, H11Protocol431
 from .config import Settings, load
 from .manager.reconcile import reconcile
 from .manager.sandboxes import SandboxManager
@@ -151,6 +152,8 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
         config = uvicorn.Config(
             create_app(service, door), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
             timeout_graceful_shutdown=10, server_header=False, **tls,
+            # 431 for a header flood, not uvicorn's plain 400 (api/http.py).
+            http=H11Protocol431, h11_max_incomplete_event_size=MAX_HEAD,
         )
         web = _Uvicorn(config)
         api_port = api_sock.getsockname()[1]

@@ -53,12 +53,13 @@ class ServerProcess:
         self.api_port, self.proxy_port = free_port(), free_port()
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_env: dict[str, str] = {}  # e.g. CELLBOX_FAULT_POINT (tests/security/test_faults.py)
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.proxy_url = f"http://localhost:{self.proxy_port}"
 
     def start(self, timeout: float = 90) -> None:
         exe = Path(sys.executable).parent / "cellbox"
-        env = {**os.environ, "CELLBOX_WARM_POOL": "0"}
+        env = {**os.environ, "CELLBOX_WARM_POOL": "0", **self.extra_env}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(exe), "server", "--host", "127.0.0.1", "--api-port", str(self.api_port),

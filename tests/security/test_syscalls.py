@@ -378,9 +378,6 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.xfail(strict=True, reason="ptrace and process_vm_* stay allowed as in moby (kernel >= 4.8: "
-                   "a tracer cannot bypass seccomp); PID 1 is protected by the agent making itself "
-                   "non-dumpable (walls issue, hole 8, another branch)")
 def test_tenant_cannot_ptrace_or_read_the_agent(box):
     sb, rec = box
     out = run_python_json(sb, rec, PTRACE_PID1)

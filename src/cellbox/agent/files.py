@@ -262,4 +262,23 @@ def os_error(exc: OSError, path: Any) -> APIError:
         return APIError(507, "NO_SPACE", f"no space left on device: {path}")
     if code == errno.ENOTEMPTY:
         return APIError(409, "NOT_EMPTY", f"directory not empty: {path}")
-    return APIError(500, "IO_ERROR", f"{exc.strerror or exc}: {path}")
+    # What a client's path can provoke is the client's problem (4xx), never ours: a name
+    # over NAME_MAX (255) or a path over PATH_MAX, a mount point or a running binary.
+    if code == errno.ENAMETOOLONG:
+        return APIError(400, "NAME_TOO_LONG", f"file name or path too long (a name is at most 255 bytes, "
+                                              f"a path 4095): {_clip(path)}")
+    if code in (errno.EBUSY, errno.ETXTBSY):
+        return APIError(409, "BUSY", f"{exc.strerror}: {_clip(path)} (a mount point or a file in use)")
+    if code == errno.EXDEV:
+        return APIError(409, "CROSS_DEVICE", f"{exc.strerror}: {_clip(path)}")
+    if code == errno.EFBIG:
+        return APIError(413, "FILE_TOO_LARGE", f"{exc.strerror}: {_clip(path)}")
+    if code in (errno.EINVAL, errno.ENXIO, errno.ENODEV, errno.EOPNOTSUPP, errno.EMLINK):
+        return APIError(400, "INVALID_PATH", f"{exc.strerror}: {_clip(path)}")
+    return APIError(500, "IO_ERROR", f"{exc.strerror or exc}: {_clip(path)}")
+
+
+def _clip(path: Any, limit: int = 200) -> str:
+    """A path short enough for an error message (a 5,000-character one echoed back is noise)."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

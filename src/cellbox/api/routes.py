@@ -63,12 +63,25 @@ async def create_sandbox(
 ) -> JSONResponse:
     """Create a sandbox. Blocks until it runs (200) unless ``wait`` is false (202) or
     the client's time budget runs out (200 with ``status: pending``)."""
-    body = body or CreateSandboxRequest()
+    body = await _optional_body(request, body, CreateSandboxRequest)
     svc = _service(request)
     rec = await svc.create(
         body.to_options(_namespace(request)), wait=body.wait, budget=_budget(timeout_ms, grace_ms)
     )
     return JSONResponse(render.create_response(rec, svc.proxy_url), status_code=200 if body.wait else 202)
+
+
+async def _optional_body(request: Request, body: Any, model: type[Any]) -> Any:
+    """The parsed body, or the model's defaults when there was no body at all.
+
+    FastAPI gives None both for an empty body and for a JSON ``null``; only the first
+    means "all defaults": ``null`` is a client bug and must not create a sandbox.
+    """
+    if body is not None:
+        return body
+    if (await request.body()).strip():
+        raise InvalidRequest("body: must be a JSON object (or empty), not null")
+    return model()
 
 
 async def list_sandboxes(
@@ -169,7 +182,7 @@ async def snapshot_sandbox(
     request: Request, sandbox_id: SandboxRef, body: Annotated[SnapshotRequest | None, Body()] = None
 ) -> JSONResponse:
     """Snapshot a running sandbox: its files, or files and memory from one instant."""
-    body = body or SnapshotRequest()
+    body = await _optional_body(request, body, SnapshotRequest)
     snap = await _service(request).snapshot(sandbox_id, _namespace(request), SnapshotType(body.kind()))
     return JSONResponse({"snapshot_id": snap.id, "status": snap.status.value})
 

@@ -20,16 +20,19 @@ Rules kept here (design notes §3):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import ipaddress
 import json
 import logging
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import _proc, ids
+from .. import _proc, faults, ids
 from .._undo import Undo
 from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, NotFound
 from ..network import netns
@@ -39,6 +42,7 @@ from ..network.policy import EgressPolicy
 from ..runtime import bundle, checkpoint
 from ..storage import btrfs, rootfs
 from . import agent_client
+from . import owner
 from .records import SandboxRecord, Status, now_ms
 from .snapshot_store import SnapshotRecord, SnapshotStatus, SnapshotStore, SnapshotType
 
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 CLONE_TMPFS = Path("/dev/shm/cellbox-clone")
+CLONE_PREFIX = ".clone-"
 
 
 class SuspendFailed(Conflict):
@@ -99,8 +104,10 @@ class MemoryState:
             shutil.rmtree(new, ignore_errors=True)
             rec.status = Status.SUSPENDING
             self.m.store.update(rec)
+            faults.hit("suspend.after_status")
             try:
-                timing = await checkpoint.checkpoint(self.m.runc, ids.container(rec.id), new, leave_running=False)
+                faults.hit("suspend.dump")  # :fail = CRIU failing mid-dump
+                timing = await self._dump(rec.id, new)
             except BaseException as exc:
                 shutil.rmtree(new, ignore_errors=True)
                 state = await self.m.runc.state(ids.container(rec.id))
@@ -122,11 +129,13 @@ class MemoryState:
                 if isinstance(exc, Exception):
                     raise failure from None
                 raise
+            faults.hit("suspend.after_dump")
             if rec.ip:
                 await netns.drop_host_connections(rec.ip)
             final = state_dir / "suspend"
             shutil.rmtree(final, ignore_errors=True)
             new.rename(final)  # the dump is complete: from here on, resume can use it
+            faults.hit("suspend.after_rename")
             rec = self.m.get(rec.id)
             rec.status, rec.init_pid = Status.SUSPENDED, None
             rec.extra.pop("last_error", None)
@@ -134,6 +143,24 @@ class MemoryState:
             rec.extra["suspend_image_bytes"] = timing.image_bytes
             self.m.store.update(rec)
             return rec
+
+    async def _dump(self, sandbox_id: str, images: Path) -> checkpoint.Timing:
+        """``runc checkpoint`` into ``images``; a runc error after a dump CRIU finished is
+        not a failure: the images are whole and the tasks are gone.
+
+        Seen under load: runc answered "container still running" after CRIU's
+        "Dumping finished successfully" (it looked before the init was reaped); the
+        sandbox was then reported running with its processes dead and its dump deleted,
+        and the sweep failed it and removed its files.
+        """
+        try:
+            return await checkpoint.checkpoint(self.m.runc, ids.container(sandbox_id), images, leave_running=False)
+        except Exception as exc:
+            if not checkpoint.dump_complete(images):
+                raise
+            log.warning("suspend %s: runc failed after a complete dump, keeping it: %s", sandbox_id, exc)
+            await self.m.runc.destroy(ids.container(sandbox_id))
+            return checkpoint.Timing(0.0, checkpoint.dir_bytes(images))
 
     async def resume(self, ref: str, namespace: str = "default") -> SandboxRecord:
         rec = self.m.get(ref, namespace)
@@ -160,9 +187,11 @@ class MemoryState:
             rootfs.prepare_mount_points(rootfs.path(self.m.settings.pool, rec.id), bundle.mount_points(cfg))
             work = state_dir / f"restore-{int(time.time() * 1000)}"
             lazy = await checkpoint.LazyPages.start(images, work)
+            faults.hit("resume.after_lazy_pages")
             try:
                 rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(rec.id), state_dir, images,
                                                         work, lazy=lazy)
+                faults.hit("resume.after_restore")
                 await self.m._wait_agent(rec, work / "restore.log")
                 await self._rotate_key(rec, agent_client.key_of(rec))
             except BaseException:
@@ -238,6 +267,13 @@ class MemoryState:
             if state.status == "paused":
                 await checkpoint.resume(self.m.runc, cid)
             rec.status = Status.RUNNING
+        elif before == Status.SUSPENDING and checkpoint.dump_complete(self._state_dir(rec.id) / "suspend.new"):
+            # The crash came after a successful dump (which stopped the container) but
+            # before the rename that publishes it: publish it now.
+            final = self._state_dir(rec.id) / "suspend"
+            shutil.rmtree(final, ignore_errors=True)
+            (self._state_dir(rec.id) / "suspend.new").rename(final)
+            rec.status, rec.init_pid = Status.SUSPENDED, None
         elif before == Status.SUSPENDING and (self._state_dir(rec.id) / "suspend" / "inventory.img").exists():
             rec.status, rec.init_pid = Status.SUSPENDED, None
         else:
@@ -254,6 +290,66 @@ class MemoryState:
         self.m.store.update_if(rec, before)
         return rec
 
+    async def recover_suspended(self, rec: SandboxRecord) -> SandboxRecord:
+        """Settle a ``suspended`` record whose resume a crash may have interrupted.
+
+        A container that runs was restored before the crash: it is running (its pages
+        may still be streaming in from the lazy-pages daemon the dead server started;
+        we wait for it, then drop the images as ``_finish_lazy`` would have). Otherwise
+        a daemon left waiting for a restore that never came is killed, and the record
+        stays suspended with its images, so the next resume works.
+        """
+        cid = ids.container(rec.id)
+        state_dir = self._state_dir(rec.id)
+        images = state_dir / "suspend"
+        daemons = checkpoint.lazy_daemons(images)
+        left: list[int] = []
+        state = await self.m.runc.state(cid)
+        if state is not None and state.status in ("running", "paused"):
+            left = await checkpoint.wait_gone(daemons, timeout=60)
+            if left:
+                log.warning("recover %s: lazy-pages %s still serving after 60 s", rec.id, left)
+            if state.status == "paused":
+                await checkpoint.resume(self.m.runc, cid)
+            rec.status, rec.init_pid = Status.RUNNING, state.pid
+            rec.extra["resumed_at"] = now_ms()
+            if not left:
+                await asyncio.to_thread(shutil.rmtree, images, True)
+        else:
+            for pid in daemons:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            await checkpoint.wait_gone(daemons, timeout=5)
+            if state is not None:  # created but never started by a cut-short restore
+                await self.m.runc.destroy(cid)
+        if not left:  # a daemon still serving keeps its work dir (its socket, its log)
+            for work in state_dir.glob("restore-*"):
+                await asyncio.to_thread(shutil.rmtree, work, True)
+        self.m.store.update_if(rec, Status.SUSPENDED)
+        return rec
+
+    async def remove_clone_scratch(self) -> list[str]:
+        """Remove the scratch of clones whose process died mid-clone (a crash skips
+        ``clone``'s ``finally``): the rootfs snapshot in the pool, the memory on tmpfs.
+
+        Only names of the form ``<pid>_<start>-<source>-<id>`` are touched, and only
+        when that process is gone: a live process's clone in flight is left alone.
+        """
+        removed = []
+        candidates = [(p, p.name[len(CLONE_PREFIX):]) for p in (self.m.settings.pool / "snapshots").glob(CLONE_PREFIX + "*")]
+        if CLONE_TMPFS.is_dir():
+            candidates += [(p, p.name) for p in CLONE_TMPFS.iterdir()]
+        for path, tag in candidates:
+            creator = tag.split("-", 1)[0]
+            if "_" not in creator or owner.is_alive(creator.replace("_", ":")):
+                continue
+            if path.is_relative_to(self.m.settings.pool):
+                await self._remove_snapshot_files(path)
+            else:
+                await asyncio.to_thread(shutil.rmtree, path, True)
+            removed.append(path.name)
+        return removed
+
     # -- snapshots ----------------------------------------------------------------------
 
     async def _freeze_and_capture(self, rec: SandboxRecord, dest: Path, mem_dir: Path | None) -> int:
@@ -266,7 +362,9 @@ class MemoryState:
         dest.mkdir(parents=True, exist_ok=True)
         await checkpoint.pause(self.m.runc, cid)
         try:
+            faults.hit("capture.after_pause")
             await btrfs.snapshot(rootfs.path(self.m.settings.pool, rec.id), dest / "rootfs", readonly=True)
+            faults.hit("capture.after_rootfs")
             if mem_dir is not None:
                 timing = await checkpoint.checkpoint(self.m.runc, cid, mem_dir, leave_running=True)
                 return timing.image_bytes
@@ -306,6 +404,7 @@ class MemoryState:
             try:
                 mem_dir = dest / "mem" if snapshot_type == SnapshotType.MEMORY else None
                 image_bytes = await self._freeze_and_capture(rec, dest, mem_dir)
+                faults.hit("snapshot.after_capture")
                 (dest / "manifest.json").write_text(json.dumps(snap.source))
                 (dest / "manifest.json").chmod(0o600)  # its bundle config holds the agent's secret
             except BaseException as exc:
@@ -366,14 +465,17 @@ class MemoryState:
         if rec.status != Status.RUNNING:
             raise Conflict(f"sandbox {rec.id} is {rec.status.value}; only a running sandbox can be cloned",
                            code="INVALID_STATE")
-        tmp_id = ids.new_id()
-        tmp = self.m.settings.pool / "snapshots" / f".clone-{tmp_id}"
+        # Scratch names carry the cloning process and the source, so a crash's leftovers
+        # are found and removed at the next start (remove_clone_scratch).
+        tmp_id = f"{owner.this_process().replace(':', '_')}-{rec.id}-{ids.new_id()}"
+        tmp = self.m.settings.pool / "snapshots" / f"{CLONE_PREFIX}{tmp_id}"
         # The memory images of a clone live only until the copies are up: keep them in
         # RAM (tmpfs), which halves the dump time of a 256 MiB sandbox (650 -> ~300 ms).
         mem_dir = CLONE_TMPFS / tmp_id
         try:
             async with self._lock(rec.id):
                 await self._freeze_and_capture(rec, tmp, mem_dir)
+            faults.hit("clone.after_capture")
             manifest = self._manifest(rec, SnapshotType.MEMORY)
             sem = asyncio.Semaphore(2)
 
@@ -464,6 +566,7 @@ class MemoryState:
         if memory:
             work = state_dir / "restore"
             rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(sid), state_dir, mem_dir, work)
+            faults.hit("clone.after_restore")
             # The UTS namespace came back with the source's hostname.
             await _proc.run(["nsenter", "--target", str(rec.init_pid), "--uts", "hostname", sid])
             shutil.rmtree(work, ignore_errors=True)

@@ -8,7 +8,9 @@ Two passes, both limited to what no live process is managing (``owner.py``):
    ``pending`` record is a create the crash interrupted: its parts are torn down and
    it becomes ``failed`` (``startup_interrupted``). A ``suspending``/``snapshotting``
    record (a crash mid-capture) is settled from the host by ``memstate.recover``:
-   running as it was, suspended if its image is complete, else ``failed``. A
+   running as it was, suspended if its image is complete, else ``failed``; a
+   ``suspended`` one by ``memstate.recover_suspended`` (running if a resume got as far
+   as restoring it, else suspended, without the resume's leftover CRIU daemon). A
    warm-pool sandbox of a dead server is destroyed: the new server's pool builds its own;
    so are the helpers of image jobs (pre-boot sandboxes, build networks).
 2. **Leftovers.** Every host object named after a sandbox ID (runc container under our
@@ -16,7 +18,8 @@ Two passes, both limited to what no live process is managing (``owner.py``):
    chain or published policy) whose ID has no
    record, or only a final one, is torn down by ID. A create inserts its record before
    it makes the first part and a destroy finalises the record only after the last
-   part is gone, so this never touches a live sandbox of another process.
+   part is gone, so this never touches a live sandbox of another process. The scratch
+   of a clone whose process died (``.clone-*`` in the pool, memory images on tmpfs) too.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ async def reconcile(manager: SandboxManager) -> Report:
     for veth in await walls.prune(manager.settings,
                                   lambda: {ids.host_veth(r.id) for r in manager.store.list(live_only=True)}):
         log.info("reconcile: removed the walls of orphan port %s", veth)
+    report.reclaimed.extend(await manager.memory.remove_clone_scratch())
     manager.egress.prune_links()
     log.info("reconcile: %s", report.summary())
     return report
@@ -107,7 +111,8 @@ async def _reconcile_record(manager: SandboxManager, rec: SandboxRecord, report:
     elif rec.status in (Status.SUSPENDING, Status.SNAPSHOTTING):  # a crash mid-capture
         rec = await manager.memory.recover(rec)
         (report.failed if rec.status == Status.FAILED else report.adopted).append(rec.id)
-    else:  # suspended: nothing runs; its images are checked when it resumes
+    else:  # suspended, or a resume the crash cut short (memstate.recover_suspended)
+        await manager.memory.recover_suspended(rec)
         report.adopted.append(rec.id)
 
 

@@ -10,6 +10,7 @@ from the ID, so it also cleans up after a crash that left only some of the parts
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import os
@@ -20,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import ids
+from .. import faults, ids
 from .._undo import Undo
 from ..config import Settings
-from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, LimitExceeded, NotFound
+from ..errors import CellboxError, CommandFailed, Conflict, InternalFailure, InvalidRequest, LimitExceeded, NoSpace, NotFound
 from ..network import dns, netns
 from ..network.egress import EgressControl, Resolved
 from ..network.policy import EgressPolicy
@@ -267,6 +268,7 @@ class SandboxManager:
         if spec.network is not None:
             rec.extra["network_policy"] = spec.network.to_wire()
         await self._allocate(rec)
+        faults.hit("create.after_record")
         undo = Undo()
         try:
             await self._build(rec, image.rootfs, tree, pool, undo, spec.network, resolved, spec.cpu_shares,
@@ -293,13 +295,19 @@ class SandboxManager:
         state_dir.mkdir(parents=True, exist_ok=True)
         undo.push("state dir", lambda: _rmtree(state_dir))
 
-        root = await rootfs.create(pool, sid, image_rootfs, rec.disk_mb - rec.extra["image_mb"])
-        undo.push("rootfs", lambda: rootfs.remove(pool, sid))
-        rootfs.write_identity(root, hostname=sid, nameserver=str(self.settings.gateway))
+        try:
+            faults.hit("create.rootfs")  # CELLBOX_FAULT_POINT=create.rootfs:enospc: a full pool
+            root = await rootfs.create(pool, sid, image_rootfs, rec.disk_mb - rec.extra["image_mb"])
+            undo.push("rootfs", lambda: rootfs.remove(pool, sid))
+            rootfs.write_identity(root, hostname=sid, nameserver=str(self.settings.gateway))
+        except (OSError, CommandFailed) as exc:
+            raise no_space(exc) or exc
+        faults.hit("create.after_rootfs")
 
         await netns.create(self.settings, sid, ipaddress.IPv4Address(rec.ip))
         undo.push("netns", lambda: netns.destroy(self.settings, sid, ipaddress.IPv4Address(rec.ip)))
         await self.apply_egress(rec, network, resolved, undo)
+        faults.hit("create.after_netns")
 
         key = agent_client.new_key()  # this agent's own secret (agent/auth.py)
         rec.extra[agent_client.KEY_FIELD] = key
@@ -316,9 +324,11 @@ class SandboxManager:
         bundle.write(state_dir, cfg)
         undo.push("container", lambda: self.runc.destroy(ids.container(sid)))
         rec.init_pid = await self.runc.run_detached(ids.container(sid), state_dir)
+        faults.hit("create.after_container")
         await self._wait_agent(rec, state_dir / "runc.log")
         rec.status = Status.RUNNING
         self.store.update(rec)
+        faults.hit("create.after_running")
 
     async def apply_egress(self, rec: SandboxRecord, network: EgressPolicy | None,
                            resolved: Resolved | None, undo: Undo) -> None:
@@ -365,7 +375,9 @@ class SandboxManager:
         if rec.status.is_final:
             return rec
         oom = cgroups.oom_kills(ids.cgroup_path(rec.id))
+        faults.hit("destroy.before_teardown")
         await self.teardown(rec.id)
+        faults.hit("destroy.after_teardown")
         rec.status = Status.TERMINATED
         rec.terminated_at = now_ms()
         rec.termination_reason = reason
@@ -382,6 +394,7 @@ class SandboxManager:
         address = ipaddress.IPv4Address(rec.ip) if rec is not None and rec.ip else None
         for step in (
             lambda: self.runc.destroy(ids.container(sandbox_id)),
+            lambda: _fault("destroy.after_container"),
             lambda: netns.destroy(self.settings, sandbox_id, address),
             lambda: self.egress.remove(sandbox_id),
             lambda: rootfs.remove(pool, sandbox_id),
@@ -408,6 +421,20 @@ class SandboxManager:
             rec.error = "the sandbox's init was OOM-killed" if oom else "the sandbox's init exited"
             self.store.update(rec)
         return rec
+
+
+async def _fault(point: str) -> None:
+    faults.hit(point)
+
+
+def no_space(exc: BaseException) -> NoSpace | None:
+    """A full pool, seen as ENOSPC/EDQUOT from a call or in a btrfs tool's stderr."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace("the storage pool is full: no room for a new sandbox's root filesystem "
+                       "(delete sandboxes or snapshots, or grow the pool)")
+    if isinstance(exc, CommandFailed) and "No space left on device" in exc.message:
+        return NoSpace(f"the storage pool is full: {exc.message}")
+    return None
 
 
 def _alive(pid: int) -> bool:

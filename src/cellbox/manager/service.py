@@ -26,7 +26,8 @@ from typing import Any
 from .. import ids
 from ..auth.door import Door
 from ..auth.keys import Principal
-from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, NotFound, QuotaExceeded, RateLimited
+from ..errors import (CellboxError, Conflict, InternalFailure, InvalidRequest, NoSpace, NotFound, QuotaExceeded,
+                      RateLimited)
 from . import agent_client
 from .records import SandboxRecord, Status, now_ms
 from ..network.policy import EgressPolicy
@@ -243,9 +244,12 @@ class SandboxService:
             if task.done():
                 try:
                     return self._fresh(task.result())
-                except Exception:
+                except Exception as exc:
                     rec = self.store.get(sid)
-                    if rec is None:  # failed before anything was made: a plain error
+                    # Failed before anything was made: a plain error. A full pool too (507,
+                    # errors.NoSpace): it is the host's state, not this sandbox's, and the
+                    # client should learn it from the status; the record stays, failed.
+                    if rec is None or isinstance(exc, NoSpace):
                         raise
                     return rec  # failed while building: a failed sandbox
             rec = self.store.get(sid)
@@ -605,6 +609,9 @@ class SandboxService:
             open_port = rec.allow_unauthenticated_access and port in rec.exposed_ports
             if not open_port or port == self.manager.settings.agent_port:
                 raise denied
+        if rec.status.is_final:  # the proxy answers 410 (proxy/errors.py)
+            raise NotFound(f"sandbox {rec.id} is {rec.status.value}: it no longer accepts requests",
+                           code="SANDBOX_TERMINATED")
         if rec.status in (Status.SUSPENDED, Status.SUSPENDING) and rec.auto_resume:
             rec = await self._resume(rec.id)
         ip, agent_port = self.manager.agent_address(rec)

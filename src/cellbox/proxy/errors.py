@@ -22,6 +22,11 @@ _STATUS_BY_CODE = {
     "SANDBOX_NOT_RUNNING": 503,
     "PORT_NOT_EXPOSED": 403,
     "SANDBOX_NOT_FOUND": 404,
+    # Terminated or failed: it will never answer again. 410, not 503, which the
+    # Tensorlake SDK retries (RETRYABLE_STATUS_CODES 429/502/503/504); and not 404, so
+    # a client can tell "gone" from a typo. 4xx other than 404 reach the SDK's caller as
+    # RemoteAPIError(410, body), which names the sandbox and its state.
+    "SANDBOX_TERMINATED": 410,
 }
 
 

@@ -47,7 +47,7 @@ class Timing:
     image_bytes: int
 
 
-def _dir_bytes(path: Path) -> int:
+def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
@@ -72,7 +72,62 @@ async def checkpoint(runc: Runc, container_id: str, images: Path, *, leave_runni
     if res.returncode != 0:
         raise CommandFailed(["runc", "checkpoint", container_id], res.returncode,
                             res.stderr.strip()[-500:] + "\n" + _log_errors(work / "dump.log"))
-    return Timing(time.perf_counter() - t0, _dir_bytes(images))
+    return Timing(time.perf_counter() - t0, dir_bytes(images))
+
+
+def dump_complete(images: Path) -> bool:
+    """Whether ``images`` holds a dump CRIU finished (its log's last word on success).
+
+    After a crash between a successful dump and the rename that publishes it, this is
+    the only evidence left that the images are whole (``inventory.img`` alone is not:
+    CRIU writes it early).
+    """
+    try:
+        log = (images / "work" / "dump.log").read_text(errors="replace")
+    except OSError:
+        return False
+    return "Dumping finished successfully" in log and (images / "inventory.img").exists()
+
+
+def lazy_daemons(images: Path) -> list[int]:
+    """PIDs of ``criu lazy-pages`` daemons serving ``images`` (from ``/proc``).
+
+    A server killed during a resume leaves its daemon behind (reparented to init):
+    either still waiting for a restore that will never come, or still streaming pages
+    into a sandbox that was restored.
+    """
+    want = str(images).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"lazy-pages" in argv and want in argv and argv[0].endswith(b"criu"):
+            pids.append(int(entry))
+    return pids
+
+
+async def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait until ``pids`` have exited (not our children: polled); return those left."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    left = pids
+    while left and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        left = [p for p in left if os.path.exists(f"/proc/{p}") and not _zombie(p)]
+    return left
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class LazyPages:
