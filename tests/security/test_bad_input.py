@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from ..keys import auth
 from ..api.conftest import Api, ServerProcess, server  # noqa: F401 - the fixture, for this module
 
 pytestmark = pytest.mark.root
@@ -28,7 +29,7 @@ def box(server: ServerProcess) -> Iterator[tuple[Api, str]]:  # noqa: F811
 
 
 def _files(server: ServerProcess, sid: str) -> httpx.Client:  # noqa: F811
-    return httpx.Client(base_url=f"http://127.0.0.1:{server.proxy_port}", headers={"Host": f"{sid}.local"}, timeout=60)
+    return httpx.Client(base_url=f"http://127.0.0.1:{server.proxy_port}", headers={"Host": f"{sid}.local", **auth()}, timeout=60)
 
 
 @pytest.mark.parametrize("path", ["/tmp/" + "a" * 300, "/tmp/" + "/".join(["b" * 200] * 25)],
@@ -73,12 +74,12 @@ def test_proxy_to_a_terminated_sandbox_is_410_not_retried_503(server):  # noqa: 
     try:
         sid = api.create({})["sandbox_id"]
         assert api.delete(sid).status_code == 200
-        r = httpx.get(f"http://127.0.0.1:{server.proxy_port}/api/v1/health", headers={"Host": f"{sid}.local"}, timeout=30)
+        r = httpx.get(f"http://127.0.0.1:{server.proxy_port}/api/v1/health", headers={"Host": f"{sid}.local", **auth()}, timeout=30)
         # 503 makes the Tensorlake SDK retry (RETRYABLE_STATUS_CODES 429/502/503/504): it never comes back.
         assert r.status_code == 410, r.text
         assert r.json()["code"] == "SANDBOX_TERMINATED"
         r = httpx.get(f"http://127.0.0.1:{server.proxy_port}/api/v1/health",
-                      headers={"Host": "nosuchsandboxatall00000.local"}, timeout=30)
+                      headers={"Host": "nosuchsandboxatall00000.local", **auth()}, timeout=30)
         assert r.status_code == 404 and r.json()["code"] == "SANDBOX_NOT_FOUND"
     finally:
         api.cleanup()
@@ -86,14 +87,14 @@ def test_proxy_to_a_terminated_sandbox_is_410_not_retried_503(server):  # noqa: 
 
 def test_oversized_api_bodies_are_413(server):  # noqa: F811
     big = b'{"name": "' + b"x" * (2 << 20) + b'"}'
-    r = httpx.post(f"{server.url}/sandboxes", content=big, timeout=60)
+    r = httpx.post(f"{server.url}/sandboxes", content=big, headers=auth(), timeout=60)
     assert r.status_code == 413 and r.json()["code"] == "PAYLOAD_TOO_LARGE"
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: cut off while streaming
         for _ in range(64):
             yield b"x" * (64 << 10)
 
-    r = httpx.post(f"{server.url}/sandboxes", content=chunks(), timeout=60)
+    r = httpx.post(f"{server.url}/sandboxes", content=chunks(), headers=auth(), timeout=60)
     assert r.status_code == 413 and r.json()["code"] == "PAYLOAD_TOO_LARGE"
 
 

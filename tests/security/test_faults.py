@@ -27,6 +27,7 @@ from cellbox.config import load
 from cellbox.manager.memstate import CLONE_TMPFS
 from cellbox.manager.store import Store
 
+from ..keys import auth
 from ..api.conftest import Api, ServerProcess
 from ..conftest import _missing_requirements
 from ..leaks import leftovers
@@ -86,7 +87,7 @@ def _restart(srv: ServerProcess, point: str | None) -> None:
 
 
 def _proxy(srv: ServerProcess, sid: str) -> httpx.Client:
-    return httpx.Client(base_url=f"http://127.0.0.1:{srv.proxy_port}", headers={"Host": f"{sid}.local"}, timeout=60)
+    return httpx.Client(base_url=f"http://127.0.0.1:{srv.proxy_port}", headers={"Host": f"{sid}.local", **auth()}, timeout=60)
 
 
 def _write_marker(srv: ServerProcess, sid: str, text: str) -> None:
