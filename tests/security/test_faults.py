@@ -315,7 +315,7 @@ def test_checkpoint_failure_keeps_the_sandbox_running(how, fault_server, setting
         if how == "criu-killed-mid-dump":
             assert killed, "CRIU was not caught during the dump"
         assert r.status_code == 409, r.text
-        assert r.json()["code"] == "SUSPEND_FAILED" and "runs on" in r.json()["error"]
+        assert r.json()["code"] == "SUSPEND_FAILED" and "keeps running" in r.json()["error"]
         assert api.get(sid)["status"] == "running"
         assert _read_marker(srv, sid) == "before"
         _write_marker(srv, sid, "after")  # it answers, and writes

@@ -23,6 +23,7 @@ import pytest
 from cellbox.errors import CellboxError, InvalidRequest
 from cellbox.images.build import BuildRequest, validate
 
+from ..keys import auth
 from ..images.conftest import Images, images, prune_build_cache_at_end, write_context  # noqa: F401 - fixtures
 from ..sdk.live_server import LiveServer, acquire, release
 
@@ -268,9 +269,9 @@ def test_api_answers_400_naming_the_line(live_server: LiveServer) -> None:
          "RUN --mount=type=bind,from=link,source=/hostroot,target=/h,rw ls /h\n"
     try:
         r = httpx.post(f"{live_server.api_url}/images/build", params={"name": "test/sec-api"},
-                       content=_context_tar({"Dockerfile": df}), timeout=120)
+                       content=_context_tar({"Dockerfile": df}), headers=auth(), timeout=120)
     finally:
-        httpx.delete(f"{live_server.api_url}/images/test/sec-api", timeout=120)  # made only if the build ran
+        httpx.delete(f"{live_server.api_url}/images/test/sec-api", headers=auth(), timeout=120)  # made only if the build ran
     assert r.status_code == 400, r.text
     body = r.json()
     assert body["code"] == "DOCKERFILE_REFUSED" and "line 4" in body["error"], body
