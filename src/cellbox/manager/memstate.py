@@ -36,7 +36,7 @@ from ..network import netns
 from ..network import policy as policy_mod
 from ..network.egress import Resolved
 from ..network.policy import EgressPolicy
-from ..runtime import bundle, checkpoint
+from ..runtime import bundle, checkpoint, userns
 from ..storage import btrfs, rootfs
 from .records import SandboxRecord, Status, now_ms
 from .snapshot_store import SnapshotRecord, SnapshotStatus, SnapshotStore, SnapshotType
@@ -128,8 +128,16 @@ class MemoryState:
             images = state_dir / "suspend"
             if not (images / "inventory.img").exists():
                 raise InternalFailure(f"sandbox {rec.id} has no complete suspend image")
+            if self.m.settings.userns:
+                # Still mounted unless the host rebooted (the prestart hook remakes the
+                # netns at every restore, replacing the one the suspend left).
+                assert rec.ip
+                await asyncio.to_thread(userns.mount_idmapped, rootfs.path(self.m.settings.pool, rec.id),
+                                        userns.mount_path(state_dir),
+                                        userns.host_base(self.m.settings.subnet, rec.ip))
             if not netns.exists(rec.id):  # the host rebooted: its network went with it
-                await netns.create(self.m.settings, rec.id, ipaddress.IPv4Address(rec.ip))
+                if not self.m.settings.userns:
+                    await netns.create(self.m.settings, rec.id, ipaddress.IPv4Address(rec.ip))
                 policy = policy_mod.from_wire(rec.extra.get("network_policy"))
                 if policy is not None:
                     assert rec.ip
@@ -394,17 +402,15 @@ class MemoryState:
         undo.push("rootfs", lambda: rootfs.remove(settings.pool, sid))
         await btrfs.limit(dest, max(16, rec.disk_mb - int(manifest.get("image_mb", 0))))
         rootfs.write_identity(dest, hostname=sid, nameserver=str(settings.gateway))
-        await netns.create(settings, sid, ipaddress.IPv4Address(rec.ip))
-        undo.push("netns", lambda: netns.destroy(sid))
+        # A new address, so a new id range: the files on disk keep ids 0..65535 and
+        # only the idmapped mount (and the bundle's mapping) changes.
+        identity = await self.m.prepare_identity(rec, dest, undo)
         # Before the restored processes run their next instruction.
         await self.m.apply_egress(rec, policy, resolved, undo)
         cfg = copy.deepcopy(manifest["bundle_config"])
-        cfg["root"]["path"] = str(dest)
+        bundle.set_identity(cfg, **identity)
         cfg["hostname"] = sid
         cfg["linux"]["cgroupsPath"] = ids.cgroup_path(sid)
-        for ns in cfg["linux"]["namespaces"]:
-            if ns["type"] == "network":
-                ns["path"] = netns.path(sid)
         bundle.write(state_dir, cfg)
         undo.push("container", lambda: self.m.runc.destroy(ids.container(sid)))
         if memory:

@@ -18,6 +18,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import ids
 from .._undo import Undo
@@ -26,7 +27,7 @@ from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, Li
 from ..network import dns, netns
 from ..network.egress import EgressControl, Resolved
 from ..network.policy import EgressPolicy
-from ..runtime import agentfs, bundle, cgroups, checkpoint
+from ..runtime import agentfs, bundle, cgroups, checkpoint, nethook, userns
 from ..runtime.runc import Runc
 from ..storage import images as images_mod
 from ..storage import pool as pool_mod
@@ -75,6 +76,7 @@ class SandboxManager:
         self.runc = Runc(settings.runc, settings.runc_root)
         self._ip_lock = asyncio.Lock()
         self._agentfs: Path | None = None
+        self._nethook: Path | None = None
         self._dns: dns.DnsForwarder | None = None
         self.egress = EgressControl(settings.nft_table, settings.run_dir, str(settings.gateway),
                                     lambda: self.dns_upstreams)
@@ -96,6 +98,8 @@ class SandboxManager:
                                      egress=self.egress)
         await self._dns.start()
         self._agentfs_tree()
+        if self.settings.userns:
+            self._nethook = await asyncio.to_thread(nethook.ensure, self.settings.bin_dir)
         checkpoint.write_criu_config(self.settings.data_dir / "criu.conf")
         if self.settings.warm_pool_size > 0:
             image = await self.images.resolve(self.settings.default_image)
@@ -290,13 +294,12 @@ class SandboxManager:
         undo.push("rootfs", lambda: rootfs.remove(pool, sid))
         rootfs.write_identity(root, hostname=sid, nameserver=str(self.settings.gateway))
 
-        await netns.create(self.settings, sid, ipaddress.IPv4Address(rec.ip))
-        undo.push("netns", lambda: netns.destroy(sid))
+        identity = await self.prepare_identity(rec, root, undo)
         await self.apply_egress(rec, network, resolved, undo)
 
         cfg = bundle.config(
-            hostname=sid, rootfs=root, agentfs_tree=tree, netns_path=netns.path(sid),
-            cgroups_path=ids.cgroup_path(sid), limits=bundle.Limits(rec.cpus, rec.memory_mb, rec.pids_limit, cpu_shares),
+            hostname=sid, agentfs_tree=tree, **identity, cgroups_path=ids.cgroup_path(sid),
+            limits=bundle.Limits(rec.cpus, rec.memory_mb, rec.pids_limit, cpu_shares),
             agent_port=self.settings.agent_port, criu_config=self.settings.data_dir / "criu.conf",
             image_env=image_config.env if image_config else None,
             workdir=image_config.working_dir if image_config else "/",
@@ -308,6 +311,31 @@ class SandboxManager:
         await self._wait_agent(rec, state_dir / "runc.log")
         rec.status = Status.RUNNING
         self.store.update(rec)
+
+    async def prepare_identity(self, rec: SandboxRecord, subvolume: Path, undo: Undo) -> dict[str, Any]:
+        """The rootfs, network and id range of a sandbox about to start (``bundle.set_identity``'s
+        arguments), with what they need made on the host.
+
+        With user namespaces: the rootfs subvolume idmapped into the sandbox's range,
+        and a prestart hook that wires the netns runc will make (its inverse is pushed
+        now: the hook may have run by the time a later step fails). Without: the netns
+        made here, and joined by the container.
+        """
+        sid = rec.id
+        assert rec.ip
+        if not self.settings.userns:
+            await netns.create(self.settings, sid, ipaddress.IPv4Address(rec.ip))
+            undo.push("netns", lambda: netns.destroy(sid))
+            return {"rootfs": subvolume, "netns_path": netns.path(sid), "userns_base": None, "hooks": None}
+        base = userns.host_base(self.settings.subnet, rec.ip)
+        mnt = userns.mount_path(self.settings.sandboxes_dir / sid)
+        await asyncio.to_thread(userns.mount_idmapped, subvolume, mnt, base)
+        undo.push("idmapped rootfs", lambda: asyncio.to_thread(userns.unmount, mnt))
+        undo.push("netns", lambda: netns.destroy(sid))
+        if self._nethook is None:
+            self._nethook = await asyncio.to_thread(nethook.ensure, self.settings.bin_dir)
+        return {"rootfs": mnt, "netns_path": None, "userns_base": base,
+                "hooks": nethook.hooks(self._nethook, self.settings, sid, rec.ip)}
 
     async def apply_egress(self, rec: SandboxRecord, network: EgressPolicy | None,
                            resolved: Resolved | None, undo: Undo) -> None:
@@ -361,6 +389,9 @@ class SandboxManager:
             lambda: self.runc.destroy(ids.container(sandbox_id)),
             lambda: netns.destroy(sandbox_id),
             lambda: self.egress.remove(sandbox_id),
+            # Before the subvolume and the state dir: a removal must never walk into
+            # the sandbox's files through their idmapped mount.
+            lambda: asyncio.to_thread(userns.unmount, userns.mount_path(self.settings.sandboxes_dir / sandbox_id)),
             lambda: rootfs.remove(pool, sandbox_id),
             lambda: _rmtree(self.settings.sandboxes_dir / sandbox_id),
         ):

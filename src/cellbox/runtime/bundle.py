@@ -8,9 +8,11 @@ Limits go into the config and runc applies them, to cgroup v1 or v2 alike:
 ``cpus`` as a CFS quota, ``memory_mb`` as a hard limit with swap equal to it (no
 swap), ``pids`` as a pids limit. Disk is enforced by storage (a btrfs qgroup).
 
-No user namespace: CRIU restores of userns containers and btrfs subvolumes owned by
-shifted IDs add cost and failure modes we measured no need for yet; the sandbox's
-root is confined by capabilities, seccomp and namespaces instead (see ARCHITECTURE).
+A user namespace per sandbox (``userns``, see runtime/userns.py): the bundle maps
+0..65535 to the sandbox's host range, its rootfs is an idmapped mount made by the
+host, and runc makes the network namespace (so it belongs to the user namespace,
+which CRIU needs to restore into it), wired by the prestart hook (runtime/nethook.py).
+Without ``userns`` the container joins a netns made on the host (``netns_path``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import agentfs, seccomp
+from . import agentfs, seccomp, userns
 
 # Docker's default capability set (moby oci/caps/defaults.go): no SYS_ADMIN, SYS_MODULE,
 # SYS_PTRACE, NET_ADMIN, SYS_TIME, SYS_BOOT, SYS_RESOURCE, ...
@@ -63,7 +65,7 @@ def config(
     hostname: str,
     rootfs: Path,
     agentfs_tree: Path,
-    netns_path: str,
+    netns_path: str | None,
     cgroups_path: str,
     limits: Limits,
     agent_port: int,
@@ -71,6 +73,8 @@ def config(
     image_env: list[str] | None = None,
     workdir: str = "/",
     user: str = "",
+    userns_base: int | None = None,
+    hooks: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The bundle config. ``image_env``, ``workdir`` and ``user`` come from the image's
     config (Dockerfile ENV, WORKDIR, USER): the agent passes its environment on to the
@@ -87,7 +91,7 @@ def config(
     argv = agentfs.agent_argv(agent_port)
     if workdir and workdir != "/":
         argv += ["--default-workdir", workdir]
-    return {
+    cfg: dict[str, Any] = {
         "ociVersion": "1.0.2",
         # runc hands this file to CRIU on checkpoint/restore (see runtime/checkpoint.py).
         "annotations": {"org.criu.config": str(criu_config)} if criu_config else {},
@@ -123,7 +127,7 @@ def config(
         "linux": {
             "namespaces": [
                 {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                {"type": "cgroup"}, {"type": "network", "path": netns_path},
+                {"type": "cgroup"}, {"type": "network"},
             ],
             "cgroupsPath": cgroups_path,
             "resources": {
@@ -135,6 +139,34 @@ def config(
             "seccomp": seccomp.profile(CAPABILITIES),
         },
     }
+    set_identity(cfg, rootfs=rootfs, netns_path=netns_path, userns_base=userns_base, hooks=hooks)
+    return cfg
+
+
+def set_identity(cfg: dict[str, Any], *, rootfs: Path, netns_path: str | None, userns_base: int | None,
+                 hooks: dict[str, Any] | None) -> None:
+    """Point ``cfg`` at one sandbox's rootfs, network and id range (a new bundle, or a
+    snapshot's bundle restored under a new identity).
+
+    With ``userns_base``: a user namespace with that mapping, and a network namespace
+    made by runc (no path); ``hooks`` wire it. Without: the netns at ``netns_path``.
+    """
+
+    cfg["root"]["path"] = str(rootfs)
+    linux = cfg["linux"]
+    spaces = [ns for ns in linux["namespaces"] if ns["type"] not in ("user", "network")]
+    for key in ("uidMappings", "gidMappings"):
+        linux.pop(key, None)
+    cfg.pop("hooks", None)
+    if userns_base is not None:
+        spaces += [{"type": "user"}, {"type": "network"}]
+        linux.update(userns.mappings(userns_base))
+        if hooks:
+            cfg["hooks"] = hooks
+    else:
+        assert netns_path, "a sandbox without a user namespace joins a netns made on the host"
+        spaces.append({"type": "network", "path": netns_path})
+    linux["namespaces"] = spaces
 
 
 def resources(limits: Limits) -> dict[str, Any]:
