@@ -40,6 +40,13 @@ MASKED_PATHS = [
 ]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 CFS_PERIOD = 100_000
+# /dev/userfaultfd in the devices cgroup, for user-namespace sandboxes only. Why: a
+# lazy-pages restore makes each task's userfaultfd from this device (our CRIU patch,
+# scripts/criu-patches/0001-*), and runc has moved criu into the sandbox's cgroup
+# when it opens it. Safe there: the sandbox's /dev has no such node, and a user
+# namespace can neither mknod a device nor mount a devtmpfs, so no tenant process
+# can ever open it. (Without a user namespace, CAP_MKNOD could make the node.)
+USERFAULTFD_DEVICE = {"allow": True, "type": "c", "major": 10, "minor": 257, "access": "rw"}
 
 
 MIN_SHARES = 2  # the lowest cgroup v1 cpu.shares (v2: runc maps it to cpu.weight 1)
@@ -158,15 +165,18 @@ def set_identity(cfg: dict[str, Any], *, rootfs: Path, netns_path: str | None, u
     for key in ("uidMappings", "gidMappings"):
         linux.pop(key, None)
     cfg.pop("hooks", None)
+    devices = [d for d in linux["resources"].get("devices", []) if d != USERFAULTFD_DEVICE]
     if userns_base is not None:
         spaces += [{"type": "user"}, {"type": "network"}]
         linux.update(userns.mappings(userns_base))
+        devices.append(USERFAULTFD_DEVICE)
         if hooks:
             cfg["hooks"] = hooks
     else:
         assert netns_path, "a sandbox without a user namespace joins a netns made on the host"
         spaces.append({"type": "network", "path": netns_path})
     linux["namespaces"] = spaces
+    linux["resources"]["devices"] = devices
 
 
 def resources(limits: Limits) -> dict[str, Any]:

@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -63,23 +62,21 @@ int main(int argc, char **argv) {
     }
     char path[256], script[2048], sysnet[256];
     /* A netns of the same name is the previous incarnation's (a suspend keeps it);
-     * drop its name and its host veth first so this one can take both. */
+     * drop its host veth (first: freeing the netns would delete it behind our back)
+     * and its name, so this one can take both. */
     snprintf(path, sizeof path, "/run/netns/%s", ns);
-    struct stat st;
-    if (stat(path, &st) == 0) {
-        umount2(path, MNT_DETACH);
-        unlink(path);
-    }
     snprintf(sysnet, sizeof sysnet, "/sys/class/net/%s", veth);
-    int stale_veth = stat(sysnet, &st) == 0;
+    struct stat st;
+    int stale_veth = stat(sysnet, &st) == 0, stale_ns = stat(path, &st) == 0;
     snprintf(script, sizeof script,
-             "%s%s%s"
+             "%s%s%s%s%s%s"
              "netns attach %s %ld\n"
              "link add %s type veth peer name eth0 address %s netns %s\n"
              "link set %s master %s up\n"
              /* Port isolation: isolated bridge ports cannot send to each other (L2). */
              "link set dev %s type bridge_slave isolated on\n",
              stale_veth ? "link del " : "", stale_veth ? veth : "", stale_veth ? "\n" : "",
+             stale_ns ? "netns del " : "", stale_ns ? ns : "", stale_ns ? "\n" : "",
              ns, pid, veth, mac, ns, veth, br, veth);
     char *host_argv[] = {"ip", "-batch", "-", NULL};
     if (run_batch(host_argv, script) != 0) {
