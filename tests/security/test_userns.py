@@ -205,3 +205,22 @@ print(json.dumps({"key": r, "errno": ctypes.get_errno() if r < 0 else 0}))
         assert got["errno"] in (errno.EPERM, errno.ENOSYS, errno.EACCES), got
         return
     assert host.start in users, (host, sorted(users))
+
+
+def test_a_clone_gets_its_own_range_and_keeps_its_memory(sandboxes, manager, loop_thread, settings):
+    """A clone is a new sandbox, so it gets a new range (CRIU would restore the dump's
+    mapping: the images are retargeted). Its processes keep their memory, and the
+    files they wrote as root stay theirs (on disk 0, through the new mapping)."""
+    src = sandboxes.create(memory_mb=256)
+    assert sandboxes.sh(src, "echo 41 > /root/n && nohup sleep 300 >/dev/null 2>&1 &")["exit_code"] == 0
+    copies = loop_thread.run(manager.memory.clone(src.id, 1))
+    copy = copies[0]
+    assert not isinstance(copy, Exception), copy
+    sandboxes.made.append(copy.id)
+    ra, rb = _host_range(src), _host_range(copy)
+    assert ra.stop <= rb.start or rb.stop <= ra.start, (ra, rb)
+    res = sandboxes.sh(copy, "pgrep -x sleep >/dev/null && echo $(( $(cat /root/n) + 1 )) > /root/n && cat /root/n")
+    assert (res["exit_code"], res["out"]) == (0, "42"), res
+    for pid in _descendants(copy.init_pid):
+        assert _ids(pid, "Uid")[0] in rb, (pid, _ids(pid, "Uid"), rb)
+    assert os.stat(rootfs.path(settings.pool, copy.id) / "root" / "n").st_uid == 0

@@ -36,7 +36,7 @@ from ..network import netns
 from ..network import policy as policy_mod
 from ..network.egress import Resolved
 from ..network.policy import EgressPolicy
-from ..runtime import bundle, checkpoint, userns
+from ..runtime import bundle, checkpoint, criu_images, userns
 from ..storage import btrfs, rootfs
 from .records import SandboxRecord, Status, now_ms
 from .snapshot_store import SnapshotRecord, SnapshotStatus, SnapshotStore, SnapshotType
@@ -128,7 +128,8 @@ class MemoryState:
             images = state_dir / "suspend"
             if not (images / "inventory.img").exists():
                 raise InternalFailure(f"sandbox {rec.id} has no complete suspend image")
-            if self.m.settings.userns:
+            userns_bundle = bundle.has_userns(json.loads((state_dir / "config.json").read_text()))
+            if userns_bundle:
                 # Still mounted unless the host rebooted (the prestart hook remakes the
                 # netns at every restore, replacing the one the suspend left).
                 assert rec.ip
@@ -136,7 +137,7 @@ class MemoryState:
                                         userns.mount_path(state_dir),
                                         userns.host_base(self.m.settings.subnet, rec.ip))
             if not netns.exists(rec.id):  # the host rebooted: its network went with it
-                if not self.m.settings.userns:
+                if not userns_bundle:
                     await netns.create(self.m.settings, rec.id, ipaddress.IPv4Address(rec.ip))
                 policy = policy_mod.from_wire(rec.extra.get("network_policy"))
                 if policy is not None:
@@ -404,10 +405,13 @@ class MemoryState:
         rootfs.write_identity(dest, hostname=sid, nameserver=str(settings.gateway))
         # A new address, so a new id range: the files on disk keep ids 0..65535 and
         # only the idmapped mount (and the bundle's mapping) changes.
-        identity = await self.m.prepare_identity(rec, dest, undo)
+        # A memory image comes back with the namespaces it was dumped with: one from
+        # before user namespaces (no user namespace in its bundle) restores without.
+        cfg = copy.deepcopy(manifest["bundle_config"])
+        use_userns = bundle.has_userns(cfg) if memory else settings.userns
+        identity = await self.m.prepare_identity(rec, dest, undo, use_userns)
         # Before the restored processes run their next instruction.
         await self.m.apply_egress(rec, policy, resolved, undo)
-        cfg = copy.deepcopy(manifest["bundle_config"])
         bundle.set_identity(cfg, **identity)
         cfg["hostname"] = sid
         cfg["linux"]["cgroupsPath"] = ids.cgroup_path(sid)
@@ -415,7 +419,15 @@ class MemoryState:
         undo.push("container", lambda: self.m.runc.destroy(ids.container(sid)))
         if memory:
             work = state_dir / "restore"
-            rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(sid), state_dir, mem_dir, work)
+            images = mem_dir
+            if identity["userns_base"] is not None:  # CRIU restores the dump's mapping: give it ours
+                images = await asyncio.to_thread(criu_images.retarget, mem_dir, identity["userns_base"],
+                                                 userns.SIZE, sid)
+            try:
+                rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(sid), state_dir, images, work)
+            finally:
+                if images != mem_dir:
+                    await asyncio.to_thread(shutil.rmtree, images, True)
             # The UTS namespace came back with the source's hostname.
             await _proc.run(["nsenter", "--target", str(rec.init_pid), "--uts", "hostname", sid])
             shutil.rmtree(work, ignore_errors=True)

@@ -312,18 +312,22 @@ class SandboxManager:
         rec.status = Status.RUNNING
         self.store.update(rec)
 
-    async def prepare_identity(self, rec: SandboxRecord, subvolume: Path, undo: Undo) -> dict[str, Any]:
+    async def prepare_identity(self, rec: SandboxRecord, subvolume: Path, undo: Undo,
+                               use_userns: bool | None = None) -> dict[str, Any]:
         """The rootfs, network and id range of a sandbox about to start (``bundle.set_identity``'s
         arguments), with what they need made on the host.
 
         With user namespaces: the rootfs subvolume idmapped into the sandbox's range,
         and a prestart hook that wires the netns runc will make (its inverse is pushed
         now: the hook may have run by the time a later step fails). Without: the netns
-        made here, and joined by the container.
+        made here, and joined by the container. ``use_userns`` overrides the setting
+        (a memory image restores the namespaces it was dumped with).
         """
         sid = rec.id
         assert rec.ip
-        if not self.settings.userns:
+        if use_userns is None:
+            use_userns = self.settings.userns
+        if not use_userns:
             await netns.create(self.settings, sid, ipaddress.IPv4Address(rec.ip))
             undo.push("netns", lambda: netns.destroy(sid))
             return {"rootfs": subvolume, "netns_path": netns.path(sid), "userns_base": None, "hooks": None}

@@ -150,6 +150,11 @@ def config(
     return cfg
 
 
+def has_userns(cfg: dict[str, Any]) -> bool:
+    """Whether a bundle config (a sandbox's, a snapshot manifest's) has a user namespace."""
+    return any(ns["type"] == "user" for ns in cfg["linux"]["namespaces"])
+
+
 def set_identity(cfg: dict[str, Any], *, rootfs: Path, netns_path: str | None, userns_base: int | None,
                  hooks: dict[str, Any] | None) -> None:
     """Point ``cfg`` at one sandbox's rootfs, network and id range (a new bundle, or a
