@@ -224,3 +224,24 @@ def test_a_clone_gets_its_own_range_and_keeps_its_memory(sandboxes, manager, loo
     for pid in _descendants(copy.init_pid):
         assert _ids(pid, "Uid")[0] in rb, (pid, _ids(pid, "Uid"), rb)
     assert os.stat(rootfs.path(settings.pool, copy.id) / "root" / "n").st_uid == 0
+
+
+def test_state_and_image_dirs_are_out_of_reach_of_other_ranges(sandboxes, manager, loop_thread, settings):
+    """The dirs that runc's init and CRIU walk from inside the user namespace (state
+    dir with the mounted rootfs; suspend images inside it) are open to this sandbox's
+    root group only; a memory snapshot's shared images to no sandbox at all."""
+    import stat as st_mod
+
+    from cellbox.manager.snapshot_store import SnapshotType
+
+    rec = sandboxes.create(memory_mb=256)
+    host = _host_range(rec)
+    st = os.stat(settings.sandboxes_dir / rec.id)
+    assert (st.st_uid, st.st_gid, st_mod.S_IMODE(st.st_mode)) == (0, host.start, 0o750)
+    snap = loop_thread.run(manager.memory.snapshot(rec.id, snapshot_type=SnapshotType.MEMORY))
+    try:
+        mem = settings.pool / "snapshots" / snap.id / "mem"
+        st = os.stat(mem)
+        assert (st.st_uid, st_mod.S_IMODE(st.st_mode)) == (0, 0o700)
+    finally:
+        loop_thread.run(manager.memory.delete_snapshot(snap.id))

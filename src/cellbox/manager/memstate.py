@@ -234,6 +234,9 @@ class MemoryState:
             await btrfs.snapshot(rootfs.path(self.m.settings.pool, rec.id), dest / "rootfs", readonly=True)
             if mem_dir is not None:
                 timing = await checkpoint.checkpoint(self.m.runc, cid, mem_dir, leave_running=True)
+                # Shared by every restore of it: out of every sandbox's reach (each
+                # restore reads its own retargeted copy, criu_images.retarget).
+                mem_dir.chmod(0o700)
                 return timing.image_bytes
             return 0
         finally:

@@ -332,6 +332,7 @@ class SandboxManager:
             undo.push("netns", lambda: netns.destroy(sid))
             return {"rootfs": subvolume, "netns_path": netns.path(sid), "userns_base": None, "hooks": None}
         base = userns.host_base(self.settings.subnet, rec.ip)
+        userns.restrict(self.settings.sandboxes_dir / sid, base)
         mnt = userns.mount_path(self.settings.sandboxes_dir / sid)
         await asyncio.to_thread(userns.mount_idmapped, subvolume, mnt, base)
         undo.push("idmapped rootfs", lambda: asyncio.to_thread(userns.unmount, mnt))

@@ -27,6 +27,7 @@ import struct
 from pathlib import Path
 
 from ..errors import InternalFailure
+from . import userns
 
 IMG_COMMON_MAGIC, USERNS_MAGIC = 0x54564319, 0x55474906
 Extent = tuple[int, int, int]  # (first inside, first outside, count)
@@ -107,21 +108,23 @@ def userns_images(images: Path) -> list[Path]:
 
 
 def retarget(images: Path, base: int, size: int, tag: str) -> Path:
-    """An image directory whose user namespace maps 0..size-1 to ``base``.
+    """A new image directory ``<images>.<tag>`` whose user namespace maps 0..size-1 to
+    ``base``, reachable by that range only (the caller removes it after the restore).
 
-    ``images`` itself when it already does (a resume: same sandbox, same range) or
-    holds no user namespace (a dump from before user namespaces); otherwise a new
-    directory ``<images>.<tag>`` (the caller removes it after the restore).
+    Always a new directory, even when the mapping already matches (a snapshot restored
+    at the address its source had): CRIU opens the images from inside the user
+    namespace, and the shared images themselves stay 0700, out of every sandbox's
+    reach.
     """
     found = userns_images(images)
+    if not found:
+        raise InternalFailure("the memory image has no user namespace to restore into a new id range")
     wanted = [(0, base, size)]
-    if not found or all(read_userns(p) == (wanted, wanted) for p in found):
-        return images
     out = images.with_name(f"{images.name}.{tag}")
     shutil.rmtree(out, ignore_errors=True)
-    # 0755 like the source: CRIU opens the images after entering the user namespace.
-    out.mkdir(mode=0o755)
+    out.mkdir(mode=0o700)
     try:
+        userns.restrict(out, base)
         for entry in os.scandir(images):
             if entry.is_file(follow_symlinks=False) and not entry.name.startswith("userns-"):
                 os.link(entry.path, out / entry.name)

@@ -152,3 +152,17 @@ def mount_path(state_dir: Path) -> Path:
     """Where a sandbox's idmapped rootfs is mounted: inside its state dir, so the dir's
     own removal is the last step (teardown unmounts first)."""
     return state_dir / "rootfs"
+
+
+def restrict(path: Path, base: int) -> None:
+    """Make ``path`` (a state or image directory) reachable by host root and by this
+    sandbox's root only: root-owned, group the sandbox's root (``base``), mode 0750.
+
+    Why the group: runc's init and CRIU's restore walk these directories after
+    entering the sandbox's user namespace (the idmapped rootfs is mounted in the state
+    dir; CRIU opens the images from inside: a 0700 dir fails with "Unable to open
+    timens-0.img"), so the sandbox's root must be able to traverse them, and no other
+    sandbox's ids may.
+    """
+    os.chown(path, 0, base)
+    os.chmod(path, 0o750)
