@@ -161,7 +161,8 @@ def set_identity(cfg: dict[str, Any], *, rootfs: Path, netns_path: str | None, u
     snapshot's bundle restored under a new identity).
 
     With ``userns_base``: a user namespace with that mapping, and a network namespace
-    made by runc (no path); ``hooks`` wire it. Without: the netns at ``netns_path``.
+    made by runc (no path); ``hooks`` wire it. Without: the netns at ``netns_path``
+    (if any).
     """
 
     cfg["root"]["path"] = str(rootfs)
@@ -177,9 +178,8 @@ def set_identity(cfg: dict[str, Any], *, rootfs: Path, netns_path: str | None, u
         devices.append(USERFAULTFD_DEVICE)
         if hooks:
             cfg["hooks"] = hooks
-    else:
-        assert netns_path, "a sandbox without a user namespace joins a netns made on the host"
-        spaces.append({"type": "network", "path": netns_path})
+    else:  # the netns made on the host; none given: a fresh one from runc (bench/start.py's raw runc)
+        spaces.append({"type": "network", "path": netns_path} if netns_path else {"type": "network"})
     linux["namespaces"] = spaces
     linux["resources"]["devices"] = devices
 
