@@ -144,7 +144,7 @@ def unmount(target: Path) -> None:
             raise InternalFailure(f"umount {target}: {os.strerror(err)}")
     try:
         target.rmdir()
-    except FileNotFoundError:
+    except OSError:  # gone already; or not empty and not a mount: the state dir's removal takes it
         pass
 
 
