@@ -10,12 +10,18 @@
 # a private apt configuration (signed Sources index, hash-checked tarball; the host's
 # own apt sources are never touched), build only the criu binary against bookworm's
 # -dev packages, install it as /usr/local/sbin/criu.
-# Idempotent: returns at once if a criu >= 4.2 is on PATH and `criu check` passes.
+# Patches: scripts/criu-patches/*.patch are applied before the build (why: each
+# patch's own header); a stamp with their hash says which ones the installed criu has.
+# Idempotent: returns at once if a criu >= 4.2 is on PATH, `criu check` passes and
+# it was built with the current patches.
 set -euo pipefail
 PREFIX=${CRIU_PREFIX:-/usr/local}
 SRC_DIR=${CRIU_SRC_DIR:-/usr/local/src/criu}
 SUITES=${CRIU_SUITES:-"sid forky"}
 MIN_MINOR=2
+PATCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/criu-patches"
+STAMP="$PREFIX/share/cellbox/criu-patches.sha256"
+patches_hash() { cat "$PATCH_DIR"/*.patch 2>/dev/null | sha256sum | cut -d' ' -f1; }
 export PATH="$PREFIX/sbin:$PATH" DEBIAN_FRONTEND=noninteractive
 
 criu_ok() {
@@ -25,6 +31,7 @@ criu_ok() {
     major=${v%%.*}; minor=$(echo "$v" | cut -d. -f2)
     [ -n "$v" ] || return 1
     { [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "${minor:-0}" -ge $MIN_MINOR ]; }; } || return 1
+    [ "$(cat "$STAMP" 2>/dev/null)" = "$(patches_hash)" ] || return 1
     criu check >/dev/null 2>&1
 }
 if criu_ok; then
@@ -59,10 +66,20 @@ orig=$(ls -1 criu_*.orig.tar.* 2>/dev/null | sort -V | tail -n1)
 [ -n "$orig" ] || { echo "ensure-criu: apt-get source fetched no criu tarball" >&2; exit 1; }
 tar -xf "$orig"
 srcdir=$(ls -1d criu-[0-9]*/ | sort -V | tail -n1)
+for p in "$PATCH_DIR"/*.patch; do
+    [ -e "$p" ] || continue
+    patch -d "$srcdir" -p1 --forward --quiet < "$p" \
+        || { echo "ensure-criu: $(basename "$p") does not apply to $srcdir" >&2; exit 1; }
+done
 # Lock the network with nftables, not iptables (no iptables-restore on the host).
 make -C "$srcdir" -j"$(nproc)" criu NETWORK_LOCK_DEFAULT=NETWORK_LOCK_NFTABLES >build.log 2>&1 \
     || { tail -n 40 build.log >&2; exit 1; }
-make -C "$srcdir" install-criu PREFIX="$PREFIX" NETWORK_LOCK_DEFAULT=NETWORK_LOCK_NFTABLES >>build.log 2>&1
+# Installed by rename, not by `make install` (which unlinks then copies): a criu that
+# a running server starts at that moment must be the old one or the new one, never none.
+install -d "$PREFIX/sbin" "$(dirname "$STAMP")"
+install -m 0755 "$srcdir/criu/criu" "$PREFIX/sbin/.criu.new"
+mv -f "$PREFIX/sbin/.criu.new" "$PREFIX/sbin/criu"
+patches_hash > "$STAMP"
 hash -r
 criu --version
 criu check

@@ -62,7 +62,8 @@ def leftovers(settings: Settings, sandbox_ids: set[str] | None = None, *, orphan
     egress_dir = settings.run_dir / "egress"
     found["egress_policies"] = [p.stem for p in egress_dir.glob("*.json") if keep(p.stem)] if egress_dir.is_dir() else []
     mounts = Path("/proc/self/mounts").read_text().splitlines()
-    found["mounts"] = [m for m in mounts if "/pool/sandboxes/" in m and (sandbox_ids is None or any(s in m for s in sandbox_ids))]
+    # Rootfs subvolumes, and their idmapped mounts in the state dirs (runtime/userns.py).
+    found["mounts"] = [m for m in mounts if ("/pool/sandboxes/" in m or f" {settings.sandboxes_dir}/" in m) and (sandbox_ids is None or any(s in m for s in sandbox_ids))]
     if orphans_only:
         # Read the records *after* listing the host: a sandbox made in between has its
         # record inserted before any of its parts, so it is seen as live, not leaked.

@@ -47,6 +47,10 @@ class Settings:
     # from a memory snapshot), since a plain boot measured faster than a restore
     # (bench/images.py); "always" / "never" force one way.
     preboot_restore: str = _env("CELLBOX_PREBOOT_RESTORE", "auto")
+    # A user namespace per sandbox (runtime/userns.py): root inside is an unprivileged
+    # host uid. "0" turns it off (host-made netns, uid 0 inside = uid 0 outside), for
+    # comparison benchmarks and hosts whose kernel cannot id-map the pool's filesystem.
+    userns: bool = _env("CELLBOX_USERNS", "1") == "1"
 
     @property
     def pool_image(self) -> Path:
@@ -70,6 +74,11 @@ class Settings:
     def sandboxes_dir(self) -> Path:
         """Per-sandbox host state: OCI bundle, logs (not the rootfs, which is in the pool)."""
         return self.data_dir / "sandboxes"
+
+    @property
+    def bin_dir(self) -> Path:
+        """Helpers built on this host (the network prestart hook)."""
+        return self.data_dir / "bin"
 
     @property
     def runc_root(self) -> Path:

@@ -39,7 +39,7 @@ from ..network import netns
 from ..network import policy as policy_mod
 from ..network.egress import Resolved
 from ..network.policy import EgressPolicy
-from ..runtime import bundle, checkpoint
+from ..runtime import bundle, checkpoint, criu_images, userns
 from ..storage import btrfs, rootfs
 from . import agent_client
 from . import owner
@@ -132,6 +132,11 @@ class MemoryState:
             faults.hit("suspend.after_dump")
             if rec.ip:
                 await netns.drop_host_connections(rec.ip)
+            if bundle.has_userns(json.loads((state_dir / "config.json").read_text())):
+                # The netns died with its tasks (runc made it; only its name holds it):
+                # remove it now, off the resume path (the hook would, ~70 ms of resume).
+                # Its walls stay pinned: the address is kept while suspended.
+                await netns.remove_link(rec.id)
             final = state_dir / "suspend"
             shutil.rmtree(final, ignore_errors=True)
             new.rename(final)  # the dump is complete: from here on, resume can use it
@@ -177,8 +182,22 @@ class MemoryState:
             images = state_dir / "suspend"
             if not (images / "inventory.img").exists():
                 raise InternalFailure(f"sandbox {rec.id} has no complete suspend image")
-            if not netns.exists(rec.id):  # the host rebooted: its network went with it
-                await netns.create(self.m.settings, rec.id, ipaddress.IPv4Address(rec.ip))
+            userns_bundle = bundle.has_userns(json.loads((state_dir / "config.json").read_text()))
+            if userns_bundle:
+                # The prestart hook makes the netns at every restore (suspend removed the
+                # old one); the idmapped rootfs is still mounted unless the host rebooted.
+                assert rec.ip
+                rebooted = not os.path.ismount(userns.mount_path(state_dir))
+                await asyncio.to_thread(userns.mount_idmapped, rootfs.path(self.m.settings.pool, rec.id),
+                                        userns.mount_path(state_dir),
+                                        userns.host_base(self.m.settings.subnet, rec.ip))
+                if rebooted:  # the port's walls went with the host's nft tables
+                    await netns.pin_walls(self.m.settings, rec.id, ipaddress.IPv4Address(rec.ip))
+            else:
+                rebooted = not netns.exists(rec.id)
+                if rebooted:
+                    await netns.create(self.m.settings, rec.id, ipaddress.IPv4Address(rec.ip))
+            if rebooted:  # the host rebooted: its network (and our nft rules) went with it
                 policy = policy_mod.from_wire(rec.extra.get("network_policy"))
                 if policy is not None:
                     assert rec.ip
@@ -367,6 +386,9 @@ class MemoryState:
             faults.hit("capture.after_rootfs")
             if mem_dir is not None:
                 timing = await checkpoint.checkpoint(self.m.runc, cid, mem_dir, leave_running=True)
+                # Shared by every restore of it: out of every sandbox's reach (each
+                # restore reads its own retargeted copy, criu_images.retarget).
+                mem_dir.chmod(0o700)
                 return timing.image_bytes
             return 0
         finally:
@@ -541,23 +563,24 @@ class MemoryState:
         undo.push("rootfs", lambda: rootfs.remove(settings.pool, sid))
         await btrfs.limit(dest, max(16, rec.disk_mb - int(manifest.get("image_mb", 0))))
         rootfs.write_identity(dest, hostname=sid, nameserver=str(settings.gateway))
-        await netns.create(settings, sid, ipaddress.IPv4Address(rec.ip))
-        undo.push("netns", lambda: netns.destroy(settings, sid, ipaddress.IPv4Address(rec.ip)))
+        # A new address, so a new id range: the files on disk keep ids 0..65535 and
+        # only the idmapped mount (and the bundle's mapping) changes.
+        # A memory image comes back with the namespaces it was dumped with: one from
+        # before user namespaces (no user namespace in its bundle) restores without.
+        cfg = copy.deepcopy(manifest["bundle_config"])
+        use_userns = bundle.has_userns(cfg) if memory else settings.userns
+        identity = await self.m.prepare_identity(rec, dest, undo, use_userns)
         # Before the restored processes run their next instruction.
         await self.m.apply_egress(rec, policy, resolved, undo)
-        cfg = copy.deepcopy(manifest["bundle_config"])
         # A restored agent still holds the source's secret (the one in the manifest's
         # environment): the new sandbox proves it and then rotates it. A booted one gets
         # a fresh secret of its own.
         source_key = agent_client.env_key(cfg) if memory else None
         if not memory:
             agent_client.set_env_key(cfg, agent_client.new_key())
-        cfg["root"]["path"] = str(dest)
+        bundle.set_identity(cfg, **identity)
         cfg["hostname"] = sid
         cfg["linux"]["cgroupsPath"] = ids.cgroup_path(sid)
-        for ns in cfg["linux"]["namespaces"]:
-            if ns["type"] == "network":
-                ns["path"] = netns.path(sid)
         # The tree is a copy of the tenant's: its mount points may be links (a hostile
         # snapshot); runc and CRIU then get real directories to mount on.
         rootfs.prepare_mount_points(dest, bundle.mount_points(cfg))
@@ -565,8 +588,16 @@ class MemoryState:
         undo.push("container", lambda: self.m.runc.destroy(ids.container(sid)))
         if memory:
             work = state_dir / "restore"
-            rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(sid), state_dir, mem_dir, work)
-            faults.hit("clone.after_restore")
+            images = mem_dir
+            if identity["userns_base"] is not None:  # CRIU restores the dump's mapping: give it ours
+                images = await asyncio.to_thread(criu_images.retarget, mem_dir, identity["userns_base"],
+                                                 userns.SIZE, sid)
+            try:
+                rec.init_pid = await checkpoint.restore(self.m.runc, ids.container(sid), state_dir, images, work)
+                faults.hit("clone.after_restore")
+            finally:
+                if images != mem_dir:
+                    await asyncio.to_thread(shutil.rmtree, images, True)
             # The UTS namespace came back with the source's hostname.
             await _proc.run(["nsenter", "--target", str(rec.init_pid), "--uts", "hostname", sid])
             shutil.rmtree(work, ignore_errors=True)

@@ -28,7 +28,7 @@ from ..errors import CellboxError, CommandFailed, Conflict, InternalFailure, Inv
 from ..network import dns, netns
 from ..network.egress import EgressControl, Resolved
 from ..network.policy import EgressPolicy
-from ..runtime import agentfs, bundle, cgroups, checkpoint
+from ..runtime import agentfs, bundle, cgroups, checkpoint, nethook, userns
 from ..runtime.runc import Runc
 from ..storage import images as images_mod
 from ..storage import pool as pool_mod
@@ -80,6 +80,7 @@ class SandboxManager:
         self.runc = Runc(settings.runc, settings.runc_root)
         self._ip_lock = asyncio.Lock()
         self._agentfs: Path | None = None
+        self._nethook: Path | None = None
         self._dns: dns.DnsForwarder | None = None
         self.egress = EgressControl(settings.nft_table, settings.run_dir, str(settings.gateway),
                                     lambda: self.dns_upstreams)
@@ -103,6 +104,8 @@ class SandboxManager:
                                      max_tcp_per_client=self.settings.dns_tcp_per_sandbox)
         await self._dns.start()
         self._agentfs_tree()
+        if self.settings.userns:
+            self._nethook = await asyncio.to_thread(nethook.ensure, self.settings.bin_dir)
         checkpoint.write_criu_config(self.settings.data_dir / "criu.conf")
         if self.settings.warm_pool_size > 0:
             image = await self.images.resolve(self.settings.default_image)
@@ -304,16 +307,15 @@ class SandboxManager:
             raise no_space(exc) or exc
         faults.hit("create.after_rootfs")
 
-        await netns.create(self.settings, sid, ipaddress.IPv4Address(rec.ip))
-        undo.push("netns", lambda: netns.destroy(self.settings, sid, ipaddress.IPv4Address(rec.ip)))
+        identity = await self.prepare_identity(rec, root, undo)
         await self.apply_egress(rec, network, resolved, undo)
         faults.hit("create.after_netns")
 
         key = agent_client.new_key()  # this agent's own secret (agent/auth.py)
         rec.extra[agent_client.KEY_FIELD] = key
         cfg = bundle.config(
-            agent_secret=key, hostname=sid, rootfs=root, agentfs_tree=tree, netns_path=netns.path(sid),
-            cgroups_path=ids.cgroup_path(sid), limits=bundle.Limits(rec.cpus, rec.memory_mb, rec.pids_limit, cpu_shares),
+            agent_secret=key, hostname=sid, agentfs_tree=tree, **identity, cgroups_path=ids.cgroup_path(sid),
+            limits=bundle.Limits(rec.cpus, rec.memory_mb, rec.pids_limit, cpu_shares),
             agent_port=self.settings.agent_port, criu_config=self.settings.data_dir / "criu.conf",
             image_env=image_config.env if image_config else None,
             workdir=image_config.working_dir if image_config else "/",
@@ -329,6 +331,40 @@ class SandboxManager:
         rec.status = Status.RUNNING
         self.store.update(rec)
         faults.hit("create.after_running")
+
+    async def prepare_identity(self, rec: SandboxRecord, subvolume: Path, undo: Undo,
+                               use_userns: bool | None = None) -> dict[str, Any]:
+        """The rootfs, network and id range of a sandbox about to start (``bundle.set_identity``'s
+        arguments), with what they need made on the host.
+
+        With user namespaces: the rootfs subvolume idmapped into the sandbox's range,
+        and a prestart hook that wires the netns runc will make (its inverse is pushed
+        now: the hook may have run by the time a later step fails). Without: the netns
+        made here, and joined by the container. ``use_userns`` overrides the setting
+        (a memory image restores the namespaces it was dumped with).
+        """
+        sid = rec.id
+        assert rec.ip
+        if use_userns is None:
+            use_userns = self.settings.userns
+        address = ipaddress.IPv4Address(rec.ip)
+        if not use_userns:
+            await netns.create(self.settings, sid, address)
+            undo.push("netns", lambda: netns.destroy(self.settings, sid, address))
+            return {"rootfs": subvolume, "netns_path": netns.path(sid), "userns_base": None, "hooks": None}
+        base = userns.host_base(self.settings.subnet, rec.ip)
+        userns.restrict(self.settings.sandboxes_dir / sid, base)
+        mnt = userns.mount_path(self.settings.sandboxes_dir / sid)
+        await asyncio.to_thread(userns.mount_idmapped, subvolume, mnt, base)
+        undo.push("idmapped rootfs", lambda: asyncio.to_thread(userns.unmount, mnt))
+        # The hook makes the veth inside runc; the port's walls (what it may send as, the
+        # host's neighbour entry) are ours to pin first, from here (network/walls.py).
+        undo.push("netns", lambda: netns.destroy(self.settings, sid, address))
+        await netns.pin_walls(self.settings, sid, address)
+        if self._nethook is None:
+            self._nethook = await asyncio.to_thread(nethook.ensure, self.settings.bin_dir)
+        return {"rootfs": mnt, "netns_path": None, "userns_base": base,
+                "hooks": nethook.hooks(self._nethook, self.settings, sid, rec.ip)}
 
     async def apply_egress(self, rec: SandboxRecord, network: EgressPolicy | None,
                            resolved: Resolved | None, undo: Undo) -> None:
@@ -397,6 +433,9 @@ class SandboxManager:
             lambda: _fault("destroy.after_container"),
             lambda: netns.destroy(self.settings, sandbox_id, address),
             lambda: self.egress.remove(sandbox_id),
+            # Before the subvolume and the state dir: a removal must never walk into
+            # the sandbox's files through their idmapped mount.
+            lambda: asyncio.to_thread(userns.unmount, userns.mount_path(self.settings.sandboxes_dir / sandbox_id)),
             lambda: rootfs.remove(pool, sandbox_id),
             lambda: _rmtree(self.settings.sandboxes_dir / sandbox_id),
         ):

@@ -105,16 +105,31 @@ async def set_sysctls(ns_path: str, values: dict[str, str]) -> None:
         raise errors[0]
 
 
-async def destroy(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Address | None = None) -> None:
-    """Remove veth, netns and the port's walls; all may already be gone (idempotent).
+async def pin_walls(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Address) -> None:
+    """The walls of a port whose veth someone else makes (the user-namespace prestart
+    hook, runtime/nethook.c): what the port may send as, and the host's neighbour entry.
+    Both are host-side and work before the veth exists; idempotent."""
+    mac = mac_for(address)
+    await walls.pin(settings, sandbox_id, address, mac)
+    await _proc.run(["ip", "-batch", "-"], input=walls.neigh_line(settings, address, mac).encode())
 
-    Without ``address`` (an orphan found by reconcile) the walls find it themselves.
-    """
+
+async def remove_link(sandbox_id: str) -> None:
+    """Remove the veth and the netns but keep the port's walls: a suspended sandbox
+    keeps its address, and its next incarnation's veth gets the same walls."""
     veth = ids.host_veth(sandbox_id)
     if Path(f"/sys/class/net/{veth}").exists():
         await _proc.run(["ip", "link", "del", veth], check=False)
     if (NETNS_DIR / ids.netns(sandbox_id)).exists():
         await _proc.run(["ip", "netns", "del", ids.netns(sandbox_id)], check=False)
+
+
+async def destroy(settings: Settings, sandbox_id: str, address: ipaddress.IPv4Address | None = None) -> None:
+    """Remove veth, netns and the port's walls; all may already be gone (idempotent).
+
+    Without ``address`` (an orphan found by reconcile) the walls find it themselves.
+    """
+    await remove_link(sandbox_id)
     await walls.unpin(settings, sandbox_id, address, mac_for(address) if address is not None else None)
 
 

@@ -9,8 +9,9 @@ side of that wire, so it holds whatever the tenant does inside:
   source; an ARP from it must name that MAC and IPv4 as sender. IPv6 and every other
   ethertype are dropped: sandboxes are IPv4-only (no address, no route), and IPv6 from
   them could only be link-local/NDP games with the host. One lookup in a set keyed by
-  ``iifname . ether saddr . ip saddr``: O(1) in the number of sandboxes. Ports not in
-  the set are not ours and are left alone (we match only our own interfaces).
+  ``iifname . ether saddr . ip saddr``: O(1) in the number of sandboxes. Fail closed:
+  a port of our bridge that is not in the set (made by code that forgot its walls)
+  sends nothing; frames on other bridges are not ours and are left alone.
 * **Pinned tables**: a permanent neighbour entry ``ip → mac`` on the bridge (ARP can
   never re-point a sandbox's address at another MAC) and, per port, ``learning off``
   with one static FDB entry: the bridge's forwarding table cannot be flooded and
@@ -66,7 +67,7 @@ PRIVATE_V6 = ("::/128", "::1/128", "::ffff:0:0/96", "fc00::/7", "fe80::/10", "ff
 
 def bridge_ruleset(settings: Settings) -> str:
     """The bridge table, idempotent: sets (and their elements) are kept, the chain refilled."""
-    t = settings.nft_table
+    t, br = settings.nft_table, settings.bridge
     return f"""
 table bridge {t} {{
     set {PORTS} {{ type ifname; }}
@@ -76,7 +77,8 @@ table bridge {t} {{
 flush chain bridge {t} prerouting
 table bridge {t} {{
     chain prerouting {{
-        iifname != @{PORTS} accept
+        meta ibrname != "{br}" accept
+        iifname != @{PORTS} counter drop
         iifname . ether saddr . ip saddr @{PORT_ADDRS} accept
         arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @{PORT_ADDRS} \
 iifname . arp saddr ether . arp saddr ip @{PORT_ADDRS} accept

@@ -10,9 +10,11 @@ Limits go into the config and runc applies them, to cgroup v1 or v2 alike:
 ``cpus`` as a CFS quota, ``memory_mb`` as a hard limit with swap equal to it (no
 swap), ``pids`` as a pids limit. Disk is enforced by storage (a btrfs qgroup).
 
-No user namespace: CRIU restores of userns containers and btrfs subvolumes owned by
-shifted IDs add cost and failure modes we measured no need for yet; the sandbox's
-root is confined by capabilities, seccomp and namespaces instead (see ARCHITECTURE).
+A user namespace per sandbox (``userns``, see runtime/userns.py): the bundle maps
+0..65535 to the sandbox's host range, its rootfs is an idmapped mount made by the
+host, and runc makes the network namespace (so it belongs to the user namespace,
+which CRIU needs to restore into it), wired by the prestart hook (runtime/nethook.py).
+Without ``userns`` the container joins a netns made on the host (``netns_path``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import agentfs, seccomp
+from . import agentfs, seccomp, userns
 
 # Docker's default capability set (moby oci/caps/defaults.go): no SYS_ADMIN, SYS_MODULE,
 # SYS_PTRACE, NET_ADMIN, SYS_TIME, SYS_BOOT, SYS_RESOURCE, ... and, unlike Docker, no
@@ -49,6 +51,13 @@ MASKED_PATHS = [
 ]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 CFS_PERIOD = 100_000
+# /dev/userfaultfd in the devices cgroup, for user-namespace sandboxes only. Why: a
+# lazy-pages restore makes each task's userfaultfd from this device (our CRIU patch,
+# scripts/criu-patches/0001-*), and runc has moved criu into the sandbox's cgroup
+# when it opens it. Safe there: the sandbox's /dev has no such node, and a user
+# namespace can neither mknod a device nor mount a devtmpfs, so no tenant process
+# can ever open it. (Without a user namespace, CAP_MKNOD could make the node.)
+USERFAULTFD_DEVICE = {"allow": True, "type": "c", "major": 10, "minor": 257, "access": "rw"}
 
 # tmpfs pages are charged to the sandbox's memory cgroup, but an OOM kill frees none of
 # them: tmpfs able to fill memory_mb would leave the cgroup full and the OOM killer
@@ -89,7 +98,7 @@ def config(
     hostname: str,
     rootfs: Path,
     agentfs_tree: Path,
-    netns_path: str,
+    netns_path: str | None,
     cgroups_path: str,
     limits: Limits,
     agent_port: int,
@@ -98,6 +107,8 @@ def config(
     workdir: str = "/",
     user: str = "",
     agent_secret: str | None = None,
+    userns_base: int | None = None,
+    hooks: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The bundle config. ``image_env``, ``workdir`` and ``user`` come from the image's
     config (Dockerfile ENV, WORKDIR, USER): the agent passes its environment on to the
@@ -118,7 +129,7 @@ def config(
     argv = agentfs.agent_argv(agent_port)
     if workdir and workdir != "/":
         argv += ["--default-workdir", workdir]
-    return {
+    cfg: dict[str, Any] = {
         "ociVersion": "1.0.2",
         # runc hands this file to CRIU on checkpoint/restore (see runtime/checkpoint.py).
         "annotations": {"org.criu.config": str(criu_config)} if criu_config else {},
@@ -154,7 +165,7 @@ def config(
         "linux": {
             "namespaces": [
                 {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                {"type": "cgroup"}, {"type": "network", "path": netns_path},
+                {"type": "cgroup"}, {"type": "network"},
             ],
             "cgroupsPath": cgroups_path,
             "resources": {
@@ -167,6 +178,42 @@ def config(
             "seccomp": seccomp.profile(CAPABILITIES),
         },
     }
+    set_identity(cfg, rootfs=rootfs, netns_path=netns_path, userns_base=userns_base, hooks=hooks)
+    return cfg
+
+
+def has_userns(cfg: dict[str, Any]) -> bool:
+    """Whether a bundle config (a sandbox's, a snapshot manifest's) has a user namespace."""
+    return any(ns["type"] == "user" for ns in cfg["linux"]["namespaces"])
+
+
+def set_identity(cfg: dict[str, Any], *, rootfs: Path, netns_path: str | None, userns_base: int | None,
+                 hooks: dict[str, Any] | None) -> None:
+    """Point ``cfg`` at one sandbox's rootfs, network and id range (a new bundle, or a
+    snapshot's bundle restored under a new identity).
+
+    With ``userns_base``: a user namespace with that mapping, and a network namespace
+    made by runc (no path); ``hooks`` wire it. Without: the netns at ``netns_path``
+    (if any).
+    """
+
+    cfg["root"]["path"] = str(rootfs)
+    linux = cfg["linux"]
+    spaces = [ns for ns in linux["namespaces"] if ns["type"] not in ("user", "network")]
+    for key in ("uidMappings", "gidMappings"):
+        linux.pop(key, None)
+    cfg.pop("hooks", None)
+    devices = [d for d in linux["resources"].get("devices", []) if d != USERFAULTFD_DEVICE]
+    if userns_base is not None:
+        spaces += [{"type": "user"}, {"type": "network"}]
+        linux.update(userns.mappings(userns_base))
+        devices.append(USERFAULTFD_DEVICE)
+        if hooks:
+            cfg["hooks"] = hooks
+    else:  # the netns made on the host; none given: a fresh one from runc (bench/start.py's raw runc)
+        spaces.append({"type": "network", "path": netns_path} if netns_path else {"type": "network"})
+    linux["namespaces"] = spaces
+    linux["resources"]["devices"] = devices
 
 
 def mount_points(cfg: dict[str, Any]) -> list[str]:
