@@ -10,8 +10,10 @@ side of that wire, so it holds whatever the tenant does inside:
   ethertype are dropped: sandboxes are IPv4-only (no address, no route), and IPv6 from
   them could only be link-local/NDP games with the host. One lookup in a set keyed by
   ``iifname . ether saddr . ip saddr``: O(1) in the number of sandboxes. Fail closed:
-  a port of our bridge that is not in the set (made by code that forgot its walls)
-  sends nothing; frames on other bridges are not ours and are left alone.
+  a port named as ours (``cb`` + the ID, ``ids.host_veth``) that is not in the set
+  (made by code that forgot its walls) sends nothing; other interfaces are not ours
+  and are left alone. (``meta ibrname``, the bridge's own name, would be the tighter
+  match; this kernel answers "Operation not supported" for it.)
 * **Pinned tables**: a permanent neighbour entry ``ip → mac`` on the bridge (ARP can
   never re-point a sandbox's address at another MAC) and, per port, ``learning off``
   with one static FDB entry: the bridge's forwarding table cannot be flooded and
@@ -48,6 +50,7 @@ from ..config import Settings
 from ..errors import CommandFailed
 
 PORTS = "ports"  # ifname: ports whose frames are checked
+VETH_PREFIX = "cb"  # every sandbox port is named "cb" + its ID's first 13 characters (ids.host_veth)
 PORT_ADDRS = "port_addrs"  # ifname . MAC . IPv4: what a port may send as
 CT_FLOWS = "ct_flows"  # per-source dynamic set with a ct count (forwarded flows)
 CT_LOCAL = "ct_local"  # same, for flows to the host (the resolver)
@@ -67,7 +70,7 @@ PRIVATE_V6 = ("::/128", "::1/128", "::ffff:0:0/96", "fc00::/7", "fe80::/10", "ff
 
 def bridge_ruleset(settings: Settings) -> str:
     """The bridge table, idempotent: sets (and their elements) are kept, the chain refilled."""
-    t, br = settings.nft_table, settings.bridge
+    t = settings.nft_table
     return f"""
 table bridge {t} {{
     set {PORTS} {{ type ifname; }}
@@ -77,7 +80,7 @@ table bridge {t} {{
 flush chain bridge {t} prerouting
 table bridge {t} {{
     chain prerouting {{
-        meta ibrname != "{br}" accept
+        iifname != "{VETH_PREFIX}*" accept
         iifname != @{PORTS} counter drop
         iifname . ether saddr . ip saddr @{PORT_ADDRS} accept
         arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @{PORT_ADDRS} \
