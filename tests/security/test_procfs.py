@@ -111,7 +111,7 @@ def test_proc_1_exe_cannot_overwrite_the_host_binary(box):
     code = r"""
 import json, os
 out = {}
-try:  # the agent is non-dumpable: its map_files are closed to the tenant altogether
+try:  # the agent is closed to tenant ptrace (agent/hardening.py): so are its map_files
     maps = ["/proc/1/map_files/" + n for n in sorted(os.listdir("/proc/1/map_files"))[:3]]
 except PermissionError:
     maps = []

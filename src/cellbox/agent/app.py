@@ -81,7 +81,7 @@ class RotateAPI:
     async def rotate(self, request: Request) -> Response:
         if not self.secret.rotate(request.headers.get(NONCE_HEADER), request.headers.get(ROTATE_HEADER)):
             raise APIError(403, "FORBIDDEN", "rotation not authenticated")
-        hardening.make_undumpable()  # a restore brings the flag back as dumped; make sure
+        hardening.protect()  # a restore brings the flags back as dumped; make sure
         return empty_response(204)
 
 
@@ -96,8 +96,8 @@ def become_subreaper() -> bool:
 async def serve(cfg: Config, listen_fd: int, t0: float) -> int:
     loop = asyncio.get_running_loop()
     secret = AgentSecret.from_environ()  # out of os.environ before any child is spawned
-    if not hardening.make_undumpable():  # before any request can start a tenant process
-        log("warning: could not make the agent non-dumpable")
+    if not hardening.protect():  # before any request can start a tenant process
+        log("warning: could not close the agent to the tenant's ptrace")
     sock = socket.socket(fileno=listen_fd)
     pm = ProcessManager(
         oom=OomCounter(cfg.oom_counters),

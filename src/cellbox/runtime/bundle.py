@@ -38,6 +38,11 @@ CAPABILITIES = [
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ]
+# The container's init (the agent) also holds this one, which it drops from its
+# bounding set at start so no program it runs has it (agent/hardening.py): a tenant
+# process then lacks a capability of the agent's and cannot ptrace it. The seccomp
+# profile is computed from CAPABILITIES alone.
+AGENT_ONLY_CAPABILITY = "CAP_WAKE_ALARM"
 # Per-netns sysctls runc writes inside the container (OCI linux.sysctl), so they hold
 # however the netns is made (today network/netns.py, later runc itself for user
 # namespaces). The range is 0-65535 and not Docker's 0-2147483647: the kernel refuses
@@ -139,7 +144,7 @@ def config(
             "args": argv,
             "env": [f"{k}={v}" for k, v in env.items()] + agentfs.agent_env(),
             "cwd": "/",
-            "capabilities": {k: CAPABILITIES for k in ("bounding", "effective", "permitted")},
+            "capabilities": {k: CAPABILITIES + [AGENT_ONLY_CAPABILITY] for k in ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
             "noNewPrivileges": True,
         },
