@@ -97,7 +97,14 @@ class AgentClient:
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             # Per-phase timeouts stay as a backstop; the real bound is the deadline below.
-            self._http = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT)
+            # No kept-alive connections: an address outlives its sandbox (the next one
+            # gets it), and a pooled connection to the old agent whose FIN never came
+            # back (a tenant that forged its MAC, a CRIU network lock) was reused for
+            # the new one and reset (tests/security/test_network_walls.py, ARP claim
+            # after a forged MAC). These calls are few; a handshake on the bridge is
+            # ~0.1 ms.
+            self._http = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT,
+                                           limits=httpx.Limits(max_keepalive_connections=0))
         return self._http
 
     async def close(self) -> None:
