@@ -121,13 +121,12 @@ def rec_image_mb(sb: Sandboxes) -> int:
         sb.made.remove(probe.id)
 
 
-@pytest.mark.xfail(strict=True, reason="per-user kernel counters (inotify, pipe pages, mqueue) need "
-                   "the per-sandbox user namespace (walls issue, hole 5, another branch)")
 def test_per_user_kernel_counters_are_not_host_roots(sb):
     """inotify instances (fs.inotify.max_user_instances, 128 here), pipe pages and
-    mqueue bytes are counted per (user namespace, uid): while a sandbox's root is host
-    uid 0 in the host's user namespace, 128 inotify instances in any sandbox leave
-    host root's services without one. Judged on the host: the agent's uid_map."""
+    mqueue bytes are counted per (user namespace, uid): were a sandbox's root host uid 0
+    in the host's user namespace (as before user namespaces), 128 inotify instances in
+    any sandbox would leave host root's services without one. Judged on the host: the
+    agent's uid_map."""
     rec = sb.create()
     uid_map = Path(f"/proc/{rec.init_pid}/uid_map").read_text().split()
     assert uid_map[:2] != ["0", "0"], f"sandbox root is host root: uid_map {uid_map}"
