@@ -30,7 +30,7 @@ from cellbox.manager.records import SandboxRecord
 from cellbox.manager.sandboxes import CreateSpec, SandboxManager
 from cellbox.manager.store import Store
 
-from .leaks import leftovers
+from .leaks import leftovers, orphaned_records
 
 T = TypeVar("T")
 
@@ -159,9 +159,14 @@ def no_leaks_after_suite(settings: Settings) -> Iterator[None]:
     if os.geteuid() != 0:
         yield
         return
+    import time
+
+    started_ms = int(time.time() * 1000)
     before = leftovers(settings, orphans_only=True)
     yield
     after = leftovers(settings, orphans_only=True)
     new = {k: sorted(set(v) - set(before.get(k, []))) for k, v in after.items()}
     new = {k: v for k, v in new.items() if v}
     assert not new, f"the test suite leaked host objects: {new}"
+    forgotten = orphaned_records(settings, started_ms)
+    assert not forgotten, f"the test suite left sandboxes running that no process manages: {forgotten}"

@@ -76,3 +76,30 @@ def leftovers(settings: Settings, sandbox_ids: set[str] | None = None, *, orphan
 
         found = {k: [v for v in vs if not owned(k, v)] for k, vs in found.items()}
     return {k: v for k, v in found.items() if v}
+
+
+def orphaned_records(settings: Settings, since_ms: int) -> list[str]:
+    """Live records made since ``since_ms`` whose owning process is gone.
+
+    Sandboxes outlive the server that made them (by design), so a test that lost track
+    of one (deleted it through the wrong project, or not at all) leaves a sandbox that
+    runs on with a live record: ``leftovers(orphans_only=True)`` counts it as owned.
+    At the end of the suite every test's server has stopped, so any such record is a
+    sandbox some test forgot.
+    """
+    import sqlite3
+
+    from cellbox.manager import owner
+
+    if not settings.db_path.exists():
+        return []
+    db = sqlite3.connect(str(settings.db_path))
+    try:
+        rows = db.execute(
+            "SELECT id, namespace, json_extract(doc, '$.owner') FROM sandboxes "
+            "WHERE status NOT IN ('terminated','failed') AND created_at >= ?", (since_ms,)).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+    return [f"{sid} (namespace {ns})" for sid, ns, own in rows if not owner.is_alive(own)]

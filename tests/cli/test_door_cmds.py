@@ -59,7 +59,7 @@ def test_secrets_and_quota_verbs(cli: CLI):
     cli("secret", "set", "API_TOKEN", "--api-key", key, input="tok-123\n")
     listed = cli("secret", "ls", "--api-key", key, "--json").stdout
     assert json.loads(listed)[0]["name"] == "API_TOKEN" and "tok-123" not in listed
-    sid = cli.tracker.add(cli("new", "-m", "256", "--secret", "API_TOKEN", "--api-key", key).stdout.strip())
+    sid = cli.tracker.add(cli("new", "-m", "256", "--secret", "API_TOKEN", "--api-key", key).stdout.strip(), project)
     out = cli("exec", "--api-key", key, sid, "sh", "-c", "echo got=$API_TOKEN").stdout
     assert "got=tok-123" in out
     cli("secret", "rm", "API_TOKEN", "--api-key", key)

@@ -113,20 +113,29 @@ def release() -> None:
 
 @dataclass
 class Tracker:
-    """Sandbox IDs a test made; :meth:`cleanup` deletes them all, whatever happened."""
+    """Sandbox IDs a test made; :meth:`cleanup` deletes them all, whatever happened.
+
+    A sandbox made with another project's key is deleted through that project's
+    namespaced path: the admin key's flat paths act on its own project, where the
+    sandbox is a 404 (which would look like "already gone" and leak it)."""
 
     api_url: str
     ids: list[str] = field(default_factory=list)
+    namespaces: dict[str, str] = field(default_factory=dict)
 
-    def add(self, sandbox_id: str) -> str:
+    def add(self, sandbox_id: str, namespace: str | None = None) -> str:
         self.ids.append(sandbox_id)
+        if namespace is not None:
+            self.namespaces[sandbox_id] = namespace
         return sandbox_id
 
     def cleanup(self) -> None:
         errors = []
         for sid in self.ids:
+            ns = self.namespaces.get(sid)
+            url = f"{self.api_url}/v1/namespaces/{ns}/sandboxes/{sid}" if ns else f"{self.api_url}/sandboxes/{sid}"
             try:
-                r = httpx.delete(f"{self.api_url}/sandboxes/{sid}", timeout=60, headers=auth())
+                r = httpx.delete(url, timeout=60, headers=auth())
                 if r.status_code >= 400 and r.status_code != 404:
                     errors.append(f"{sid}: {r.status_code} {r.text}")
             except httpx.HTTPError as exc:
