@@ -126,3 +126,18 @@ def write_context(root: Path, dockerfile: str, files: dict[str, str] | None = No
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return root
+
+
+def context_tar(files: dict[str, str]) -> bytes:
+    """A build context as an uncompressed tar of text files (what ``POST /images/build`` takes)."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from cellbox.sdk import Conflict, Image, ImageBuildError, ImageNotFoundError, Sa
 
 from ..sdk.live_server import CELLBOX, LiveServer, Tracker, acquire, release
 from . import registry as registry_mod
-from .conftest import image_leftovers, write_context
+from .conftest import context_tar, image_leftovers, write_context
 from ..keys import auth
 
 
@@ -185,15 +183,6 @@ def api_layout(server: LiveServer) -> Path:
     return load().oci_dir
 
 
-def _tar(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -201,11 +190,11 @@ def _tar(files: dict[str, str]) -> bytes:
     [
         ("POST", "/images/build?name=test/surf-x", {"content": b""}, 400, "INVALID_CONTEXT"),
         ("POST", "/images/build?name=test/surf-x", {"content": b"not a tar at all" * 64}, 400, "INVALID_CONTEXT"),
-        ("POST", "/images/build?name=Bad%20Name", {"content": _tar({"Dockerfile": "FROM cellbox/debian\n"})},
+        ("POST", "/images/build?name=Bad%20Name", {"content": context_tar({"Dockerfile": "FROM cellbox/debian\n"})},
          400, "INVALID_REQUEST"),
-        ("POST", "/images/build?name=test/surf-x", {"content": _tar({"other": "x"})}, 400, "DOCKERFILE_NOT_FOUND"),
+        ("POST", "/images/build?name=test/surf-x", {"content": context_tar({"other": "x"})}, 400, "DOCKERFILE_NOT_FOUND"),
         ("POST", "/images/build?name=test/surf-x&build_arg=novalue",
-         {"content": _tar({"Dockerfile": "FROM cellbox/debian\n"})}, 400, "INVALID_REQUEST"),
+         {"content": context_tar({"Dockerfile": "FROM cellbox/debian\n"})}, 400, "INVALID_REQUEST"),
         ("POST", "/images/pull", {"json": {"image": "no-registry/name"}}, 400, "INVALID_REQUEST"),
         ("POST", "/images/pull", {"json": {"image": "127.0.0.1:1/a:b", "username": "u"}}, 400, "INVALID_REQUEST"),
         ("POST", "/images/pull", {"json": {}}, 400, "INVALID_REQUEST"),

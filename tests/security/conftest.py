@@ -9,11 +9,24 @@ the API/SDK conftests; this file adds only what the attacks share.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def box(manager: Any, loop_thread: Any) -> Iterator[tuple[Any, Any]]:
+    """One default sandbox for a whole module of probes (each probe forks its own child)."""
+    from ..conftest import Sandboxes
+
+    sb = Sandboxes(manager, loop_thread)
+    try:
+        yield sb, sb.create()
+    finally:
+        sb.cleanup()
 
 
 def run_python(sandboxes: Any, rec: Any, code: str, timeout: float = 60) -> dict[str, Any]:

@@ -11,10 +11,8 @@ line (case, JSON form, continuations, ONBUILD, parser directives, base images' t
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
-import tarfile
 from pathlib import Path
 
 import httpx
@@ -24,7 +22,7 @@ from cellbox.errors import CellboxError, InvalidRequest
 from cellbox.images.build import BuildRequest, validate
 
 from ..keys import auth
-from ..images.conftest import Images, images, prune_build_cache_at_end, write_context  # noqa: F401 - fixtures
+from ..images.conftest import Images, context_tar, images, prune_build_cache_at_end, write_context  # noqa: F401 - fixtures
 from ..sdk.live_server import LiveServer, acquire, release
 
 pytestmark = pytest.mark.root
@@ -252,15 +250,6 @@ def live_server():  # noqa: ANN201
         release()
 
 
-def _context_tar(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def test_api_answers_400_naming_the_line(live_server: LiveServer) -> None:
@@ -269,7 +258,7 @@ def test_api_answers_400_naming_the_line(live_server: LiveServer) -> None:
          "RUN --mount=type=bind,from=link,source=/hostroot,target=/h,rw ls /h\n"
     try:
         r = httpx.post(f"{live_server.api_url}/images/build", params={"name": "test/sec-api"},
-                       content=_context_tar({"Dockerfile": df}), headers=auth(), timeout=120)
+                       content=context_tar({"Dockerfile": df}), headers=auth(), timeout=120)
     finally:
         httpx.delete(f"{live_server.api_url}/images/test/sec-api", headers=auth(), timeout=120)  # made only if the build ran
     assert r.status_code == 400, r.text

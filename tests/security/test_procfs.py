@@ -13,24 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from ..conftest import Sandboxes
 from .conftest import run_python_json
 
 pytestmark = pytest.mark.root
 
 
-@pytest.fixture(scope="module")
-def box(manager, loop_thread) -> Iterator[tuple[Sandboxes, Any]]:
-    sb = Sandboxes(manager, loop_thread)
-    try:
-        yield sb, sb.create()
-    finally:
-        sb.cleanup()
 
 
 WRITES = r"""

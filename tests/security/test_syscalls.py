@@ -219,14 +219,6 @@ def host_key() -> Iterator[tuple[str, int]]:
         pass
 
 
-@pytest.fixture(scope="module")
-def box(manager, loop_thread) -> Iterator[tuple[Sandboxes, Any]]:
-    """One sandbox for the whole matrix (each probe forks its own child)."""
-    sb = Sandboxes(manager, loop_thread)
-    try:
-        yield sb, sb.create()
-    finally:
-        sb.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def create_app(service: SandboxService, door: Door | None) -> FastAPI:
         generate_unique_id_function=lambda route: f"ns_{route.name}",
     )
     app.include_router(routes, generate_unique_id_function=_flat_id)
-    app.include_router(door_routes.flat_router(), generate_unique_id_function=_flat_id)
+    app.include_router(router(door_routes.FLAT_ROUTES), generate_unique_id_function=_flat_id)
     app.add_middleware(BodyGuard, max_bytes=MAX_BODY)
     if door is not None:
         app.add_middleware(AuthGate, authenticator=door.auth)  # added last: runs first

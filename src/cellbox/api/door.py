@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi import Body, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -244,9 +244,3 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("DELETE", "/secrets/{name}", delete_secret),
 ]
 
-
-def flat_router() -> APIRouter:
-    r = APIRouter()
-    for method, path, endpoint in FLAT_ROUTES:
-        r.add_api_route(path, endpoint, methods=[method], name=endpoint.__name__, response_class=JSONResponse)
-    return r

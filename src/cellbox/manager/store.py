@@ -9,6 +9,7 @@ in well under a millisecond here, so the event loop is not worth a thread hop.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -39,6 +40,10 @@ _FIELDS = {f.name for f in fields(SandboxRecord)}
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Root's alone: records carry each sandbox's agent secret and the door's key
+        # hashes. SQLite gives its -wal and -shm files the database file's mode.
+        path.touch(mode=0o600, exist_ok=True)
+        os.chmod(path, 0o600)
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")

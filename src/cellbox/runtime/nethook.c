@@ -10,11 +10,12 @@
  * Why C: the hook is on the create and restore paths; a shell hook cost ~56 ms of a
  * restore and a Python one ~300 ms, this one costs its two `ip -batch` runs.
  *
- * usage: nethook NETNS HOST_VETH MAC ADDR/PREFIX GATEWAY BRIDGE PORT_BATCH PING_RANGE
+ * usage: nethook NETNS HOST_VETH MAC ADDR/PREFIX GATEWAY BRIDGE PORT_BATCH PING_RANGE NEIGH
  *        (state JSON on stdin)
  * It names the netns for the host (ip netns attach NETNS PID, replacing a stale one
  * left by a suspended incarnation), adds the veth pair with eth0 inside, puts the host
- * end on the bridge, runs PORT_BATCH through `bridge -batch` (the port's walls from
+ * end on the bridge, pins the host's neighbour entry (NEIGH, an `ip -batch` line from
+ * network/walls.py), runs PORT_BATCH through `bridge -batch` (the port's walls from
  * network/walls.py: isolated, no learning, one static FDB entry), sets eth0's address,
  * lo and the route, and writes net.ipv4.ping_group_range (PING_RANGE, in host gids:
  * runc writes the OCI sysctls at `run` but not at `restore`, and without CAP_NET_RAW
@@ -53,13 +54,13 @@ static int run_batch(char *const argv[], const char *script) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 9) {
-        fprintf(stderr, "usage: %s NETNS HOST_VETH MAC ADDR/PREFIX GATEWAY BRIDGE PORT_BATCH PING_RANGE"
+    if (argc != 10) {
+        fprintf(stderr, "usage: %s NETNS HOST_VETH MAC ADDR/PREFIX GATEWAY BRIDGE PORT_BATCH PING_RANGE NEIGH"
                         " < state.json\n", argv[0]);
         return 2;
     }
     const char *ns = argv[1], *veth = argv[2], *mac = argv[3], *addr = argv[4], *gw = argv[5], *br = argv[6];
-    const char *port_batch = argv[7], *ping_range = argv[8];
+    const char *port_batch = argv[7], *ping_range = argv[8], *neigh = argv[9];
     char state[65536];
     size_t n = fread(state, 1, sizeof state - 1, stdin);
     state[n] = 0;
@@ -81,10 +82,11 @@ int main(int argc, char **argv) {
              "%s%s%s%s%s%s"
              "netns attach %s %ld\n"
              "link add %s type veth peer name eth0 address %s netns %s\n"
-             "link set %s master %s up\n",
+             "link set %s master %s up\n"
+             "%s",
              stale_veth ? "link del " : "", stale_veth ? veth : "", stale_veth ? "\n" : "",
              stale_ns ? "netns del " : "", stale_ns ? ns : "", stale_ns ? "\n" : "",
-             ns, pid, veth, mac, ns, veth, br);
+             ns, pid, veth, mac, ns, veth, br, neigh);
     char *host_argv[] = {"ip", "-batch", "-", NULL};
     if (run_batch(host_argv, script) != 0) {
         fprintf(stderr, "nethook: host side of %s failed\n", ns);

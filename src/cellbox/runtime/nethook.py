@@ -50,6 +50,6 @@ def hooks(exe: Path, settings: Settings, sandbox_id: str, address: str) -> dict[
     base = userns.host_base(settings.subnet, address)
     args = [exe.name, ids.netns(sandbox_id), veth, mac, f"{ip}/{settings.subnet.prefixlen}",
             str(settings.gateway), settings.bridge, walls.port_link_batch(veth, mac),
-            f"{base} {base + userns.SIZE - 1}"]
+            f"{base} {base + userns.SIZE - 1}", walls.neigh_line(settings, ip, mac)]
     return {"prestart": [{"path": str(exe), "args": args, "timeout": HOOK_TIMEOUT,
                         "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}]}
