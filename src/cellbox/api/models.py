@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .. import ids
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, NotSupported
 from ..manager.sandboxes import CreateSpec
 from ..manager.service import RESERVED_PORTS, Changes, CreateOptions
 from ..network import policy
@@ -164,7 +164,7 @@ class UpdateSandboxRequest(_Model):
 
 
 def _not_supported(message: str) -> InvalidRequest:
-    return InvalidRequest(message, code="NOT_SUPPORTED")
+    return NotSupported(message)
 
 
 class SnapshotRequest(_Model):

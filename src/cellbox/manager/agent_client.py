@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator
 import httpx
 
 from ..agent import auth
-from ..errors import CellboxError
+from ..errors import AgentError, AgentNotAuthentic, AgentResponseTooLarge, AgentTimeout, AgentUnreachable
 
 KEY_FIELD = "agent_key"
 DEFAULT_TIMEOUT = 10.0
@@ -37,11 +37,9 @@ MAX_JSON = 8 << 20
 MAX_EVENT = 1 << 20  # one SSE line (an output line is at most 64 KiB of text, JSON-escaped)  # process lists and outputs the host parses (the agent keeps ≤ 1/8 of memory)
 
 
-class AgentError(CellboxError):
-    """The agent answered something the host cannot trust or use (or nothing in time)."""
-
-    status = 502
-    code = "BAD_AGENT_RESPONSE"
+# The agent's errors live with the others (cellbox/errors.py); re-exported here, where
+# every caller of the agent already looks for them.
+__all__ = ["AgentError", "AgentClient", "key_of", "new_key", "env_key", "set_env_key", "parse_json"]
 
 
 def new_key() -> str:
@@ -129,21 +127,18 @@ class AgentClient:
                 async with self._client().stream(method, f"http://{ip}:{port}{path}", json=json_body,
                                                  headers=hdrs) as resp:
                     if not verify(check, nonce, resp.headers):
-                        raise AgentError("the sandbox's agent failed authentication (is something else "
-                                         "answering on its port?)", code="AGENT_NOT_AUTHENTIC")
+                        raise AgentNotAuthentic("the sandbox's agent failed authentication (is something else "
+                                                "answering on its port?)")
                     body = bytearray()
                     async for chunk in resp.aiter_raw():
                         body += chunk
                         if len(body) > max_bytes:
-                            raise AgentError(f"the sandbox's agent sent more than {max_bytes} bytes",
-                                             code="AGENT_RESPONSE_TOO_LARGE")
+                            raise AgentResponseTooLarge("a response", max_bytes)
                     return resp.status_code, bytes(body)
         except TimeoutError:
-            raise AgentError(f"the sandbox's agent did not answer within {timeout:g}s",
-                             code="AGENT_TIMEOUT") from None
+            raise AgentTimeout("answer", timeout) from None
         except httpx.HTTPError as exc:
-            raise AgentError(f"could not talk to the sandbox's agent: {type(exc).__name__}: {exc}",
-                             code="AGENT_UNREACHABLE") from None
+            raise AgentUnreachable(exc) from None
 
     async def get_json(self, ip: str, port: int, key: bytes | None, path: str, *,
                        timeout: float = DEFAULT_TIMEOUT, max_bytes: int = MAX_JSON) -> Any:
@@ -165,7 +160,7 @@ class AgentClient:
                                                  headers={auth.NONCE_HEADER: nonce,
                                                           "Accept": "text/event-stream"}) as resp:
                     if not verify(key, nonce, resp.headers):
-                        raise AgentError("the sandbox's agent failed authentication", code="AGENT_NOT_AUTHENTIC")
+                        raise AgentNotAuthentic("the sandbox's agent failed authentication")
                     if resp.status_code != 200:
                         raise AgentError(f"the sandbox's agent answered {resp.status_code} to POST {path}")
                     pending = bytearray()
@@ -177,13 +172,11 @@ class AgentClient:
                             if line.startswith(b"data:"):
                                 yield parse_json(line[5:])
                         if len(pending) > max_event:
-                            raise AgentError(f"the sandbox's agent sent an event over {max_event} bytes",
-                                             code="AGENT_RESPONSE_TOO_LARGE")
+                            raise AgentResponseTooLarge("an event", max_event)
         except TimeoutError:
-            raise AgentError(f"the sandbox's agent did not finish within {timeout:g}s", code="AGENT_TIMEOUT") from None
+            raise AgentTimeout("finish", timeout) from None
         except httpx.HTTPError as exc:
-            raise AgentError(f"could not talk to the sandbox's agent: {type(exc).__name__}: {exc}",
-                             code="AGENT_UNREACHABLE") from None
+            raise AgentUnreachable(exc) from None
 
     async def rotate(self, ip: str, port: int, old: bytes) -> str:
         """Replace a restored agent's secret (derived on both sides, never sent); the new key."""
@@ -194,8 +187,7 @@ class AgentClient:
             headers={auth.NONCE_HEADER: nonce, auth.ROTATE_HEADER: auth.rotate_tag(old, nonce)},
         )
         if status != 204:
-            raise AgentError(f"the sandbox's agent refused to rotate its key ({status})",
-                             code="AGENT_NOT_AUTHENTIC")
+            raise AgentNotAuthentic(f"the sandbox's agent refused to rotate its key ({status})")
         return new.hex()
 
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .. import ids
-from ..errors import Conflict, InvalidRequest, NotFound
+from ..errors import (ImageExists, ImageInUse, ImageNotFound, ImageProtected, InvalidRequest, NotFound,
+                      SnapshotNotReady)
 from ..images import refs
 from ..images.build import Builder, BuildRequest
 from ..images.catalog import Catalog, ImageRecord
@@ -133,7 +134,7 @@ class ImageManager(BootMixin):
         rec = self.catalog.get(canon)
         digest = self.store.refs().get(canon)
         if rec is None and digest is None:
-            raise NotFound(f"image {name!r} not found", code="IMAGE_NOT_FOUND")
+            raise ImageNotFound(name)
         rec = rec or ImageRecord(name=canon, kind="oci", source="local", digest=digest, created_at=0)
         info = ImageInfo(
             name=canon, kind=rec.kind, source=rec.source, digest=digest if rec.kind == "oci" else None,
@@ -279,7 +280,7 @@ class ImageManager(BootMixin):
         if ref.name in self.store.refs() or self.catalog.get(ref.name) is not None:
             return ref.name
         if not ref.is_remote:
-            raise NotFound(f"image {image!r} not found", code="IMAGE_NOT_FOUND")
+            raise ImageNotFound(image)
         async with self._lock(ref.name):
             if ref.name not in self.store.refs():
                 digest = await self.puller.pull(ref, _nothing)
@@ -324,13 +325,11 @@ class ImageManager(BootMixin):
             raise InvalidRequest("name: a registered image gets a local name")
         snap = self.m.memory.get_snapshot(snapshot_id, namespace)
         if snap.status != SnapshotStatus.COMPLETED:
-            raise InvalidRequest(f"snapshot {snapshot_id} is {snap.status.value}, not completed",
-                                 code="SNAPSHOT_NOT_READY")
+            raise SnapshotNotReady(snapshot_id, snap.status.value)
         async with self._lock(canon):
             self._check_replaceable(canon)
             if canon in self.store.refs():
-                raise Conflict(f"an image named {canon!r} already exists (built or pulled): remove it first",
-                               code="IMAGE_EXISTS")
+                raise ImageExists(canon)
             own = await self._copy_snapshot(snap, canon)
             old = self.catalog.get(canon)
             rec = ImageRecord(name=canon, kind="snapshot", source="register", snapshot_id=own.id,
@@ -431,7 +430,7 @@ class ImageManager(BootMixin):
             raise InvalidRequest(f"size must be between 0 and {MAX_WARM_POOL}, got {size}")
         canon = refs.canonical(name, field="name")
         if canon == refs.canonical(self.settings.default_image):
-            raise InvalidRequest("the default image's pool is set with CELLBOX_WARM_POOL", code="IMAGE_PROTECTED")
+            raise ImageProtected(canon, pool=True)
         self.describe(canon)  # 404 if unknown
         async with self._lock(canon):
             rec = self.catalog.get(canon) or ImageRecord(name=canon, digest=self.store.refs().get(canon))
@@ -446,13 +445,12 @@ class ImageManager(BootMixin):
         """A build or pull may replace an image that sandboxes use (theirs are copies),
         but never the default image."""
         if name == refs.canonical(self.settings.default_image):
-            raise Conflict(f"{name} is the default image; it is made by `cellbox setup`", code="IMAGE_PROTECTED")
+            raise ImageProtected(name)
 
     def _check_removable(self, name: str) -> None:
         self._check_replaceable(name)
         if users := self.users(name):
-            raise Conflict(f"image {name!r} is in use by {len(users)} sandbox(es): {', '.join(users[:5])}",
-                           code="IMAGE_IN_USE")
+            raise ImageInUse(name, users)
 
     async def remove(self, name: str) -> None:
         canon = refs.canonical(name, field="name")

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _proc, faults, ids
 from .._undo import Undo
-from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, NotFound
+from ..errors import (CellboxError, InternalFailure, InvalidRequest, InvalidState, SandboxNotNamed,
+                      SnapshotNotFound, SnapshotNotReady, SuspendFailed)
 from ..network import netns
 from ..network import policy as policy_mod
 from ..network.egress import Resolved
@@ -53,18 +54,6 @@ log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 CLONE_TMPFS = Path("/dev/shm/cellbox-clone")
 CLONE_PREFIX = ".clone-"
-
-
-class SuspendFailed(Conflict):
-    """CRIU could not dump the sandbox (409: its state, not the server, is the problem)."""
-
-    code = "SUSPEND_FAILED"
-
-    def __init__(self, sandbox_id: str, *, stopped: bool = False) -> None:
-        what = ("and the sandbox stopped" if stopped else
-                "; the sandbox keeps running. Usually a process in it uses something that "
-                "cannot be checkpointed (a nested namespace, a traced process, a device)")
-        super().__init__(f"sandbox {sandbox_id} could not be suspended {what}".replace(" ;", ";"))
 
 
 class MemoryState:
@@ -90,15 +79,13 @@ class MemoryState:
     async def suspend(self, ref: str, namespace: str = "default") -> SandboxRecord:
         rec = self.m.get(ref, namespace)
         if not rec.name:
-            raise InvalidRequest("only named sandboxes can be suspended (ephemeral ones are terminated)",
-                                 code="SANDBOX_NOT_NAMED")
+            raise SandboxNotNamed()
         async with self._lock(rec.id):
             rec = self.m.get(rec.id)
             if rec.status == Status.SUSPENDED:
                 return rec
             if rec.status != Status.RUNNING:
-                raise Conflict(f"sandbox {rec.id} is {rec.status.value}; only a running sandbox can be suspended",
-                               code="INVALID_STATE")
+                raise InvalidState(rec.id, rec.status.value, "; only a running sandbox can be suspended")
             state_dir = self._state_dir(rec.id)
             new = state_dir / "suspend.new"
             shutil.rmtree(new, ignore_errors=True)
@@ -177,7 +164,7 @@ class MemoryState:
             if rec.status == Status.RUNNING:
                 return rec
             if rec.status != Status.SUSPENDED:
-                raise Conflict(f"sandbox {rec.id} is {rec.status.value}, not suspended", code="INVALID_STATE")
+                raise InvalidState(rec.id, rec.status.value, ", not suspended")
             state_dir = self._state_dir(rec.id)
             images = state_dir / "suspend"
             if not (images / "inventory.img").exists():
@@ -412,8 +399,7 @@ class MemoryState:
                        snapshot_type: SnapshotType = SnapshotType.FILESYSTEM) -> SnapshotRecord:
         rec = self.m.get(ref, namespace)
         if rec.status != Status.RUNNING:
-            raise Conflict(f"sandbox {rec.id} is {rec.status.value}; only a running sandbox can be snapshotted",
-                           code="INVALID_STATE")
+            raise InvalidState(rec.id, rec.status.value, "; only a running sandbox can be snapshotted")
         snap = SnapshotRecord(id=ids.new_id(), namespace=rec.namespace, sandbox_id=rec.id,
                               snapshot_type=snapshot_type, base_image=rec.image)
         snap.source = self._manifest(rec, snapshot_type)
@@ -447,7 +433,7 @@ class MemoryState:
     def get_snapshot(self, snapshot_id: str, namespace: str | None = None) -> SnapshotRecord:
         snap = self.snapshots.get(snapshot_id)
         if snap is None or (namespace is not None and snap.namespace != namespace):
-            raise NotFound(f"snapshot {snapshot_id!r} not found", code="SNAPSHOT_NOT_FOUND")
+            raise SnapshotNotFound(snapshot_id)
         return snap
 
     async def delete_snapshot(self, snapshot_id: str, namespace: str | None = None) -> None:
@@ -472,8 +458,7 @@ class MemoryState:
         """
         snap = self.get_snapshot(snapshot_id)
         if snap.status != SnapshotStatus.COMPLETED:
-            raise InvalidRequest(f"snapshot {snapshot_id} is {snap.status.value}, not completed",
-                                 code="SNAPSHOT_NOT_READY")
+            raise SnapshotNotReady(snapshot_id, snap.status.value)
         return await self._start_from(self._snapshot_dir(snap.id), snap.source, namespace=namespace,
                                       name=name, timeout_secs=timeout_secs,
                                       memory=snap.snapshot_type == SnapshotType.MEMORY, sandbox_id=sandbox_id,
@@ -485,8 +470,7 @@ class MemoryState:
             raise InvalidRequest("times must be between 1 and 64")
         rec = self.m.get(ref, namespace)
         if rec.status != Status.RUNNING:
-            raise Conflict(f"sandbox {rec.id} is {rec.status.value}; only a running sandbox can be cloned",
-                           code="INVALID_STATE")
+            raise InvalidState(rec.id, rec.status.value, "; only a running sandbox can be cloned")
         # Scratch names carry the cloning process and the source, so a crash's leftovers
         # are found and removed at the next start (remove_clone_scratch).
         tmp_id = f"{owner.this_process().replace(':', '_')}-{rec.id}-{ids.new_id()}"

@@ -24,7 +24,8 @@ from typing import Any
 from .. import faults, ids
 from .._undo import Undo
 from ..config import Settings
-from ..errors import CellboxError, CommandFailed, Conflict, InternalFailure, InvalidRequest, LimitExceeded, NoSpace, NotFound
+from ..errors import (CellboxError, CommandFailed, InternalFailure, InvalidRequest, LimitExceeded, NameTaken,
+                      NoSpace, SandboxNotFound, SandboxNotRunning)
 from ..network import dns, netns
 from ..network.egress import EgressControl, Resolved
 from ..network.policy import EgressPolicy
@@ -144,12 +145,12 @@ class SandboxManager:
         if rec is None:
             rec = self.store.get_by_name(namespace, ref)
         if rec is None:
-            raise NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
+            raise SandboxNotFound(ref)
         return rec
 
     def agent_address(self, rec: SandboxRecord) -> tuple[str, int]:
         if rec.status != Status.RUNNING or not rec.ip:
-            raise Conflict(f"sandbox {rec.id} is {rec.status.value}, not running", code="SANDBOX_NOT_RUNNING")
+            raise SandboxNotRunning(rec.id, rec.status.value, suffix=", not running")
         return rec.ip, self.settings.agent_port
 
     # -- create -------------------------------------------------------------------------
@@ -192,13 +193,13 @@ class SandboxManager:
                 else:
                     raise LimitExceeded("no free sandbox address left in " + str(self.settings.subnet))
                 if rec.name and self.store.get_by_name(rec.namespace, rec.name):
-                    raise Conflict(f"a sandbox named {rec.name!r} already exists", code="NAME_TAKEN")
+                    raise NameTaken(rec.name)
                 try:
                     self.store.insert(rec)
                     return
                 except sqlite3.IntegrityError:
                     if rec.name and self.store.get_by_name(rec.namespace, rec.name):
-                        raise Conflict(f"a sandbox named {rec.name!r} already exists", code="NAME_TAKEN") from None
+                        raise NameTaken(rec.name) from None
                     continue  # another process took this address first
             raise LimitExceeded("could not allocate a sandbox address (too much contention)")
 
@@ -225,7 +226,7 @@ class SandboxManager:
         """A sandbox from ``pool`` shaped to ``spec`` (limits, name, egress), or None."""
         disk_mb = self._disk_mb(spec, image_mb)
         if spec.name and self.store.get_by_name(spec.namespace, spec.name):
-            raise Conflict(f"a sandbox named {spec.name!r} already exists", code="NAME_TAKEN")
+            raise NameTaken(spec.name)
         rec = await pool.claim(spec, disk_mb)
         if rec is None:
             return None
@@ -238,7 +239,7 @@ class SandboxManager:
             self.store.update(rec)
         except sqlite3.IntegrityError:
             await self.destroy(rec.id, rec.namespace, reason="name_taken")
-            raise Conflict(f"a sandbox named {spec.name!r} already exists", code="NAME_TAKEN") from None
+            raise NameTaken(spec.name or "") from None
         except BaseException:
             await self.destroy(rec.id, rec.namespace, reason="startup_failed")
             raise

@@ -26,8 +26,9 @@ from typing import Any
 from .. import ids
 from ..auth.door import Door
 from ..auth.keys import Principal
-from ..errors import (CellboxError, Conflict, InternalFailure, InvalidRequest, NoSpace, NotFound, QuotaExceeded,
-                      RateLimited)
+from ..errors import (CellboxError, Conflict, InternalFailure, InvalidRequest, InvalidState, NameTaken, NoSpace, NotFound,
+                      PortNotExposed, QuotaExceeded, RateLimited, SandboxNotFound, SandboxNotNamed, SandboxNotRunning,
+                      SandboxPending, SandboxTerminated, SecretNotFound)
 from . import agent_client
 from .records import SandboxRecord, Status, now_ms
 from ..network.policy import EgressPolicy
@@ -142,8 +143,7 @@ class SandboxService:
             raise InvalidRequest("secret_names: this server keeps no secrets")
         sealed = self.door.store.sealed_secrets(opts.spec.namespace, names)
         if missing := [n for n in names if n not in sealed]:
-            raise InvalidRequest(f"secret_names: no secret named {', '.join(map(repr, missing))} in this project "
-                                 "(cellbox secret set NAME)", code="SECRET_NOT_FOUND")
+            raise SecretNotFound(missing, in_create=True)
         return {n: self.door.vault.open(sealed[n]) for n in names}
 
     def _admit(self, spec: CreateSpec, sid: str, *, copies: int = 1) -> list[str]:
@@ -284,7 +284,7 @@ class SandboxService:
     def get(self, ref: str, namespace: str) -> SandboxRecord:
         rec = self.manager.get(ref, namespace)
         if rec.namespace != namespace:
-            raise NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
+            raise SandboxNotFound(ref)
         return rec
 
     def list(
@@ -401,11 +401,11 @@ class SandboxService:
             deadline = time.monotonic() + FOREIGN_PENDING_WAIT
             while (cur := self.store.get(rec.id)) is not None and cur.status == Status.PENDING:
                 if time.monotonic() > deadline:
-                    raise Conflict(f"sandbox {rec.id} is still being created; try again", code="SANDBOX_PENDING")
+                    raise SandboxPending(rec.id)
                 await asyncio.sleep(0.05)
         fresh = self.store.get(rec.id)
         if fresh is None:
-            raise NotFound(f"sandbox {rec.id!r} not found", code="SANDBOX_NOT_FOUND")
+            raise SandboxNotFound(rec.id)
         return fresh, True
 
     # -- update -----------------------------------------------------------------------------
@@ -415,7 +415,7 @@ class SandboxService:
         async with self._lock(rec.id):
             rec, _ = await self._settled(rec)
             if rec.status.is_final:
-                raise Conflict(f"sandbox {rec.id} is {rec.status.value}", code="SANDBOX_NOT_RUNNING")
+                raise SandboxNotRunning(rec.id, rec.status.value)
             if changes.name is not None and changes.name != rec.name:
                 if problem := ids.name_problem(changes.name):
                     raise InvalidRequest(f"name: {problem}")
@@ -446,8 +446,7 @@ class SandboxService:
             policy = None
         resolved = await self.manager.egress.resolve(policy)
         if rec.status == Status.PENDING or not rec.ip:
-            raise Conflict(f"sandbox {rec.id} is {rec.status.value}; its network cannot change yet",
-                           code="INVALID_STATE")
+            raise InvalidState(rec.id, rec.status.value, "; its network cannot change yet")
         await self.manager.egress.apply(rec.id, rec.ip, policy, resolved)
         if policy is None:
             rec.extra.pop("network_policy", None)
@@ -460,15 +459,14 @@ class SandboxService:
         """Suspend a named sandbox; returns (record, settled) after at most ``wait_s``."""
         rec = self.get(ref, namespace)
         if not rec.name:
-            raise InvalidRequest("only named sandboxes can be suspended (ephemeral ones are terminated)",
-                                 code="SANDBOX_NOT_NAMED")
+            raise SandboxNotNamed()
         return await self._bounded(self._suspend(rec.id), rec.id, Status.SUSPENDED, wait_s)
 
     async def _suspend(self, sandbox_id: str) -> SandboxRecord:
         async with self._lock(sandbox_id):
             rec = self.store.get(sandbox_id)
             if rec is None or rec.status.is_final:
-                raise Conflict(f"sandbox {sandbox_id} is gone", code="SANDBOX_NOT_RUNNING")
+                raise SandboxNotRunning(sandbox_id, "gone")
             rec, _ = await self._settled(rec)
             try:
                 out = await self.manager.memory.suspend(rec.id, rec.namespace)
@@ -484,7 +482,7 @@ class SandboxService:
     async def resume(self, ref: str, namespace: str, *, wait_s: float | None) -> tuple[SandboxRecord, bool]:
         rec = self.get(ref, namespace)
         if rec.status not in (Status.SUSPENDED, Status.SUSPENDING, Status.RUNNING):
-            raise InvalidRequest(f"sandbox {rec.id} is {rec.status.value}, not suspended", code="INVALID_STATE")
+            raise InvalidState(rec.id, rec.status.value, ", not suspended", status=400)
         return await self._bounded(self._resume(rec.id), rec.id, Status.RUNNING, wait_s)
 
     async def _resume(self, sandbox_id: str) -> SandboxRecord:
@@ -596,7 +594,7 @@ class SandboxService:
         A suspended sandbox with ``auto_resume`` is resumed first: the request waits,
         then goes through (spec §4.3).
         """
-        denied = auth_error or NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
+        denied = auth_error or SandboxNotFound(ref)
         if principal is None and not ids.is_id(ref):
             raise denied  # names are per project: without a key there is no project to look in
         try:
@@ -610,15 +608,14 @@ class SandboxService:
             if not open_port or port == self.manager.settings.agent_port:
                 raise denied
         if rec.status.is_final:  # the proxy answers 410 (proxy/errors.py)
-            raise NotFound(f"sandbox {rec.id} is {rec.status.value}: it no longer accepts requests",
-                           code="SANDBOX_TERMINATED")
+            raise SandboxTerminated(rec.id, rec.status.value)
         if rec.status in (Status.SUSPENDED, Status.SUSPENDING) and rec.auto_resume:
             rec = await self._resume(rec.id)
         ip, agent_port = self.manager.agent_address(rec)
         if port == agent_port:  # the agent must prove itself with the sandbox's key
             return ip, agent_port, rec.id, agent_client.key_of(rec)
         if port not in rec.exposed_ports:
-            raise Conflict(f"port {port} of sandbox {rec.id} is not exposed", code="PORT_NOT_EXPOSED")
+            raise PortNotExposed(port, rec.id)
         return ip, port, rec.id
 
     def on_activity(self, sandbox_id: str) -> None:
@@ -646,7 +643,7 @@ class SandboxService:
 
 
 def _name_taken(name: str) -> Conflict:
-    return Conflict(f"a sandbox named {name!r} already exists", code="NAME_TAKEN")
+    return NameTaken(name)
 
 
 def _encode_cursor(rec: SandboxRecord) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import InternalFailure, NotFound
+from ..errors import ImageNotFound, InternalFailure, NotFound
 from . import btrfs, unpack
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -169,7 +169,7 @@ class ImageStore:
             index = self._read_index()
             gone = [m for m in index["manifests"] if m.get("annotations", {}).get(REF_NAME) == ref]
             if not gone:
-                raise NotFound(f"image {name!r} not found", code="IMAGE_NOT_FOUND")
+                raise ImageNotFound(name)
             index["manifests"] = [m for m in index["manifests"] if m not in gone]
             self._write_index(index)
         await self.collect()
@@ -216,7 +216,7 @@ class ImageStore:
         for m in self._read_index()["manifests"]:
             if m.get("annotations", {}).get(REF_NAME) == ref:
                 return m["digest"]
-        raise NotFound(f"image {name!r} not found", code="IMAGE_NOT_FOUND")
+        raise ImageNotFound(name)
 
     def exists(self, name: str) -> bool:
         try:
