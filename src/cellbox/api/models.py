@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .. import ids
 from ..errors import InvalidRequest, NotSupported
-from ..manager.sandboxes import CreateSpec
+from ..manager.spec import CreateSpec
 from ..manager.service import RESERVED_PORTS, Changes, CreateOptions
 from ..network import policy
 from ..network.policy import EgressPolicy
@@ -117,6 +117,7 @@ class CreateSandboxRequest(_Model):
             namespace=namespace,
             timeout_secs=self.timeout_secs,
             network=self.network.to_policy() if self.network is not None else None,
+            explicit=frozenset(k for k in ("cpus", "memory_mb", "disk_mb") if getattr(res, k) is not None),
         )
         unauth = self.allow_unauthenticated_access
         if unauth is None:

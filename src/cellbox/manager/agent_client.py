@@ -23,12 +23,16 @@ import asyncio
 import hmac
 import json
 import secrets
+import time
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import httpx
 
+from .. import _procfs
 from ..agent import auth
-from ..errors import AgentError, AgentNotAuthentic, AgentResponseTooLarge, AgentTimeout, AgentUnreachable
+from ..errors import (AgentError, AgentNotAuthentic, AgentResponseTooLarge, AgentTimeout, AgentUnreachable,
+                      InternalFailure)
 
 KEY_FIELD = "agent_key"
 DEFAULT_TIMEOUT = 10.0
@@ -109,6 +113,34 @@ class AgentClient:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+
+    async def wait_ready(self, ip: str, port: int, key: bytes | None, *, init_pid: int | None,
+                         log_path: Path, timeout: float) -> None:
+        """Poll the agent's port until it accepts, then check it is our agent (its proof
+        under ``key``; None: a sandbox from before agent keys); fail fast if the
+        container's init (``init_pid``) died. ``log_path``'s tail explains a failure."""
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 0.5)
+                writer.close()
+                break
+            except (OSError, asyncio.TimeoutError):
+                pass
+            if init_pid and not _procfs.alive(init_pid):
+                raise InternalFailure(f"the sandbox agent exited during start-up: {_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise InternalFailure(f"the sandbox agent did not start within {timeout:.0f}s: {_tail(log_path)}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.02)
+        # The port accepts: now make sure it is our agent that answers there, not a
+        # program the tenant (or a restored image) put in its place.
+        if key is not None:
+            left = max(1.0, deadline - time.monotonic())
+            status, _ = await self.call(ip, port, key, "GET", "/api/v1/health", timeout=left, max_bytes=4096)
+            if status != 200:
+                raise AgentError(f"the sandbox's agent answered {status} to its health check")
 
     async def call(self, ip: str, port: int, key: bytes | None, method: str, path: str, *,
                    json_body: Any = None, headers: dict[str, str] | None = None,
@@ -196,3 +228,10 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AgentError(f"the sandbox's agent sent malformed JSON: {exc}") from None
+
+
+def _tail(path: Path, limit: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:].strip() or "(no output)"
+    except FileNotFoundError:
+        return "(no log)"

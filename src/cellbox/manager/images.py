@@ -27,9 +27,10 @@ import dataclasses
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from .. import ids
 from ..errors import (ImageExists, ImageInUse, ImageNotFound, ImageProtected, InvalidRequest, NotFound,
@@ -41,15 +42,21 @@ from ..images.pull import Puller
 from ..images.tools import Tools
 from ..network import netns
 from ..storage import btrfs, inroot
-from ..storage.images import REF_NAME, async_layout_lock, normalize
+from ..storage.images import REF_NAME, ImageStore, async_layout_lock, normalize
+from ..config import Settings
+from .locks import LockRegistry
+from .store import Store
 from ..storage.layer_scan import ImageRefused
+from .agent_client import AgentClient
+from .assemble import Assembler
+from .memstate import MemoryState
+from .preboot import IMAGES_NAMESPACE, Preboot
 from .records import SandboxRecord, Status, now_ms
 from .snapshot_store import SnapshotRecord, SnapshotStatus, SnapshotType
-from .image_boot import IMAGES_NAMESPACE, BootMixin
+from .sources import Plan, boot_plan, restore_plan
+from .spec import DEFAULT_DISK_MB, MIN_FREE_DISK_MB, CreateSpec
+from .tasks import TaskSet
 from .warm import WARM_NAMESPACE, WarmPool
-
-if TYPE_CHECKING:
-    from .sandboxes import CreateSpec, SandboxManager
 
 log = logging.getLogger(__name__)
 BUILD_NAMESPACE = "__build__"
@@ -86,53 +93,73 @@ def _nothing(_: str) -> None:
     pass
 
 
-class ImageManager(BootMixin):
-    def __init__(self, manager: "SandboxManager") -> None:
-        self.m = manager
-        self.settings = manager.settings
-        self.store = manager.images  # the OCI layout + unpacked subvolumes
-        self.tools = Tools(manager.settings)
-        self.catalog = Catalog(manager.store.db)
-        self.builder = Builder(self.tools, self.store)
-        self.puller = Puller(self.tools, self.store)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._jobs: set[asyncio.Task[Any]] = set()
+@dataclass(frozen=True)
+class Hooks:
+    """What the image manager asks of the lifecycle above it (it imports nothing of it):
+    a create (a pre-boot's helper: no pool, no restore), a destroy, a warm pool."""
+
+    create: Callable[..., Awaitable[SandboxRecord]]
+    destroy: Callable[..., Awaitable[SandboxRecord]]
+    open_pool: Callable[[str, int], WarmPool]
+
+
+class ImageManager:
+    """The catalog of named images (build, pull, register, pre-boot, remove) and
+    ``source_for``: how a sandbox of a name is made. It never boots anything itself."""
+
+    def __init__(self, settings: Settings, records: Store, layout: ImageStore, memory: MemoryState,
+                 assembler: Assembler, agent: AgentClient, hooks: Hooks) -> None:
+        self.settings = settings
+        self.records = records  # the sandbox records (SQLite)
+        self.layout = layout  # the OCI layout + unpacked subvolumes
+        self.memory = memory
+        self.assembler = assembler
+        self.hooks = hooks
+        self.tools = Tools(settings)
+        self.catalog = Catalog(records.db)
+        self.builder = Builder(self.tools, self.layout)
+        self.puller = Puller(self.tools, self.layout)
+        self._locks = LockRegistry()
+        self._jobs = TaskSet("image job")
         self.pools: dict[str, WarmPool] = {}
         self._configs: dict[str, dict[str, Any]] = {}  # image config by manifest digest
+        self.preboots = Preboot(
+            self.catalog, memory, agent, settings.agent_port, drop_snapshot=self._drop_snapshot,
+            create=lambda spec: hooks.create(spec, warm=False, preboot=False),
+            destroy=lambda sid, ns, reason: hooks.destroy(sid, ns, reason=reason),
+        )
 
-    def spawn(self, coro: "Coroutine[Any, Any, Any]") -> "asyncio.Task[Any]":
+    @property
+    def store(self) -> ImageStore:
+        """The OCI layout (old name: "store" now means the records only)."""
+        return self.layout
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run an image job in the background (an API build or pull outlives its
         request); :meth:`close` waits for it."""
-        task = asyncio.ensure_future(coro)
-        self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
-        return task
+        return self._jobs.spawn(coro)
 
     async def close(self, timeout: float = JOB_STOP_WAIT) -> None:
         """At server stop: let running jobs finish (bounded), then cancel them, which
         kills their buildah/skopeo process group (``_proc.stream``)."""
-        if not self._jobs:
-            return
-        log.info("waiting for %d image job(s)", len(self._jobs))
-        _, pending = await asyncio.wait(set(self._jobs), timeout=timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=10)
+        await self._jobs.close(timeout)
 
     def _lock(self, name: str) -> asyncio.Lock:
-        return self._locks.setdefault(name, asyncio.Lock())
+        return self._locks.get(name)
+
+    async def _preboot(self, rec: ImageRecord, warmup: list[str], on_line: Progress) -> None:
+        await self.preboots.run(rec, warmup, on_line)
 
     # -- reading ------------------------------------------------------------------------
 
     def list(self) -> list[ImageInfo]:
-        names = set(self.store.refs()) | {r.name for r in self.catalog.list()}
+        names = set(self.layout.refs()) | {r.name for r in self.catalog.list()}
         return [self.describe(n) for n in sorted(names)]
 
     def describe(self, name: str) -> ImageInfo:
         canon = refs.canonical(name, field="name")
         rec = self.catalog.get(canon)
-        digest = self.store.refs().get(canon)
+        digest = self.layout.refs().get(canon)
         if rec is None and digest is None:
             raise ImageNotFound(name)
         rec = rec or ImageRecord(name=canon, kind="oci", source="local", digest=digest, created_at=0)
@@ -145,7 +172,7 @@ class ImageManager(BootMixin):
         )
         if rec.kind == "oci" and digest is not None:
             try:
-                manifest = self.store.manifest(digest)
+                manifest = self.layout.manifest(digest)
                 info.layers = [layer["digest"] for layer in manifest["layers"]]
                 info.size_bytes = sum(layer["size"] for layer in manifest["layers"])
                 info.config = self._config(digest)
@@ -157,7 +184,7 @@ class ImageManager(BootMixin):
         """The run-time part of an image's config; cached, as a digest never changes."""
         cached = self._configs.get(digest)
         if cached is None:
-            cfg = self.store.image_config(self.store.manifest(digest)).get("config", {})
+            cfg = self.layout.image_config(self.layout.manifest(digest)).get("config", {})
             cached = {k: cfg[k] for k in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User") if cfg.get(k)}
             self._configs[digest] = cached
         return cached
@@ -172,7 +199,7 @@ class ImageManager(BootMixin):
         never ``describe`` (which counts the image's users over every live record: it
         made a burst of 100 creates spend 39 % of the server's CPU here)."""
         try:
-            digest = self.store.refs().get(refs.canonical(name, field="name"))
+            digest = self.layout.refs().get(refs.canonical(name, field="name"))
             config = self._config(digest) if digest is not None else {}
         except (InvalidRequest, FileNotFoundError):
             return None
@@ -181,7 +208,7 @@ class ImageManager(BootMixin):
 
     def users(self, name: str) -> list[str]:
         """IDs of live sandboxes started from the image (any namespace but ours)."""
-        return [r.id for r in self.m.store.list(live_only=True)
+        return [r.id for r in self.records.list(live_only=True)
                 if r.image == name and r.namespace not in (IMAGES_NAMESPACE, BUILD_NAMESPACE, WARM_NAMESPACE)]
 
     # -- build and pull -------------------------------------------------------------------
@@ -195,7 +222,7 @@ class ImageManager(BootMixin):
         async with self._lock(name):
             self._check_replaceable(name)
             old = self.catalog.get(name)
-            before = self.store.refs().get(normalize(name))
+            before = self.layout.refs().get(normalize(name))
             previous = None
             if old is not None and old.digest and old.extra.get("build_image_id"):
                 previous = (old.extra["build_image_id"], old.digest)
@@ -215,7 +242,7 @@ class ImageManager(BootMixin):
                 for sid in {old.snapshot_id, old.memory_snapshot_id} - {None}:
                     await self._drop_snapshot(sid)  # type: ignore[arg-type]
                 if old.digest != digest:
-                    await self.store.collect()  # the replaced image's blobs and subvolume
+                    await self.layout.collect()  # the replaced image's blobs and subvolume
             if preboot or warmup:
                 await self._preboot(rec, list(warmup or []), on_line)
             await self._refresh_pool(name)
@@ -234,7 +261,7 @@ class ImageManager(BootMixin):
             if username is not None and password is not None:
                 await self.puller.login(ref, username, password)
             old = self.catalog.get(ref.name)
-            before = self.store.refs().get(normalize(ref.name))
+            before = self.layout.refs().get(normalize(ref.name))
             digest = await self.puller.pull(ref, on_line)
             on_line(f"unpacking {ref.name} ({digest[:19]})")
             await self._unpack_new(ref.name, before, built=False)
@@ -245,7 +272,7 @@ class ImageManager(BootMixin):
                 if old.memory_snapshot_id:
                     await self._drop_snapshot(old.memory_snapshot_id)
                 if old.digest != digest:
-                    await self.store.collect()
+                    await self.layout.collect()
             if preboot or warmup:
                 await self._preboot(rec, list(warmup or []), on_line)
             await self._refresh_pool(ref.name)
@@ -257,18 +284,18 @@ class ImageManager(BootMixin):
         goes back to the manifest it had before (or to nothing) and the refused blobs
         are collected: a refused image is never left installed."""
         try:
-            await self.store.resolve(name)
+            await self.layout.resolve(name)
         except ImageRefused:
             ref = normalize(name)
-            async with async_layout_lock(self.store.layout):
+            async with async_layout_lock(self.layout.layout):
                 if before is not None:
-                    self.store._set_ref(ref, before, self.store._blob_path(before).stat().st_size)
+                    self.layout._set_ref(ref, before, self.layout._blob_path(before).stat().st_size)
                 else:
-                    index = self.store._read_index()
+                    index = self.layout._read_index()
                     index["manifests"] = [m for m in index["manifests"]
                                           if m.get("annotations", {}).get(REF_NAME) != ref]
-                    self.store._write_index(index)
-            await self.store.collect()
+                    self.layout._write_index(index)
+            await self.layout.collect()
             if built:
                 await self.builder.forget(name)
             raise
@@ -277,12 +304,12 @@ class ImageManager(BootMixin):
         """The canonical name of an image that exists here, pulling a registry
         reference the first time it is used; 404 for an unknown local name."""
         ref = refs.parse(image)
-        if ref.name in self.store.refs() or self.catalog.get(ref.name) is not None:
+        if ref.name in self.layout.refs() or self.catalog.get(ref.name) is not None:
             return ref.name
         if not ref.is_remote:
             raise ImageNotFound(image)
         async with self._lock(ref.name):
-            if ref.name not in self.store.refs():
+            if ref.name not in self.layout.refs():
                 digest = await self.puller.pull(ref, _nothing)
                 # Unpacked (and so checked: layer_scan's caps, devices, owners) before
                 # anything uses it, a build's buildah included, whose own store on the
@@ -304,7 +331,7 @@ class ImageManager(BootMixin):
         a record in ``BUILD_NAMESPACE`` (its address is allocated like a sandbox's)."""
         rec = SandboxRecord(id=ids.new_id(), namespace=BUILD_NAMESPACE, image="(build)", cpus=0, memory_mb=0,
                             disk_mb=0)
-        await self.m._allocate(rec)
+        await self.assembler.allocate(rec)
         try:
             await netns.create(self.settings, rec.id, ipaddress.IPv4Address(rec.ip))
             yield netns.path(rec.id), str(self.settings.gateway)
@@ -313,7 +340,7 @@ class ImageManager(BootMixin):
                 await netns.destroy(self.settings, rec.id, ipaddress.IPv4Address(rec.ip))
             finally:
                 rec.status, rec.terminated_at, rec.termination_reason = Status.TERMINATED, now_ms(), "build_done"
-                self.m.store.update(rec)
+                self.records.update(rec)
 
     # -- register and pre-boot ---------------------------------------------------------------
 
@@ -323,12 +350,12 @@ class ImageManager(BootMixin):
         canon = refs.canonical(name, field="name")
         if refs.parse(canon).is_remote:
             raise InvalidRequest("name: a registered image gets a local name")
-        snap = self.m.memory.get_snapshot(snapshot_id, namespace)
+        snap = self.memory.get_snapshot(snapshot_id, namespace)
         if snap.status != SnapshotStatus.COMPLETED:
             raise SnapshotNotReady(snapshot_id, snap.status.value)
         async with self._lock(canon):
             self._check_replaceable(canon)
-            if canon in self.store.refs():
+            if canon in self.layout.refs():
                 raise ImageExists(canon)
             own = await self._copy_snapshot(snap, canon)
             old = self.catalog.get(canon)
@@ -352,7 +379,7 @@ class ImageManager(BootMixin):
         self.describe(canon)  # 404 if unknown
         async with self._lock(canon):
             rec = self.catalog.get(canon) or ImageRecord(name=canon, kind="oci", source="local",
-                                                          digest=self.store.refs().get(canon))
+                                                          digest=self.layout.refs().get(canon))
             old = rec.memory_snapshot_id if rec.memory_snapshot_id != rec.snapshot_id else None
             rec.memory_snapshot_id = None
             self.catalog.put(rec)
@@ -368,8 +395,8 @@ class ImageManager(BootMixin):
         own = SnapshotRecord(id=ids.new_id(), namespace=IMAGES_NAMESPACE, sandbox_id=snap.sandbox_id,
                              snapshot_type=snap.snapshot_type, base_image=snap.base_image,
                              size_bytes=snap.size_bytes, source=dict(snap.source, image=image_name))
-        src, dest = self.m.memory._snapshot_dir(snap.id), self.m.memory._snapshot_dir(own.id)
-        self.m.memory.snapshots.insert(own)
+        src, dest = self.memory.snapshot_dir(snap.id), self.memory.snapshot_dir(own.id)
+        self.memory.snapshots.insert(own)
         try:
             dest.mkdir(parents=True)
             await btrfs.snapshot(src / "rootfs", dest / "rootfs", readonly=True)
@@ -380,16 +407,16 @@ class ImageManager(BootMixin):
             (dest / "manifest.json").write_text(json.dumps(own.source))
             (dest / "manifest.json").chmod(0o600)  # its bundle config holds the agent's secret
         except BaseException:
-            await self.m.memory._remove_snapshot_files(dest)
-            self.m.memory.snapshots.delete(own.id)
+            await self.memory.remove_snapshot_files(dest)
+            self.memory.snapshots.delete(own.id)
             raise
         own.status = SnapshotStatus.COMPLETED
-        self.m.memory.snapshots.update(own)
+        self.memory.snapshots.update(own)
         return own
 
     async def _drop_snapshot(self, snapshot_id: str) -> None:
         try:
-            await self.m.memory.delete_snapshot(snapshot_id)
+            await self.memory.delete_snapshot(snapshot_id)
         except NotFound:
             pass
 
@@ -402,9 +429,7 @@ class ImageManager(BootMixin):
                 self._open_pool(rec.name, rec.warm_pool)
 
     def _open_pool(self, name: str, size: int) -> None:
-        pool = WarmPool(self.m, size, image=name)
-        self.pools[name] = pool
-        pool.fill()
+        self.pools[name] = self.hooks.open_pool(name, size)
 
     async def _close_pool(self, name: str) -> None:
         pool = self.pools.pop(name, None)
@@ -433,7 +458,7 @@ class ImageManager(BootMixin):
             raise ImageProtected(canon, pool=True)
         self.describe(canon)  # 404 if unknown
         async with self._lock(canon):
-            rec = self.catalog.get(canon) or ImageRecord(name=canon, digest=self.store.refs().get(canon))
+            rec = self.catalog.get(canon) or ImageRecord(name=canon, digest=self.layout.refs().get(canon))
             rec.warm_pool = size
             self.catalog.put(rec)
             await self._refresh_pool(canon)
@@ -459,8 +484,8 @@ class ImageManager(BootMixin):
             self._check_removable(canon)
             await self._close_pool(canon)
             rec = self.catalog.get(canon)
-            if canon in self.store.refs():
-                await self.store.remove(canon)
+            if canon in self.layout.refs():
+                await self.layout.remove(canon)
                 await self.builder.forget(canon)
             if rec is not None:
                 for sid in {rec.snapshot_id, rec.memory_snapshot_id} - {None}:
@@ -472,27 +497,58 @@ class ImageManager(BootMixin):
         subvolume no name uses; returns how many cached images went. Builds keep their
         cache until then, as ``docker builder prune`` does."""
         pruned = await self.builder.prune() if self.tools.buildah_root.exists() else 0
-        await self.store.collect()
+        await self.layout.collect()
         return pruned
 
     # -- create a sandbox from an image ---------------------------------------------------------
 
-    async def create(self, spec: "CreateSpec", *, preboot: bool = True, warm: bool = True) -> SandboxRecord:
-        """A running sandbox from a named image of any kind (pulling a registry
-        reference first if needed): claimed from the image's warm pool if it has a
-        ready sandbox, else booted or restored. ``preboot=False`` boots even a
-        pre-booted image; ``warm=False`` skips the pool (the pool's own builds)."""
-        self.m._validate(spec)
-        name = await self.ensure_local(spec.image or self.settings.default_image)
-        spec = replace(spec, image=name)
-        pool = self.pools.get(name)
-        if warm and pool is not None and pool.can_serve(spec):
-            resolved = await self.m.egress.resolve(spec.network)
-            claimed = await self.m.claim_warm(pool, spec, pool.image_mb, resolved)
-            if claimed is not None:
-                return claimed
-        rec = self.catalog.get(name) or ImageRecord(name=name, digest=self.store.refs().get(name))
-        return await self._create_from(rec, spec, preboot=preboot)
+    async def create(self, spec: CreateSpec, *, preboot: bool = True, warm: bool = True) -> SandboxRecord:
+        """A running sandbox from a named image (the lifecycle's create: claimed from
+        the image's pool, else booted or restored; see ``source_for``)."""
+        return await self.hooks.create(spec, preboot=preboot, warm=warm)
+
+    def _restores(self, rec: ImageRecord) -> bool:
+        """Whether a create from this pre-booted image restores its memory snapshot.
+
+        Measured (bench/images.py, docs/ARCHITECTURE.md): booting a sandbox (~90 ms to
+        a ready agent) beats restoring one (~170-210 ms: CRIU reads and maps the dump),
+        so a restore is used when the memory holds something a boot would not recreate:
+        the warm-up command's work, or the processes of a registered memory snapshot.
+        """
+        mode = self.settings.preboot_restore
+        if mode == "always":
+            return True
+        if mode == "never":
+            return False
+        return bool(rec.warmup) or bool(rec.extra.get("memory_state"))
+
+    async def source_for(self, name: str, spec: CreateSpec, *, preboot: bool = True,
+                         agentfs: Path) -> Plan:
+        """How a sandbox of image ``name`` (canonical, local) is made: a restore of its
+        memory snapshot (pre-booted, when that pays: ``_restores``), a boot of a
+        registered filesystem snapshot, or a boot of the OCI image."""
+        rec = self.catalog.get(name) or ImageRecord(name=name, digest=self.layout.refs().get(name))
+        if preboot and rec.memory_snapshot_id and self._restores(rec):
+            return self._restore_plan(rec, spec, rec.memory_snapshot_id, memory=True)
+        if rec.kind == "snapshot":
+            assert rec.snapshot_id
+            return self._restore_plan(rec, spec, rec.snapshot_id, memory=False)
+        plan = boot_plan(await self.layout.resolve(name), spec, agentfs)
+        plan.extra["from_image"] = {"name": rec.name, "restored": False, "digest": rec.digest}
+        return plan
+
+    def _restore_plan(self, image: ImageRecord, spec: CreateSpec, snapshot_id: str, *, memory: bool) -> Plan:
+        """An image's snapshot with the request's resources (all of them: the image's
+        snapshot carries none of the client's)."""
+        snap = self.memory.get_snapshot(snapshot_id)
+        image_mb = int(snap.source.get("image_mb", 0))
+        resources = {"cpus": spec.cpus, "memory_mb": spec.memory_mb, "pids_limit": spec.pids_limit,
+                     "disk_mb": spec.disk_mb or max(DEFAULT_DISK_MB, image_mb + MIN_FREE_DISK_MB)}
+        plan = restore_plan(self.memory.snapshot_dir(snap.id), snap.source, resources, memory=memory,
+                            image=image.name, network=spec.network)
+        plan.extra["from_image"] = {"name": image.name, "restored": memory, "snapshot_id": snapshot_id}
+        return plan
+
 
 def _read_dockerfile(req: BuildRequest) -> str | None:
     """The Dockerfile's text for the catalog. Read before the builder validates the

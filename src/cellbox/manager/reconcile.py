@@ -35,7 +35,7 @@ from ..network import firewall, netns, walls
 from ..runtime import cgroups
 from . import owner
 from .records import SandboxRecord, Status, now_ms
-from .sandboxes import SandboxManager
+from .lifecycle import SandboxManager
 from .images import BUILD_NAMESPACE, IMAGES_NAMESPACE
 from .warm import WARM_NAMESPACE
 

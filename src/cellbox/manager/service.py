@@ -16,7 +16,6 @@ import binascii
 import logging
 import sqlite3
 import time
-import weakref
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -32,7 +31,10 @@ from ..errors import (CellboxError, Conflict, InternalFailure, InvalidRequest, I
 from . import agent_client
 from .records import SandboxRecord, Status, now_ms
 from ..network.policy import EgressPolicy
-from .sandboxes import DEFAULT_DISK_MB, CreateSpec, SandboxManager
+from .lifecycle import SandboxManager
+from .locks import LockRegistry
+from .spec import DEFAULT_DISK_MB, CreateSpec
+from .tasks import TaskSet
 from .snapshot_store import SnapshotRecord, SnapshotType
 from .warm import WARM_NAMESPACE
 
@@ -103,8 +105,11 @@ class SandboxService:
         self.store = manager.store
         self.proxy_url = f"http://localhost:{proxy_port}"
         self._creating: dict[str, asyncio.Task[SandboxRecord]] = {}
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._background: set[asyncio.Task[SandboxRecord]] = set()
+        # One registry for the whole server: the memory-state layer locks the same
+        # sandbox IDs from its own (a different lock object per layer is fine: the
+        # service's serialises requests, memstate's guards CRIU images).
+        self._locks = LockRegistry()
+        self._background = TaskSet("background state change")
         # Idle suspends that failed: sandbox ID -> (monotonic time of the next try, delay).
         self._idle_backoff: dict[str, tuple[float, float]] = {}
         # Last proxy traffic per sandbox (monotonic seconds), for idle suspend later.
@@ -197,10 +202,7 @@ class SandboxService:
 
     async def _create(self, spec: CreateSpec, opts: CreateOptions, env: dict[str, str]) -> SandboxRecord:
         if opts.snapshot_id:
-            rec = await self.manager.memory.restore(
-                opts.snapshot_id, namespace=spec.namespace, name=spec.name,
-                timeout_secs=spec.timeout_secs, sandbox_id=spec.sandbox_id, network=spec.network,
-            )
+            rec = await self.manager.create_from_snapshot(opts.snapshot_id, spec)
         else:
             rec = await self.manager.create(spec)
         rec.exposed_ports = list(opts.exposed_ports)
@@ -498,9 +500,7 @@ class SandboxService:
         The change goes on after the request returns (202), so a client that polls
         sees it settle; errors of a change nobody waits for are logged.
         """
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
+        task = self._background.spawn(coro)
         if wait_s is None or wait_s > 0:
             await asyncio.wait({task}, timeout=wait_s)
         if task.done():
@@ -509,14 +509,6 @@ class SandboxService:
         rec = self.store.get(sandbox_id)
         assert rec is not None
         return rec, rec.status == target
-
-    def _background_done(self, task: "asyncio.Task[SandboxRecord]") -> None:
-        self._background.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            if isinstance(exc, CellboxError):
-                log.warning("background state change failed: %s", exc)
-            else:
-                log.error("background state change failed", exc_info=exc)
 
     async def snapshot(self, ref: str, namespace: str, snapshot_type: SnapshotType) -> SnapshotRecord:
         rec = self.get(ref, namespace)
@@ -625,17 +617,14 @@ class SandboxService:
 
     async def close(self) -> None:
         """Wait (bounded) for creates in flight; reconcile handles any left over."""
-        pending = list(self._creating.values()) + list(self._background)
+        pending = list(self._creating.values()) + self._background.pending()
         if pending:
             log.info("waiting for %d create(s) in flight", len(pending))
             await asyncio.wait(pending, timeout=STOP_WAIT)
 
     @asynccontextmanager
     async def _lock(self, sandbox_id: str) -> AsyncIterator[None]:
-        lock = self._locks.get(sandbox_id)
-        if lock is None:
-            lock = self._locks[sandbox_id] = asyncio.Lock()
-        async with lock:
+        async with self._locks.get(sandbox_id):
             yield
 
     def _fresh(self, rec: SandboxRecord) -> SandboxRecord:
@@ -671,3 +660,7 @@ def _parse_or_none(raw: bytes) -> Any:
         return agent_client.parse_json(raw)
     except agent_client.AgentError:
         return None
+
+
+# The name the other branches know this class by (issue 11: "ManagerService").
+ManagerService = SandboxService
