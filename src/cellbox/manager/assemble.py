@@ -61,12 +61,13 @@ class TeardownFailed(ExceptionGroup, InternalFailure):  # type: ignore[misc]
     (the API answers 500 with every error named; reconcile logs and goes on)."""
 
     def __new__(cls, sandbox_id: str, errors: list[Exception]) -> TeardownFailed:
-        return super().__new__(cls, f"teardown of {sandbox_id} was incomplete", errors)
+        message = f"teardown of {sandbox_id} was incomplete: " + "; ".join(map(str, errors))
+        return super().__new__(cls, message, errors)
 
     def __init__(self, sandbox_id: str, errors: list[Exception]) -> None:
-        super().__init__(f"teardown of {sandbox_id} was incomplete", errors)
-        self.message = f"teardown of {sandbox_id} was incomplete: " + "; ".join(map(str, errors))
-        self.code = InternalFailure.code
+        # ``message`` (ExceptionGroup's, read-only) is the one CellboxError renders.
+        super().__init__(self.message, errors)
+        self.sandbox_id = sandbox_id
 
     def __str__(self) -> str:
         return self.message
