@@ -278,7 +278,7 @@ class Assembler:
         old = b.source.agent_key(b.cfg)
         await self.agent.wait_ready(str(b.address), self.settings.agent_port, old, init_pid=b.rec.init_pid,
                                     log_path=b.state_dir / "runc.log", timeout=AGENT_READY_TIMEOUT)
-        await b.source.after_ready(self, b.rec, old)
+        await b.source.after_ready(self.rotate_key, b.rec, old)
 
     async def rotate_key(self, rec: SandboxRecord, old: bytes | None) -> None:
         """Give a restored agent a secret of its own (it came back with the dumped one).

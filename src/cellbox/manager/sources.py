@@ -14,7 +14,8 @@ import copy
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from .. import faults, ids
 from ..config import Settings
@@ -29,8 +30,8 @@ from .ports import Runtime, Storage
 from .records import SandboxRecord
 from .spec import CreateSpec
 
-if TYPE_CHECKING:
-    from .assemble import Assembler
+# Gives a restored agent a key of its own (``Assembler.rotate_key``).
+RotateKey = Callable[[SandboxRecord, bytes | None], Awaitable[None]]
 
 
 class Source(Protocol):
@@ -51,7 +52,7 @@ class Source(Protocol):
 
     def agent_key(self, cfg: dict[str, Any]) -> bytes | None: ...
 
-    async def after_ready(self, assembler: Assembler, rec: SandboxRecord, key: bytes | None) -> None: ...
+    async def after_ready(self, rotate: RotateKey, rec: SandboxRecord, key: bytes | None) -> None: ...
 
 
 @dataclass
@@ -92,7 +93,7 @@ class BootSource:
         raw = agent_client.env_key(cfg)
         return bytes.fromhex(raw) if raw else None
 
-    async def after_ready(self, assembler: Assembler, rec: SandboxRecord, key: bytes | None) -> None:
+    async def after_ready(self, rotate: RotateKey, rec: SandboxRecord, key: bytes | None) -> None:
         pass
 
 
@@ -164,9 +165,9 @@ class RestoreSource:
         raw = agent_client.env_key(self.manifest["bundle_config"] if self.memory else cfg)
         return bytes.fromhex(raw) if raw else None
 
-    async def after_ready(self, assembler: Assembler, rec: SandboxRecord, key: bytes | None) -> None:
+    async def after_ready(self, rotate: RotateKey, rec: SandboxRecord, key: bytes | None) -> None:
         if self.memory:
-            await assembler.rotate_key(rec, key)
+            await rotate(rec, key)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from cellbox import ids
 from cellbox.errors import NameTaken, SandboxNotFound
 from cellbox.manager.records import SandboxRecord, Status
 from cellbox.manager.service import CreateOptions, SandboxService
+from cellbox.manager.snapshot_store import SnapshotStore
 from cellbox.manager.spec import CreateSpec
 
 from .fakes import failure
@@ -31,6 +32,7 @@ class Manager:
         self.store = node.store
         self.settings = node.settings
         self.image_manager = SimpleNamespace(entrypoint=lambda image: None)
+        self.memory = SimpleNamespace(snapshots=SnapshotStore(node.store.db))
 
     async def create(self, spec: CreateSpec) -> SandboxRecord:
         rec = SandboxRecord(id=spec.sandbox_id or ids.new_id(), namespace=spec.namespace, name=spec.name,
