@@ -234,7 +234,6 @@ class InvalidState(_Domain, Conflict):
 @_wire
 class SandboxPending(_Domain, Conflict):
     code = "SANDBOX_PENDING"
-
     def __init__(self, sandbox_id: str) -> None:
         super().__init__(f"sandbox {sandbox_id} is still being created; try again")
 
@@ -258,7 +257,6 @@ class PortNotExposed(_Domain, Conflict):
 @_wire
 class SandboxNotNamed(_Domain, InvalidRequest):
     code = "SANDBOX_NOT_NAMED"
-
     def __init__(self) -> None:
         super().__init__("only named sandboxes can be suspended (ephemeral ones are terminated)")
 
@@ -403,10 +401,7 @@ class PayloadTooLarge(_Domain, InvalidRequest):
 
 @_wire
 class NotSupported(_Domain, InvalidRequest):
-    code = "NOT_SUPPORTED"
-
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
+    code = "NOT_SUPPORTED"  # the message says what (``api/models.py``)
 
 
 @_wire

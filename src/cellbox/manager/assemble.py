@@ -54,7 +54,7 @@ AGENT_READY_TIMEOUT = 15.0
 Address = ipaddress.IPv4Address | None
 
 
-class TeardownFailed(ExceptionGroup, InternalFailure):  # type: ignore[misc]
+class TeardownFailed(ExceptionGroup, InternalFailure):  # type: ignore[override]  # message: the group's, read-only
     """Some parts of a sandbox could not be removed: all their errors, as a group.
 
     Both an ``ExceptionGroup`` (``except*`` sees each error) and an ``InternalFailure``
@@ -72,7 +72,7 @@ class TeardownFailed(ExceptionGroup, InternalFailure):  # type: ignore[misc]
     def __str__(self) -> str:
         return self.message
 
-    def derive(self, excs: Any) -> ExceptionGroup[Exception]:
+    def derive(self, excs: Any) -> ExceptionGroup[Exception]:  # type: ignore[override]
         return ExceptionGroup(self.message, list(excs))
 
 
@@ -234,7 +234,9 @@ class Assembler:
         try:
             b.root = await b.source.make_rootfs(self.storage, b.rec)
         except (OSError, CommandFailed) as exc:
-            raise no_space(exc) or exc
+            if (full := no_space(exc)) is not None:
+                raise full from exc
+            raise
         rootfs_files.write_identity(b.root, hostname=b.rec.id, nameserver=str(self.settings.gateway))
 
     async def _make_netns(self, b: Build) -> None:
@@ -334,12 +336,14 @@ class Assembler:
 
     async def _remove_netns(self, sandbox_id: str, address: Address) -> None:
         errors: list[Exception] = []
-        for step in (lambda: self.network.remove_netns(sandbox_id, address),
-                     lambda: self.runtime.unmount(userns.mount_path(self.state_dir(sandbox_id)))):
-            try:
-                await step()
-            except Exception as exc:  # noqa: BLE001 - the unmount must be tried anyway
-                errors.append(exc)
+        try:
+            await self.network.remove_netns(sandbox_id, address)
+        except Exception as exc:  # noqa: BLE001 - the unmount must be tried anyway
+            errors.append(exc)
+        try:
+            await self.runtime.unmount(userns.mount_path(self.state_dir(sandbox_id)))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
         if errors:
             raise errors[0] if len(errors) == 1 else ExceptionGroup("netns", errors)
 

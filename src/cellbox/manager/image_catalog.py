@@ -7,6 +7,8 @@ its docstring for the kinds of image and their one namespace of names.
 
 from __future__ import annotations
 
+import builtins
+
 import asyncio
 import dataclasses
 import logging
@@ -172,7 +174,7 @@ class ImageCatalog:
             self._configs[digest] = cached
         return cached
 
-    def entrypoint(self, name: str) -> list[str] | None:
+    def entrypoint(self, name: str) -> builtins.list[str] | None:
         """What a sandbox of this image starts after boot when its create names no
         ``entrypoint``: the image's ``ENTRYPOINT`` with ``CMD`` as its arguments. ``CMD``
         alone is not run: it is the interactive default (a shell), and the agent, not
@@ -189,7 +191,7 @@ class ImageCatalog:
         entry = config.get("Entrypoint")
         return [*entry, *(config.get("Cmd") or [])] if entry else None
 
-    def users(self, name: str) -> list[str]:
+    def users(self, name: str) -> builtins.list[str]:
         """IDs of live sandboxes started from the image (any namespace but ours)."""
         return [r.id for r in self.records.list(live_only=True)
                 if r.image == name and r.namespace not in (IMAGES_NAMESPACE, BUILD_NAMESPACE, WARM_NAMESPACE)]

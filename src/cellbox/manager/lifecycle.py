@@ -155,7 +155,8 @@ class SandboxManager:
         ``warm=False`` skips the pool (a pool's own builds); ``preboot=False`` boots
         even a pre-booted image (its pre-boot)."""
         spec_mod.validate(spec)
-        image = None if self._is_default_image(spec.image) else await self.image_manager.ensure_local(spec.image)
+        image = None if spec.image is None or self._is_default_image(spec.image) else (
+            await self.image_manager.ensure_local(spec.image))
         spec = replace(spec, image=image)
         resolved = await self.egress.resolve(spec.network)
         pool = self._pool(image) if warm else None

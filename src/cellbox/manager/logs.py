@@ -78,10 +78,10 @@ async def read(agent: AgentClient, agent_port: int, sandboxes_dir: Path, rec: Sa
             budget -= sum(len(x) + 1 for x in lines)
     except (agent_client.AgentError, KeyError, TypeError, AttributeError) as exc:
         log.warning("sandbox %s: reading process output for logs failed: %s", rec.id, exc)
-    lines = [line for chunk in reversed(chunks) for line in chunk]
-    room = (LOG_MAX_LINES if tail is None else min(tail, LOG_MAX_LINES)) - len(lines)
+    merged = [line for chunk in reversed(chunks) for line in chunk]
+    room = (LOG_MAX_LINES if tail is None else min(tail, LOG_MAX_LINES)) - len(merged)
     cut = cut or len(init) > max(0, room)
-    return (init[len(init) - room:] if room > 0 else []) + lines, cut
+    return (init[len(init) - room:] if room > 0 else []) + merged, cut
 
 def _init_log(sandboxes_dir: Path, rec: SandboxRecord) -> list[str]:
     path = sandboxes_dir / rec.id / "agent.log"

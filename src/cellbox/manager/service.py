@@ -44,6 +44,8 @@ from .service_core import (
     CreateOptions,
     Page,
     ServiceCore,
+    _decode_cursor,
+    _encode_cursor,
     _name_taken,
 )
 from .snapshot_store import SnapshotRecord, SnapshotType
@@ -154,8 +156,9 @@ class SandboxService(ServiceCore):
         if task.done():
             rec = task.result()  # raises the change's error to the waiting client
             return rec, rec.status == target
-        rec = self.store.get(sandbox_id)
-        assert rec is not None
+        now = self.store.get(sandbox_id)
+        assert now is not None
+        rec = now
         return rec, rec.status == target
 
     async def snapshot(self, ref: str, namespace: str, snapshot_type: SnapshotType) -> SnapshotRecord:

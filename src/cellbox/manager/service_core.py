@@ -7,6 +7,8 @@ for what this layer adds to the lifecycle.
 
 from __future__ import annotations
 
+import builtins
+
 import asyncio
 import base64
 import binascii
@@ -230,7 +232,7 @@ class ServiceCore:
         return rec
 
     def list(
-        self, namespace: str, *, statuses: list[str] | None, live_only: bool, cursor: str | None, limit: int
+        self, namespace: str, *, statuses: builtins.list[str] | None, live_only: bool, cursor: str | None, limit: int
     ) -> Page:
         after = _decode_cursor(cursor) if cursor else None
         recs = self.store.list_page(namespace, statuses=statuses, live_only=live_only, after=after, limit=limit + 1)
@@ -240,7 +242,7 @@ class ServiceCore:
         return Page(recs)
 
     async def logs(self, rec: SandboxRecord, *, process_id: int | None = None,
-                   tail: int | None = None) -> tuple[list[LogLine], bool]:
+                   tail: int | None = None) -> tuple[builtins.list[LogLine], bool]:
         """What the sandbox's processes printed (``logs.read``: bounded, best effort)."""
         return await logs_mod.read(self.manager.agent, self.manager.settings.agent_port,
                                    self.manager.settings.sandboxes_dir, rec, process_id=process_id, tail=tail)

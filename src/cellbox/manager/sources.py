@@ -37,8 +37,11 @@ RotateKey = Callable[[SandboxRecord, bytes | None], Awaitable[None]]
 class Source(Protocol):
     """What ``assemble`` asks of a sandbox's origin (see the module docstring)."""
 
-    image: str
-    image_mb: int
+    @property
+    def image(self) -> str: ...
+
+    @property
+    def image_mb(self) -> int: ...
 
     def use_userns(self, settings: Settings) -> bool: ...
 
@@ -138,7 +141,8 @@ class RestoreSource:
         bundle.set_identity(cfg, **identity)
         cfg["hostname"] = rec.id
         cfg["linux"]["cgroupsPath"] = ids.cgroup_path(rec.id)
-        return cfg
+        out: dict[str, Any] = cfg
+        return out
 
     async def start(self, runtime: Runtime, rec: SandboxRecord, state_dir: Path, identity: dict[str, Any]) -> int:
         if not self.memory:

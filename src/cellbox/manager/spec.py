@@ -91,5 +91,11 @@ def disk_mb(spec: CreateSpec, image_mb: int) -> int:
 def for_snapshot(spec: CreateSpec, snapshot: dict[str, int | float]) -> dict[str, int | float]:
     """The resources of a sandbox restored from a snapshot whose own are ``snapshot``:
     those the request named (``spec.explicit``), the snapshot's for the rest."""
-    asked = {"cpus": spec.cpus, "memory_mb": spec.memory_mb, "disk_mb": spec.disk_mb, "pids_limit": spec.pids_limit}
-    return {k: (asked[k] if k in spec.explicit and asked[k] is not None else snapshot[k]) for k in RESOURCES}
+    asked: dict[str, int | float | None] = {"cpus": spec.cpus, "memory_mb": spec.memory_mb, "disk_mb": spec.disk_mb,
+                                            "pids_limit": spec.pids_limit}
+    out: dict[str, int | float] = dict(snapshot)
+    for k in RESOURCES:
+        value = asked[k]
+        if k in spec.explicit and value is not None:
+            out[k] = value
+    return out

@@ -83,7 +83,8 @@ class Timers:
 
 
 def _expired(rec: SandboxRecord, now: int) -> bool:
-    return rec.name is None and bool(rec.timeout_secs) and now - rec.created_at >= rec.timeout_secs * 1000
+    return rec.name is None and rec.timeout_secs is not None and rec.timeout_secs > 0 and (
+        now - rec.created_at >= rec.timeout_secs * 1000)
 
 
 def _init_alive(rec: SandboxRecord) -> bool:
