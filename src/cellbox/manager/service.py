@@ -54,7 +54,7 @@ from .warm import WARM_NAMESPACE
 
 log = logging.getLogger(__name__)
 __all__ = ["FOREIGN_PENDING_WAIT", "RESERVED_PORTS", "STOP_WAIT", "Changes", "CreateOptions", "LogLine", "Page",
-           "ManagerService", "SandboxService"]
+           "ManagerService", "SandboxService", "_decode_cursor", "_encode_cursor"]
 
 
 class SandboxService(ServiceCore):

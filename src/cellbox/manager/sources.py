@@ -211,8 +211,9 @@ def restore_plan(snap_dir: Path, manifest: dict[str, Any], resources: dict[str, 
     if resources["disk_mb"] < image_mb + spec_mod.MIN_FREE_DISK_MB:
         raise InvalidRequest(f"disk_mb={resources['disk_mb']} is too small for the image ({image_mb} MiB)")
     own = manifest["resources"]
-    live = memory and any(resources[k] != own[k] for k in ("cpus", "memory_mb", "pids_limit"))
-    if not memory:
+    changed = any(resources[k] != own[k] for k in ("cpus", "memory_mb", "pids_limit"))
+    live = memory and changed
+    if not memory and changed:  # else the snapshot's bundle is left exactly as it was
         manifest["bundle_config"] = with_limits(manifest["bundle_config"], resources)
     manifest["resources"] = resources if not memory else dict(own, disk_mb=resources["disk_mb"])
     policy = network if network is not None else policy_mod.from_wire(manifest.get("network_policy"))
