@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .. import _proc
 from ..errors import CommandFailed, DockerfileNotFound, ImageNotFound, InvalidRequest
-from ..storage.images import REF_NAME, ImageStore, async_layout_lock
+from ..storage.images import REF_NAME, OciLayout, async_layout_lock
 from . import dockerfile_check, refs
 from .tools import Tools
 
@@ -114,7 +114,7 @@ def base_images(dockerfile: str, build_args: Mapping[str, str] | None = None) ->
 
 
 class Builder:
-    def __init__(self, tools: Tools, store: ImageStore) -> None:
+    def __init__(self, tools: Tools, store: OciLayout) -> None:
         self.tools = tools
         self.store = store
         self._seeds_file = tools.settings.data_dir / "buildah-seeds.json"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from .. import _proc
 from ..errors import CommandFailed, DigestMismatch, ImageNotFound, InvalidRequest
-from ..storage.images import ImageStore, async_layout_lock
+from ..storage.images import OciLayout, async_layout_lock
 from . import refs
 from .tools import Tools
 
@@ -38,7 +38,7 @@ class RegistryUnavailable(InvalidRequest):
 
 
 class Puller:
-    def __init__(self, tools: Tools, store: ImageStore) -> None:
+    def __init__(self, tools: Tools, store: OciLayout) -> None:
         self.tools = tools
         self.store = store
 

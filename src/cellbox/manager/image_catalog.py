@@ -30,7 +30,7 @@ from ..images.build import Builder
 from ..images.catalog import Catalog, ImageRecord
 from ..images.pull import Puller
 from ..images.tools import Tools
-from ..storage.images import ImageStore
+from ..storage.images import OciLayout
 from .agent_client import AgentClient
 from .assemble import Assembler
 from .locks import LockRegistry
@@ -92,7 +92,7 @@ class ImageCatalog:
     """Named images as the lifecycle sees them: ``source_for`` says how a sandbox of a
     name is made; it never boots anything itself (``Hooks`` does, for its pools)."""
 
-    def __init__(self, settings: Settings, records: Store, layout: ImageStore, memory: MemoryState,
+    def __init__(self, settings: Settings, records: Store, layout: OciLayout, memory: MemoryState,
                  assembler: Assembler, agent: AgentClient, hooks: Hooks) -> None:
         self.settings = settings
         self.records = records  # the sandbox records (SQLite)
@@ -115,7 +115,7 @@ class ImageCatalog:
         )
 
     @property
-    def store(self) -> ImageStore:
+    def store(self) -> OciLayout:
         """The OCI layout (old name: "store" now means the records only)."""
         return self.layout
 

@@ -48,7 +48,7 @@ class SandboxManager:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store  # the records (SQLite); the OCI layout is ``self.images``
-        self.images = images_mod.ImageStore(settings)
+        self.images = images_mod.OciLayout(settings)
         self.runc = Runc(settings.runc, settings.runc_root)
         self._agentfs: Path | None = None
         self._dns: dns.DnsForwarder | None = None

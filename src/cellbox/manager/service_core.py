@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import ids
+from ..agent.config import DEFAULT_PORT as AGENT_PORT
 from ..auth.door import Door
 from ..errors import (
     CellboxError,
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 FOREIGN_PENDING_WAIT = 30.0
 # How long server stop waits for creates in flight before leaving them to reconcile.
 STOP_WAIT = 20.0
-RESERVED_PORTS = frozenset({9501})
+RESERVED_PORTS = frozenset({AGENT_PORT})
 IDLE_RETRY_FIRST = 30.0  # seconds before an idle suspend that failed is tried again
 IDLE_RETRY_MAX = 3600.0
 

@@ -59,7 +59,11 @@ def normalize(name: str) -> str:
     return name if ":" in last or "@" in last else f"{name}:latest"
 
 
-class ImageStore:
+class OciLayout:
+    """The OCI image layout (blobs, index, names) and the images' unpacked subvolumes.
+
+    Not a "store": in the manager that word means the sandbox records (``manager/store.py``)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.layout = settings.oci_dir
@@ -282,6 +286,10 @@ class ImageStore:
             return [layer["digest"] for layer in manifest["layers"]]
         return list(ids)
 
+
+
+# The old name ("store" now means only the sandbox records, manager/store.py).
+ImageStore = OciLayout
 
 class _Flock:
     def __init__(self, path: Path) -> None:
