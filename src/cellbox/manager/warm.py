@@ -36,6 +36,7 @@ from ..runtime import bundle
 from ..storage import inroot
 from .records import SandboxRecord, now_ms
 from .spec import CreateSpec
+from .tasks import TaskSet
 
 # What a pool is given instead of a manager (it imports nothing above it): how to build
 # one sandbox, how to destroy one, where a sandbox's rootfs is (for the pre-read).
@@ -128,7 +129,7 @@ class WarmPool:
         self.image = image
         self._ready: list[SandboxRecord] = []
         self._building = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("warm-pool build")
         self._closed = False
         # Refills are built one at a time: a burst of claims would otherwise start as
         # many cold builds at once, and they would compete with the burst for the CPU.
@@ -146,9 +147,7 @@ class WarmPool:
         """Start building sandboxes until ready + building reaches the pool size."""
         while not self._closed and len(self._ready) + self._building < self.size:
             self._building += 1
-            task = asyncio.ensure_future(self._build_one())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._build_one())
 
     def _claimed(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -250,8 +249,7 @@ class WarmPool:
 
     async def close(self) -> None:
         self._closed = True
-        for task in list(self._tasks):
-            await asyncio.gather(task, return_exceptions=True)
+        await self._tasks.settle()
         while self._ready:
             rec = self._ready.pop()
             try:
