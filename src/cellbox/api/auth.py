@@ -9,7 +9,7 @@ forget the check (``tests/api/test_door.py`` walks the route table to prove it).
   (admins: any), flat paths act on the key's own project; another project's namespace
   is a 404, like any object the key may not see;
 * puts the principal and the project in ``scope["state"]`` for the handlers;
-* keeps member keys from changing the image catalog, which all projects share;
+* (images are per project: ``api/image_access.py`` decides who sees and changes each);
 * writes one audit row per state-changing call (method other than GET/HEAD), after the
   response, with the status it got.
 """
@@ -31,10 +31,6 @@ log = logging.getLogger(__name__)
 HEALTH_PATH = "/health"
 _NAMESPACED = re.compile(r"^/v1/namespaces/([^/]+)(?:/|$)")
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Images are one catalog shared by every project (manager/images.py); until they are
-# per project, only admin keys change it, so one project cannot replace or delete the
-# image another one boots from.
-_SHARED_CATALOG = re.compile(r"^(?:/v1/namespaces/[^/]+)?/(?:images|sandbox-templates)(?:/|$)")
 
 
 def principal_of(scope: Scope) -> Principal:
@@ -65,12 +61,6 @@ class AuthGate:
             await response(scope, receive, send)
             return
         scope["state"] = {**scope.get("state", {}), "principal": principal, "project": project}
-        if scope["method"] not in _READS and not principal.is_admin and _SHARED_CATALOG.match(scope["path"]):
-            response = errors.error_response(403, "ADMIN_REQUIRED",
-                                             "images are shared by all projects: only an admin key changes them")
-            await response(scope, receive, send)
-            self._audit(scope, principal, project, 403)
-            return
         if scope["method"] in _READS:
             await self.app(scope, receive, send)
             return

@@ -21,6 +21,7 @@ from ..manager.records import SandboxRecord, Status
 from ..manager.service import SandboxService
 from ..manager.snapshot_store import SnapshotType
 from . import door as door_routes
+from . import image_access
 from . import images as image_routes
 from . import render
 from .models import CreateSandboxRequest, SnapshotRequest, UpdateSandboxRequest
@@ -64,6 +65,8 @@ async def create_sandbox(
     """Create a sandbox. Blocks until it runs (200) unless ``wait`` is false (202) or
     the client's time budget runs out (200 with ``status: pending``)."""
     body = await _optional_body(request, body, CreateSandboxRequest)
+    if body.image:
+        image_access.check_visible(request, body.image)  # another project's image: 404 (issue 12)
     svc = _service(request)
     rec = await svc.create(
         body.to_options(_namespace(request)), wait=body.wait, budget=_budget(timeout_ms, grace_ms)
