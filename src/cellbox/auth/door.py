@@ -9,6 +9,7 @@ from ..config import Settings
 from . import bootstrap
 from .guard import Authenticator
 from .image_owners import ImageOwners
+from .snapshot_quota import SnapshotQuota
 from .store import AuthStore
 from .vault import Vault
 
@@ -19,6 +20,7 @@ class Door:
     auth: Authenticator
     vault: Vault
     images: ImageOwners  # whose each image is (api/image_access.py)
+    snapshot_quota: SnapshotQuota
 
     @classmethod
     def open(cls, settings: Settings, db: sqlite3.Connection) -> Door:
@@ -28,4 +30,4 @@ class Door:
         path, made = bootstrap.ensure_admin_key(settings, store)
         if made:
             print(f"cellbox server: made the first admin key, stored in {path} (mode 0600)", flush=True)
-        return cls(store, Authenticator(store), Vault(bootstrap.vault_key_path(settings)), ImageOwners(db))
+        return cls(store, Authenticator(store), Vault(bootstrap.vault_key_path(settings)), ImageOwners(db), SnapshotQuota(db))
