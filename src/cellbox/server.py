@@ -26,7 +26,8 @@ from typing import Any
 
 import uvicorn
 
-from .api import create_app
+from .api import create_app, public_urls
+from .api.public_urls import PublicUrls
 from .auth.door import Door
 from .auth.guard import proxy_resolver
 from .auth.tls import is_loopback, server_context
@@ -73,16 +74,9 @@ def check_listen(opts: ServerOptions) -> None:
                              "--tls-self-signed), or --insecure if TLS ends in front of this server.")
 
 
-def _proxy_url(opts: ServerOptions, proxy_port: int) -> str:
-    if opts.public_proxy_url:
-        return opts.public_proxy_url.rstrip("/")
-    scheme = "https" if opts.tls_cert else "http"
-    host = opts.proxy_host or opts.host
-    if is_loopback(host):
-        host = "localhost"  # the SDKs route on Host: {id}.local for localhost proxies (spec §1.4)
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{proxy_port}"
+def _public_urls(opts: ServerOptions, proxy_port: int) -> PublicUrls:
+    return public_urls.resolve(host=opts.proxy_host or opts.host, proxy_port=proxy_port, tls=opts.tls_cert is not None,
+                               public_proxy_url=opts.public_proxy_url, proxy_domain=opts.proxy_domain)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -136,7 +130,8 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
     manager = SandboxManager(settings, store)
     await manager.start()
     service = SandboxService(manager, proxy_port=proxy_port, door=door)
-    service.proxy_url = _proxy_url(opts, proxy_port)
+    urls = _public_urls(opts, proxy_port)
+    service.proxy_url, service.ingress_endpoint = urls.proxy_url, urls.ingress_endpoint
     timers = Timers(service)
     proxy = None
     web: _Uvicorn | None = None

@@ -22,6 +22,7 @@ from ..manager.service import SandboxService
 from ..manager.snapshot_store import SnapshotType
 from . import door as door_routes
 from . import image_access
+from .public_urls import PublicUrls
 from . import images as image_routes
 from . import render
 from .models import CreateSandboxRequest, SnapshotRequest, UpdateSandboxRequest
@@ -42,6 +43,12 @@ def _namespace(request: Request) -> str:
     the path; without the door (unit tests) the path's namespace, flat paths ``default``."""
     project = request.scope.get("state", {}).get("project")
     return project or request.path_params.get("namespace", "default")  # type: ignore[no-any-return]
+
+
+def _urls(svc: SandboxService) -> PublicUrls:
+    """The service's public URLs (``ingress_endpoint`` set by the server when a proxy
+    domain is configured)."""
+    return PublicUrls(svc.proxy_url, getattr(svc, "ingress_endpoint", None))
 
 
 def _budget(timeout_ms: str | None, grace_ms: str | None) -> float | None:
@@ -71,7 +78,7 @@ async def create_sandbox(
     rec = await svc.create(
         body.to_options(_namespace(request)), wait=body.wait, budget=_budget(timeout_ms, grace_ms)
     )
-    return JSONResponse(render.create_response(rec, svc.proxy_url), status_code=200 if body.wait else 202)
+    return JSONResponse(render.create_response(rec, _urls(svc)), status_code=200 if body.wait else 202)
 
 
 async def _optional_body(request: Request, body: Any, model: type[Any]) -> Any:
@@ -107,12 +114,12 @@ async def list_sandboxes(
         _namespace(request), statuses=None if everything else statuses or None,
         live_only=not statuses, cursor=cursor, limit=limit,
     )
-    return JSONResponse(render.sandbox_list(page, svc.proxy_url))
+    return JSONResponse(render.sandbox_list(page, _urls(svc)))
 
 
 async def get_sandbox(request: Request, sandbox_id: SandboxRef) -> JSONResponse:
     svc = _service(request)
-    return JSONResponse(render.sandbox_info(svc.get(sandbox_id, _namespace(request)), svc.proxy_url))
+    return JSONResponse(render.sandbox_info(svc.get(sandbox_id, _namespace(request)), _urls(svc)))
 
 
 async def update_sandbox(
@@ -121,7 +128,7 @@ async def update_sandbox(
     """Rename, replace ``exposed_ports``, set ``allow_unauthenticated_access`` / ``auto_resume``."""
     svc = _service(request)
     rec = await svc.update(sandbox_id, _namespace(request), body.to_changes())
-    return JSONResponse(render.sandbox_info(rec, svc.proxy_url))
+    return JSONResponse(render.sandbox_info(rec, _urls(svc)))
 
 
 async def delete_sandbox(request: Request, sandbox_id: SandboxRef) -> JSONResponse:
@@ -159,7 +166,7 @@ WaitMs = Annotated[int | None, Query(ge=0, le=600_000, description="hold the req
 
 def _settled_response(rec: SandboxRecord, settled: bool, svc: SandboxService) -> JSONResponse:
     """200 = the target state is reached; 202 = still on its way (the client polls)."""
-    return JSONResponse(render.sandbox_info(rec, svc.proxy_url), status_code=200 if settled else 202)
+    return JSONResponse(render.sandbox_info(rec, _urls(svc)), status_code=200 if settled else 202)
 
 
 async def suspend_sandbox(request: Request, sandbox_id: SandboxRef, wait_ms: WaitMs = None) -> JSONResponse:
@@ -214,7 +221,7 @@ async def copy_sandbox(
     svc = _service(request)
     source, copies = await svc.copy(sandbox_id, _namespace(request), times)
     failed = any(not isinstance(c, SandboxRecord) for c in copies)
-    return JSONResponse(render.copy_response(source, copies, svc.proxy_url), status_code=422 if failed else 200)
+    return JSONResponse(render.copy_response(source, copies, _urls(svc)), status_code=422 if failed else 200)
 
 
 ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
