@@ -99,13 +99,14 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _make_proxy(service: SandboxService, door: Door, ssl: Any, domain: str | None) -> Any | None:
+def _make_proxy(service: SandboxService, door: Door, ssl: Any, domain: str | None, agent_port: int) -> Any | None:
     try:
         from .proxy import SandboxProxy  # type: ignore[attr-defined]
     except ImportError as exc:
         log.warning("sandbox proxy not available (%s); serving the API only", exc)
         return None
-    return SandboxProxy(proxy_resolver(service.resolve, door.auth), service.on_activity, authorize=True, ssl=ssl,
+    resolver = proxy_resolver(service.resolve, door.auth, door.audit, agent_port)
+    return SandboxProxy(resolver, service.on_activity, authorize=True, ssl=ssl,
                         domain=domain)
 
 
@@ -138,7 +139,7 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
     try:
         report = await reconcile(manager)
         timers.start()
-        proxy = _make_proxy(service, door, proxy_ssl, opts.proxy_domain)
+        proxy = _make_proxy(service, door, proxy_ssl, opts.proxy_domain, settings.agent_port)
         if proxy is not None:
             await proxy.start(proxy_host, proxy_port)
         tls: dict[str, Any] = {}

@@ -60,7 +60,7 @@ def create_app(service: SandboxService, door: Door | None) -> FastAPI:
     app.include_router(router(door_routes.FLAT_ROUTES), generate_unique_id_function=_flat_id)
     app.add_middleware(BodyGuard, max_bytes=MAX_BODY)
     if door is not None:
-        app.add_middleware(AuthGate, authenticator=door.auth)  # added last: runs first
+        app.add_middleware(AuthGate, authenticator=door.auth, audit=door.audit)  # added last: runs first
     return app
 
 

@@ -21,6 +21,7 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..auth.audit import Audit
 from ..auth.guard import Authenticator
 from ..auth.keys import Principal
 from ..errors import CellboxError
@@ -38,9 +39,10 @@ def principal_of(scope: Scope) -> Principal:
 
 
 class AuthGate:
-    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, audit: Audit | None = None) -> None:
         self.app = app
         self.auth = authenticator
+        self.audit = audit  # failed authentications (auth/audit.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == HEALTH_PATH:
@@ -52,6 +54,10 @@ class AuthGate:
         except CellboxError as exc:
             response = errors.error_response(exc.status, exc.code, exc.message, {"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
+            if self.audit is not None:
+                client = scope.get("client")
+                self.audit.failed_auth(authorization=header, method=scope["method"], target=scope["path"],
+                                       status=exc.status, client=client[0] if client else None, via="api")
             return
         match = _NAMESPACED.match(scope["path"])
         project = match.group(1) if match else principal.project

@@ -20,11 +20,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from ..errors import Unauthorized
+from ..errors import CellboxError, Unauthorized
 from . import keys
 from .keys import Principal
 from .store import AuthStore, KeyRow, now_ms
+
+if TYPE_CHECKING:
+    from .audit import Audit
 
 # last_used_at is written at most this often per key and process: a write per request
 # would double the cost of authentication for a value nobody needs to the millisecond.
@@ -97,16 +101,33 @@ class Authenticator:
         return row.principal
 
 
-def proxy_resolver(resolve: Callable[..., Awaitable[tuple[str, int, str]]], auth: Authenticator
-                   ) -> Callable[[str, int, bytes | None], Awaitable[tuple[str, int, str]]]:
+def proxy_resolver(resolve: Callable[..., Awaitable[tuple[Any, ...]]], auth: Authenticator,
+                   audit: Audit | None = None, agent_port: int = 9501) -> Callable[..., Awaitable[tuple[Any, ...]]]:
     """The proxy's resolver: authenticate, then let ``resolve(ref, port, principal, error)``
-    decide (a request without a valid key may still reach an unauthenticated port)."""
+    decide (a request without a valid key may still reach an unauthenticated port).
+    With ``audit``: a refused key and a state-changing call to the agent are recorded."""
 
-    async def resolver(ref: str, port: int, authorization: bytes | None) -> tuple[str, int, str]:
+    async def resolver(ref: str, port: int, authorization: bytes | None, method: bytes = b"GET",
+                       target: bytes = b"/") -> tuple[Any, ...]:
         try:
-            principal = auth.authenticate(authorization)
+            principal: Principal | None = auth.authenticate(authorization)
+            error: Unauthorized | None = None
         except Unauthorized as exc:
-            return await resolve(ref, port, None, exc)
-        return await resolve(ref, port, principal)
+            principal, error = None, exc
+        try:
+            found = await (resolve(ref, port, principal) if error is None else resolve(ref, port, None, error))
+        except CellboxError as err:
+            if audit is not None:
+                if err.status == 401:
+                    audit.failed_auth(authorization=authorization, method=method, target=target, status=401,
+                                      client=None, via="proxy")
+                else:
+                    audit.proxy_call(principal=principal, method=method, target=target, sandbox=ref, port=port,
+                                     agent_port=agent_port, status=err.status)
+            raise
+        if audit is not None:
+            audit.proxy_call(principal=principal, method=method, target=target, sandbox=found[2], port=port,
+                             agent_port=agent_port, status=200)
+        return found
 
     return resolver

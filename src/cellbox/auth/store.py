@@ -241,6 +241,10 @@ class AuthStore:
         self.db.execute("INSERT INTO audit (at, key_id, project, action, object, status, client) "
                         "VALUES (?,?,?,?,?,?,?)", (now_ms(), key_id, project, action, obj, status, client))
 
+    def prune_audit(self, keep: int) -> None:
+        """Keep the newest ``keep`` rows (auth/audit.py bounds the log with it)."""
+        self.db.execute("DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - ?", (keep,))
+
     def audit_log(self, *, project: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         sql, args = "SELECT seq, at, key_id, project, action, object, status, client FROM audit", []
         if project is not None:

@@ -123,7 +123,9 @@ class Exchange:
         try:
             if self.hooks.authorize:
                 credential = headers.value(self.request.headers, b"authorization")
-                found = await self.hooks.resolver(target.ref, target.port, credential)
+                # Method and target too: the door audits state-changing calls (auth/audit.py).
+                found = await self.hooks.resolver(target.ref, target.port, credential, self.request.method,
+                                                  self.request.target)
             else:
                 found = await self.hooks.resolver(target.ref, target.port)
             ip, port, sandbox_id = found[:3]
