@@ -18,6 +18,7 @@ class Steps:
     def __init__(self, title: str) -> None:
         self.title = title
         self.done: list[tuple[str, float]] = []
+        self.started = time.perf_counter()
         print(f"== {title}", flush=True)
 
     @contextmanager
@@ -31,9 +32,9 @@ class Steps:
             print(f"   {took * 1000:8.1f} ms  {name}", flush=True)
 
     def summary(self) -> None:
-        total = sum(t for _, t in self.done)
+        wall = time.perf_counter() - self.started  # steps may overlap (parallel workers): wall time
         width = max((len(n) for n, _ in self.done), default=10)
-        print(f"-- {self.title}: {len(self.done)} steps, {total:.2f} s")
+        print(f"-- {self.title}: {len(self.done)} steps, {wall:.2f} s wall")
         for name, took in self.done:
             print(f"   {name:<{width}}  {took * 1000:9.1f} ms")
 
