@@ -160,3 +160,13 @@ def test_hostile_inputs(live_server, tracker) -> None:
     session(stdio_target(live_server.api_url), flow)
     cat_after = Path("/etc/hostname").read_text()
     assert cat_after == host_name
+
+
+def test_unreachable_cellbox_server_is_a_clear_error() -> None:
+    from ..sdk.live_server import free_port
+
+    async def flow(client: Client) -> None:
+        answer = await call(client, "list_sandboxes")
+        assert_clear_error(answer, "127.0.0.1")
+
+    session(stdio_target(f"http://127.0.0.1:{free_port()}", api_key="cbx_unused"), flow)

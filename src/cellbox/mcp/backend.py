@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
@@ -32,6 +33,12 @@ T = TypeVar("T")
 # any call it may still be serving has had time to end.
 CLIENT_CACHE_SIZE = 32
 EVICT_GRACE_S = limits.TIMEOUT_MAX + 60
+# A sandbox handle (its proxy URL) is reused for a while, saving the GET that each tool
+# call would otherwise start with. Safe: the proxy checks the key on every data-plane
+# request, so a cached handle grants nothing; a sandbox gone since is a 404 there. Only
+# handles looked up by ID are kept (a name can later mean another sandbox).
+HANDLE_TTL_S = 30.0
+HANDLE_CACHE_SIZE = 1024
 
 
 class Backend:
@@ -42,6 +49,7 @@ class Backend:
         self._own_key = api_key
         self.keys_from_requests = keys_from_requests
         self._clients: OrderedDict[str, AsyncSandboxClient] = OrderedDict()
+        self._handles: dict[tuple[str, str], tuple[float, AsyncSandbox]] = {}
 
     def key_for(self, ctx: Context | None) -> str | None:
         """The key this call acts with: the request's bearer over HTTP, ours over stdio."""
@@ -53,9 +61,12 @@ class Backend:
             raise ToolError("unauthenticated: send the API key as 'Authorization: Bearer <key>'")
         return key
 
-    def client(self, ctx: Context | None) -> AsyncSandboxClient:
+    def _slot(self, ctx: Context | None) -> tuple[str, str | None]:
         key = self.key_for(ctx)
-        slot = hashlib.sha256((key or "").encode()).hexdigest()
+        return hashlib.sha256((key or "").encode()).hexdigest(), key
+
+    def client(self, ctx: Context | None) -> AsyncSandboxClient:
+        slot, key = self._slot(ctx)
         client = self._clients.pop(slot, None) or AsyncSandboxClient(self.api_url, key)
         self._clients[slot] = client
         while len(self._clients) > CLIENT_CACHE_SIZE:
@@ -65,7 +76,21 @@ class Backend:
 
     async def sandbox(self, ctx: Context | None, ref: str) -> AsyncSandbox:
         """A handle on sandbox ``ref`` (sharing the key's client; nothing to close)."""
-        return await self.client(ctx).connect(ref)
+        cache_key, now = (self._slot(ctx)[0], ref), time.monotonic()
+        hit = self._handles.get(cache_key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        sbx = await self.client(ctx).connect(ref)
+        if sbx.id == ref:
+            if len(self._handles) >= HANDLE_CACHE_SIZE:
+                self._handles.clear()
+            self._handles[cache_key] = (now + HANDLE_TTL_S, sbx)
+        return sbx
+
+    def forget(self, ref: str) -> None:
+        """Drop cached handles on ``ref`` (it was terminated, or answered "not found")."""
+        for cache_key in [k for k in self._handles if k[1] == ref]:
+            del self._handles[cache_key]
 
     async def close(self) -> None:
         for client in self._clients.values():

@@ -82,6 +82,7 @@ def register(server: MCPServer, backend: Backend) -> None:
         client = backend.client(ctx)
         await client.get(sandbox_id)  # a 404 here is an answer; delete treats "gone" as done
         await client.delete(sandbox_id)
+        backend.forget(sandbox_id)
         return {"id": sandbox_id, "terminated": True}
 
     @server.tool()
