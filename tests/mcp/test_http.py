@@ -34,7 +34,8 @@ def test_project_scoping(live_server, mcp_http, other_project, tracker) -> None:
     async def as_other(client: Client) -> str:
         made = await call(client, "create_sandbox", memory_mb=512)
         assert made.ok, made.text
-        sid = tracker.add(made.data["id"], namespace=other_project.project)
+        sid = tracker.add(made.data["id"], namespace=made.data["project"])  # deleted where it really is
+        assert made.data["project"] == other_project.project  # made in the key's project, not the server's
         listed = await call(client, "list_sandboxes")
         assert [s["id"] for s in listed.data["sandboxes"]] == [sid]  # only its own project's
         assert (await call(client, "write_file", sandbox_id=sid, path="/secret.txt", content="theirs")).ok

@@ -140,5 +140,5 @@ def info_dict(info: Any) -> dict[str, Any]:
     return {
         "id": info.id, "name": info.name, "status": info.status, "image": info.image, "cpus": info.cpus,
         "memory_mb": info.memory_mb, "disk_mb": info.disk_mb, "timeout_secs": info.timeout_secs,
-        "created_at": info.created_at,
+        "created_at": info.created_at, "project": info.namespace,
     }

@@ -51,6 +51,12 @@ class OutputCap:
 
 def register(server: MCPServer, backend: Backend) -> None:
     """Add the command and process tools to ``server``."""
+    _run_tool(server, backend)
+    _process_tools(server, backend)
+
+
+def _run_tool(server: MCPServer, backend: Backend) -> None:
+    """run_command."""
 
     @server.tool()
     @tool_errors
@@ -84,6 +90,10 @@ def register(server: MCPServer, backend: Backend) -> None:
             "truncated": cap.truncated,
             **({"note": f"output passed {max_output_bytes} bytes: the command was killed"} if cap.truncated else {}),
         }
+
+
+def _process_tools(server: MCPServer, backend: Backend) -> None:
+    """Background processes."""
 
     @server.tool()
     @tool_errors

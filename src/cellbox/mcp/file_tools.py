@@ -51,6 +51,12 @@ def encode_content(data: bytes) -> tuple[str, str]:
 
 def register(server: MCPServer, backend: Backend) -> None:
     """Add the file tools and the files resource to ``server``."""
+    _read_write_tools(server, backend)
+    _listing_tools(server, backend)
+
+
+def _read_write_tools(server: MCPServer, backend: Backend) -> None:
+    """read_file and write_file."""
 
     @server.tool()
     @tool_errors
@@ -76,6 +82,10 @@ def register(server: MCPServer, backend: Backend) -> None:
         sbx = await backend.sandbox(ctx, sandbox_id)
         await sbx.write_file(path, data)
         return {"path": path, "bytes": len(data)}
+
+
+def _listing_tools(server: MCPServer, backend: Backend) -> None:
+    """Directory listing, deletion, and the files resource."""
 
     @server.tool()
     @tool_errors

@@ -35,6 +35,12 @@ def snapshot_dict(snap: Any) -> dict[str, Any]:
 
 def register(server: MCPServer, backend: Backend) -> None:
     """Add the lifecycle tools to ``server``."""
+    _basic_tools(server, backend)
+    _memory_state_tools(server, backend)
+
+
+def _basic_tools(server: MCPServer, backend: Backend) -> None:
+    """Create, inspect, list, terminate."""
 
     @server.tool()
     @tool_errors
@@ -84,6 +90,10 @@ def register(server: MCPServer, backend: Backend) -> None:
         await client.delete(sandbox_id)
         backend.forget(sandbox_id)
         return {"id": sandbox_id, "terminated": True}
+
+
+def _memory_state_tools(server: MCPServer, backend: Backend) -> None:
+    """Suspend/resume, snapshots and clones."""
 
     @server.tool()
     @tool_errors
