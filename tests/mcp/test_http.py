@@ -107,3 +107,24 @@ def test_memory_state_tools(live_server, mcp_http, tracker) -> None:
         with SandboxClient(api_url=live_server.api_url) as admin:
             for sid in snapshots:
                 admin.delete_snapshot(sid)
+
+
+def test_oversize_bodies(mcp_http, tracker) -> None:
+    """A body past the transport's bound is a 413, not a 500 or a hang; a payload under
+    it but past the per-write bound is a tool error naming the limit."""
+    from cellbox.mcp import limits
+
+    huge = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "write_file", "arguments": {"sandbox_id": "x", "path": "/x",
+                                                          "content": "y" * (limits.WRITE_MAX * 2 + 1)}}}
+    r = httpx.post(mcp_http.url, json=huge, headers={**ACCEPT, "Authorization": f"Bearer {admin_key()}"}, timeout=60)
+    assert r.status_code == 413, (r.status_code, r.text[:300])
+
+    async def flow(client: Client) -> None:
+        made = await call(client, "create_sandbox", memory_mb=512)
+        sid = tracker.add(made.data["id"])
+        too_big = "é" * (limits.WRITE_MAX // 2 + 1)  # under the character bound, over the byte bound
+        assert_clear_error(await call(client, "write_file", sandbox_id=sid, path="/big", content=too_big), "at most")
+        assert_clear_error(await call(client, "read_file", sandbox_id=sid, path="/big"), "not")
+
+    session(http_target(mcp_http.url, admin_key()), flow)
