@@ -143,6 +143,7 @@ def test_hostile_inputs(live_server, tracker) -> None:
         assert_clear_error(await call(client, "write_file", sandbox_id=sid, path="/x", content="!!", encoding="base64"),
                            "base64")
         assert_clear_error(await call(client, "run_command", sandbox_id=sid, command="true", env={"BAD KEY": "v"}), "env")
+        assert_clear_error(await call(client, "run_command", sandbox_id=sid, command="echo a\x00; rm -rf /"), "NUL")
         assert_clear_error(await call(client, "create_sandbox", memory_mb=10 ** 9), "memory_mb")
         assert_clear_error(await call(client, "create_sandbox", image="../../etc"), "image")
         assert_clear_error(await call(client, "create_sandbox", memory_mb=512, image="no/such-image"), "image")

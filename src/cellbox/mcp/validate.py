@@ -51,8 +51,15 @@ def check_path(path: str) -> str:
 
 SandboxPath = Annotated[str, StringConstraints(min_length=1, max_length=limits.PATH_MAX_CHARS),
                         AfterValidator(check_path), Field(description="Absolute path inside the sandbox")]
+def check_no_nul(value: str) -> str:
+    """A NUL byte would be cut by execve: refuse it rather than run a shorter command."""
+    if "\x00" in value:
+        raise ValueError("command must not contain NUL bytes")
+    return value
+
+
 Command = Annotated[str, StringConstraints(min_length=1, max_length=limits.COMMAND_MAX_CHARS),
-                    Field(description="A shell command line, run with /bin/sh -c")]
+                    AfterValidator(check_no_nul), Field(description="A shell command line, run with /bin/sh -c")]
 Timeout = Annotated[float, Field(gt=0, le=limits.TIMEOUT_MAX, description="Seconds before the command is killed")]
 OutputLimit = Annotated[int, Field(ge=1, le=limits.OUTPUT_MAX,
                                    description="Most bytes of stdout+stderr returned; past it the command is killed")]
