@@ -59,3 +59,24 @@ def test_network_bind_needs_tls_or_insecure() -> None:
     r = subprocess.run([str(CELLBOX), "mcp", "--transport", "http", "--api-key", "k"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "own key" in r.stderr
+
+
+class _Ctx:
+    """What ``Backend.key_for`` reads of an MCP request context: its HTTP headers."""
+
+    def __init__(self, headers: dict[str, str] | None) -> None:
+        self.headers = headers
+
+
+def test_http_backend_never_falls_back_to_its_own_key() -> None:
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from cellbox.mcp.backend import Backend
+
+    http = Backend("http://127.0.0.1:1", "server-own-key", keys_from_requests=True)
+    assert http.key_for(_Ctx({"authorization": "Bearer caller-key"})) == "caller-key"
+    for headers in (None, {}, {"authorization": "Basic eDp5"}):
+        with pytest.raises(ToolError, match="Bearer"):
+            http.key_for(_Ctx(headers))
+    stdio = Backend("http://127.0.0.1:1", "own-key", keys_from_requests=False)
+    assert stdio.key_for(_Ctx({"authorization": "Bearer someone-else"})) == "own-key"  # stdio has one caller
