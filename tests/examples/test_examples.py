@@ -21,6 +21,7 @@ CASES = {
                          [r"identical episodes across restores: True", r"fresh boot differs: True"]),
     "agent_swarm": (["--workers", "3", "--limit", "30000"], [r"primes below 30000: 3245 \(local sieve: 3245\)"]),
     "autoresearch": (["--rounds", "2", "--variants", "2"], [r"val mse by round", r"best config"]),
+    "mcp_agent": ([], [r"18 tools: create_sandbox", r"stdout '2880067194370816120'", r"truncated=True"]),
 }
 
 
