@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from _steps import Steps, die, sandbox_line
 
-from cellbox import Sandbox
+from cellbox import CopyError, Sandbox
 
 DATA = r"""
 import json, random
@@ -103,7 +103,11 @@ def main() -> None:
         for r in range(1, args.rounds + 1):
             variants = propose(best_cfg, args.variants, rng)
             with steps(f"round {r}: clone x{len(variants)}"):
-                clones = best_box.copy(times=len(variants))
+                try:
+                    clones = best_box.copy(times=len(variants))
+                except CopyError as exc:  # some copies failed: terminate the ones that started
+                    live.extend(exc.sandboxes)
+                    raise
             live.extend(clones)
             for c in clones:
                 sandbox_line(c.id)

@@ -97,8 +97,12 @@ def main() -> None:
             snapshot_id = base.snapshot("memory").id
         with steps(f"restore it x{args.restores}"):
             with ThreadPoolExecutor(args.restores) as pool:
-                restored = list(pool.map(lambda _: Sandbox.create(snapshot_id=snapshot_id), range(args.restores)))
-            made.extend(restored)
+                futures = [pool.submit(Sandbox.create, snapshot_id=snapshot_id) for _ in range(args.restores)]
+            restored = [f.result() for f in futures if f.exception() is None]
+            made.extend(restored)  # the ones that started are cleaned up even if another failed
+            for f in futures:
+                if f.exception() is not None:
+                    raise f.exception()  # type: ignore[misc]
         for sbx in restored:
             sandbox_line(sbx.id)
         with steps(f"run {args.restores} episodes (policy seed {args.policy_seed})"):

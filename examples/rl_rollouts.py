@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from _steps import Steps, die, sandbox_line
 
-from cellbox import Sandbox
+from cellbox import CopyError, Sandbox
 
 PROMPT = "Write is_palindrome(s): True if s reads the same backwards, ignoring case and non-letters."
 TESTS = [("Racecar", True), ("A man, a plan, a canal: Panama!", True), ("hello", False), ("", True),
@@ -120,7 +120,11 @@ def main() -> None:
         with steps("policy samples a group"):
             group = sample_group(rng, args.group)
         with steps(f"clone the warm sandbox x{args.group}"):
-            clones = base.copy(times=args.group)
+            try:
+                clones = base.copy(times=args.group)
+            except CopyError as exc:  # some copies failed: the ones that started are ours to end
+                clones = list(exc.sandboxes)
+                raise
         for c in clones:
             sandbox_line(c.id)
         with steps(f"score {args.group} candidates in parallel"):
