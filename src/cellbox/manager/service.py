@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 
-from .. import ids
+from .. import ids, observe
 from ..auth.door import Door
 from ..auth.keys import Principal
 from ..errors import (CellboxError, Conflict, InternalFailure, InvalidRequest, NoSpace, NotFound, QuotaExceeded,
@@ -196,13 +196,14 @@ class SandboxService:
                 raise QuotaExceeded(f"project {project!r}: quota {name} is {value:g}, {use[name]:g} in use")
 
     async def _create(self, spec: CreateSpec, opts: CreateOptions, env: dict[str, str]) -> SandboxRecord:
-        if opts.snapshot_id:
-            rec = await self.manager.memory.restore(
-                opts.snapshot_id, namespace=spec.namespace, name=spec.name,
-                timeout_secs=spec.timeout_secs, sandbox_id=spec.sandbox_id, network=spec.network,
-            )
-        else:
-            rec = await self.manager.create(spec)
+        with observe.timed("restore" if opts.snapshot_id else "create"):  # metrics hook (cellbox/metrics)
+            if opts.snapshot_id:
+                rec = await self.manager.memory.restore(
+                    opts.snapshot_id, namespace=spec.namespace, name=spec.name,
+                    timeout_secs=spec.timeout_secs, sandbox_id=spec.sandbox_id, network=spec.network,
+                )
+            else:
+                rec = await self.manager.create(spec)
         rec.exposed_ports = list(opts.exposed_ports)
         rec.allow_unauthenticated_access = opts.allow_unauthenticated_access
         rec.auto_resume = opts.auto_resume
@@ -489,7 +490,8 @@ class SandboxService:
 
     async def _resume(self, sandbox_id: str) -> SandboxRecord:
         async with self._lock(sandbox_id):
-            out = await self.manager.memory.resume(sandbox_id)
+            with observe.timed("resume"):  # metrics hook (cellbox/metrics)
+                out = await self.manager.memory.resume(sandbox_id)
             self.on_activity(sandbox_id)
             return out
 
@@ -532,7 +534,8 @@ class SandboxService:
                                        namespace=rec.namespace), ids.new_id(), copies=times)
         try:
             async with self._lock(rec.id):
-                copies = await self.manager.memory.clone(rec.id, times, rec.namespace)
+                with observe.timed("clone"):  # metrics hook (cellbox/metrics)
+                    copies = await self.manager.memory.clone(rec.id, times, rec.namespace)
         finally:
             self._release(holds)
         for c in copies:
