@@ -137,3 +137,19 @@ def shot(page: Any, name: str) -> None:
     tmp = SHOTS / f".{name}.png"
     page.screenshot(path=str(tmp), full_page=True)
     shutil.move(tmp, SHOTS / f"{name}.png")
+
+
+def wait_js(page: Any, expression: str, arg: Any = None, timeout: float = 20.0) -> Any:
+    """Poll ``expression`` (a JS function) until it returns something truthy.
+
+    Not ``page.wait_for_function``: its polling evaluates a string in the page, which
+    the console's CSP (no 'unsafe-eval') rightly refuses; ``evaluate`` goes through the
+    DevTools protocol, outside the page's CSP."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(expression, arg)
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"still false after {timeout}s: {expression}"
+        time.sleep(0.05)

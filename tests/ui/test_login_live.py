@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..api.conftest import ServerProcess
-from .conftest import Project, new_page, shot
+from .conftest import Project, new_page, shot, wait_js
 
 
 def test_no_session_wrong_key_good_key(browser: Any, server: ServerProcess, project: Project):
@@ -37,7 +37,7 @@ def test_no_session_wrong_key_good_key(browser: Any, server: ServerProcess, proj
 
 def test_sdk_create_appears_without_reload(member_page: Any, project: Project):
     page = member_page
-    page.wait_for_function("document.getElementById('rows').dataset.updated !== undefined")  # the feed is live
+    wait_js(page, "() => document.getElementById('rows').dataset.updated !== undefined")  # the feed is live
     loads = page.evaluate("performance.getEntriesByType('navigation').length")
     sbx = project.sdk.create(name="live-one", wait=False)  # pending at first, then running
     page.locator(f"#row-{sbx.id}").wait_for()

@@ -46,7 +46,8 @@ class AgentSocket:
                     sock.conn.receive_data(data)
                     for event in sock.conn.events():
                         if isinstance(event, AcceptConnection):
-                            if not agent_client.verify(key, nonce, dict(event.extra_headers)):
+                            heads = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.extra_headers}
+                            if not agent_client.verify(key, nonce, heads):
                                 raise agent_client.AgentError("the sandbox's agent failed authentication",
                                                               code="AGENT_NOT_AUTHENTIC")
                             return sock

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,6 +30,7 @@ from . import agent
 from .agentws import AgentSocket
 from .context import project_of, service_of
 
+log = logging.getLogger(__name__)
 CLIENT_OPCODES = (0x00, 0x01, 0x02)
 MAX_FRAME = 64 << 10
 MAX_TERMINALS = 4096
@@ -74,7 +76,8 @@ async def relay(ws: WebSocket) -> None:
             raise CellboxError("no such terminal session", code="PTY_NOT_FOUND")
         ip, port = svc.manager.agent_address(rec)
         upstream = await AgentSocket.open(ip, port, agent.agent_client.key_of(rec), pty_id, token)
-    except (CellboxError, OSError, TimeoutError):
+    except (CellboxError, OSError, TimeoutError) as exc:
+        log.info("terminal %s of %s refused: %s", pty_id, ws.path_params["sandbox_id"], exc)
         await ws.close(code=4404)  # before accept: the page opens a new session
         return
     await ws.accept()

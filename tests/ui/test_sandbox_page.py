@@ -1,0 +1,127 @@
+"""One sandbox's page: terminal (echo, stty size following the viewport, re-attach
+after reload), files (upload read back through the SDK, download), snapshot and
+clone from the UI."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Project, shot, wait_js
+
+
+@pytest.fixture
+def box(project: Project) -> str:
+    return project.create(name=f"box-{project.name}")
+
+
+def term_text(page: Any, index: int = 0) -> str:
+    return str(page.evaluate("""(i) => { const b = window.cellboxTerms[i].term.buffer.active; const out = [];
+        for (let n = 0; n < b.length; n++) out.push(b.getLine(n).translateToString(true));
+        return out.join('\\n'); }""", index))
+
+
+def wait_text(page: Any, pattern: str, index: int = 0, timeout: float = 20.0) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = term_text(page, index)
+        if m := re.search(pattern, text):
+            return m
+        assert time.monotonic() < deadline, f"{pattern!r} not in the terminal:\n{text}"
+        time.sleep(0.1)
+
+
+def sizes(page: Any) -> list[tuple[int, int]]:
+    """Every ``stty size`` answer printed so far (rows, cols)."""
+    return [(int(r), int(c)) for r, c in re.findall(r"sz:(\d+) (\d+)", term_text(page))]
+
+
+def open_terminal(page: Any) -> None:
+    wait_js(page, "() => window.cellboxTerms && window.cellboxTerms.length > 0 && window.cellboxTerms[0].open")
+    page.locator("#terminals .term").first.click()
+
+
+def test_terminal_echo_resize_and_reattach(member_page: Any, box: str):
+    page = member_page
+    page.goto(f"/ui/sandboxes/{box}")
+    open_terminal(page)
+    page.keyboard.type("echo h''i; echo sz:$(stty size)\n")  # the typed line's echo matches neither
+    wait_text(page, r"\nhi\s*\nsz:\d+ \d+")
+    before = sizes(page)[-1]
+    shot(page, "sandbox")
+    page.set_viewport_size({"width": 800, "height": 600})
+    wait_js(page, "(c) => window.cellboxTerms[0].term.cols !== c", before[1])
+    page.keyboard.type("echo sz:$(stty size)\n")
+    deadline = time.monotonic() + 20
+    while len(found := sizes(page)) < 2:
+        assert time.monotonic() < deadline, term_text(page)
+        time.sleep(0.1)
+    after = found[-1]
+    assert after != before, (before, after)
+    assert after == (page.evaluate("window.cellboxTerms[0].term.rows"), page.evaluate("window.cellboxTerms[0].term.cols"))
+    # A reload re-attaches to the same PTY session: its shell remembers a variable.
+    first = page.evaluate("window.cellboxTerms[0].sessionId")
+    page.keyboard.type("MARK=kept-$((6*7))\n")
+    page.reload()
+    open_terminal(page)
+    assert page.evaluate("window.cellboxTerms[0].sessionId") == first
+    page.keyboard.type("echo $MARK\n")
+    wait_text(page, r"kept-42")
+
+
+def test_upload_download_files(member_page: Any, box: str, project: Project, tmp_path: Path):
+    page = member_page
+    page.goto(f"/ui/sandboxes/{box}?path=/tmp")
+    page.locator("#files table[data-path='/tmp']").wait_for()
+    local = tmp_path / "hello.txt"
+    local.write_bytes(b"uploaded from the browser\n\x00\x01binary")
+    page.set_input_files("#upload-input", str(local))
+    page.locator("#files td", has_text="hello.txt").wait_for()
+    sbx = project.sdk.connect(box)
+    try:
+        assert sbx.read_file("/tmp/hello.txt") == local.read_bytes()
+        sbx.write_file("/tmp/from-sdk.txt", "written by the SDK")
+        page.evaluate("document.body.dispatchEvent(new Event('files-changed'))")
+        link = page.locator("#files tr", has_text="from-sdk.txt").locator("a[download]")
+        with page.expect_download() as info:
+            link.click()
+        assert Path(info.value.path()).read_text() == "written by the SDK"
+        # Edit a small text file in place.
+        page.locator("#files tr", has_text="from-sdk.txt").locator("text=edit").click()
+        page.fill("#editor textarea", "edited in the browser")
+        page.click("#editor button")
+        page.locator("#editor .ok").wait_for()
+        assert sbx.read_file("/tmp/from-sdk.txt") == b"edited in the browser"
+    finally:
+        sbx.close()
+    # Path tricks stay inside the sandbox: the agent answers, never the host.
+    resp = page.request.get(f"/ui/sandboxes/{box}/files/download?path=/../../etc/shadow")
+    assert resp.status in (200, 403, 404)  # the sandbox's own /etc/shadow or a refusal
+    assert b"cellbox" not in resp.body() or resp.status != 200
+
+
+def test_snapshot_and_clone_from_the_ui(member_page: Any, box: str, project: Project):
+    page = member_page
+    page.goto(f"/ui/sandboxes/{box}")
+    page.click("#take-snapshot")
+    made = page.locator("#snapshot-made")
+    made.wait_for(timeout=90_000)
+    snap_id = made.get_attribute("data-snapshot")
+    assert snap_id in {s.id for s in project.sdk.list_snapshots()}
+    page.click(f"#restore-{snap_id}")
+    restored = page.locator("#flash a")
+    restored.wait_for(timeout=90_000)
+    new_id = restored.get_attribute("href").rsplit("/", 1)[1]
+    assert project.sdk.get(new_id).id == new_id
+    page.click("#clone")
+    clones = page.locator("#snap-result .clones a")
+    clones.first.wait_for(timeout=120_000)
+    clone_id = clones.first.get_attribute("href").rsplit("/", 1)[1]
+    assert project.sdk.get(clone_id).status == "running"
+    page.goto("/ui/snapshots")
+    assert snap_id in page.content()
+    shot(page, "snapshots")
