@@ -19,8 +19,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth.door import Door
 from ..manager.service import SandboxService
-from ..metrics import MetricsApp
-from ..ui import create_ui
 from . import door as door_routes
 from . import errors
 from .auth import AuthGate
@@ -62,28 +60,8 @@ def create_app(service: SandboxService, door: Door | None) -> FastAPI:
     app.include_router(router(door_routes.FLAT_ROUTES), generate_unique_id_function=_flat_id)
     app.add_middleware(BodyGuard, max_bytes=MAX_BODY)
     if door is not None:
-        app.add_middleware(AuthGate, authenticator=door.auth)
-        # Added last, so it runs first: the web console (session cookies, ui/security.py)
-        # and /metrics (admin key) have gates of their own and bodies of their own.
-        app.add_middleware(SideDoors, ui=create_ui(service, door), metrics=MetricsApp(service, door))
+        app.add_middleware(AuthGate, authenticator=door.auth)  # added last: runs first
     return app
-
-
-class SideDoors:
-    """Sends ``/ui`` to the web console and ``/metrics`` to the Prometheus endpoint;
-    everything else goes on to the API's own gate and routes."""
-
-    def __init__(self, app: ASGIApp, ui: ASGIApp, metrics: ASGIApp) -> None:
-        self.app, self.ui, self.metrics = app, ui, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
-        if path == "/ui" or path.startswith("/ui/"):
-            await self.ui(scope, receive, send)
-        elif path == "/metrics" and scope["type"] == "http":
-            await self.metrics(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
 
 
 def _flat_id(route: APIRoute) -> str:

@@ -31,7 +31,10 @@ LOGIN = f"{PREFIX}/login"
 OPEN_PATHS = (LOGIN, f"{PREFIX}/static/")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = b"x-csrf-token"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+# style-src allows inline styles: xterm.js sets its theme through a <style> element it
+# makes at run time (without it the terminal has no colours). Scripts stay 'self' only:
+# no inline script, no eval, no other origin.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")
 SECURITY_HEADERS = [
