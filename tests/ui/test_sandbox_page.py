@@ -125,3 +125,26 @@ def test_snapshot_and_clone_from_the_ui(member_page: Any, box: str, project: Pro
     page.goto("/ui/snapshots")
     assert snap_id in page.content()
     shot(page, "snapshots")
+
+
+def test_processes_stdin_signal_and_logs(member_page: Any, box: str):
+    page = member_page
+    page.goto(f"/ui/sandboxes/{box}")
+    page.fill("#start-process input[name=command]", "sh -c 'read x; echo got:$x'")
+    page.click("#start-process button")
+    row = page.locator("#process-table tr", has_text="read x")
+    row.wait_for()
+    row.locator("text=output").click()
+    page.fill("#output input[name=text]", "hello")
+    page.click("#output button")
+    page.locator("#output pre", has_text="got:hello").wait_for()
+    page.fill("#start-process input[name=command]", "sleep 300")
+    page.click("#start-process button")
+    sleeper = page.locator("#process-table tr", has_text="sleep 300")
+    sleeper.locator("button", has_text="TERM").click()
+    page.locator("#process-table tr", has_text="sleep 300").filter(has_text="signaled").wait_for()
+    page.locator("#log-lines", has_text="got:hello").wait_for(timeout=30_000)
+    # A command line the shell splitter cannot read is a 400 in the flash area.
+    page.fill("#start-process input[name=command]", "echo 'unclosed")
+    page.click("#start-process button")
+    assert "command" in page.locator("#flash .error").inner_text()

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp
 from ..auth.door import Door
 from ..errors import CellboxError
 from ..manager.service import SandboxService
-from . import actions, files, live, login, pages, static, terminal
+from . import actions, files, images, live, login, pages, processes, static, terminal
 from .context import error_page
 from .security import Gate
 from .sessions import Sessions
@@ -31,7 +31,7 @@ def routes() -> list[BaseRoute]:
     # Order matters: fixed paths (events, rows, files, pty) before the catch-alls
     # /ui/sandboxes/{id} (GET) and /ui/sandboxes/{id}/{action} (POST).
     return [Route("/ui", _home), Route("/ui/", _home), *login.ROUTES, *live.ROUTES, *files.ROUTES,
-            *terminal.ROUTES, *pages.ROUTES, *actions.ROUTES, *static.ROUTES]
+            *terminal.ROUTES, *processes.ROUTES, *images.ROUTES, *pages.ROUTES, *actions.ROUTES, *static.ROUTES]
 
 
 def create_ui(service: SandboxService, door: Door) -> ASGIApp:
@@ -40,4 +40,5 @@ def create_ui(service: SandboxService, door: Door) -> ASGIApp:
     app.state.door = door
     app.state.sessions = Sessions(door.store)
     app.state.terminals = terminal.Terminals()
+    app.state.image_jobs = {}  # ui/images.py
     return Gate(app, app.state.sessions)

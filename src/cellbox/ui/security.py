@@ -20,12 +20,15 @@ so a route added later cannot forget a check:
 
 from __future__ import annotations
 
+import logging
 from http.cookies import SimpleCookie
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .sessions import COOKIE, Sessions
 
+log = logging.getLogger(__name__)
 PREFIX = "/ui"
 LOGIN = f"{PREFIX}/login"
 OPEN_PATHS = (LOGIN, f"{PREFIX}/static/")
@@ -104,7 +107,30 @@ class Gate:
                 await _plain(send, 403, "missing or wrong CSRF token (reload the page)")
                 return
         scope["state"] = {**scope.get("state", {}), "session": session}
-        await self.app(scope, receive, send)
+        if session is None or scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording)
+        finally:  # one audit row per change, as the API writes (api/auth.py)
+            self._audit(scope, session.principal, status)
+
+    def _audit(self, scope: Scope, principal: Any, status: int) -> None:
+        client = scope.get("client")
+        try:
+            self.sessions.store.audit(key_id=principal.key_id, project=principal.project,
+                                      action=f"{scope['method']} {scope['path']}", obj=scope["path"], status=status,
+                                      client=client[0] if client else None)
+        except Exception:  # the audit must never turn a done change into an error answer
+            log.exception("audit write failed for %s", scope["path"])
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.sessions.check(cookie_value(scope))

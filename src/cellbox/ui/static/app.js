@@ -33,8 +33,8 @@
       const dir = currentDir();
       const path = (dir.endsWith("/") ? dir : dir + "/") + f.name;
       const r = await fetch("/ui/sandboxes/" + sandbox + "/files?path=" + encodeURIComponent(path),
-        { method: "PUT", headers: { "X-CSRF-Token": csrf() }, body: f });
-      flash.textContent = r.ok ? "uploaded " + path : "upload of " + path + " failed: " + (await r.text());
+        { method: "PUT", headers: { "X-CSRF-Token": csrf(), "HX-Request": "true" }, body: f });
+      if (r.ok) flash.textContent = "uploaded " + path; else flash.innerHTML = await r.text();
     }
     document.body.dispatchEvent(new Event("files-changed"));
   }
@@ -58,8 +58,41 @@
     zone.appendChild(input);
   }
 
+  function followJobs(root) {
+    root.querySelectorAll("pre.job-log[data-feed]").forEach(function (pre) {
+      if (pre.dataset.following) return;
+      pre.dataset.following = "1";
+      const es = new EventSource(pre.dataset.feed);
+      es.addEventListener("line", function (e) { pre.textContent += e.data + "\n"; pre.scrollTop = pre.scrollHeight; });
+      es.addEventListener("done", function (e) {
+        es.close();
+        const out = pre.parentElement.querySelector(".outcome");
+        if (out) out.textContent = e.data;
+      });
+    });
+  }
+
+  function buildForm() {
+    const form = document.getElementById("build-form");
+    if (!form) return;
+    form.addEventListener("submit", async function (e) {
+      e.preventDefault();
+      const file = document.getElementById("dockerfile-input").files[0];
+      const name = form.querySelector("input[name=name]").value;
+      const r = await fetch(form.dataset.action + "?name=" + encodeURIComponent(name),
+        { method: "POST", headers: { "X-CSRF-Token": csrf(), "HX-Request": "true" }, body: file });
+      const html = await r.text();
+      const target = r.ok ? document.getElementById("jobs") : document.getElementById("flash");
+      if (r.ok) target.insertAdjacentHTML("afterbegin", html); else target.innerHTML = html;
+      followJobs(target);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     liveList();
     dropzone();
+    buildForm();
+    followJobs(document);
+    document.body.addEventListener("htmx:afterSwap", function (e) { followJobs(e.target); });
   });
 })();
