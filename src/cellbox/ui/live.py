@@ -26,7 +26,7 @@ from .stats import sample
 
 TICK = 0.25  # seconds between looks at the database: the list is current within ~0.3 s
 STATS_EVERY = 1.0
-KEEPALIVE = 15.0
+USAGE_EVERY = 5.0  # seconds between re-renders for the rows' CPU and memory (keeps the stream alive too)
 STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
@@ -49,13 +49,11 @@ async def list_feed(request: Request) -> Response:
         quiet = time.monotonic()
         yield b"retry: 1000\n\n"
         while await _alive(request):
-            recs = records(svc, project, status, text)
-            if (mark := fingerprint(recs)) != seen:
+            mark = fingerprint(svc, project, status)
+            if mark != seen or time.monotonic() - quiet > USAGE_EVERY:  # a change, or fresh CPU/memory
                 seen = mark
+                recs = records(svc, project, status, text)
                 yield event("rows", template.render(rows=list_rows(svc, project, recs=recs)))
-                quiet = time.monotonic()
-            elif time.monotonic() - quiet > KEEPALIVE:
-                yield b": keepalive\n\n"
                 quiet = time.monotonic()
             await asyncio.sleep(TICK)
         yield event("logout", "/ui/login")

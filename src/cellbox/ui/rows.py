@@ -33,8 +33,19 @@ def records(svc: SandboxService, project: str, status: str = "", text: str = "")
     return recs
 
 
-def fingerprint(recs: list[SandboxRecord]) -> tuple[tuple[str, str, str | None], ...]:
-    return tuple((r.id, r.status.value, r.name) for r in recs)
+def fingerprint(svc: SandboxService, project: str, status: str = "") -> list[tuple[str, str, str | None]]:
+    """(id, status, name) of the project's listed sandboxes, straight from SQLite.
+
+    What the live feed compares every tick: one indexed query with no JSON decode of
+    whole records (those are read, and the rows rendered, only when this changes)."""
+    sql = "SELECT id, status, json_extract(doc, '$.name') FROM sandboxes WHERE namespace=?"
+    args: list[str] = [project]
+    if status in {s.value for s in Status}:
+        sql += " AND status=?"
+        args.append(status)
+    else:
+        sql += " AND status NOT IN ('terminated','failed')"
+    return svc.store.db.execute(sql + " ORDER BY created_at, id LIMIT ?", [*args, MAX_ROWS]).fetchall()
 
 
 def list_rows(svc: SandboxService, project: str, status: str = "", text: str = "",

@@ -23,18 +23,29 @@ def _int(path: Path) -> int | None:
         return None
 
 
+V1 = (CGROUP / "cpuacct").is_dir()  # this host: cgroups v1 hybrid; decided once, not per read
+
+
 def sample(sandbox_id: str) -> dict[str, int | None]:
     """CPU time (ns), memory in use (bytes), network bytes in and out, now."""
     rel = ids.cgroup_path(sandbox_id).lstrip("/")
-    cpu = _int(CGROUP / "cpuacct" / rel / "cpuacct.usage")
-    mem = _int(CGROUP / "memory" / rel / "memory.usage_in_bytes")
-    if cpu is None:  # a pure cgroup v2 host
-        stat = CGROUP / rel / "cpu.stat"
-        try:
-            usec = next(int(line.split()[1]) for line in stat.read_text().splitlines() if line.startswith("usage_usec"))
-            cpu = usec * 1000
-        except (OSError, StopIteration, ValueError):
-            cpu = None
+    if V1:
+        cpu = _int(CGROUP / "cpuacct" / rel / "cpuacct.usage")
+        mem = _int(CGROUP / "memory" / rel / "memory.usage_in_bytes")
+    else:
+        cpu = _usage_usec(CGROUP / rel / "cpu.stat")
         mem = _int(CGROUP / rel / "memory.current")
+    if cpu is None:  # no cgroup (not started yet, or gone): no veth either
+        return {"cpu_ns": None, "memory_bytes": None, "net_in": None, "net_out": None}
     veth = NET / ids.host_veth(sandbox_id) / "statistics"
     return {"cpu_ns": cpu, "memory_bytes": mem, "net_in": _int(veth / "tx_bytes"), "net_out": _int(veth / "rx_bytes")}
+
+
+def _usage_usec(stat: Path) -> int | None:
+    try:
+        for line in stat.read_text().splitlines():
+            if line.startswith("usage_usec"):
+                return int(line.split()[1]) * 1000
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
