@@ -4,11 +4,13 @@ clone from the UI."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from .conftest import Project, shot, wait_js
@@ -81,9 +83,14 @@ def test_upload_download_files(member_page: Any, box: str, project: Project, tmp
     local.write_bytes(b"uploaded from the browser\n\x00\x01binary")
     page.set_input_files("#upload-input", str(local))
     page.locator("#files td", has_text="hello.txt").wait_for()
+    page.evaluate("""() => { const dt = new DataTransfer();
+        dt.items.add(new File(["dropped by drag and drop"], "dropped.txt"));
+        document.getElementById("dropzone").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true})); }""")
+    page.locator("#files td", has_text="dropped.txt").wait_for()
     sbx = project.sdk.connect(box)
     try:
         assert sbx.read_file("/tmp/hello.txt") == local.read_bytes()
+        assert sbx.read_file("/tmp/dropped.txt") == b"dropped by drag and drop"
         sbx.write_file("/tmp/from-sdk.txt", "written by the SDK")
         page.evaluate("document.body.dispatchEvent(new Event('files-changed'))")
         link = page.locator("#files tr", has_text="from-sdk.txt").locator("a[download]")
@@ -148,3 +155,29 @@ def test_processes_stdin_signal_and_logs(member_page: Any, box: str):
     page.fill("#start-process input[name=command]", "echo 'unclosed")
     page.click("#start-process button")
     assert "command" in page.locator("#flash .error").inner_text()
+
+
+def test_network_policy_suspend_resume_and_live_stats(member_page: Any, box: str, project: Project):
+    page = member_page
+    page.goto(f"/ui/sandboxes/{box}")
+    # Live stats: the charts' feed sends a sample a second (read from the host's cgroup).
+    cookie = next(c for c in page.context.cookies() if c["name"] == "cellbox_session")
+    with httpx.Client(base_url=page.url.split("/ui/")[0], cookies={"cellbox_session": cookie["value"]}) as http:
+        with http.stream("GET", f"/ui/sandboxes/{box}/stats", timeout=30) as resp:
+            data = next(line for line in resp.iter_lines() if line.startswith("data: "))
+    sample = json.loads(data.removeprefix("data: "))
+    assert sample["status"] == "running" and sample["memory_mb"] > 0 and sample["cpu"] is not None
+    # Network policy, live.
+    page.fill("form[hx-post$='/network'] input[name=allow_out]", "10.0.0.0/8")
+    page.click("form[hx-post$='/network'] button")
+    page.locator("#flash", has_text="network policy").wait_for()
+    assert project.sdk.get(box).raw["network_policy"]["allow_out"] == ["10.0.0.0/8"]
+    # Suspend and resume (a named sandbox) from its page.
+    page.click("section.overview button:has-text('Suspend')")
+    deadline = time.monotonic() + 90
+    while project.sdk.get(box).status != "suspended":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    page.locator("#status", has_text="suspended").wait_for(timeout=30_000)  # the page's feed saw it
+    page.click("section.overview button:has-text('Resume')")
+    page.locator("#status", has_text="running").wait_for(timeout=90_000)
