@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,7 +44,8 @@ async def download(request: Request) -> Response:
     path = _path(request, "")
     status, body = await agent.call(svc, rec, "GET", "/api/v1/files", query={"path": path}, max_bytes=agent.MAX_FILE)
     agent.check(status, body, f"read {path}")
-    name = posixpath.basename(path).replace('"', "") or "file"
+    # The tenant names its files: only safe characters reach a response header.
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", posixpath.basename(path))[:200] or "file"
     return Response(body, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
