@@ -159,7 +159,7 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
         api_port = api_sock.getsockname()[1]
         scheme = "https" if tls else "http"
         print(
-            f"cellbox server: api {scheme}://{opts.host}:{api_port} "
+            f"cellbox server: api {scheme}://{opts.host}:{api_port} (web console at /ui) "
             f"proxy {scheme}://{proxy_host}:{proxy_port}{'' if proxy else ' (not running)'} "
             f"(sandbox_url {service.proxy_url}); "
             f"reconcile: {report.summary()}",

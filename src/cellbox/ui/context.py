@@ -77,12 +77,17 @@ def render(request: Request, name: str, status_code: int = 200, **ctx: Any) -> H
     return TEMPLATES.TemplateResponse(request, name, {"session": session, **ctx}, status_code=status_code)
 
 
+POLLED = frozenset({"processes", "logs"})  # page parts htmx refreshes on a timer
+
+
 def error_page(request: Request, exc: Exception) -> Response:
     """A CellboxError as HTML: a fragment for htmx calls, a whole page otherwise."""
     assert isinstance(exc, CellboxError)
     if request.headers.get("hx-request"):
-        return HTMLResponse(f'<p class="error" role="alert">{_escape(exc.message)}</p>', status_code=exc.status,
-                            headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
+        body = f'<p class="error" role="alert">{_escape(exc.message)}</p>'
+        if request.headers.get("hx-target") in POLLED:  # shown where it polls, not flashed every tick
+            return HTMLResponse(body, status_code=exc.status)
+        return HTMLResponse(body, status_code=exc.status, headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
     return render(request, "error.html", status_code=exc.status, error=exc)
 
 
