@@ -85,7 +85,8 @@ def error_page(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CellboxError)
     if request.headers.get("hx-request"):
         body = f'<p class="error" role="alert">{_escape(exc.message)}</p>'
-        if request.headers.get("hx-target") in POLLED:  # shown where it polls, not flashed every tick
+        target = request.headers.get("hx-target") or ""
+        if target in POLLED or target.startswith("output-"):  # shown where it polls, not flashed every tick
             return HTMLResponse(body, status_code=exc.status)
         return HTMLResponse(body, status_code=exc.status, headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
     return render(request, "error.html", status_code=exc.status, error=exc)
