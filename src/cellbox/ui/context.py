@@ -77,7 +77,7 @@ def render(request: Request, name: str, status_code: int = 200, **ctx: Any) -> H
     return TEMPLATES.TemplateResponse(request, name, {"session": session, **ctx}, status_code=status_code)
 
 
-POLLED = frozenset({"processes", "logs"})  # page parts htmx refreshes on a timer
+POLLED = frozenset({"processes", "logs"})  # ids of page parts htmx refreshes on a timer
 
 
 def error_page(request: Request, exc: Exception) -> Response:
@@ -85,7 +85,7 @@ def error_page(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CellboxError)
     if request.headers.get("hx-request"):
         body = f'<p class="error" role="alert">{_escape(exc.message)}</p>'
-        target = request.headers.get("hx-target") or ""
+        target = request.headers.get("hx-trigger") or ""  # the id of the element that asked
         if target in POLLED or target.startswith("output-"):  # shown where it polls, not flashed every tick
             return HTMLResponse(body, status_code=exc.status)
         return HTMLResponse(body, status_code=exc.status, headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
