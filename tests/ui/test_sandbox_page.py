@@ -54,6 +54,7 @@ def test_terminal_echo_resize_and_reattach(member_page: Any, box: str):
     page.keyboard.type("echo h''i; echo sz:$(stty size)\n")  # the typed line's echo matches neither
     wait_text(page, r"\nhi\s*\nsz:\d+ \d+")
     before = sizes(page)[-1]
+    wait_js(page, "() => window.cellboxCharts && window.cellboxCharts.mem.data[0].length >= 4")  # charts are live
     shot(page, "sandbox")
     page.set_viewport_size({"width": 800, "height": 600})
     wait_js(page, "(c) => window.cellboxTerms[0].term.cols !== c", before[1])

@@ -17,6 +17,7 @@
       mem: chart(host, "memory (MiB)", ["memory"]),
       net: chart(host, "network (KiB/s)", ["in", "out"]),
     };
+    window.cellboxCharts = charts;  // for the browser tests
     function push(c, t, values) {
       c.data[0].push(t);
       values.forEach(function (v, i) { c.data[i + 1].push(v); });
