@@ -78,3 +78,25 @@ def test_bad_input_is_a_clear_4xx(member_page: Any, server: ServerProcess, proje
         assert http.get("/ui/sandboxes/nosuchbox/files?path=relative").status_code in (400, 404)
         assert http.post("/ui/keys/zzz/revoke").status_code == 403  # a member key: not an admin
     assert project.sdk.list() == []  # none of that made anything
+
+
+def test_admin_sets_a_quota_on_the_usage_page(admin_page: Any, member_page: Any, server: ServerProcess,
+                                               project: Project):
+    page = admin_page
+    page.goto(f"/ui/usage?project={project.name}")
+    page.fill("#quota-form input[name=running_sandboxes]", "0")
+    page.click("#quota-form button")
+    page.locator("#flash", has_text="running_sandboxes=0").wait_for()
+    try:
+        resp = httpx.post(f"{server.url}/sandboxes", json={}, headers=project.headers(), timeout=60)
+        assert resp.status_code == 403 and resp.json()["code"] == "QUOTA_EXCEEDED"
+        page.fill("#quota-form input[name=running_sandboxes]", "lots")
+        page.click("#quota-form button")
+        assert "running_sandboxes" in page.locator("#flash .error").inner_text()
+    finally:
+        page.fill("#quota-form input[name=running_sandboxes]", "")
+        page.click("#quota-form button")
+        page.locator("#flash", has_text="none").wait_for()
+    # A member sees its own project's use, and no other project's.
+    assert member_page.goto("/ui/usage").status == 200
+    assert member_page.goto("/ui/usage?project=default").status == 403

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from ..api.door import KeyRequest, parse_lifetime
+from ..api.door import QUOTA_NAMES, KeyRequest, QuotaRequest, parse_lifetime
 from ..api.errors import validation_message
 from ..api.models import CreateSandboxRequest, UpdateSandboxRequest
 from ..auth import keys as keymod
@@ -161,6 +161,24 @@ async def create_key(request: Request) -> Response:
     return render(request, "keys.html", keys=recent_keys(request), new_key=full)
 
 
+async def set_quota(request: Request) -> Response:
+    """Admins: an empty field removes that limit (as ``null`` does in the API)."""
+    require_admin(request)
+    project = request.path_params["project"]
+    form = await read_form(request)
+    body = _model(QuotaRequest, {n: (one(form, n) or None) for n in QUOTA_NAMES if n in form})
+    store = door_of(request).store
+    _model(KeyRequest, {"project": project})  # the same project-name rule as keys
+    limits: dict[str, Any] = store.get_quota(project)
+    for name, value in body.model_dump(exclude_unset=True).items():
+        if value is None:
+            limits.pop(name, None)
+        else:
+            limits[name] = value
+    store.set_quota(project, limits)
+    return flash(f"quotas of {escape(project)}: {escape(', '.join(f'{k}={v:g}' for k, v in limits.items()) or 'none')}")
+
+
 async def revoke_key(request: Request) -> Response:
     require_admin(request)
     key_id = request.path_params["key_id"]
@@ -182,5 +200,6 @@ ROUTES = [
     Route("/ui/sandboxes/{sandbox_id}/{action:str}", one_action, methods=["POST"]),
     Route("/ui/snapshots/{snapshot_id}/restore", restore, methods=["POST"]),
     Route("/ui/keys", create_key, methods=["POST"]),
+    Route("/ui/usage/{project}/quota", set_quota, methods=["POST"]),
     Route("/ui/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
 ]

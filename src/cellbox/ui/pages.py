@@ -8,11 +8,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import re
+
+from ..api.door import PROJECT_PATTERN, QUOTA_NAMES
+from ..errors import InvalidRequest
 from ..manager.records import Status
 from .context import door_of, project_of, render, require_admin, service_of
 from .rows import list_rows
 
 STATUSES = [s.value for s in Status]
+PROJECT = re.compile(PROJECT_PATTERN)
 
 
 async def sandboxes(request: Request) -> Response:
@@ -58,10 +63,17 @@ def recent_keys(request: Request, limit: int = 200) -> list:
 
 
 async def usage(request: Request) -> Response:
+    """The session's project; admins may look at another with ``?project=``."""
     project = project_of(request)
+    asked = request.query_params.get("project")
+    if asked and asked != project:
+        require_admin(request)
+        if not PROJECT.match(asked):
+            raise InvalidRequest("project: not a project name")
+        project = asked
     svc = service_of(request)
     return render(request, "usage.html", project=project, use=svc.quota_usage(project),
-                  limits=door_of(request).store.get_quota(project))
+                  limits=door_of(request).store.get_quota(project), quota_names=QUOTA_NAMES)
 
 
 async def audit(request: Request) -> Response:
