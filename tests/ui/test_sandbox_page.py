@@ -133,6 +133,10 @@ def test_snapshot_and_clone_from_the_ui(member_page: Any, box: str, project: Pro
     page.goto("/ui/snapshots")
     assert snap_id in page.content()
     shot(page, "snapshots")
+    page.on("dialog", lambda d: d.accept())
+    page.click(f"#delete-{snap_id}")
+    page.locator("#flash", has_text="deleted snapshot").wait_for()
+    assert snap_id not in {s.id for s in project.sdk.list_snapshots()}
 
 
 def test_processes_stdin_signal_and_logs(member_page: Any, box: str):

@@ -142,6 +142,12 @@ async def restore(request: Request) -> Response:
     return flash(f"restoring into {_link(rec)}")
 
 
+async def delete_snapshot(request: Request) -> Response:
+    snapshot_id = request.path_params["snapshot_id"]
+    await service_of(request).delete_snapshot(snapshot_id, project_of(request))
+    return flash(f"deleted snapshot {escape(snapshot_id)}")
+
+
 async def network(request: Request) -> Response:
     form = await read_form(request)
     policy = _network(form) or {"allow_internet_access": True, "allow_out": [], "deny_out": []}
@@ -199,6 +205,7 @@ ROUTES = [
     Route("/ui/sandboxes/{sandbox_id}/network", network, methods=["POST"]),
     Route("/ui/sandboxes/{sandbox_id}/{action:str}", one_action, methods=["POST"]),
     Route("/ui/snapshots/{snapshot_id}/restore", restore, methods=["POST"]),
+    Route("/ui/snapshots/{snapshot_id}/delete", delete_snapshot, methods=["POST"]),
     Route("/ui/keys", create_key, methods=["POST"]),
     Route("/ui/usage/{project}/quota", set_quota, methods=["POST"]),
     Route("/ui/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
