@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..errors import CellboxError, InvalidRequest
+from ..errors import CellboxError, InvalidRequest, NotFound
 from . import agent
 from .agentws import AgentSocket
 from .context import project_of, service_of
@@ -65,6 +66,19 @@ async def open_pty(request: Request) -> Response:
     return JSONResponse({"session_id": doc["session_id"]}, status_code=201)
 
 
+async def close_pty(request: Request) -> Response:
+    """End a terminal tab's PTY session (its shell gets SIGHUP, like closing a terminal)."""
+    svc = service_of(request)
+    rec = agent.running(svc, request.path_params["sandbox_id"], project_of(request))
+    pty_id = request.path_params["pty_id"]
+    if request.app.state.terminals.tokens.pop((rec.id, pty_id), None) is None:
+        raise NotFound("no such terminal session", code="PTY_NOT_FOUND")
+    status, raw = await agent.call(svc, rec, "DELETE", f"/api/v1/pty/{quote(pty_id)}")
+    if status != 404:  # already gone is closed too
+        agent.check(status, raw, "close the terminal")
+    return Response(status_code=204)
+
+
 async def relay(ws: WebSocket) -> None:
     svc = ws.app.state.service
     project = ws.scope["state"]["session"].principal.project
@@ -73,7 +87,7 @@ async def relay(ws: WebSocket) -> None:
         rec = agent.running(svc, ws.path_params["sandbox_id"], project)
         token = ws.app.state.terminals.tokens.get((rec.id, pty_id))
         if token is None:
-            raise CellboxError("no such terminal session", code="PTY_NOT_FOUND")
+            raise NotFound("no such terminal session", code="PTY_NOT_FOUND")
         ip, port = svc.manager.agent_address(rec)
         upstream = await AgentSocket.open(ip, port, agent.agent_client.key_of(rec), pty_id, token)
     except (CellboxError, OSError, TimeoutError) as exc:
@@ -118,5 +132,6 @@ async def _pump(ws: WebSocket, upstream: AgentSocket) -> None:
 
 ROUTES = [
     Route("/ui/sandboxes/{sandbox_id}/pty", open_pty, methods=["POST"]),
+    Route("/ui/sandboxes/{sandbox_id}/pty/{pty_id}/close", close_pty, methods=["POST"]),
     WebSocketRoute("/ui/sandboxes/{sandbox_id}/pty/{pty_id}/ws", relay),
 ]

@@ -74,7 +74,24 @@
     tab.textContent = "tab " + window.cellboxTerms.length;
     const index = window.cellboxTerms.length - 1;
     tab.addEventListener("click", function () { show(index); });
-    document.getElementById("term-tabs").insertBefore(tab, document.getElementById("term-new"));
+    const close = document.createElement("button");
+    close.type = "button";
+    close.className = "tab-close";
+    close.textContent = "×";
+    close.title = "close this terminal (ends its shell)";
+    close.addEventListener("click", async function () {
+      await fetch("/ui/sandboxes/" + sandbox + "/pty/" + encodeURIComponent(sessionId) + "/close",
+        { method: "POST", headers: { "X-CSRF-Token": window.cellbox.csrf() } });
+      save(sandbox, saved(sandbox).filter(function (x) { return x !== sessionId; }));
+      entry.closed = true;
+      ws.close();
+      box.remove();
+      tab.remove();
+      close.remove();
+    });
+    const bar = document.getElementById("term-tabs");
+    bar.insertBefore(tab, document.getElementById("term-new"));
+    bar.insertBefore(close, document.getElementById("term-new"));
     show(index);
     return entry;
   }
