@@ -46,7 +46,7 @@ def test_key_from_keys_page_works_and_revoke_ends_its_session(admin_page: Any, b
         page.click(f"#key-{key_id} button")
         page.locator("#keys-page .ok", has_text="revoked").wait_for()
         shot(page, "keys")
-        member.wait_for_url("**/ui/login", timeout=15_000)  # the open page's live feed logged it out
+        member.wait_for_url("**/ui/login", timeout=45_000)  # the open page's live feed logged it out
         member.goto("/ui/sandboxes")
         assert member.url.endswith("/ui/login")
     finally:

@@ -27,7 +27,7 @@ def term_text(page: Any, index: int = 0) -> str:
         return out.join('\\n'); }""", index))
 
 
-def wait_text(page: Any, pattern: str, index: int = 0, timeout: float = 20.0) -> re.Match[str]:
+def wait_text(page: Any, pattern: str, index: int = 0, timeout: float = 45.0) -> re.Match[str]:
     deadline = time.monotonic() + timeout
     while True:
         text = term_text(page, index)
@@ -62,7 +62,7 @@ def test_terminal_echo_resize_and_reattach(member_page: Any, box: str):
     page.set_viewport_size({"width": 800, "height": 600})
     wait_js(page, "(c) => window.cellboxTerms[0].term.cols !== c", before[1])
     page.keyboard.type("echo sz:$(stty size)\n")
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 45
     while len(found := sizes(page)) < 2:
         assert time.monotonic() < deadline, term_text(page)
         time.sleep(0.1)
@@ -171,7 +171,7 @@ def test_processes_stdin_signal_and_logs(member_page: Any, box: str):
     sleeper = page.locator("#process-table tr", has_text="sleep 300")
     sleeper.locator("button", has_text="TERM").click()
     page.locator("#process-table tr", has_text="sleep 300").filter(has_text="signaled").wait_for()
-    page.locator("#log-lines", has_text="got:hello").wait_for(timeout=30_000)
+    page.locator("#log-lines", has_text="got:hello").wait_for(timeout=60_000)
     # A command line the shell splitter cannot read is a 400 in the flash area.
     page.fill("#start-process input[name=command]", "echo 'unclosed")
     page.click("#start-process button")
@@ -199,6 +199,6 @@ def test_network_policy_suspend_resume_and_live_stats(member_page: Any, box: str
     while project.sdk.get(box).status != "suspended":
         assert time.monotonic() < deadline
         time.sleep(0.3)
-    page.locator("#status", has_text="suspended").wait_for(timeout=30_000)  # the page's feed saw it
+    page.locator("#status", has_text="suspended").wait_for(timeout=60_000)  # the page's feed saw it
     page.click("section.overview button:has-text('Resume')")
     page.locator("#status", has_text="running").wait_for(timeout=90_000)
