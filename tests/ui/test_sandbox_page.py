@@ -161,7 +161,10 @@ def test_processes_stdin_signal_and_logs(member_page: Any, box: str):
     page.fill("#start-process input[name=command]", "sh -c 'read x; echo got:$x'")
     page.click("#start-process button")
     row = page.locator("#process-table tr", has_text="read x")
-    row.wait_for()
+    try:
+        row.wait_for()
+    except Exception:
+        raise AssertionError(f"not started; flash: {page.locator('#flash').inner_text()!r}") from None
     row.locator("text=output").click()
     page.fill("#output input[name=text]", "hello")
     page.click("#output button")

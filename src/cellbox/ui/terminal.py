@@ -126,7 +126,7 @@ async def _pump(ws: WebSocket, upstream: AgentSocket) -> None:
                 pass
         try:
             await ws.close()
-        except RuntimeError:
+        except (RuntimeError, WebSocketDisconnect, OSError):  # the browser went first: nothing to close
             pass
 
 

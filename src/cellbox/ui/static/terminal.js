@@ -31,14 +31,16 @@
     return (await r.json()).session_id;
   }
 
-  function show(index) {
+  // focus only on the user's own action (a tab click, a new tab): a terminal opening
+  // at page load must not take the keyboard from a field the user is typing in.
+  function show(index, focus) {
     document.querySelectorAll("#terminals .term").forEach(function (el, i) { el.hidden = i !== index; });
     document.querySelectorAll("#term-tabs .tab").forEach(function (el, i) { el.classList.toggle("active", i === index); });
     const t = window.cellboxTerms[index];
-    if (t) { t.fit.fit(); t.term.focus(); }
+    if (t) { t.fit.fit(); if (focus) t.term.focus(); }
   }
 
-  function attach(sandbox, sessionId, onGone) {
+  function attach(sandbox, sessionId, onGone, focus) {
     const box = document.createElement("div");
     box.className = "term";
     document.getElementById("terminals").appendChild(box);
@@ -73,7 +75,7 @@
     tab.className = "tab";
     tab.textContent = "tab " + window.cellboxTerms.length;
     const index = window.cellboxTerms.length - 1;
-    tab.addEventListener("click", function () { show(index); });
+    tab.addEventListener("click", function () { show(index, true); });
     const close = document.createElement("button");
     close.type = "button";
     close.className = "tab-close";
@@ -92,14 +94,14 @@
     const bar = document.getElementById("term-tabs");
     bar.insertBefore(tab, document.getElementById("term-new"));
     bar.insertBefore(close, document.getElementById("term-new"));
-    show(index);
+    show(index, focus);
     return entry;
   }
 
-  async function openNew(sandbox) {
+  async function openNew(sandbox, focus) {
     const id = await newSession(sandbox);
     save(sandbox, saved(sandbox).concat([id]));
-    attach(sandbox, id, function () { save(sandbox, saved(sandbox).filter(function (x) { return x !== id; })); });
+    attach(sandbox, id, function () { save(sandbox, saved(sandbox).filter(function (x) { return x !== id; })); }, focus);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -117,7 +119,7 @@
     };
     if (ids.length === 0) openNew(sandbox);
     else ids.forEach(function (id) { attach(sandbox, id, gone(id)); });
-    document.getElementById("term-new").addEventListener("click", function () { openNew(sandbox); });
+    document.getElementById("term-new").addEventListener("click", function () { openNew(sandbox, true); });
     window.addEventListener("resize", function () { window.cellboxTerms.forEach(function (t) { t.fit.fit(); }); });
   });
 })();
