@@ -44,6 +44,18 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_unhandled_errors(server: ServerProcess) -> Iterator[None]:  # noqa: F811
+    """The console's routes (WebSockets and streams too, which the server fixture's own
+    check of 500 answers misses) must never end in an unhandled exception."""
+    start = server.log_path.stat().st_size if server.log_path.exists() else 0
+    yield
+    with open(server.log_path, errors="replace") as f:
+        f.seek(start)
+        log = f.read()
+    assert "Exception in ASGI application" not in log, log[log.find("Exception in ASGI"):][:3000]
+
+
 class Project:
     """A project of this test's own, with a member key; deletes its sandboxes and
     snapshots at the end and revokes its keys."""
