@@ -77,19 +77,23 @@ async def stats_feed(request: Request) -> Response:
                 status = "terminated"
             now, now_t = sample(rec.id), time.monotonic()
             dt = max(now_t - last_t, 1e-3)
-
-            def rate(k: str, scale: float = 1.0) -> float | None:
-                a, b = last.get(k), now.get(k)
-                return None if a is None or b is None else max(0.0, (b - a) / dt / scale)
-
             mem = now.get("memory_bytes")
-            yield event("stats", json.dumps({"t": time.time(), "status": status, "cpu": rate("cpu_ns", 1e9),
+            yield event("stats", json.dumps({"t": time.time(), "status": status,
+                                             "cpu": _rate(last, now, "cpu_ns", dt, 1e9),
                                              "memory_mb": mem / 2**20 if mem is not None else None,
-                                             "net_in": rate("net_in"), "net_out": rate("net_out")}))
+                                             "net_in": _rate(last, now, "net_in", dt),
+                                             "net_out": _rate(last, now, "net_out", dt)}))
             last, last_t = now, now_t
         yield event("logout", "/ui/login")
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers=STREAM_HEADERS)
+
+
+def _rate(last: dict[str, int | None], now: dict[str, int | None], key: str, dt: float,
+          scale: float = 1.0) -> float | None:
+    """A counter's rate per second between two samples (None if either lacks it)."""
+    a, b = last.get(key), now.get(key)
+    return None if a is None or b is None else max(0.0, (b - a) / dt / scale)
 
 
 ROUTES = [
