@@ -28,3 +28,4 @@ bench: setup-test
 	.venv/bin/python bench/storage.py
 	.venv/bin/python bench/images.py
 	.venv/bin/python bench/network.py
+	.venv/bin/python bench/ui.py

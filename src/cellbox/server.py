@@ -26,7 +26,7 @@ from typing import Any
 
 import uvicorn
 
-from .api import create_app
+from .web import create_web_app
 from .auth.door import Door
 from .auth.guard import proxy_resolver
 from .auth.tls import is_loopback, server_context
@@ -150,7 +150,7 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
         if opts.tls_cert and opts.tls_key:
             tls = {"ssl_certfile": str(opts.tls_cert), "ssl_keyfile": str(opts.tls_key)}
         config = uvicorn.Config(
-            create_app(service, door), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
+            create_web_app(service, door), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
             timeout_graceful_shutdown=10, server_header=False, **tls,
             # 431 for a header flood, not uvicorn's plain 400 (api/http.py).
             http=H11Protocol431, h11_max_incomplete_event_size=MAX_HEAD,
@@ -159,7 +159,7 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
         api_port = api_sock.getsockname()[1]
         scheme = "https" if tls else "http"
         print(
-            f"cellbox server: api {scheme}://{opts.host}:{api_port} "
+            f"cellbox server: api {scheme}://{opts.host}:{api_port} (web console at /ui) "
             f"proxy {scheme}://{proxy_host}:{proxy_port}{'' if proxy else ' (not running)'} "
             f"(sandbox_url {service.proxy_url}); "
             f"reconcile: {report.summary()}",
