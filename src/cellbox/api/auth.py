@@ -29,6 +29,7 @@ from . import errors
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/health"
+E2B_PREFIX = "/e2b/"  # E2B's REST view (cellbox/e2b/rest.py), whose SDK sends the key as X-API-KEY
 _NAMESPACED = re.compile(r"^/v1/namespaces/([^/]+)(?:/|$)")
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Images are one catalog shared by every project (manager/images.py); until they are
@@ -51,6 +52,9 @@ class AuthGate:
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        if header is None and scope["path"].startswith(E2B_PREFIX):  # E2B's SDK: X-API-KEY (cellbox/e2b/)
+            e2b_key = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)
+            header = b"Bearer " + e2b_key if e2b_key else None
         try:
             principal = self.auth.authenticate(header)
         except CellboxError as exc:
