@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth.guard import Authenticator
@@ -59,6 +60,8 @@ class AuthGate:
             principal = self.auth.authenticate(header)
         except CellboxError as exc:
             response = errors.error_response(exc.status, exc.code, exc.message, {"WWW-Authenticate": "Bearer"})
+            if scope["path"].startswith(E2B_PREFIX):  # E2B's error shape, which its SDK parses strictly
+                response = JSONResponse({"code": exc.status, "message": exc.message}, status_code=exc.status)
             await response(scope, receive, send)
             return
         match = _NAMESPACED.match(scope["path"])

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import CellboxError
-from .context import Env
+from .context import EnvdDenied, Env
 from .fs_svc import MAX_PATH
 from .link import AgentSaid
 
@@ -37,6 +37,13 @@ def _path(raw: str | None) -> str:
 
 def build(env: Env) -> Starlette:
     async def health(request: Request) -> Response:
+        """204 while the sandbox runs; 502 once it is gone (the SDK's ``is_running`` reads that)."""
+        try:
+            await env.locate(request.headers)
+        except EnvdDenied as exc:
+            return _error(exc.status, exc.message)
+        except CellboxError as exc:
+            return _error(502, f"sandbox is not running: {exc.message}")
         return Response(status_code=204)
 
     async def download(request: Request) -> Response:

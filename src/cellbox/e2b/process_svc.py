@@ -167,7 +167,12 @@ class ProcessService:
 
         if await kill_pty(self.env, agent, pid):
             return pb.SendSignalResponse()
-        await guarded(lambda: agent.call("POST", f"{_BASE}/{pid}/signal", json_body={"signal": sig}))
+        info = await guarded(lambda: agent.json("GET", f"{_BASE}/{pid}"))
+        if (info or {}).get("status") != "running":  # E2B: signalling a finished process is NOT_FOUND
+            raise ConnectError(Code.NOT_FOUND, f"process with pid {pid} not found (not running)")
+        done = await guarded(lambda: agent.json("POST", f"{_BASE}/{pid}/signal", {"signal": sig}))
+        if isinstance(done, dict) and done.get("success") is False:
+            raise ConnectError(Code.NOT_FOUND, f"process with pid {pid} not found (not running)")
         return pb.SendSignalResponse()
 
     async def close_stdin(self, request: pb.CloseStdinRequest, ctx: Any) -> pb.CloseStdinResponse:
