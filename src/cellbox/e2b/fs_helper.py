@@ -62,6 +62,7 @@ def snap(root, recursive, limit):
 def main(op, *a):
     if op == "stat": return entry(a[0])
     if op == "list":
+        os.stat(a[0])  # ENOENT before ENOTDIR
         if not os.path.isdir(a[0]): raise NotADirectoryError(20, "not a directory", a[0])
         return walk(a[0], int(a[1]))
     if op == "mkdir":
@@ -77,6 +78,7 @@ def main(op, *a):
         else: os.remove(a[0])
         return None
     if op == "snap":
+        os.stat(a[0])
         if not os.path.isdir(a[0]): raise NotADirectoryError(20, "not a directory", a[0])
         return snap(a[0], a[1] == "1", int(a[2]))
     raise ValueError(op)
