@@ -235,3 +235,25 @@ def test_both_sdks_see_the_same_sandboxes(e2b_env, sbx):
         assert e2b_view.commands.run("cat /tmp/from-tl.txt").stdout == "tensorlake wrote this\n"
     finally:
         tl.close()
+
+
+@calls("pty.create", "pty.send_stdin", "pty.resize", "pty.kill")
+def test_pty(e2b_env, sbx):
+    from e2b import PtySize
+
+    term = sbx.pty.create(PtySize(rows=24, cols=80))
+    sbx.pty.resize(term.pid, PtySize(rows=30, cols=100))
+    sbx.pty.send_stdin(term.pid, b"stty size; echo pty-$((6*7)); exit 5\n")
+    out = bytearray()
+    with pytest.raises(CommandExitException) as exc:
+        term.wait(on_pty=out.extend)
+    assert exc.value.exit_code == 5
+    assert b"30 100" in out and b"pty-42" in out, bytes(out)[-500:]
+
+    stuck = sbx.pty.create(PtySize(rows=24, cols=80))
+    assert sbx.pty.kill(stuck.pid) is True
+    with pytest.raises(CommandExitException):
+        stuck.wait()
+    assert sbx.pty.kill(stuck.pid) is False  # gone
+    with pytest.raises(SandboxException):
+        sbx.pty.resize(999_999, PtySize(rows=10, cols=10))
