@@ -257,3 +257,38 @@ def test_pty(e2b_env, sbx):
     assert sbx.pty.kill(stuck.pid) is False  # gone
     with pytest.raises(SandboxException):
         sbx.pty.resize(999_999, PtySize(rows=10, cols=10))
+
+
+@calls("Sandbox.fork", "Sandbox.create_snapshot", "Sandbox.list_snapshots", "Sandbox.delete_snapshot",
+       "Sandbox.create (template=snapshot ID)")
+def test_fork_and_snapshots(e2b_env, sbx):
+    sbx.files.write("/tmp/state.txt", "shared past")
+    forks = sbx.fork(count=2)
+    assert len(forks) == 2 and all(isinstance(f, Sandbox) for f in forks), forks
+    for f in forks:
+        e2b_env.track(f)
+        assert f.sandbox_id != sbx.sandbox_id
+        assert f.files.read("/tmp/state.txt") == "shared past"
+    snap = sbx.create_snapshot()
+    assert snap.snapshot_id in [s.snapshot_id for s in sbx.list_snapshots().next_items()]
+    with pytest.raises(SandboxException, match="named snapshots are not supported"):
+        sbx.create_snapshot(name="my-snapshot")
+    try:
+        born = e2b_env.track(Sandbox.create(template=snap.snapshot_id, timeout=120))
+        assert born.files.read("/tmp/state.txt") == "shared past"
+    finally:
+        assert Sandbox.delete_snapshot(snap.snapshot_id) is True
+    assert Sandbox.delete_snapshot(snap.snapshot_id) is False
+
+
+@pytest.mark.e2b_unsupported("Sandbox.get_metrics", "Sandbox.update_network", "Volume.create", "Template.build")
+def test_calls_cellbox_does_not_serve_are_refused_clearly(e2b_env, sbx):
+    with pytest.raises(SandboxException, match="does not serve"):
+        sbx.get_metrics()
+    with pytest.raises(SandboxException, match="does not serve"):
+        sbx.update_network({"allow_out": ["10.0.0.0/8"]})
+    with pytest.raises(Exception, match="does not serve"):
+        e2b.Volume.create("vol")
+    resp = httpx.post(f"{e2b_env.api_url}/v3/templates", json={"name": "x"}, headers={"X-API-KEY": e2b_env.a.key})
+    assert resp.status_code == 501 and "does not serve" in resp.json()["message"]
+    assert sbx.is_running()

@@ -59,10 +59,11 @@ def create_app(service: SandboxService, door: Door | None, e2b: Any = None) -> F
     app.include_router(routes, generate_unique_id_function=_flat_id)
     app.include_router(router(door_routes.FLAT_ROUTES), generate_unique_id_function=_flat_id)
     if e2b is not None:  # E2B's REST view under /e2b (cellbox/e2b/rest.py; e2b is its E2BRest)
-        from ..e2b.rest import router as e2b_router
+        from ..e2b import rest as e2b_rest, rest_more as e2b_more
 
         app.state.e2b = e2b
-        app.include_router(e2b_router(), generate_unique_id_function=_flat_id)
+        app.include_router(e2b_rest.router(), generate_unique_id_function=_flat_id)
+        app.include_router(e2b_more.router(), generate_unique_id_function=_flat_id)  # last: its catch-all
     app.add_middleware(BodyGuard, max_bytes=MAX_BODY)
     if door is not None:
         app.add_middleware(AuthGate, authenticator=door.auth)  # added last: runs first

@@ -128,15 +128,26 @@ async def create(request: Request) -> Response:
     network = None
     if doc.get("allow_internet_access") is False:
         network = EgressPolicy(allow_internet=False, wire={"allow_internet_access": False})
-    image = None if template == render.DEFAULT_TEMPLATE else template
-    spec = CreateSpec(image=image, namespace=_project(request), timeout_secs=timeout, network=network)
     svc = _svc(request)
-    rec = await svc.create(CreateOptions(spec=spec), wait=True, budget=None)
+    image, snapshot = _template(svc, template, _project(request))
+    spec = CreateSpec(image=image, namespace=_project(request), timeout_secs=timeout, network=network)
+    rec = await svc.create(CreateOptions(spec=spec, snapshot_id=snapshot), wait=True, budget=None)
     rec = svc.get(rec.id, _project(request))
     if rec.status != Status.RUNNING:
         raise CellboxError(f"sandbox {rec.id} did not start: {rec.error or rec.status.value}", code="CREATE_FAILED")
     rec = records.set_extra(svc, rec, {render.META_KEY: meta, render.TEMPLATE_KEY: template, records.ENV_KEY: env})
     return JSONResponse(_view(request).sandbox(rec), status_code=201)
+
+
+def _template(svc: SandboxService, template: str, project: str) -> tuple[str | None, str | None]:
+    """(image, snapshot ID) for a templateID: ``base``, a snapshot of the project (E2B's
+    snapshots are templates), or an image name (unknown: the create's own 404)."""
+    if template == render.DEFAULT_TEMPLATE:
+        return None, None
+    try:
+        return None, svc.get_snapshot(template, project).id
+    except CellboxError:
+        return template, None
 
 
 def _metadata_filter(raw: str | None) -> dict[str, str]:
