@@ -1,7 +1,8 @@
 """envd's ``process.Process`` service, translated onto the agent's process API.
 
 E2B call            agent call
-Start               POST /api/v1/processes, then GET …/{pid}/output/follow (SSE)
+Start               POST /api/v1/processes/run with ``detach`` (one SSE stream: start,
+                    output, exit; the process outlives the stream, as envd's do)
 Connect             GET …/{pid}/output/follow (replays captured output, then live)
 List                GET /api/v1/processes (running ones)
 SendInput/StreamInput  POST …/{pid}/stdin
@@ -73,6 +74,25 @@ async def follow(agent: Agent, pid: int) -> AsyncIterator[pb.ProcessEvent]:
     yield _end(info if isinstance(info, dict) else {})
 
 
+async def run(agent: Agent, body: dict[str, Any]) -> AsyncIterator[pb.ProcessEvent]:
+    """Start and follow in one agent request (``/processes/run`` with ``detach``): the
+    start event, data events, and the end event from the run's own exit event."""
+    started = False
+    async for ev in agent.events("POST", f"{_BASE}/run", body):
+        if not started:
+            if "pid" not in ev:
+                continue
+            started = True
+            yield _event(start=pb.ProcessEvent.StartEvent(pid=int(ev["pid"])))
+        elif isinstance(ev.get("line"), str):
+            chunk = (ev["line"] + "\n").encode()
+            out = Oneof("stderr", chunk) if ev.get("stream") == "stderr" else Oneof("stdout", chunk)
+            yield _event(data=pb.ProcessEvent.DataEvent(output=out))
+        elif "exit_code" in ev or "signal" in ev:
+            yield _end(ev)
+            return
+
+
 class ProcessService:
     def __init__(self, env: Env) -> None:
         self.env = env
@@ -104,10 +124,8 @@ class ProcessService:
             body["working_dir"] = cfg.cwd
         if request.has_field("stdin") and request.stdin:
             body["stdin_mode"] = "pipe"
-        info = await guarded(lambda: agent.json("POST", _BASE, body))
-        pid = int(info["pid"])
-        yield pb.StartResponse(event=_event(start=pb.ProcessEvent.StartEvent(pid=pid)))
-        async for event in _guarded_iter(follow(agent, pid)):
+        body["detach"] = True  # the process outlives this stream, as envd's do
+        async for event in _guarded_iter(run(agent, body)):
             yield pb.StartResponse(event=event)
 
     async def connect(self, request: pb.ConnectRequest, ctx: Any) -> AsyncIterator[pb.ConnectResponse]:
