@@ -48,8 +48,13 @@ class E2BEnv:
         return sbx
 
     def cleanup(self) -> None:
+        """Delete every sandbox made (killed ones answer 404/410), then prove none still
+        runs: the project's live list is empty."""
         for project, sid in self.made:
             httpx.delete(f"{self.server.api_url}/v1/namespaces/{project}/sandboxes/{sid}", headers=auth(), timeout=60)
+        for project in {p for p, _ in self.made}:
+            live = httpx.get(f"{self.server.api_url}/v1/namespaces/{project}/sandboxes", headers=auth(), timeout=30)
+            assert live.json()["sandboxes"] == [], f"left running in {project}: {live.text}"
 
 
 def _project(server: LiveServer, prefix: str) -> Project:

@@ -292,3 +292,31 @@ def test_calls_cellbox_does_not_serve_are_refused_clearly(e2b_env, sbx):
     resp = httpx.post(f"{e2b_env.api_url}/v3/templates", json={"name": "x"}, headers={"X-API-KEY": e2b_env.a.key})
     assert resp.status_code == 501 and "does not serve" in resp.json()["message"]
     assert sbx.is_running()
+
+
+@calls("AsyncSandbox.create", "AsyncSandbox commands.run", "AsyncSandbox files.watch_dir (stream)",
+       "AsyncSandbox.kill")
+def test_async_sdk(e2b_env):
+    import asyncio
+
+    from e2b import AsyncSandbox
+
+    async def scenario() -> None:
+        sbx = await AsyncSandbox.create(timeout=120)
+        e2b_env.track(sbx)
+        try:
+            assert (await sbx.commands.run("echo async")).stdout == "async\n"
+            await sbx.files.make_dir("/work/w")
+            seen: list[tuple[str, str]] = []
+            handle = await sbx.files.watch_dir("/work/w", on_event=lambda e: seen.append((e.name, e.type.value)))
+            await sbx.files.write("/work/w/f.txt", "x")
+            for _ in range(100):
+                if ("f.txt", "create") in seen:
+                    break
+                await asyncio.sleep(0.05)
+            await handle.stop()
+            assert ("f.txt", "create") in seen, seen
+        finally:
+            assert await sbx.kill() is True
+
+    asyncio.run(scenario())
