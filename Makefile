@@ -23,6 +23,7 @@ bench: setup-test
 	.venv/bin/python bench/storage.py
 	.venv/bin/python bench/images.py
 	.venv/bin/python bench/network.py
+	.venv/bin/python bench/e2b.py
 
 # The E2B compatibility suite; writes docs/compat-e2b.md (call -> status) from its results.
 compat-e2b: setup-test
