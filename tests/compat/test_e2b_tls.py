@@ -1,5 +1,6 @@
 """The E2B SDK over the door's TLS: https for the REST API and for envd (its default,
-non-debug mode), trusting our self-signed CA through ``SSL_CERT_FILE`` only.
+non-debug mode), trusting our self-signed CA through ``SSL_CERT_FILE`` only; and an
+upload over the server's cap is a 413, multipart or streamed.
 
 A server of this test's own on loopback with a certificate from
 ``auth.tls.make_self_signed`` (what ``cellbox setup --tls-self-signed`` makes); the SDK
@@ -37,6 +38,14 @@ SCRIPT = textwrap.dedent("""
         assert sbx.commands.run("echo over tls").stdout == "over tls\\n"
         sbx.files.write("/tmp/t.txt", "tls file")
         assert sbx.files.read("/tmp/t.txt") == "tls file"
+        import io
+        for big in (b"x" * 2_000_000, io.BytesIO(b"y" * 2_000_000)):  # multipart, streamed
+            try:
+                sbx.files.write("/tmp/big", big)
+                raise SystemExit("an upload over the server's cap was accepted")
+            except Exception as exc:
+                assert "413" in str(exc), exc
+        assert sbx.commands.run("echo alive").stdout == "alive\\n"
         print("OK", sbx.sandbox_id)
     finally:
         sbx.kill()
@@ -51,7 +60,8 @@ class TLSServer(ServerProcess):
         self.proxy_url = f"https://localhost:{self.proxy_port}"
 
     def start(self, timeout: float = 90) -> None:
-        env = {**os.environ, "CELLBOX_WARM_POOL": "0"}
+        # A 1 MB upload cap (default 512 MiB), to prove oversized uploads are refused cheaply.
+        env = {**os.environ, "CELLBOX_WARM_POOL": "0", "CELLBOX_E2B_MAX_UPLOAD": "1000000"}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(Path(sys.executable).parent / "cellbox"), "server", "--host", "127.0.0.1",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 
 from starlette.applications import Starlette
@@ -21,7 +22,9 @@ from .context import EnvdDenied, Env
 from .fs_svc import MAX_PATH
 from .link import AgentSaid
 
-MAX_UPLOAD = 512 << 20  # per request; the agent and the disk quota bound what is kept
+# Per request; the agent and the disk quota bound what is kept. CELLBOX_E2B_MAX_UPLOAD
+# (bytes) changes it (tests use a small one).
+MAX_UPLOAD = int(os.environ.get("CELLBOX_E2B_MAX_UPLOAD", 512 << 20))
 READ_CHUNK = 256 << 10
 
 
@@ -72,35 +75,70 @@ def build(env: Env) -> Starlette:
                 return _error(413, f"upload over {MAX_UPLOAD} bytes")
             written = []
             if request.headers.get("content-type", "").startswith("multipart/"):
-                form = await request.form(max_files=1000, max_fields=1000, max_part_size=MAX_UPLOAD)
+                # python-multipart spools file parts over 1 MiB to disk; _Capped bounds the total.
+                form = await request.form(max_files=1000, max_fields=1000)
                 given = request.query_params.get("path")
                 for item in form.getlist("file"):
                     if not isinstance(item, UploadFile):
                         return _error(400, "file: expected a file part")
                     path = _path(given if given and len(form.getlist("file")) == 1 else item.filename)
-                    await agent.call("PUT", "/api/v1/files", content=await item.read(), params={"path": path})
+                    await agent.call("PUT", "/api/v1/files", content=_chunks(item), params={"path": path})
                     written.append(path)
-            else:
+            else:  # streamed through, never held whole
                 path = _path(request.query_params.get("path"))
-                await agent.call("PUT", "/api/v1/files", content=await _capped(request), params={"path": path})
+                await agent.call("PUT", "/api/v1/files", content=request.stream(), params={"path": path})
                 written.append(path)
             if not written:
                 return _error(400, "no file in the request")
         except CellboxError as exc:
             return _error(exc.status, exc.message)
+        except _TooLarge:
+            return _error(413, f"upload over {MAX_UPLOAD} bytes")
         return JSONResponse([{"name": os.path.basename(p), "type": "file", "path": p} for p in written])
 
-    return Starlette(routes=[Route("/health", health, methods=["GET"]),
-                             Route("/files", download, methods=["GET"]),
-                             Route("/files", upload, methods=["POST"])])
+    app = Starlette(routes=[Route("/health", health, methods=["GET"]),
+                            Route("/files", download, methods=["GET"]),
+                            Route("/files", upload, methods=["POST"])])
+    return _Capped(app)
 
 
-async def _capped(request: Request) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_UPLOAD:
-            raise AgentSaid(413, "PAYLOAD_TOO_LARGE", f"upload over {MAX_UPLOAD} bytes")
-    return bytes(body)
+async def _chunks(item: UploadFile) -> AsyncIterator[bytes]:
+    while data := await item.read(READ_CHUNK):
+        yield data
+
+
+class _Capped:
+    """At most MAX_UPLOAD body bytes per request, whatever Content-Length says (or not):
+    past it the request is answered 413 and the rest is not read."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        seen = 0
+        started = False
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_UPLOAD:
+                raise _TooLarge()
+            return message
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _TooLarge:
+            if not started:
+                await _error(413, f"upload over {MAX_UPLOAD} bytes")(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ from ..auth.keys import Principal, Role
 from ..errors import CellboxError, NotFound
 from ..manager import agent_client
 from ..manager.service import SandboxService
+from .records import ENV_KEY
 
 AGENT_PORT = 9501
 MAX_BODY = 64 << 20  # a file read through the view (the agent caps writes itself)
@@ -59,6 +60,7 @@ class Agent:
     ip: str
     port: int
     key: bytes | None
+    env: dict[str, str] = field(default_factory=dict)  # E2B envVars given at create (e2b/records.py)
 
     def _url(self, path: str) -> str:
         return f"http://{self.ip}:{self.port}{path}"
@@ -149,4 +151,5 @@ async def locate(service: SandboxService, sandbox_id: str) -> Agent:
     found = await service.resolve(rec.id, AGENT_PORT, principal)
     ip, port, sid = found[:3]
     key = found[3] if len(found) > 3 else None
-    return Agent(sid, ip, port, key)  # type: ignore[arg-type]
+    env = rec.extra.get(ENV_KEY) or {}
+    return Agent(sid, ip, port, key, dict(env) if isinstance(env, dict) else {})  # type: ignore[arg-type]

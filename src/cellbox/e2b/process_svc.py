@@ -119,7 +119,7 @@ class ProcessService:
             async for event in start_pty(self.env, agent, request):
                 yield pb.StartResponse(event=event)
             return
-        body: dict[str, Any] = {"command": cfg.cmd, "args": list(cfg.args), "env": dict(cfg.envs)}
+        body: dict[str, Any] = {"command": cfg.cmd, "args": list(cfg.args), "env": {**agent.env, **cfg.envs}}
         if cfg.has_field("cwd") and cfg.cwd:
             body["working_dir"] = cfg.cwd
         if request.has_field("stdin") and request.stdin:

@@ -103,7 +103,7 @@ async def _open(agent: Agent, sid: str, token: str) -> Session:
 
 async def start_pty(env: Env, agent: Agent, request: pb.StartRequest) -> AsyncIterator[pb.ProcessEvent]:
     cfg, size = request.process, request.pty.size if request.pty else None
-    body: dict[str, Any] = {"command": cfg.cmd, "args": list(cfg.args), "env": dict(cfg.envs),
+    body: dict[str, Any] = {"command": cfg.cmd, "args": list(cfg.args), "env": {**agent.env, **cfg.envs},
                             "rows": size.rows if size and size.rows else 24, "cols": size.cols if size and size.cols else 80}
     if cfg.has_field("cwd") and cfg.cwd:
         body["working_dir"] = cfg.cwd
