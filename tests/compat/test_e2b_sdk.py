@@ -30,7 +30,7 @@ calls = pytest.mark.e2b_calls
 
 @pytest.fixture
 def sbx(e2b_env):
-    return e2b_env.track(Sandbox.create(timeout=300, metadata={"suite": "e2b"}))
+    return e2b_env.track(Sandbox.create(timeout=300, metadata={"suite": "e2b"}, envs={"FROM_CREATE": "yes"}))
 
 
 @calls("Sandbox.create", "Sandbox.get_info", "Sandbox.list", "Sandbox.connect", "Sandbox.set_timeout",
@@ -67,11 +67,12 @@ def test_pause_and_resume_keep_files_and_processes(e2b_env, sbx):
     assert bg.pid in [p.pid for p in back.commands.list()]  # memory state came back too
 
 
-@calls("commands.run")
+@calls("commands.run", "Sandbox.create (envs)")
 def test_commands_run_foreground(e2b_env, sbx):
-    res = sbx.commands.run("echo out; echo err >&2; echo $GREETING; pwd", envs={"GREETING": "hello"}, cwd="/tmp")
+    res = sbx.commands.run("echo out; echo err >&2; echo $GREETING $FROM_CREATE; pwd", envs={"GREETING": "hello"},
+                           cwd="/tmp")
     assert res.exit_code == 0
-    assert res.stdout == "out\nhello\n/tmp\n" and res.stderr == "err\n"
+    assert res.stdout == "out\nhello yes\n/tmp\n" and res.stderr == "err\n"  # envs of the create, and the call
     seen: list[str] = []
     sbx.commands.run("for i in 1 2 3; do echo $i; done", on_stdout=seen.append)
     assert "".join(seen) == "1\n2\n3\n"
@@ -214,6 +215,16 @@ def test_bad_input_is_a_clear_error(e2b_env, sbx):
         sbx.files.list("/no/such/dir")
     with pytest.raises(SandboxException):
         sbx.commands.connect(999_999)
+    # Hostile Connect requests with the right token: malformed, oversized, unknown method.
+    envd = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49983", "X-Access-Token": sbx._envd_access_token,
+            "Content-Type": "application/json"}
+    rpc = f"{e2b_env.sandbox_url}/process.Process"
+    bad = httpx.post(f"{rpc}/List", content=b"{nope", headers=envd, timeout=10)
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_argument", bad.text
+    huge = httpx.post(f"{rpc}/SendInput", content=b'{"input": {"stdin": "' + b"A" * (9 << 20) + b'"}}',
+                      headers=envd, timeout=60)
+    assert huge.status_code in (413, 429) and huge.json()["code"] == "resource_exhausted", huge.text[:300]
+    assert httpx.post(f"{rpc}/Nope", content=b"{}", headers=envd, timeout=10).status_code == 404
     assert sbx.commands.run("echo still fine").stdout == "still fine\n"
 
 

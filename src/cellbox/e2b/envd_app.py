@@ -15,6 +15,9 @@ import socket
 from typing import Any
 
 import uvicorn
+from connectrpc.codec import proto_binary_codec, proto_json_codec
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
 from starlette.types import Receive, Scope, Send
 
 from . import files_http, link
@@ -28,9 +31,32 @@ log = logging.getLogger(__name__)
 MAX_RPC = 8 << 20  # one Connect message (SendInput chunks, listings)
 
 
+class _Strict:
+    """connectrpc's codec, but a message that does not decode is the client's error
+    (INVALID_ARGUMENT, 400), not connectrpc's catch-all UNKNOWN (500)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def name(self) -> str:
+        return str(self.inner.name())
+
+    def encode(self, message: Any) -> bytes:
+        return bytes(self.inner.encode(message))
+
+    def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
+        try:
+            return self.inner.decode(data, message_class)
+        except ConnectError:
+            raise
+        except Exception as exc:
+            raise ConnectError(Code.INVALID_ARGUMENT, f"request is not a valid {message_class.__name__}: {exc}") from None
+
+
 def build(env: Env) -> Any:
-    process = ProcessASGIApplication(ProcessService(env), read_max_bytes=MAX_RPC)
-    filesystem = FilesystemASGIApplication(FilesystemService(env), read_max_bytes=MAX_RPC)
+    codecs = [_Strict(proto_binary_codec()), _Strict(proto_json_codec())]
+    process = ProcessASGIApplication(ProcessService(env), read_max_bytes=MAX_RPC, codecs=codecs)
+    filesystem = FilesystemASGIApplication(FilesystemService(env), read_max_bytes=MAX_RPC, codecs=codecs)
     files = files_http.build(env)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
