@@ -20,7 +20,7 @@ from starlette.routing import Route
 from ..errors import CellboxError
 from .context import EnvdDenied, Env
 from .fs_svc import MAX_PATH
-from .link import AgentSaid
+from .link import Agent, AgentSaid
 
 # Per request; the agent and the disk quota bound what is kept. CELLBOX_E2B_MAX_UPLOAD
 # (bytes) changes it (tests use a small one).
@@ -73,33 +73,41 @@ def build(env: Env) -> Starlette:
             size = request.headers.get("content-length")
             if size and size.isdigit() and int(size) > MAX_UPLOAD:
                 return _error(413, f"upload over {MAX_UPLOAD} bytes")
-            written = []
-            if request.headers.get("content-type", "").startswith("multipart/"):
-                # python-multipart spools file parts over 1 MiB to disk; _Capped bounds the total.
-                form = await request.form(max_files=1000, max_fields=1000)
-                given = request.query_params.get("path")
-                for item in form.getlist("file"):
-                    if not isinstance(item, UploadFile):
-                        return _error(400, "file: expected a file part")
-                    path = _path(given if given and len(form.getlist("file")) == 1 else item.filename)
-                    await agent.call("PUT", "/api/v1/files", content=_chunks(item), params={"path": path})
-                    written.append(path)
-            else:  # streamed through, never held whole
-                path = _path(request.query_params.get("path"))
-                await agent.call("PUT", "/api/v1/files", content=request.stream(), params={"path": path})
-                written.append(path)
-            if not written:
-                return _error(400, "no file in the request")
+            written = await _write(agent, request)
         except CellboxError as exc:
             return _error(exc.status, exc.message)
         except _TooLarge:
             return _error(413, f"upload over {MAX_UPLOAD} bytes")
+        if not written:
+            return _error(400, "no file in the request")
         return JSONResponse([{"name": os.path.basename(p), "type": "file", "path": p} for p in written])
 
     app = Starlette(routes=[Route("/health", health, methods=["GET"]),
                             Route("/files", download, methods=["GET"]),
                             Route("/files", upload, methods=["POST"])])
     return _Capped(app)
+
+
+async def _write(agent: Agent, request: Request) -> list[str]:
+    """Each file of a multipart body (one part per file, named by its filename or by
+    ``?path=`` when alone), or the one octet-stream body, streamed to the agent."""
+    written = []
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        # python-multipart spools file parts over 1 MiB to disk; _Capped bounds the total.
+        form = await request.form(max_files=1000, max_fields=1000)
+        given = request.query_params.get("path")
+        parts = form.getlist("file")
+        for item in parts:
+            if not isinstance(item, UploadFile):
+                raise AgentSaid(400, "INVALID_UPLOAD", "file: expected a file part")
+            path = _path(given if given and len(parts) == 1 else item.filename)
+            await agent.call("PUT", "/api/v1/files", content=_chunks(item), params={"path": path})
+            written.append(path)
+    else:  # streamed through, never held whole
+        path = _path(request.query_params.get("path"))
+        await agent.call("PUT", "/api/v1/files", content=request.stream(), params={"path": path})
+        written.append(path)
+    return written
 
 
 async def _chunks(item: UploadFile) -> AsyncIterator[bytes]:
