@@ -292,6 +292,13 @@ def test_fork_and_snapshots(e2b_env, sbx):
     assert Sandbox.delete_snapshot(snap.snapshot_id) is False
 
 
+@calls("Template.exists")
+def test_templates_are_our_images(e2b_env):
+    assert e2b.Template.exists("base") is True
+    assert e2b.Template.exists("cellbox/debian:latest") is True
+    assert e2b.Template.exists("no/such-template") is False
+
+
 @pytest.mark.e2b_unsupported("Sandbox.get_metrics", "Sandbox.update_network", "Volume.create", "Template.build")
 def test_calls_cellbox_does_not_serve_are_refused_clearly(e2b_env, sbx):
     with pytest.raises(SandboxException, match="does not serve"):

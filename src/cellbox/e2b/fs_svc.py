@@ -125,12 +125,21 @@ class FilesystemService:
     async def create_watcher(self, request: pb.CreateWatcherRequest, ctx: Any) -> pb.CreateWatcherResponse:
         agent = await self.env.agent(ctx.request_headers)
         path = check_path(request.path)
+        self._prune()
         if sum(1 for w in self.watchers.values() if w.sandbox_id == agent.sandbox_id) >= MAX_WATCHERS:
             raise ConnectError(Code.RESOURCE_EXHAUSTED, f"at most {MAX_WATCHERS} watchers per sandbox")
         seen = await self._snap(agent, path, request.recursive)
         wid = secrets.token_hex(12)
         self.watchers[wid] = Watcher(agent.sandbox_id, path, request.recursive, seen)
         return pb.CreateWatcherResponse(watcher_id=wid)
+
+    def _prune(self) -> None:
+        """Forget the watchers of sandboxes that are gone (a client that never called
+        RemoveWatcher must not grow this for ever)."""
+        for wid, w in list(self.watchers.items()):
+            rec = self.env.service.store.get(w.sandbox_id)
+            if rec is None or rec.status.is_final:
+                del self.watchers[wid]
 
     def _watcher(self, agent: Agent, wid: str) -> Watcher:
         w = self.watchers.get(wid)

@@ -258,6 +258,17 @@ async def list_templates(request: Request) -> Response:
     return JSONResponse([render.template(i) for i in images])
 
 
+@_e2b_errors
+async def template_alias(request: Request, alias: str) -> Response:
+    """GET /templates/aliases/{alias} (``Template.exists``): is it an image of the catalog?"""
+    if alias == render.DEFAULT_TEMPLATE:
+        return JSONResponse({"templateID": alias, "public": True})
+    names = {i.name for i in _svc(request).manager.image_manager.list()}
+    if alias not in names:
+        return _err(404, f"template {alias!r} not found")
+    return JSONResponse({"templateID": alias, "public": True})
+
+
 def router() -> APIRouter:
     r = APIRouter(prefix=PREFIX, include_in_schema=False)
     for path in ("/sandboxes", "/v2/sandboxes"):
@@ -272,4 +283,5 @@ def router() -> APIRouter:
     r.add_api_route("/sandboxes/{sandbox_id}/connect", connect, methods=["POST"], name="e2b_connect")
     r.add_api_route("/v2/sandboxes/{sandbox_id}/connect", connect, methods=["POST"], name="e2b_connect2")
     r.add_api_route("/templates", list_templates, methods=["GET"], name="e2b_templates")
+    r.add_api_route("/templates/aliases/{alias:path}", template_alias, methods=["GET"], name="e2b_template_alias")
     return r
