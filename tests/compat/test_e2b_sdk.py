@@ -292,6 +292,28 @@ def test_fork_and_snapshots(e2b_env, sbx):
     assert Sandbox.delete_snapshot(snap.snapshot_id) is False
 
 
+@calls("Sandbox.create (network)", "Sandbox.update_network")
+def test_network_options_become_our_egress_policy(e2b_env):
+    def policy(sid: str) -> dict:
+        resp = httpx.get(f"{e2b_env.server.api_url}/v1/namespaces/{e2b_env.a.name}/sandboxes/{sid}",
+                         headers=auth(), timeout=30)
+        return resp.json().get("network_policy") or {}
+
+    sbx = e2b_env.track(Sandbox.create(timeout=120, network={"allow_out": ["10.1.0.0/16"], "deny_out": ["0.0.0.0/0"]}))
+    assert policy(sbx.sandbox_id) == {"allow_internet_access": True, "allow_out": ["10.1.0.0/16"],
+                                      "deny_out": ["0.0.0.0/0"]}, policy(sbx.sandbox_id)
+    sbx.update_network({"deny_out": ["192.0.2.0/24"]})
+    assert policy(sbx.sandbox_id)["deny_out"] == ["192.0.2.0/24"]
+    assert sbx.commands.run("echo ok").stdout == "ok\n"
+    with pytest.raises(SandboxException, match="not-an-address"):
+        sbx.update_network({"deny_out": ["not-an-address!"]})
+    assert policy(sbx.sandbox_id)["deny_out"] == ["192.0.2.0/24"]  # the old policy stays
+    with pytest.raises(SandboxException, match="not supported by cellbox"):
+        Sandbox.create(timeout=60, network={"mask_request_host": "example.org"})
+    with pytest.raises(SandboxException, match="public ports"):
+        Sandbox.create(timeout=60, network={"allow_public_traffic": True})
+
+
 @calls("Template.exists")
 def test_templates_are_our_images(e2b_env):
     assert e2b.Template.exists("base") is True
@@ -299,12 +321,10 @@ def test_templates_are_our_images(e2b_env):
     assert e2b.Template.exists("no/such-template") is False
 
 
-@pytest.mark.e2b_unsupported("Sandbox.get_metrics", "Sandbox.update_network", "Volume.create", "Template.build")
+@pytest.mark.e2b_unsupported("Sandbox.get_metrics", "Volume.create", "Template.build")
 def test_calls_cellbox_does_not_serve_are_refused_clearly(e2b_env, sbx):
     with pytest.raises(SandboxException, match="does not serve"):
         sbx.get_metrics()
-    with pytest.raises(SandboxException, match="does not serve"):
-        sbx.update_network({"allow_out": ["10.0.0.0/8"]})
     with pytest.raises(Exception, match="does not serve"):
         e2b.Volume.create("vol")
     resp = httpx.post(f"{e2b_env.api_url}/v3/templates", json={"name": "x"}, headers={"X-API-KEY": e2b_env.a.key})

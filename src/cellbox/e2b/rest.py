@@ -25,7 +25,7 @@ from ..errors import CellboxError, InvalidRequest, NotFound
 from ..manager.records import SandboxRecord, Status
 from ..manager.sandboxes import CreateSpec
 from ..manager.service import CreateOptions, SandboxService
-from ..network.policy import EgressPolicy
+from . import network as e2b_network
 from . import records, render
 from .tokens import TokenKey
 
@@ -125,9 +125,7 @@ async def create(request: Request) -> Response:
     if not isinstance(template, str) or not template or len(template) > 255:
         raise InvalidRequest("templateID: required, a template (image) name")
     timeout, meta, env = _timeout(doc), _str_map(doc, "metadata"), _str_map(doc, "envVars")
-    network = None
-    if doc.get("allow_internet_access") is False:
-        network = EgressPolicy(allow_internet=False, wire={"allow_internet_access": False})
+    _, network = e2b_network.parse(doc.get("network"), doc.get("allow_internet_access"))
     svc = _svc(request)
     image, snapshot = _template(svc, template, _project(request))
     spec = CreateSpec(image=image, namespace=_project(request), timeout_secs=timeout, network=network)
@@ -259,6 +257,18 @@ async def list_templates(request: Request) -> Response:
 
 
 @_e2b_errors
+async def update_network(request: Request, sandbox_id: str) -> Response:
+    """PUT /sandboxes/{id}/network: replace the egress policy live (service.update)."""
+    from ..manager.service import Changes
+
+    doc = await _body(request)
+    _, policy = e2b_network.parse(doc, doc.get("allow_internet_access"))
+    rec = _live(request, sandbox_id)
+    await _svc(request).update(rec.id, _project(request), Changes(network_set=True, network=policy))
+    return Response(status_code=204)
+
+
+@_e2b_errors
 async def template_alias(request: Request, alias: str) -> Response:
     """GET /templates/aliases/{alias} (``Template.exists``): is it an image of the catalog?"""
     if alias == render.DEFAULT_TEMPLATE:
@@ -282,6 +292,7 @@ def router() -> APIRouter:
     r.add_api_route("/sandboxes/{sandbox_id}/resume", resume, methods=["POST"], name="e2b_resume")
     r.add_api_route("/sandboxes/{sandbox_id}/connect", connect, methods=["POST"], name="e2b_connect")
     r.add_api_route("/v2/sandboxes/{sandbox_id}/connect", connect, methods=["POST"], name="e2b_connect2")
+    r.add_api_route("/sandboxes/{sandbox_id}/network", update_network, methods=["PUT"], name="e2b_network")
     r.add_api_route("/templates", list_templates, methods=["GET"], name="e2b_templates")
     r.add_api_route("/templates/aliases/{alias:path}", template_alias, methods=["GET"], name="e2b_template_alias")
     return r

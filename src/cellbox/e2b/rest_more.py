@@ -6,7 +6,7 @@
   filesystem); the snapshot ID is then a template: ``Sandbox.create(template=ID)``
   starts from it (rest.create);
 * ``GET /snapshots`` and ``DELETE /templates/{id}`` (E2B deletes snapshots there);
-* anything else under ``/e2b`` (volumes, template builds, metrics, network updates,
+* anything else under ``/e2b`` (volumes, template builds, metrics,
   secrets, …) is 501 naming the call, never a 404 the SDK would read as "sandbox not found".
 """
 
