@@ -10,7 +10,7 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from ..errors import CellboxError
-from ..manager.service import SandboxService
+from .manager_api import SandboxService
 from ..proxy import routing
 from ..proxy.errors import ProxyError
 from . import link

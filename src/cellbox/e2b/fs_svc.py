@@ -22,7 +22,7 @@ from protobuf import Oneof
 from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 
 from ..errors import CellboxError
-from . import fs_helper
+from . import fs_helper, manager_api
 from .context import Env, connect_error
 from .gen.filesystem import filesystem_pb as pb
 from .link import Agent
@@ -137,7 +137,7 @@ class FilesystemService:
         """Forget the watchers of sandboxes that are gone (a client that never called
         RemoveWatcher must not grow this for ever)."""
         for wid, w in list(self.watchers.items()):
-            rec = self.env.service.store.get(w.sandbox_id)
+            rec = manager_api.record(self.env.service, w.sandbox_id)
             if rec is None or rec.status.is_final:
                 del self.watchers[wid]
 

@@ -19,8 +19,7 @@ import httpx
 from ..agent import auth as agent_auth
 from ..auth.keys import Principal, Role
 from ..errors import CellboxError, NotFound
-from ..manager import agent_client
-from ..manager.service import SandboxService
+from .manager_api import SandboxService, agent_client, record
 from .records import ENV_KEY
 
 AGENT_PORT = 9501
@@ -144,7 +143,7 @@ class _Stream:
 
 async def locate(service: SandboxService, sandbox_id: str) -> Agent:
     """The agent of a sandbox (resumed first if suspended with auto_resume); NotFound otherwise."""
-    rec = service.store.get(sandbox_id)
+    rec = record(service, sandbox_id)
     if rec is None:
         raise NotFound(f"sandbox {sandbox_id!r} not found", code="SANDBOX_NOT_FOUND")
     principal = Principal("e2b-envd-token", rec.namespace, Role.MEMBER)

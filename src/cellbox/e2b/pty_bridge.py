@@ -31,7 +31,7 @@ from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Pin
                             TextMessage)
 
 from ..agent import auth as agent_auth
-from ..manager import agent_client
+from .manager_api import agent_client
 from .context import Env, guarded
 from .gen.process import process_pb as pb
 from .link import Agent

@@ -10,23 +10,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..manager.records import SandboxRecord
-from ..manager.service import SandboxService
+from .manager_api import SandboxRecord, SandboxService, record, save
 
 ENV_KEY = "e2b_env"
 
 
 def set_extra(service: SandboxService, rec: SandboxRecord, values: dict[str, Any]) -> SandboxRecord:
-    fresh = service.store.get(rec.id) or rec
+    fresh = record(service, rec.id) or rec
     fresh.extra.update(values)
-    service.store.update(fresh)
+    save(service, fresh)
     return fresh
 
 
 def set_timeout(service: SandboxService, rec: SandboxRecord, seconds: int) -> SandboxRecord:
     """E2B's timeout counts from *now*; ours from creation: move ours to now + seconds."""
-    fresh = service.store.get(rec.id) or rec
+    fresh = record(service, rec.id) or rec
     elapsed = max(0, int(time.time() * 1000) - fresh.created_at) // 1000
     fresh.timeout_secs = elapsed + max(1, seconds)
-    service.store.update(fresh)
+    save(service, fresh)
     return fresh

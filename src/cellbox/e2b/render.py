@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..manager.records import SandboxRecord, Status
+from .manager_api import SandboxRecord, Status
 
 ENVD_VERSION = "0.5.7"  # the envd features we serve: stdin, close_stdin, octet-stream uploads
 CLIENT_ID = "cellbox"

@@ -22,9 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..errors import CellboxError, InvalidRequest, NotFound
-from ..manager.records import SandboxRecord, Status
-from ..manager.sandboxes import CreateSpec
-from ..manager.service import CreateOptions, SandboxService
+from .manager_api import Changes, CreateOptions, CreateSpec, SandboxRecord, SandboxService, Status, images
 from . import network as e2b_network
 from . import records, render
 from .tokens import TokenKey
@@ -214,8 +212,6 @@ async def pause(request: Request, sandbox_id: str) -> Response:
     if rec.status in (Status.SUSPENDED, Status.SUSPENDING):
         return _err(409, f"sandbox {sandbox_id} is already paused")
     if not rec.name:  # only named sandboxes suspend (service.suspend)
-        from ..manager.service import Changes
-
         await svc.update(rec.id, project, Changes(name=f"e2b-{rec.id}"))
     await svc.suspend(rec.id, project, wait_s=None)
     return Response(status_code=204)
@@ -252,15 +248,12 @@ async def connect(request: Request, sandbox_id: str) -> Response:
 
 @_e2b_errors
 async def list_templates(request: Request) -> Response:
-    images = _svc(request).manager.image_manager.list()
-    return JSONResponse([render.template(i) for i in images])
+    return JSONResponse([render.template(i) for i in images(_svc(request))])
 
 
 @_e2b_errors
 async def update_network(request: Request, sandbox_id: str) -> Response:
     """PUT /sandboxes/{id}/network: replace the egress policy live (service.update)."""
-    from ..manager.service import Changes
-
     doc = await _body(request)
     _, policy = e2b_network.parse(doc, doc.get("allow_internet_access"))
     rec = _live(request, sandbox_id)
@@ -273,7 +266,7 @@ async def template_alias(request: Request, alias: str) -> Response:
     """GET /templates/aliases/{alias} (``Template.exists``): is it an image of the catalog?"""
     if alias == render.DEFAULT_TEMPLATE:
         return JSONResponse({"templateID": alias, "public": True})
-    names = {i.name for i in _svc(request).manager.image_manager.list()}
+    names = {i.name for i in images(_svc(request))}
     if alias not in names:
         return _err(404, f"template {alias!r} not found")
     return JSONResponse({"templateID": alias, "public": True})

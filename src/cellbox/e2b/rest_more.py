@@ -18,8 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..errors import CellboxError, InvalidRequest
-from ..manager.records import SandboxRecord
-from ..manager.snapshot_store import SnapshotRecord, SnapshotType
+from .manager_api import SandboxRecord, SnapshotRecord, SnapshotType
 from . import records, render
 from .rest import PREFIX, _body, _e2b_errors, _err, _live, _project, _svc, _timeout, _view
 

@@ -15,7 +15,7 @@ from .. import ids
 from ..auth.keys import Principal, Role
 from ..config import Settings
 from ..errors import NotFound
-from ..manager.service import SandboxService
+from .manager_api import SandboxService, record
 from .context import ENVD_PORT, Env
 from .envd_app import EnvdServer
 from .link import AGENT_PORT
@@ -52,7 +52,7 @@ class E2BView:
                     raise NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
                 return "127.0.0.1", self.envd.port, ref
             if credential and ids.is_id(ref) and port != AGENT_PORT and self._traffic_ok(ref, credential):
-                rec = self.service.store.get(ref)
+                rec = record(self.service, ref)
                 if rec is not None:
                     principal = Principal("e2b-traffic-token", rec.namespace, Role.MEMBER)
                     ip = (await self.service.resolve(rec.id, AGENT_PORT, principal))[0]
