@@ -67,7 +67,7 @@ def test_pause_and_resume_keep_files_and_processes(e2b_env, sbx):
     assert bg.pid in [p.pid for p in back.commands.list()]  # memory state came back too
 
 
-@calls("commands.run", "Sandbox.create (envs)")
+@calls("commands.run", "commands.run (user=)", "Sandbox.create (envs)")
 def test_commands_run_foreground(e2b_env, sbx):
     res = sbx.commands.run("echo out; echo err >&2; echo $GREETING $FROM_CREATE; pwd", envs={"GREETING": "hello"},
                            cwd="/tmp")
@@ -79,6 +79,10 @@ def test_commands_run_foreground(e2b_env, sbx):
     with pytest.raises(CommandExitException) as exc:
         sbx.commands.run("echo bad >&2; exit 3")
     assert exc.value.exit_code == 3 and exc.value.stderr == "bad\n"
+    assert sbx.commands.run("id -u", user="root").stdout == "0\n"
+    assert sbx.commands.run("id -un", user="nobody").stdout == "nobody\n"
+    with pytest.raises(SandboxException, match="no-such-user"):
+        sbx.commands.run("true", user="no-such-user")
 
 
 @calls("commands.run (background)", "commands.send_stdin", "commands.close_stdin", "commands.list",

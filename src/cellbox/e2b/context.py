@@ -73,6 +73,22 @@ class EnvdDenied(CellboxError):
         self.status = status
 
 
+def user_of(headers: Any) -> str | None:
+    """The user a call runs as: envd's ``Authorization: Basic base64(user:)`` (the SDK's
+    ``user=``), or None for the image's default user."""
+    import base64
+    import binascii
+
+    value = headers.get("authorization") or ""
+    if not value.lower().startswith("basic "):
+        return None
+    try:
+        user = base64.b64decode(value[6:].strip(), validate=True).decode().split(":", 1)[0]
+    except (binascii.Error, UnicodeDecodeError):
+        raise ConnectError(Code.INVALID_ARGUMENT, "Authorization: not a valid Basic credential") from None
+    return user or None
+
+
 async def guarded(call: Callable[[], Awaitable[T]]) -> T:
     """Run an agent call, turning our errors into Connect errors with the same meaning."""
     try:

@@ -24,7 +24,7 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from protobuf import Oneof
 
-from .context import Env, guarded
+from .context import Env, guarded, user_of
 from .gen.process import process_pb as pb
 from .link import Agent
 
@@ -116,7 +116,7 @@ class ProcessService:
         if request.has_field("pty"):
             from .pty_bridge import start_pty  # only PTY sessions need it
 
-            async for event in start_pty(self.env, agent, request):
+            async for event in start_pty(self.env, agent, request, user_of(ctx.request_headers)):
                 yield pb.StartResponse(event=event)
             return
         body: dict[str, Any] = {"command": cfg.cmd, "args": list(cfg.args), "env": {**agent.env, **cfg.envs}}
@@ -124,6 +124,8 @@ class ProcessService:
             body["working_dir"] = cfg.cwd
         if request.has_field("stdin") and request.stdin:
             body["stdin_mode"] = "pipe"
+        if user := user_of(ctx.request_headers):  # the agent refuses an unknown user (400)
+            body["user"] = user
         body["detach"] = True  # the process outlives this stream, as envd's do
         async for event in _guarded_iter(run(agent, body)):
             yield pb.StartResponse(event=event)

@@ -101,12 +101,15 @@ async def _open(agent: Agent, sid: str, token: str) -> Session:
                 raise agent_client.AgentError(f"the agent refused the PTY ({event.status_code})")
 
 
-async def start_pty(env: Env, agent: Agent, request: pb.StartRequest) -> AsyncIterator[pb.ProcessEvent]:
+async def start_pty(env: Env, agent: Agent, request: pb.StartRequest,
+                    user: str | None = None) -> AsyncIterator[pb.ProcessEvent]:
     cfg, size = request.process, request.pty.size if request.pty else None
     body: dict[str, Any] = {"command": cfg.cmd, "args": list(cfg.args), "env": {**agent.env, **cfg.envs},
                             "rows": size.rows if size and size.rows else 24, "cols": size.cols if size and size.cols else 80}
     if cfg.has_field("cwd") and cfg.cwd:
         body["working_dir"] = cfg.cwd
+    if user:
+        body["user"] = user
     made = await guarded(lambda: agent.json("POST", "/api/v1/pty", body))
     sid, pid = str(made["session_id"]), int(made["pid"])
     key = (agent.sandbox_id, pid)
