@@ -85,8 +85,9 @@ def test_commands_run_foreground(e2b_env, sbx):
         sbx.commands.run("true", user="no-such-user")
 
 
-@calls("commands.run (background)", "commands.send_stdin", "commands.close_stdin", "commands.list",
-       "commands.connect", "commands.kill", "CommandHandle.wait", "CommandHandle.kill")
+@calls("commands.run (background)", "commands.send_stdin", "commands.stream_input", "commands.close_stdin",
+       "commands.list", "commands.connect", "commands.kill", "CommandHandle.wait", "CommandHandle.kill",
+       "CommandHandle.close_stdin", "CommandHandle.disconnect")
 def test_commands_background_stdin_list_connect_kill(e2b_env, sbx):
     cat = sbx.commands.run("cat", background=True, stdin=True)
     sbx.commands.send_stdin(cat.pid, "line one\n")
@@ -102,6 +103,15 @@ def test_commands_background_stdin_list_connect_kill(e2b_env, sbx):
         attached.wait()
     assert sleeper.pid not in [p.pid for p in sbx.commands.list()]
     assert sbx.commands.kill(sleeper.pid) is False  # gone: E2B's answer is False
+
+    fed = sbx.commands.run("cat", background=True, stdin=True)
+    sbx.commands.stream_input(fed.pid, iter(["streamed ", b"input\n"]))
+    fed.close_stdin()
+    assert fed.wait().stdout == "streamed input\n"
+
+    lasting = sbx.commands.run("sleep 2; echo survived", background=True)
+    lasting.disconnect()  # E2B: the command keeps running without a client
+    assert sbx.commands.connect(lasting.pid).wait().stdout.endswith("survived\n")
 
     other = sbx.commands.run("sleep 600", background=True)
     assert other.kill() is True
@@ -253,6 +263,7 @@ def test_both_sdks_see_the_same_sandboxes(e2b_env, sbx):
 
 
 @calls("pty.create", "pty.send_stdin", "pty.resize", "pty.kill")
+@pytest.mark.e2b_unsupported("pty.connect")
 def test_pty(e2b_env, sbx):
     from e2b import PtySize
 
@@ -266,6 +277,8 @@ def test_pty(e2b_env, sbx):
     assert b"30 100" in out and b"pty-42" in out, bytes(out)[-500:]
 
     stuck = sbx.pty.create(PtySize(rows=24, cols=80))
+    with pytest.raises(SandboxException, match="not supported"):
+        sbx.pty.connect(stuck.pid)
     assert sbx.pty.kill(stuck.pid) is True
     with pytest.raises(CommandExitException):
         stuck.wait()

@@ -133,6 +133,11 @@ class ProcessService:
     async def connect(self, request: pb.ConnectRequest, ctx: Any) -> AsyncIterator[pb.ConnectResponse]:
         agent = await self.env.agent(ctx.request_headers)
         pid = _pid(request.process)
+        from .pty_bridge import is_pty
+
+        if is_pty(self.env, agent, pid):
+            raise ConnectError(Code.UNIMPLEMENTED, f"pid {pid} is a PTY: attaching a second client to a running "
+                                                   "PTY is not supported by cellbox (keep the handle pty.create gave)")
         info = await guarded(lambda: agent.json("GET", f"{_BASE}/{pid}"))
         if (info or {}).get("status") != "running":
             raise ConnectError(Code.NOT_FOUND, f"process with pid {pid} not found (not running)")

@@ -166,6 +166,10 @@ async def send(env: Env, agent: Agent, pid: int, data: bytes) -> None:
     await _session(env, agent, pid).send(bytes([_DATA]) + data)
 
 
+def is_pty(env: Env, agent: Agent, pid: int) -> bool:
+    return (agent.sandbox_id, pid) in _sessions(env)
+
+
 async def kill_pty(env: Env, agent: Agent, pid: int) -> bool:
     """True if ``pid`` was a PTY session of this view, now killed."""
     session = _sessions(env).get((agent.sandbox_id, pid))
