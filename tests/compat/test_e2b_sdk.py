@@ -262,19 +262,21 @@ def test_both_sdks_see_the_same_sandboxes(e2b_env, sbx):
         tl.close()
 
 
-@calls("pty.create", "pty.send_stdin", "pty.resize", "pty.kill")
+@calls("pty.create", "pty.send_stdin", "pty.stream_input", "pty.resize", "pty.kill")
 @pytest.mark.e2b_unsupported("pty.connect")
 def test_pty(e2b_env, sbx):
     from e2b import PtySize
 
     term = sbx.pty.create(PtySize(rows=24, cols=80))
     sbx.pty.resize(term.pid, PtySize(rows=30, cols=100))
+    sbx.pty.stream_input(term.pid, iter([b"echo stre", b"amed-in\n"]))
     sbx.pty.send_stdin(term.pid, b"stty size; echo pty-$((6*7)); exit 5\n")
     out = bytearray()
     with pytest.raises(CommandExitException) as exc:
         term.wait(on_pty=out.extend)
     assert exc.value.exit_code == 5
-    assert b"30 100" in out and b"pty-42" in out, bytes(out)[-500:]
+    # b"\rstreamed-in\r\n" is the command's output, not the echoed command line
+    assert b"30 100" in out and b"pty-42" in out and b"\rstreamed-in\r\n" in out, bytes(out)[-500:]
 
     stuck = sbx.pty.create(PtySize(rows=24, cols=80))
     with pytest.raises(SandboxException, match="not supported"):
