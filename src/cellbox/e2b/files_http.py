@@ -25,6 +25,7 @@ from .link import Agent, AgentSaid
 # Per request; the agent and the disk quota bound what is kept. CELLBOX_E2B_MAX_UPLOAD
 # (bytes) changes it (tests use a small one).
 MAX_UPLOAD = int(os.environ.get("CELLBOX_E2B_MAX_UPLOAD", 512 << 20))
+DRAIN = 64 << 20  # body bytes read and dropped past the cap before a 413 (see _Capped)
 READ_CHUNK = 256 << 10
 
 
@@ -117,33 +118,40 @@ async def _chunks(item: UploadFile) -> AsyncIterator[bytes]:
 
 class _Capped:
     """At most MAX_UPLOAD body bytes per request, whatever Content-Length says (or not):
-    past it the request is answered 413 and the rest is not read."""
+    past it the request is answered 413. Before a 413 goes out, up to DRAIN more bytes
+    of the body are read and dropped: a server that closes with unread bytes sends an
+    RST, which makes the proxy lose the answer (the client would see a 502)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         seen = 0
-        started = False
+        done = scope.get("type") != "http"  # the body has been read to its end
 
         async def counted() -> Any:
-            nonlocal seen
+            nonlocal seen, done
             message = await receive()
             seen += len(message.get("body", b""))
+            done = done or message["type"] != "http.request" or not message.get("more_body", False)
             if seen > MAX_UPLOAD:
                 raise _TooLarge()
             return message
 
+        async def drain() -> None:
+            nonlocal done
+            dropped = 0
+            while not done and dropped <= DRAIN:
+                message = await receive()
+                dropped += len(message.get("body", b""))
+                done = message["type"] != "http.request" or not message.get("more_body", False)
+
         async def watched(message: Any) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                await drain()
             await send(message)
 
-        try:
-            await self.app(scope, counted, watched)
-        except _TooLarge:
-            if not started:
-                await _error(413, f"upload over {MAX_UPLOAD} bytes")(scope, receive, send)
+        await self.app(scope, counted, watched)
 
 
 class _TooLarge(Exception):
