@@ -12,7 +12,7 @@ from typing import Any
 
 from ..manager import agent_client
 from ..manager.records import SandboxRecord, Status
-from ..manager.sandboxes import CreateSpec
+from ..manager.spec import CreateSpec
 from ..manager.service import Changes, CreateOptions, SandboxService
 from ..manager.snapshot_store import SnapshotRecord, SnapshotType
 
