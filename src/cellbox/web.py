@@ -8,6 +8,8 @@ import ``ui``. The server serves ``create_web_app``; tests of the API alone keep
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .api import create_app
@@ -35,5 +37,5 @@ class SideDoors:
             await self.api(scope, receive, send)
 
 
-def create_web_app(service: SandboxService, door: Door) -> ASGIApp:
-    return SideDoors(create_app(service, door), create_ui(service, door), MetricsApp(service, door))
+def create_web_app(service: SandboxService, door: Door, e2b_rest: Any = None) -> ASGIApp:
+    return SideDoors(create_app(service, door, e2b_rest), create_ui(service, door), MetricsApp(service, door))
