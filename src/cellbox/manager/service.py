@@ -30,6 +30,8 @@ from ..errors import (CellboxError, Conflict, InternalFailure, InvalidRequest, N
                       RateLimited)
 from . import agent_client
 from .records import SandboxRecord, Status, now_ms
+from . import resize as live_resize
+from .resize import Target
 from ..network.policy import EgressPolicy
 from .sandboxes import DEFAULT_DISK_MB, CreateSpec, SandboxManager
 from .snapshot_store import SnapshotRecord, SnapshotType
@@ -79,6 +81,7 @@ class Changes:
     # (unrestricted); True with a policy = replace it atomically.
     network_set: bool = False
     network: EgressPolicy | None = None
+    resize: Target | None = None  # a live resize; never mixed with the fields above
 
 
 @dataclass(frozen=True)
@@ -416,6 +419,8 @@ class SandboxService:
             rec, _ = await self._settled(rec)
             if rec.status.is_final:
                 raise Conflict(f"sandbox {rec.id} is {rec.status.value}", code="SANDBOX_NOT_RUNNING")
+            if changes.resize is not None:  # issue 14: live resize (manager/resize.py)
+                return await live_resize.resize(self.manager, self.door, rec, changes.resize)
             if changes.name is not None and changes.name != rec.name:
                 if problem := ids.name_problem(changes.name):
                     raise InvalidRequest(f"name: {problem}")
