@@ -37,6 +37,7 @@ from .manager.sandboxes import SandboxManager
 from .manager.service import SandboxService
 from .manager.store import Store
 from .manager.timeouts import Timers
+from .pools.service import PoolService
 
 log = logging.getLogger("cellbox.server")
 
@@ -138,11 +139,13 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
     service = SandboxService(manager, proxy_port=proxy_port, door=door)
     service.proxy_url = _proxy_url(opts, proxy_port)
     timers = Timers(service)
+    pools = PoolService(service)
     proxy = None
     web: _Uvicorn | None = None
     try:
         report = await reconcile(manager)
         timers.start()
+        await pools.start()  # issue 14: each pool's warm sandboxes
         proxy = _make_proxy(service, door, proxy_ssl, opts.proxy_domain)
         if proxy is not None:
             await proxy.start(proxy_host, proxy_port)
@@ -150,7 +153,7 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
         if opts.tls_cert and opts.tls_key:
             tls = {"ssl_certfile": str(opts.tls_cert), "ssl_keyfile": str(opts.tls_key)}
         config = uvicorn.Config(
-            create_app(service, door), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
+            create_app(service, door, pools), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
             timeout_graceful_shutdown=10, server_header=False, **tls,
             # 431 for a header flood, not uvicorn's plain 400 (api/http.py).
             http=H11Protocol431, h11_max_incomplete_event_size=MAX_HEAD,
@@ -174,6 +177,7 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
     finally:
         log.info("stopping")
         await service.close()
+        await pools.close()
         await timers.stop()
         if proxy is not None:
             await proxy.stop()

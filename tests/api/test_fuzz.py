@@ -57,6 +57,10 @@ def _delete_everything(api: Api, since_ms: int, namespaces: set[str]) -> None:
         for sbx in r.json()["sandboxes"]:
             if sbx.get("created_at", 0) >= since_ms:
                 api.http.delete(f"{api.server.url}/v1/namespaces/{ns}/sandboxes/{sbx['id']}")
+        # Pools it made (their warm sandboxes go with them).
+        for pool in api.http.get(f"{api.server.url}/v1/namespaces/{ns}/sandbox-pools").json().get("pools", []):
+            if pool.get("created_at", 0) >= since_ms:
+                api.http.delete(f"{api.server.url}/v1/namespaces/{ns}/sandbox-pools/{pool['id']}")
 
 
 def test_generated_requests_never_get_5xx(api: Api):

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth.door import Door
 from ..manager.service import SandboxService
+from ..pools.service import PoolService
 from . import door as door_routes
 from . import errors
 from .auth import AuthGate
@@ -38,7 +39,7 @@ def _namespace_param(
     """Declares and validates ``{namespace}``; handlers read it from the path."""
 
 
-def create_app(service: SandboxService, door: Door | None) -> FastAPI:
+def create_app(service: SandboxService, door: Door | None, pools: PoolService | None = None) -> FastAPI:
     app = FastAPI(
         title="cellbox lifecycle API",
         version="1",
@@ -48,6 +49,8 @@ def create_app(service: SandboxService, door: Door | None) -> FastAPI:
     )
     app.state.service = service
     app.state.door = door
+    # Sandbox pools (issue 14); the server passes the one it starts and stops.
+    app.state.pools = pools if pools is not None or service is None else PoolService(service)
     errors.install(app)
     routes = router()
     app.include_router(

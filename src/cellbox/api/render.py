@@ -47,6 +47,8 @@ def sandbox_info(rec: SandboxRecord, proxy_url: str) -> dict[str, Any]:
     }
     if rec.status == Status.PENDING:
         info["pending_reason"] = "scheduling"
+    if pool := rec.extra.get("pool_id"):
+        info["pool_id"] = pool
     if resize := rec.extra.get("resource_resize"):  # spec §2.2: the latest live resize
         info["resource_resize"] = resize
     if policy := rec.extra.get("network_policy"):

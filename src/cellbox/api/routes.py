@@ -22,7 +22,9 @@ from ..manager.service import SandboxService
 from ..manager.snapshot_store import SnapshotType
 from . import door as door_routes
 from . import images as image_routes
+from . import pools as pool_routes
 from . import render
+from .params import budget as _budget, namespace as _namespace
 from .models import CreateSandboxRequest, SnapshotRequest, UpdateSandboxRequest
 
 WIRE_STATUSES = sorted({s.value for s in Status} | {"timeout"})
@@ -34,25 +36,6 @@ SandboxRef = Annotated[str, Path(min_length=1, max_length=128, description="sand
 
 def _service(request: Request) -> SandboxService:
     return request.app.state.service  # type: ignore[no-any-return]
-
-
-def _namespace(request: Request) -> str:
-    """The request's project: fixed by the front door (``api/auth.py``) from the key and
-    the path; without the door (unit tests) the path's namespace, flat paths ``default``."""
-    project = request.scope.get("state", {}).get("project")
-    return project or request.path_params.get("namespace", "default")  # type: ignore[no-any-return]
-
-
-def _budget(timeout_ms: str | None, grace_ms: str | None) -> float | None:
-    """Seconds a blocking create may take: the client's timeout minus its grace."""
-    try:
-        timeout = int(timeout_ms) if timeout_ms else None
-        grace = int(grace_ms) if grace_ms else 0
-    except ValueError:
-        return None  # a header we cannot read does not make the request invalid
-    if timeout is None:
-        return None
-    return max(0.0, (timeout - grace) / 1000)
 
 
 async def create_sandbox(
@@ -229,6 +212,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/snapshots", list_snapshots),
     ("GET", "/snapshots/{snapshot_id}", get_snapshot),
     ("DELETE", "/snapshots/{snapshot_id}", delete_snapshot),
+    *pool_routes.ROUTES,
     *image_routes.ROUTES,
     *door_routes.ROUTES,
 ]

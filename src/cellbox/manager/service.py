@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -67,6 +67,9 @@ class CreateOptions:
     entrypoint: tuple[str, ...] | None = None
     snapshot_id: str | None = None
     secret_names: tuple[str, ...] = ()
+    # What makes the sandbox (default: ``manager.create``); a pool claim passes its own
+    # (pools/service.py), so quotas, secrets and the entrypoint apply to claims too.
+    creator: Callable[[CreateSpec], Awaitable[SandboxRecord]] | None = None
 
 
 @dataclass
@@ -205,7 +208,7 @@ class SandboxService:
                 timeout_secs=spec.timeout_secs, sandbox_id=spec.sandbox_id, network=spec.network,
             )
         else:
-            rec = await self.manager.create(spec)
+            rec = await (opts.creator or self.manager.create)(spec)
         rec.exposed_ports = list(opts.exposed_ports)
         rec.allow_unauthenticated_access = opts.allow_unauthenticated_access
         rec.auto_resume = opts.auto_resume
