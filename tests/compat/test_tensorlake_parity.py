@@ -24,3 +24,25 @@ def test_live_resize_through_update_and_wait(made, client):
     with pytest.raises(Exception) as err:
         sbx.update(disk_mb=1)
     assert "disk" in str(err.value)
+
+
+def test_pools_create_claim_update_delete(made, client, live_server):
+    pool = client.create_pool(image="cellbox/debian", cpus=1, memory_mb=1024, warm_containers=1, max_containers=3)
+    try:
+        assert pool.namespace == "default"
+        assert pool.pool_id in [p.pool_id for p in client.list_pools()]
+        info = client.get_pool(pool.pool_id)
+        assert info.image == "cellbox/debian" and info.warm_containers == 1 and info.resources.memory_mb == 1024
+        claimed = client.claim(pool.pool_id)
+        made.ids.append(claimed.sandbox_id)
+        assert claimed.status == "running"
+        sbx = client.connect(claimed.sandbox_id)
+        assert sbx.run("echo", ["from-pool"]).stdout.strip() == "from-pool"
+        assert client.get(claimed.sandbox_id).pool_id == pool.pool_id
+        updated = client.update_pool(pool.pool_id, image="cellbox/debian", memory_mb=768, warm_containers=0)
+        assert updated.resources.memory_mb == 768
+        client.delete(claimed.sandbox_id)
+    finally:
+        client.delete_pool(pool.pool_id)
+    with pytest.raises(Exception):
+        client.get_pool(pool.pool_id)
