@@ -22,6 +22,7 @@ from ..manager.service import SandboxService
 from ..manager.snapshot_store import SnapshotType
 from . import door as door_routes
 from . import images as image_routes
+from . import archived as archived_routes
 from . import pools as pool_routes
 from . import render
 from .params import budget as _budget, namespace as _namespace
@@ -213,6 +214,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/snapshots/{snapshot_id}", get_snapshot),
     ("DELETE", "/snapshots/{snapshot_id}", delete_snapshot),
     *pool_routes.ROUTES,
+    *archived_routes.ROUTES,
     *image_routes.ROUTES,
     *door_routes.ROUTES,
 ]
