@@ -340,4 +340,6 @@ def test_logs_return_process_output(api: Api):
     assert [e["body"] for e in last] == ["oops"]
     assert api.request("GET", f"/sandboxes/{sid}/logs", params={"processId": 999999}).json()["logs"] == []
     api.delete(sid)
-    assert api.request("GET", f"/sandboxes/{sid}/logs").json() == {"logs": []}
+    # Kept past the end (issue 14): the terminated sandbox's output is still readable.
+    kept = api.request("GET", f"/sandboxes/{sid}/logs").json()
+    assert [e["body"] for e in kept["logs"]][-2:] == ["hello-logs", "oops"] and kept["nextToken"] is None

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth.door import Door
 from ..manager.service import SandboxService
+from ..logs.service import LogService
 from ..pools.service import PoolService
 from . import door as door_routes
 from . import errors
@@ -51,6 +52,7 @@ def create_app(service: SandboxService, door: Door | None, pools: PoolService | 
     app.state.door = door
     # Sandbox pools (issue 14); the server passes the one it starts and stops.
     app.state.pools = pools if pools is not None or service is None else PoolService(service)
+    app.state.logs = LogService(service) if service is not None else None  # keeps output past the end
     errors.install(app)
     routes = router()
     app.include_router(

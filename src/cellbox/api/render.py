@@ -79,9 +79,11 @@ def sandbox_list(page: Page, proxy_url: str) -> dict[str, Any]:
     return body
 
 
-def log_signals(rec: SandboxRecord, lines: list[LogLine]) -> dict[str, Any]:
-    """Log lines as SandboxLogSignal entries (spec §2.9); UUIDs are stable per line."""
+def log_signals(rec: SandboxRecord, lines: list[tuple[int, LogLine]], next_token: str | None = None) -> dict[str, Any]:
+    """(index, line) pairs as SandboxLogSignal entries (spec §2.9); UUIDs are stable per
+    line (its index in the sandbox's log)."""
     return {
+        "nextToken": next_token,
         "logs": [
             {
                 "timestamp": line.timestamp,
@@ -99,7 +101,7 @@ def log_signals(rec: SandboxRecord, lines: list[LogLine]) -> dict[str, Any]:
                 "functionRuns": [],
                 "level": 3,
             }
-            for i, line in enumerate(lines)
+            for i, line in lines
         ]
     }
 

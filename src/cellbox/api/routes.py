@@ -8,13 +8,11 @@ Handlers never choose error codes: they raise ``cellbox.errors`` (``api/errors.p
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 
 from ..errors import InvalidRequest
 from ..manager.records import SandboxRecord, Status
@@ -23,6 +21,7 @@ from ..manager.snapshot_store import SnapshotType
 from . import door as door_routes
 from . import images as image_routes
 from . import archived as archived_routes
+from . import logs as log_routes
 from . import pools as pool_routes
 from . import render
 from .params import budget as _budget, namespace as _namespace
@@ -111,28 +110,6 @@ async def delete_sandbox(request: Request, sandbox_id: SandboxRef) -> JSONRespon
     return JSONResponse({})
 
 
-async def sandbox_logs(
-    request: Request,
-    sandbox_id: SandboxRef,
-    process_id: Annotated[int | None, Query(alias="processId", ge=0)] = None,
-    head: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-    tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-) -> Response:
-    """What the sandbox's processes printed, as SandboxLogSignal entries (the newest
-    10,000 lines / 4 MiB at most; ``x-cellbox-logs-truncated: true`` when more exist)."""
-    svc = _service(request)
-    rec = svc.get(sandbox_id, _namespace(request))
-    lines, cut = await svc.logs(rec, process_id=process_id, tail=tail)
-    if head is not None:
-        lines = lines[:head]
-    # Rendering thousands of entries (a uuid5 each) and encoding them is CPU work: off
-    # the event loop, so other clients are not stalled behind one logs call.
-    body = await asyncio.to_thread(lambda: json.dumps(render.log_signals(rec, lines)).encode())
-    # Only the newest lines fit in one answer (service.LOG_MAX_LINES/BYTES): say so.
-    headers = {"x-cellbox-logs-truncated": "true"} if cut else None
-    return Response(body, media_type="application/json", headers=headers)
-
-
 # -- memory state (spec §2.5-§2.7) ----------------------------------------------------
 
 WaitMs = Annotated[int | None, Query(ge=0, le=600_000, description="hold the request until settled, at most this long")]
@@ -204,7 +181,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/sandboxes/{sandbox_id}", get_sandbox),
     ("PATCH", "/sandboxes/{sandbox_id}", update_sandbox),
     ("DELETE", "/sandboxes/{sandbox_id}", delete_sandbox),
-    ("GET", "/sandboxes/{sandbox_id}/logs", sandbox_logs),
+    *log_routes.ROUTES,
     ("POST", "/sandboxes/{sandbox_id}/suspend", suspend_sandbox),
     ("POST", "/sandboxes/{sandbox_id}/resume", resume_sandbox),
     ("POST", "/sandboxes/{sandbox_id}/snapshot", snapshot_sandbox),

@@ -114,6 +114,9 @@ class SandboxService:
         self._idle_backoff: dict[str, tuple[float, float]] = {}
         # Last proxy traffic per sandbox (monotonic seconds), for idle suspend later.
         self.last_activity: dict[str, float] = {}
+        # Called with a running sandbox's record just before the server ends it (delete,
+        # timeout): issue 14's log keeper (logs/service.py) saves its output here.
+        self.before_terminate: list[Callable[[SandboxRecord], Awaitable[None]]] = []
 
     # -- create -------------------------------------------------------------------------
 
@@ -376,7 +379,15 @@ class SandboxService:
             rec, was_pending = await self._settled(rec)
             if rec.status.is_final:
                 return rec
+            await self._before_terminate(rec)
             return await self.manager.destroy(rec.id, rec.namespace, reason="cancelled" if was_pending else reason)
+
+    async def _before_terminate(self, rec: SandboxRecord) -> None:
+        for hook in self.before_terminate:
+            try:
+                await hook(rec)
+            except Exception:  # noqa: BLE001 - a hook must never keep a sandbox alive
+                log.exception("sandbox %s: a before-terminate hook failed", rec.id)
 
     async def expire(self, rec: SandboxRecord) -> SandboxRecord | None:
         """Destroy a sandbox whose ``timeout_secs`` ran out, unless it changed meanwhile."""
@@ -384,6 +395,7 @@ class SandboxService:
             current = self.store.get(rec.id)
             if current is None or current.status != Status.RUNNING:
                 return None
+            await self._before_terminate(current)
             return await self.manager.destroy(rec.id, rec.namespace, reason="timeout")
 
     async def refresh(self, rec: SandboxRecord) -> SandboxRecord | None:
