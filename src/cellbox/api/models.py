@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .. import ids
 from ..errors import InvalidRequest
+from ..images.names import builtin_alias
 from ..manager.resize import Target
 from ..manager.sandboxes import CreateSpec
 from ..manager.service import RESERVED_PORTS, Changes, CreateOptions
@@ -110,7 +111,7 @@ class CreateSandboxRequest(_Model):
             raise _not_supported("resources.gpus: this host has no GPUs")
         defaults = CreateSpec()
         spec = CreateSpec(
-            image=self.image,
+            image=builtin_alias(self.image)[1],  # tensorlake/ubuntu-minimal: the built-in image
             cpus=res.cpus if res.cpus is not None else defaults.cpus,
             memory_mb=res.memory_mb if res.memory_mb is not None else defaults.memory_mb,
             disk_mb=res.disk_mb,

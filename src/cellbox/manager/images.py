@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ids
 from ..errors import Conflict, InvalidRequest, NotFound
-from ..images import refs
+from ..images import names, refs
 from ..images.build import Builder, BuildRequest
 from ..images.catalog import Catalog, ImageRecord
 from ..images.pull import Puller
@@ -278,8 +278,11 @@ class ImageManager(BootMixin):
         ref = refs.parse(image)
         if ref.name in self.store.refs() or self.catalog.get(ref.name) is not None:
             return ref.name
-        if not ref.is_remote:
-            raise NotFound(f"image {image!r} not found", code="IMAGE_NOT_FOUND")
+        if not ref.is_remote:  # issue 14: a Docker Hub short name (images/names.py)
+            ref = names.expand_short(image, ref)
+            if ref.name in self.store.refs():
+                return ref.name
+        ref = names.via_mirror(ref)
         async with self._lock(ref.name):
             if ref.name not in self.store.refs():
                 digest = await self.puller.pull(ref, _nothing)

@@ -28,6 +28,7 @@ from ..manager.records import SandboxRecord, now_ms
 from ..manager.sandboxes import CreateSpec, SandboxManager
 from ..manager.service import CreateOptions, SandboxService
 from ..manager.warm import WarmPool
+from ..images.names import builtin_alias
 from ..network import policy as egress_policy
 from ..storage.images import normalize
 from .store import PoolRecord, PoolStore
@@ -77,7 +78,8 @@ class PoolService:
         """The catalog's name of ``image`` (None: the default image), pulling a registry
         reference the first time; 404 for an image that does not exist."""
         default = self.m.settings.default_image
-        if image in (default, normalize(default)):
+        alias, image = builtin_alias(image)  # tensorlake/ubuntu-minimal: the built-in image
+        if alias or image is None or image in (default, normalize(default)):
             return None
         return await self.m.image_manager.ensure_local(image)
 
