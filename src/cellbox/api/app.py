@@ -52,7 +52,8 @@ def create_app(service: SandboxService, door: Door | None, pools: PoolService | 
     app.state.door = door
     # Sandbox pools (issue 14); the server passes the one it starts and stops.
     app.state.pools = pools if pools is not None or service is None else PoolService(service)
-    app.state.logs = LogService(service) if service is not None else None  # keeps output past the end
+    # Logs kept past a sandbox's end (issue 14); a stand-in service (unit tests) has none.
+    app.state.logs = LogService(service) if isinstance(service, SandboxService) else None
     errors.install(app)
     routes = router()
     app.include_router(
