@@ -46,3 +46,26 @@ def test_pools_create_claim_update_delete(made, client, live_server):
         client.delete_pool(pool.pool_id)
     with pytest.raises(Exception):
         client.get_pool(pool.pool_id)
+
+
+def test_logs_processes_and_archive(made, client):
+    sbx = made.create(image="tensorlake/ubuntu-minimal", entrypoint=["/bin/sh", "-c",
+                                                                     "echo alpha; echo beta-needle; exec sleep 600"])
+    import time
+
+    deadline = time.monotonic() + 20
+    while "beta-needle" not in [e.body for e in client.get_logs(sbx.sandbox_id).logs]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    found = client.get_logs(sbx.sandbox_id, body="needle", levels=["info"])
+    assert [e.body for e in found.logs] == ["beta-needle"]
+    assert client.get_logs(sbx.sandbox_id, levels=["error"]).logs == []
+    procs = client.list_log_processes(sbx.sandbox_id).processes
+    shell = next(p for p in procs if p.process_command == "/bin/sh")
+    only = client.get_logs(sbx.sandbox_id, process_ids=[shell.process_id])
+    assert [e.body for e in only.logs][-2:] == ["alpha", "beta-needle"]
+    client.delete(sbx.sandbox_id)
+    archived = client.get_archived(sbx.sandbox_id)
+    assert archived.archived_at and archived.status == "terminated"
+    assert sbx.sandbox_id in [s.sandbox_id for s in client.list_archived(limit=50).sandboxes]
+    assert "beta-needle" in [e.body for e in client.get_logs(sbx.sandbox_id).logs]  # kept past the end
