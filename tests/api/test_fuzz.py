@@ -68,7 +68,7 @@ def test_generated_requests_never_get_5xx(api: Api):
     namespaces = {"default"}
     schema = schemathesis.openapi.from_url(api.server.url + "/openapi.json", headers=auth())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 89  # 39 routes x (namespaced, flat) + 11 flat only (keys, quotas, audit, platform)
+    assert len(operations) == 93  # 39 routes x (namespaced, flat) + 15 flat only (keys, quotas, audit, platform)
     operations = [op for op in operations if not op.path.endswith(SKIPPED)]
     operations = [op for op in operations
                   if op.method.upper() == "GET" or not op.path.startswith(SKIPPED_WRITES)]

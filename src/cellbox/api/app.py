@@ -22,6 +22,7 @@ from ..manager.service import SandboxService
 from ..logs.service import LogService
 from ..pools.service import PoolService
 from . import door as door_routes
+from . import images as image_routes
 from . import errors
 from .auth import AuthGate
 from .images import BUILD_PATH_SUFFIX
@@ -64,6 +65,7 @@ def create_app(service: SandboxService, door: Door | None, pools: PoolService | 
     )
     app.include_router(routes, generate_unique_id_function=_flat_id)
     app.include_router(router(door_routes.FLAT_ROUTES), generate_unique_id_function=_flat_id)
+    app.include_router(router(image_routes.PLATFORM_ROUTES), generate_unique_id_function=_platform_id)
     app.add_middleware(BodyGuard, max_bytes=MAX_BODY)
     if door is not None:
         app.add_middleware(AuthGate, authenticator=door.auth)  # added last: runs first
@@ -72,6 +74,10 @@ def create_app(service: SandboxService, door: Door | None, pools: PoolService | 
 
 def _flat_id(route: APIRoute) -> str:
     return route.name
+
+
+def _platform_id(route: APIRoute) -> str:
+    return f"platform_{route.name}"
 
 
 class BodyGuard:
