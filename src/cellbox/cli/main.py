@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import door_cmds
+from . import door_cmds, logs_cmds, pool_cmds
 from .image_cmds import image
 from .sandbox_cmds import register as register_sandbox_commands
 from .server_cmd import server
@@ -22,7 +22,7 @@ cli.add_command(server)
 cli.add_command(image)
 register_sandbox_commands(cli)
 for command in (door_cmds.key, door_cmds.secret, door_cmds.quota, door_cmds.audit, door_cmds.login,
-                door_cmds.whoami):
+                door_cmds.whoami, logs_cmds.logs, logs_cmds.resize, logs_cmds.archived, pool_cmds.pool):
     cli.add_command(command)
 
 
