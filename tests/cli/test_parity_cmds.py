@@ -58,3 +58,17 @@ def test_pool_verbs(cli):
     finally:
         cli("pool", "rm", pool_id, check=False)
     assert cli("pool", "describe", pool_id, check=False).returncode == 1
+
+
+def test_ls_suspended_and_archived(cli):
+    import secrets
+
+    name = f"ls-susp-{secrets.token_hex(3)}"
+    named = cli.new(name)
+    other = cli.new()
+    cli("suspend", named)
+    suspended = [s["id"] for s in json.loads(cli("ls", "-s", "--json").stdout)]
+    assert named in suspended and other not in suspended
+    cli("terminate", other)
+    assert other in cli("ls", "-t", "-q").stdout.split() and other not in cli("ls", "-q").stdout.split()
+    assert all(s["status"] in ("terminated", "failed") for s in json.loads(cli("ls", "--archived", "--json").stdout))
