@@ -70,6 +70,7 @@ def test_keeper_rotates_at_its_cap(tmp_path: Path):
     keeper = LogKeeper(tmp_path, max_bytes=2000)
     sid = "k" * 21
     keeper.append(sid, [LogLine(i, f"line {i:04d} " + "x" * 50, 7, "cmd") for i in range(200)])
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / sid).iterdir()} == {0o600}  # output may hold secrets
     files = sorted(p.name for p in (tmp_path / sid).iterdir())
     assert files == ["current.jsonl", "previous.jsonl"]
     assert sum(p.stat().st_size for p in (tmp_path / sid).iterdir()) <= 4000  # at most twice the cap

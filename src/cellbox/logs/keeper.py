@@ -41,7 +41,9 @@ class LogKeeper:
         for line in lines:
             entry = json.dumps({"t": line.timestamp, "b": line.body, "p": line.pid, "c": line.command}) + "\n"
             self._rotate_if_full(d, len(entry.encode()))
-            with open(d / CURRENT, "a", encoding="utf-8") as f:
+            # 0600: a process may print what it should not (a secret's value); root's alone.
+            fd = os.open(d / CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
                 f.write(entry)
 
     def _rotate_if_full(self, d: Path, adding: int) -> None:
