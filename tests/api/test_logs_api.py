@@ -80,3 +80,33 @@ def test_keeper_rotates_at_its_cap(tmp_path: Path):
     assert all(isinstance(line, LogLine) for line in keeper.read(sid))
     with pytest.raises(ValueError):
         keeper.append("../../etc", [])
+
+
+def test_logs_readable_while_suspended_and_after_ending_asleep(api: Api):
+    import secrets
+
+    name = f"logs-sleep-{secrets.token_hex(3)}"
+    sid = api.create({"name": name, "entrypoint": ["/bin/sh", "-c", "echo before-sleep; exec sleep 600"]})["sandbox_id"]
+    deadline = time.monotonic() + 20
+    while "before-sleep" not in bodies(logs(api, sid)):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert api.request("POST", f"/sandboxes/{sid}/suspend", params={"wait_ms": 60000}).status_code == 200
+    assert bodies(logs(api, sid, body="before")) == ["before-sleep"]  # was empty while suspended
+    # Resumed and suspended again: the copy is replaced, never doubled.
+    assert api.request("POST", f"/sandboxes/{sid}/resume", params={"wait_ms": 60000}).status_code == 200
+    assert api.request("POST", f"/sandboxes/{sid}/suspend", params={"wait_ms": 60000}).status_code == 200
+    assert bodies(logs(api, sid, body="before")) == ["before-sleep"]
+    api.delete(sid)  # ends asleep: the suspend-time copy is what is kept
+    assert bodies(logs(api, sid, body="before")) == ["before-sleep"]
+
+
+def test_keeper_snapshot_replaces(tmp_path: Path):
+    keeper = LogKeeper(tmp_path, max_bytes=300)
+    sid = "s" * 21
+    keeper.snapshot(sid, [LogLine(1, "a", 1, "c")])
+    keeper.snapshot(sid, [LogLine(1, "a", 1, "c"), LogLine(2, "b", 1, "c")])
+    assert [ln.body for ln in keeper.read(sid)] == ["a", "b"]
+    keeper.snapshot(sid, [LogLine(i, f"line-{i}", 1, "c") for i in range(50)])  # over the cap: the newest kept
+    kept = keeper.read(sid)
+    assert kept[-1].body == "line-49" and len(kept) < 50

@@ -23,6 +23,7 @@ from ..manager.service import LogLine
 
 DEFAULT_MAX_BYTES = int(os.environ.get("CELLBOX_LOG_KEEP_BYTES", str(8 << 20)))
 CURRENT, PREVIOUS = "current.jsonl", "previous.jsonl"
+SUSPENDED = "suspended.jsonl"  # what the agent held when it was last suspended (replaced each time)
 
 
 class LogKeeper:
@@ -35,11 +36,34 @@ class LogKeeper:
             raise ValueError(f"not a sandbox ID: {sandbox_id!r}")
         return self.base / sandbox_id
 
+    @staticmethod
+    def _entry(line: LogLine) -> str:
+        return json.dumps({"t": line.timestamp, "b": line.body, "p": line.pid, "c": line.command}) + "\n"
+
+    def snapshot(self, sandbox_id: str, lines: list[LogLine]) -> None:
+        """Replace the suspend-time copy (the agent's output survives a suspend in its
+        memory, so the next one is a superset: appending would repeat it)."""
+        d = self._dir(sandbox_id)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = d / (SUSPENDED + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            budget = self.max_bytes  # the newest lines, within the cap
+            keep: list[str] = []
+            for line in reversed(lines):
+                entry = self._entry(line)
+                budget -= len(entry.encode())
+                if budget < 0:
+                    break
+                keep.append(entry)
+            f.writelines(reversed(keep))
+        os.replace(tmp, d / SUSPENDED)
+
     def append(self, sandbox_id: str, lines: list[LogLine]) -> None:
         d = self._dir(sandbox_id)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         for line in lines:
-            entry = json.dumps({"t": line.timestamp, "b": line.body, "p": line.pid, "c": line.command}) + "\n"
+            entry = self._entry(line)
             self._rotate_if_full(d, len(entry.encode()))
             # 0600: a process may print what it should not (a secret's value); root's alone.
             fd = os.open(d / CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -57,7 +81,8 @@ class LogKeeper:
     def read(self, sandbox_id: str) -> list[LogLine]:
         d = self._dir(sandbox_id)
         out: list[LogLine] = []
-        for name in (PREVIOUS, CURRENT):
+        names = (PREVIOUS, CURRENT) if (d / CURRENT).exists() else (SUSPENDED,)  # ended awake, or asleep
+        for name in names:
             try:
                 text = (d / name).read_text(encoding="utf-8", errors="replace")
             except FileNotFoundError:
@@ -73,4 +98,5 @@ class LogKeeper:
         return out
 
     def has(self, sandbox_id: str) -> bool:
-        return (self._dir(sandbox_id) / CURRENT).exists()
+        d = self._dir(sandbox_id)
+        return (d / CURRENT).exists() or (d / SUSPENDED).exists()

@@ -117,6 +117,7 @@ class SandboxService:
         # Called with a running sandbox's record just before the server ends it (delete,
         # timeout): issue 14's log keeper (logs/service.py) saves its output here.
         self.before_terminate: list[Callable[[SandboxRecord], Awaitable[None]]] = []
+        self.before_suspend: list[Callable[[SandboxRecord], Awaitable[None]]] = []  # likewise, before a suspend
 
     # -- create -------------------------------------------------------------------------
 
@@ -384,10 +385,14 @@ class SandboxService:
 
     async def _before_terminate(self, rec: SandboxRecord) -> None:
         for hook in self.before_terminate:
-            try:
-                await hook(rec)
-            except Exception:  # noqa: BLE001 - a hook must never keep a sandbox alive
-                log.exception("sandbox %s: a before-terminate hook failed", rec.id)
+            await self._run_hook(hook, rec)
+
+    @staticmethod
+    async def _run_hook(hook: Callable[[SandboxRecord], Awaitable[None]], rec: SandboxRecord) -> None:
+        try:
+            await hook(rec)
+        except Exception:  # noqa: BLE001 - a hook must never keep a sandbox alive or awake
+            log.exception("sandbox %s: hook %s failed", rec.id, getattr(hook, "__qualname__", hook))
 
     async def expire(self, rec: SandboxRecord) -> SandboxRecord | None:
         """Destroy a sandbox whose ``timeout_secs`` ran out, unless it changed meanwhile."""
@@ -490,6 +495,8 @@ class SandboxService:
             if rec is None or rec.status.is_final:
                 raise Conflict(f"sandbox {sandbox_id} is gone", code="SANDBOX_NOT_RUNNING")
             rec, _ = await self._settled(rec)
+            for hook in self.before_suspend:  # issue 14: its logs stay readable while suspended
+                await self._run_hook(hook, rec)
             try:
                 out = await self.manager.memory.suspend(rec.id, rec.namespace)
             except CellboxError:
