@@ -39,6 +39,13 @@ def test_pools_create_claim_update_delete(made, client, live_server):
         sbx = client.connect(claimed.sandbox_id)
         assert sbx.run("echo", ["from-pool"]).stdout.strip() == "from-pool"
         assert client.get(claimed.sandbox_id).pool_id == pool.pool_id
+        # Sandbox.create(pool_id=...) is a claim too.
+        from tensorlake.sandbox import Sandbox
+
+        second = Sandbox.create(api_url=live_server.api_url.replace("127.0.0.1", "localhost"), pool_id=pool.pool_id)
+        made.ids.append(second.sandbox_id)
+        assert second.run("echo", ["second"]).stdout.strip() == "second"
+        client.delete(second.sandbox_id)
         updated = client.update_pool(pool.pool_id, image="cellbox/debian", memory_mb=768, warm_containers=0)
         assert updated.resources.memory_mb == 768
         client.delete(claimed.sandbox_id)
