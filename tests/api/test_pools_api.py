@@ -124,3 +124,34 @@ def test_claim_with_file_systems_is_refused(api: Api, pools):
     pid = pools()
     r = api.request("POST", f"/sandbox-pools/{pid}/sandboxes", json={"file_systems": [{"mount_path": "/x"}]})
     assert r.status_code == 400 and r.json()["code"] == "NOT_SUPPORTED"
+
+
+def test_concurrent_claims_never_pass_max_containers(api: Api, pools):
+    import concurrent.futures
+
+    pid = pools(max_containers=2)
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        answers = list(ex.map(lambda _: api.request("POST", f"/sandbox-pools/{pid}/sandboxes"), range(8)))
+    ok = [a for a in answers if a.status_code == 200]
+    assert len(ok) == 2, [a.status_code for a in answers]
+    assert all(a.status_code == 409 and a.json()["code"] == "POOL_AT_CAPACITY" for a in answers if a not in ok)
+    running = [c for c in api.request("GET", f"/sandbox-pools/{pid}").json()["containers"] if c["state"] == "Running"]
+    assert len(running) == 2
+
+
+def test_warm_sandboxes_count_against_the_projects_quota(api: Api, pools):
+    project = f"poolq-{secrets.token_hex(3)}"
+    key = httpx.post(f"{api.server.url}/keys", json={"project": project, "role": "member"}, headers=auth()).json()
+    assert httpx.put(f"{api.server.url}/quotas/{project}", json={"running_sandboxes": 2, "memory_mb": 4096},
+                     headers=auth()).status_code == 200
+    own = api.in_namespace(project)
+    own.http.headers["Authorization"] = f"Bearer {key['key']}"
+    r = own.request("POST", "/sandbox-pools", json={"image": "cellbox/debian", "warm_containers": 3})
+    assert r.status_code == 403 and r.json()["code"] == "QUOTA_EXCEEDED" and "running_sandboxes" in r.text
+    pid = pools(own, warm_containers=2)  # exactly the quota: fine
+    r = own.request("POST", "/sandbox-pools", json={"image": "cellbox/debian", "warm_containers": 1})
+    assert r.status_code == 403  # the first pool holds the whole quota already
+    r = own.request("PUT", f"/sandbox-pools/{pid}", json={"image": "cellbox/debian", "warm_containers": 1,
+                                                          "resources": {"memory_mb": 8192}})
+    assert r.status_code == 403 and "memory_mb" in r.text
+    assert len(own.request("GET", "/sandbox-pools").json()["pools"]) == 1

@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any
 
 from .. import ids
-from ..errors import Conflict, InvalidRequest, NotFound
+from ..errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from ..manager.resize import MIN_MEMORY_MB, host_memory_mb
 from ..manager.records import SandboxRecord, now_ms
 from ..manager.sandboxes import CreateSpec, SandboxManager
@@ -46,6 +46,10 @@ class PoolService:
         self.svc = service
         self._store: PoolStore | None = None  # made on first use: an app may be built without a manager
         self._warm: dict[str, WarmPool] = {}
+        # Claims of each pool still being made: counted against max_containers with the
+        # live ones, so a burst of concurrent claims cannot pass it (in this process;
+        # the count of live records covers the others, once their records exist).
+        self._inflight: dict[str, int] = {}
         self._closed = False
 
     @property
@@ -139,7 +143,25 @@ class PoolService:
         self.store.delete(pool_id)
         await self._drop_runtime(pool_id)
 
+    def _check_quota(self, rec: PoolRecord) -> None:
+        """Warm sandboxes hold memory and CPU before anyone claims them: a project's
+        pools may keep at most what its quotas allow running (403 otherwise), or a
+        tenant capped at 3 sandboxes could keep 64 booted in pools."""
+        door = self.svc.door
+        if door is None or not (limits := door.store.get_quota(rec.namespace)):
+            return
+        pools = [p for p in self.store.list(rec.namespace) if p.id != rec.id] + [rec]
+        held = {"running_sandboxes": sum(p.warm_containers for p in pools),
+                "memory_mb": sum(p.warm_containers * p.memory_mb for p in pools),
+                "vcpus": sum(p.warm_containers * p.cpus for p in pools)}
+        for name, use in held.items():
+            value = limits.get(name)
+            if value is not None and use > value:
+                raise QuotaExceeded(f"project {rec.namespace!r}: its pools' warm sandboxes would hold {name} "
+                                    f"{use:g}, over its quota of {value:g}")
+
     def _check(self, rec: PoolRecord) -> None:
+        self._check_quota(rec)
         if not 0 <= rec.warm_containers <= MAX_WARM:
             raise InvalidRequest(f"warm_containers: must be between 0 and {MAX_WARM} on this server, "
                                  f"got {rec.warm_containers}")
@@ -168,9 +190,17 @@ class PoolService:
 
     async def claim(self, pool_id: str, namespace: str, budget: float | None) -> SandboxRecord:
         rec = self.get(pool_id, namespace)
-        if rec.max_containers is not None and self._claimed(rec) >= rec.max_containers:
+        inflight = self._inflight.get(pool_id, 0)
+        if rec.max_containers is not None and self._claimed(rec) + inflight >= rec.max_containers:
             raise Conflict(f"pool {pool_id} is at capacity (max_containers={rec.max_containers})",
                            code="POOL_AT_CAPACITY")
+        self._inflight[pool_id] = inflight + 1
+        try:
+            return await self._claim(rec, namespace, budget)
+        finally:
+            self._inflight[pool_id] -= 1
+
+    async def _claim(self, rec: PoolRecord, namespace: str, budget: float | None) -> SandboxRecord:
         network = None
         if rec.network is not None:
             pol = egress_policy.parse(rec.network.get("allow_internet_access", True),
