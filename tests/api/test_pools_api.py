@@ -155,3 +155,13 @@ def test_warm_sandboxes_count_against_the_projects_quota(api: Api, pools):
                                                           "resources": {"memory_mb": 8192}})
     assert r.status_code == 403 and "memory_mb" in r.text
     assert len(own.request("GET", "/sandbox-pools").json()["pools"]) == 1
+
+
+def test_pool_survives_server_restart(api: Api, pools):
+    pid = pools(warm_containers=1)
+    wait_idle(api, pid, 1)
+    assert api.server.stop() == 0  # its warm sandbox is torn down with the server
+    api.server.start()
+    wait_idle(api, pid, 1)  # rebuilt in the background once the server is up
+    r = api.request("POST", f"/sandbox-pools/{pid}/sandboxes")
+    assert r.status_code == 200 and r.json()["status"] == "running", r.text

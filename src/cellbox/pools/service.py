@@ -15,6 +15,7 @@ it stops or the pool is deleted or replaced. Another project's pool is a 404.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import replace
@@ -51,6 +52,7 @@ class PoolService:
         # the count of live records covers the others, once their records exist).
         self._inflight: dict[str, int] = {}
         self._closed = False
+        self._starting: asyncio.Future[None] | None = None
 
     @property
     def m(self) -> "SandboxManager":
@@ -65,15 +67,21 @@ class PoolService:
     # -- runtime -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Build warm sandboxes for every pool (another process may have made them)."""
+        """Warm every pool (another process may have made them) in the background: a
+        pool of a registry image may pull it first, and the server must not wait."""
+        self._starting = asyncio.ensure_future(self._warm_all())
+
+    async def _warm_all(self) -> None:
         for rec in self.store.list():
             try:
                 await self._runtime(rec)
-            except Exception as exc:  # noqa: BLE001 - one broken pool must not stop the server
+            except Exception as exc:  # noqa: BLE001 - one broken pool must not stop the others
                 log.warning("pool %s: cannot warm it: %s", rec.id, exc)
 
     async def close(self) -> None:
         self._closed = True
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
         for warm in list(self._warm.values()):
             await warm.close()
         self._warm.clear()
