@@ -15,10 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .. import ids
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, NotSupported
 from ..images.names import builtin_alias
 from ..manager.resize import Target
-from ..manager.sandboxes import CreateSpec
+from ..manager.spec import CreateSpec
 from ..manager.service import RESERVED_PORTS, Changes, CreateOptions
 from ..network import policy
 from ..network.policy import EgressPolicy
@@ -119,6 +119,7 @@ class CreateSandboxRequest(_Model):
             namespace=namespace,
             timeout_secs=self.timeout_secs,
             network=self.network.to_policy() if self.network is not None else None,
+            explicit=frozenset(k for k in ("cpus", "memory_mb", "disk_mb") if getattr(res, k) is not None),
         )
         unauth = self.allow_unauthenticated_access
         if unauth is None:
@@ -178,7 +179,7 @@ class UpdateSandboxRequest(_Model):
 
 
 def _not_supported(message: str) -> InvalidRequest:
-    return InvalidRequest(message, code="NOT_SUPPORTED")
+    return NotSupported(message)
 
 
 class SnapshotRequest(_Model):

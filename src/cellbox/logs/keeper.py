@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from .. import ids
-from ..manager.service import LogLine
+from ..manager.logs import LogLine
 
 DEFAULT_MAX_BYTES = int(os.environ.get("CELLBOX_LOG_KEEP_BYTES", str(8 << 20)))
 CURRENT, PREVIOUS = "current.jsonl", "previous.jsonl"

@@ -12,7 +12,8 @@ import asyncio
 import logging
 
 from ..manager.records import SandboxRecord, Status
-from ..manager.service import LogLine, SandboxService
+from ..manager.logs import LogLine
+from ..manager.service import SandboxService
 from .keeper import LogKeeper
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Why in place and not a restart: the limits are kernel knobs (cgroup files, the
 subvolume's qgroup), so changing them costs three writes and an ioctl and the
 sandbox's processes never notice — the same path a warm claim takes
-(``warm.apply_limits``). The bundle's ``config.json`` is rewritten too, because
+(``limits.apply``). The bundle's ``config.json`` is rewritten too, because
 ``runc restore`` (resume, clone, restore from a snapshot) applies *its* resources;
 the record's resources are what snapshots and clones copy, so the new size survives
 all of them.
@@ -32,11 +32,11 @@ from .. import ids
 from ..errors import Conflict, InvalidRequest, QuotaExceeded
 from ..runtime import cgroups
 from .records import SandboxRecord, Status
-from .warm import apply_limits
+from . import limits
 
 if TYPE_CHECKING:
     from ..auth.door import Door
-    from .sandboxes import SandboxManager
+    from .lifecycle import SandboxManager
 
 log = logging.getLogger(__name__)
 MIN_MEMORY_MB = 64
@@ -119,21 +119,23 @@ def admit(door: "Door | None", rec: SandboxRecord, cpus: float, memory_mb: int, 
     return hold
 
 
+def _write(manager: "SandboxManager", rec: SandboxRecord, cpus: float, memory_mb: int, disk_mb: int) -> None:
+    image_mb = int(rec.extra.get("image_mb", 0))
+    asm = manager.assembler
+    limits.apply(asm.state_dir(rec.id), asm.storage.rootfs_path(rec.id), rec.id, cpus=cpus, memory_mb=memory_mb,
+                 pids_limit=rec.pids_limit, writable_mb=max(16, disk_mb - image_mb))
+
+
 def apply(manager: "SandboxManager", rec: SandboxRecord, cpus: float, memory_mb: int, disk_mb: int) -> str | None:
     """Write the new limits; on failure put the old ones back. Returns an error or None."""
-    from .sandboxes import CreateSpec
-
-    image_mb = int(rec.extra.get("image_mb", 0))
-    new = CreateSpec(cpus=cpus, memory_mb=memory_mb, pids_limit=rec.pids_limit)
-    old = CreateSpec(cpus=rec.cpus, memory_mb=rec.memory_mb, pids_limit=rec.pids_limit)
     try:
-        apply_limits(manager, rec.id, new, max(16, disk_mb - image_mb))
+        _write(manager, rec, cpus, memory_mb, disk_mb)
         return None
     except OSError as exc:
         problem = f"the kernel refused the new limits: {exc.strerror or exc}"
         log.warning("sandbox %s: resize failed (%s); restoring the old limits", rec.id, problem)
     try:
-        apply_limits(manager, rec.id, old, max(16, rec.disk_mb - image_mb))
+        _write(manager, rec, rec.cpus, rec.memory_mb, rec.disk_mb)
     except OSError as exc:  # the cgroup is gone: the sweep finds the dead sandbox
         log.error("sandbox %s: restoring limits after a failed resize failed: %s", rec.id, exc)
     return problem

@@ -26,7 +26,8 @@ from .. import ids
 from ..errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from ..manager.resize import MIN_MEMORY_MB, host_memory_mb
 from ..manager.records import SandboxRecord, now_ms
-from ..manager.sandboxes import CreateSpec, SandboxManager
+from ..manager.lifecycle import SandboxManager
+from ..manager.spec import CreateSpec
 from ..manager.service import CreateOptions, SandboxService
 from ..manager.warm import WarmPool
 from ..images.names import builtin_alias
@@ -100,8 +101,9 @@ class PoolService:
             return None
         warm = self._warm.get(rec.id)
         if warm is None:
-            warm = self._warm[rec.id] = WarmPool(self.m, rec.warm_containers, await self._image(rec.image))
-            warm.fill()
+            # The manager's own constructor of warm pools (it fills it): the same class,
+            # builder and teardown as the default image's pool.
+            warm = self._warm[rec.id] = self.m.open_pool(await self._image(rec.image), rec.warm_containers)
         return warm
 
     async def _drop_runtime(self, pool_id: str) -> None:
