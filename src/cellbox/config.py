@@ -44,6 +44,11 @@ class Settings:
     agent_port: int = AGENT_PORT
     # Pre-booted sandboxes of the default image kept ready for creates (0 disables).
     warm_pool_size: int = int(_env("CELLBOX_WARM_POOL", "2"))
+    # Issue 14: a named sandbox created without timeout_secs suspends after this many
+    # idle seconds (Tensorlake's 10 minutes); 0 = never. An explicit timeout_secs wins.
+    named_idle_secs: int = int(_env("CELLBOX_NAMED_IDLE_SECS", "600"))
+    # Terminated and failed sandboxes stay readable (archived-sandboxes) this long.
+    archive_retention_secs: int = int(_env("CELLBOX_ARCHIVE_RETENTION_SECS", str(7 * 86400)))
     # Creating from a pre-booted image: "auto" restores its memory snapshot only when
     # it holds state a boot would not recreate (a warm-up ran, or it was registered
     # from a memory snapshot), since a plain boot measured faster than a restore

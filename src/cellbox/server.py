@@ -38,6 +38,7 @@ from .manager.lifecycle import SandboxManager
 from .manager.service import SandboxService
 from .manager.store import Store
 from .manager.timeouts import Timers
+from .pools.service import PoolService
 
 log = logging.getLogger("cellbox.server")
 
@@ -154,11 +155,13 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
     service.proxy_url = _proxy_url(opts, proxy_port)
     timers = Timers(service)
     e2b = _e2b_view(service, settings, opts.proxy_domain)  # E2B view (issue 17)
+    pools = PoolService(service)
     proxy = None
     web: _Uvicorn | None = None
     try:
         report = await reconcile(manager)
         timers.start()
+        await pools.start()  # issue 14: each pool's warm sandboxes
         if e2b is not None:
             await e2b.start()
         proxy = _make_proxy(service, door, proxy_ssl, opts.proxy_domain, e2b)
@@ -168,7 +171,7 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
         if opts.tls_cert and opts.tls_key:
             tls = {"ssl_certfile": str(opts.tls_cert), "ssl_keyfile": str(opts.tls_key)}
         config = uvicorn.Config(
-            create_web_app(service, door, e2b.rest if e2b else None), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
+            create_web_app(service, door, e2b.rest if e2b else None, pools), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
             timeout_graceful_shutdown=10, server_header=False, **tls,
             # 431 for a header flood, not uvicorn's plain 400 (api/http.py).
             http=H11Protocol431, h11_max_incomplete_event_size=MAX_HEAD,
@@ -192,6 +195,7 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
     finally:
         log.info("stopping")
         await service.close()
+        await pools.close()
         await timers.stop()
         if proxy is not None:
             await proxy.stop()

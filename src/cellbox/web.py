@@ -37,5 +37,5 @@ class SideDoors:
             await self.api(scope, receive, send)
 
 
-def create_web_app(service: SandboxService, door: Door, e2b_rest: Any = None) -> ASGIApp:
-    return SideDoors(create_app(service, door, e2b_rest), create_ui(service, door), MetricsApp(service, door))
+def create_web_app(service: SandboxService, door: Door, e2b_rest: Any = None, pools: Any = None) -> ASGIApp:
+    return SideDoors(create_app(service, door, e2b_rest, pools), create_ui(service, door), MetricsApp(service, door))

@@ -36,7 +36,7 @@ _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Images are one catalog shared by every project (manager/images.py); until they are
 # per project, only admin keys change it, so one project cannot replace or delete the
 # image another one boots from.
-_SHARED_CATALOG = re.compile(r"^(?:/v1/namespaces/[^/]+)?/(?:images|sandbox-templates)(?:/|$)")
+_SHARED_CATALOG = re.compile(r"^(?:/v1/namespaces/[^/]+|/platform/v1)?/(?:images|sandbox-templates)(?:/|$)")
 
 
 def principal_of(scope: Scope) -> Principal:
