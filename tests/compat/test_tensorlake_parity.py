@@ -6,6 +6,7 @@ Each of these calls was a 404 or a 400 ``NOT_SUPPORTED`` against cellbox before.
 from __future__ import annotations
 
 import pytest
+from tensorlake.sandbox import PoolNotFoundError
 
 pytestmark = pytest.mark.root
 
@@ -51,7 +52,7 @@ def test_pools_create_claim_update_delete(made, client, live_server):
         client.delete(claimed.sandbox_id)
     finally:
         client.delete_pool(pool.pool_id)
-    with pytest.raises(Exception):
+    with pytest.raises(PoolNotFoundError):
         client.get_pool(pool.pool_id)
 
 

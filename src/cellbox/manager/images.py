@@ -30,7 +30,6 @@ from dataclasses import replace
 from .. import ids
 from ..errors import (
     ImageExists,
-    ImageNotFound,
     InvalidRequest,
     SnapshotNotReady,
 )
