@@ -11,6 +11,7 @@ IDs follow Tensorlake's format (21 characters of ``[0-9a-z]``, nanoid-style), so
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 
@@ -44,9 +45,18 @@ def netns(sandbox_id: str) -> str:
     return f"cb-{sandbox_id}"
 
 
+# The host-side veth names' prefix. A second instance on one host (its own data dir,
+# bridge and nft tables, as benchmarks and experiments run) needs its own: each
+# instance's bridge table drops frames from ports named like its own that it does not
+# know, so two instances sharing "cb" would drop each other's traffic.
+VETH_PREFIX = os.environ.get("CELLBOX_VETH_PREFIX", "cb")
+if not re.fullmatch(r"[a-z]{2}", VETH_PREFIX):
+    raise ValueError("CELLBOX_VETH_PREFIX must be two lowercase letters")
+
+
 def host_veth(sandbox_id: str) -> str:
-    # IFNAMSIZ is 16 including the NUL: "cb" + 13 characters of the ID.
-    return f"cb{sandbox_id[:13]}"
+    # IFNAMSIZ is 16 including the NUL: the 2-letter prefix + 13 characters of the ID.
+    return f"{VETH_PREFIX}{sandbox_id[:13]}"
 
 
 def cgroup_path(sandbox_id: str) -> str:

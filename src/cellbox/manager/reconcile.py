@@ -147,7 +147,7 @@ async def _remove_orphan_veths(manager: SandboxManager) -> None:
     net = Path("/sys/class/net")
     candidates = [
         n for n in os.listdir(net)
-        if n.startswith("cb") and len(n) == 15 and (net / n / "master").resolve().name == manager.settings.bridge
+        if n.startswith(ids.VETH_PREFIX) and len(n) == 15 and (net / n / "master").resolve().name == manager.settings.bridge
     ]
     owned = {ids.host_veth(r.id) for r in manager.store.list(live_only=True)}
     for name in candidates:
