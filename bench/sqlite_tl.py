@@ -6,10 +6,12 @@ a fresh sandbox with its DB under the sandbox's ``/tmp`` (the sandbox's root: a
 snapshot in the storage pool), alternating which goes first each round. Prints
 sandbox / native per mode and per operation, writes JSON and a PNG.
 
-The pool is whatever the settings say (``CELLBOX_DATA_DIR``, ``CELLBOX_POOL_DEVICE``),
-so running it against two data dirs compares two backings; ``--label`` names the run.
+Each ``--instance LABEL=DATA_DIR`` is a set-up cellbox data dir (e.g. one with the loop
+pool, one with ``CELLBOX_POOL_DEVICE``); every round runs native and one fresh sandbox
+per instance, rotating the order, so backings compare against the same native runs.
 
-    .venv/bin/python bench/sqlite_tl.py [--rounds 3] [--modes default,fsync,large] [--label loop]
+    .venv/bin/python bench/sqlite_tl.py [--rounds 3] [--modes default,fsync,large] \
+        [--instance loop=/var/lib/cellbox --instance device=/var/lib/cellbox-dev]
 """
 
 from __future__ import annotations
@@ -80,13 +82,12 @@ def plot(ratios: dict[str, dict[str, float]], label: str) -> Path | None:
     return out
 
 
-async def main(args: argparse.Namespace) -> None:
-    modes = args.modes.split(",")
-    settings = dataclasses.replace(load(), warm_pool_size=0)
+async def sandbox_round(data_dir: Path, modes: list[str]) -> dict[str, dict[str, float]]:
+    """One sandbox in the instance at ``data_dir``: every mode once, then destroyed."""
+    settings = dataclasses.replace(load(), data_dir=data_dir, warm_pool_size=0)
     store = Store(settings.db_path)
     mgr = SandboxManager(settings, store)
     await mgr.start()
-    runs: dict[str, dict[str, list[dict[str, float]]]] = {m: {"native": [], "sandbox": []} for m in modes}
     try:
         rec = await mgr.create(CreateSpec(cpus=2.0, memory_mb=4096, disk_mb=8192))
         try:
@@ -94,46 +95,61 @@ async def main(args: argparse.Namespace) -> None:
                 r = await client.put(f"http://{rec.ip}:9501/api/v1/files", params={"path": "/root/sqlite_tl_workload.py"},
                                      content=WORKLOAD.read_bytes())
                 r.raise_for_status()
-                for i in range(args.rounds):
-                    for mode in modes:
-                        for side in (("native", "sandbox") if i % 2 == 0 else ("sandbox", "native")):
-                            res = (await asyncio.to_thread(native, mode) if side == "native"
-                                   else await in_sandbox(client, rec.ip or "", mode))
-                            runs[mode][side].append(res)
-                    print(f"  round {i + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+                return {mode: await in_sandbox(client, rec.ip or "", mode) for mode in modes}
         finally:
             await mgr.destroy(rec.id)
     finally:
         await mgr.stop()
         store.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    modes = args.modes.split(",")
+    # Sides: native, then one sandbox per instance (data dir) named on the command line,
+    # so two pool backings are compared against the same native runs in one run.
+    dirs = {label: Path(d) for label, d in (x.split("=", 1) for x in args.instance)} or {"sandbox": load().data_dir}
+    sides = ["native", *dirs]
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {m: {s: [] for s in sides} for m in modes}
+    for i in range(args.rounds):
+        for side in sides[i % len(sides):] + sides[:i % len(sides)]:  # rotate who goes first
+            if side == "native":
+                res = {m: await asyncio.to_thread(native, m) for m in modes}
+            else:
+                res = await sandbox_round(dirs[side], modes)
+            for m in modes:
+                runs[m][side].append(res[m])
+        print(f"  round {i + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     report(args, runs)
 
 
 def report(args: argparse.Namespace, runs: dict[str, dict[str, list[dict[str, float]]]]) -> None:
     med = {m: {s: {op: statistics.median(r[op] for r in rs) for op in rs[0]} for s, rs in sides.items()}
            for m, sides in runs.items()}
-    ratios = {m: {op: med[m]["sandbox"][op] / med[m]["native"][op] for op in med[m]["native"]} for m in med}
-    spread = {m: {s: [min(r["total"] for r in rs), max(r["total"] for r in rs)] for s, rs in sides.items()}
-              for m, sides in runs.items()}
-    print(f"\nTensorlake SQLite benchmark ({args.label}), median of {args.rounds} rounds, seconds")
-    print(f"{'mode':<9}{'native':>10}{'sandbox':>10}{'ratio':>8}   native min-max / sandbox min-max")
+    boxes = [s for s in next(iter(med.values())) if s != "native"]
+    ratios = {b: {m: {op: med[m][b][op] / med[m]["native"][op] for op in med[m]["native"]} for m in med} for b in boxes}
+    spread = {m: {s: [round(min(r["total"] for r in rs), 2), round(max(r["total"] for r in rs), 2)]
+                  for s, rs in sides.items()} for m, sides in runs.items()}
+    print(f"\nTensorlake SQLite benchmark, median of {args.rounds} rounds, total seconds [min-max], ÷ native")
+    print(f"{'mode':<9}{'native':>20}" + "".join(f"{b:>30}" for b in boxes))
     for m in med:
-        n, s = med[m]["native"]["total"], med[m]["sandbox"]["total"]
-        print(f"{m:<9}{n:>10.2f}{s:>10.2f}{s / n:>8.2f}   {spread[m]['native']} / {spread[m]['sandbox']}")
-    ops = [op for op in next(iter(ratios.values())) if op != "total"]
-    print("\nper operation, sandbox / native")
-    print(f"{'operation':<16}" + "".join(f"{m:>10}" for m in med))
-    for op in ops:
-        print(f"{op:<16}" + "".join(f"{ratios[m][op]:>10.2f}" for m in med))
-    path = write(f"sqlite_tl-{args.label}", {"params": vars(args), "median_s": med, "ratio": ratios,
-                                            "total_spread_s": spread, "runs": runs})
-    png = plot({m: {op: ratios[m][op] for op in ops} for m in ratios}, args.label)
-    print(f"\nresults: {path}" + (f", plot: {png}" if png else ""))
+        cells = [f"{med[m][b]['total']:.2f} {spread[m][b]} {ratios[b][m]['total']:.2f}x" for b in boxes]
+        print(f"{m:<9}{med[m]['native']['total']:>8.2f} {str(spread[m]['native']):>11}" + "".join(f"{c:>30}" for c in cells))
+    ops = [op for op in med[next(iter(med))]["native"] if op != "total"]
+    for b in boxes:
+        print(f"\nper operation, {b} / native")
+        print(f"{'operation':<16}" + "".join(f"{m:>10}" for m in med))
+        for op in ops:
+            print(f"{op:<16}" + "".join(f"{ratios[b][m][op]:>10.2f}" for m in med))
+    path = write("sqlite_tl", {"params": vars(args), "median_s": med, "ratio": ratios,
+                              "total_spread_s": spread, "runs": runs})
+    pngs = [plot({m: {op: ratios[b][m][op] for op in ops} for m in med}, b) for b in boxes]
+    print(f"\nresults: {path}" + "".join(f", plot: {p}" for p in pngs if p))
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--modes", default="default,fsync,large")
-    ap.add_argument("--label", default="pool")
+    ap.add_argument("--instance", action="append", default=[], metavar="LABEL=DATA_DIR",
+                    help="a cellbox data dir to run the sandbox side in (repeat to compare backings)")
     asyncio.run(main(ap.parse_args()))

@@ -6,6 +6,7 @@ it exits 0. Destroy is not timed. Modes (spec §7.2):
   sequential  N sandboxes one at a time
   staggered   N sandboxes started ``--stagger`` ms apart (each timed on its own)
   burst       N sandboxes at once
+  burst2      a burst, then (``--gap`` s later) a second one: the self-sizing warm pool
 Reports median, p95, p99, success rate (after trimming nothing: failures count).
 Starts its own ``cellbox server`` on free ports (warm pool size ``--warm-pool``) with
 this interpreter, so ``PYTHONPATH`` chooses the code under test (compare two
@@ -113,14 +114,18 @@ async def main() -> None:
     ap.add_argument("-n", type=int, default=100)
     ap.add_argument("--burst", type=int, default=100)
     ap.add_argument("--stagger", type=int, default=200, help="ms between starts in staggered mode")
-    ap.add_argument("--warm-pool", type=int, default=4)
-    ap.add_argument("--modes", default="sequential,staggered,burst", help="comma-separated subset to run")
+    ap.add_argument("--warm-pool", default="4", help="CELLBOX_WARM_POOL for the server; 'default' leaves it unset")
+    ap.add_argument("--gap", type=float, default=45.0, help="seconds between the bursts of mode burst2")
+    ap.add_argument("--modes", default="sequential,staggered,burst", help="comma-separated subset (also: burst2)")
     ap.add_argument("--label", default="", help="names the code under test in the results")
     ap.add_argument("--profile", metavar="FILE", help="py-spy the server during the burst (collapsed stacks)")
     args = ap.parse_args()
     modes = set(args.modes.split(","))
     api_port, proxy_port = free_port(), free_port()
-    env = {**os.environ, "CELLBOX_WARM_POOL": str(args.warm_pool)}
+    env = dict(os.environ)
+    if args.warm_pool != "default":
+        env["CELLBOX_WARM_POOL"] = args.warm_pool
+    pool_floor = int(env.get("CELLBOX_WARM_POOL", "2"))
     log = open("/tmp/cellbox-bench-tti-server.log", "wb")
     # this interpreter, so PYTHONPATH picks the code under test (a worktree, an older checkout)
     server = subprocess.Popen([sys.executable, "-c", "from cellbox.cli.main import main; main()", "server",
@@ -132,7 +137,7 @@ async def main() -> None:
     try:
         async with httpx.AsyncClient(limits=limits, headers=auth_headers()) as client:
             await wait_for_api(client, api, 300)
-            await wait_pool(args.warm_pool)
+            await wait_pool(pool_floor)
 
             async def cleanup(sids: list[str | None]) -> None:
                 await asyncio.gather(*[client.delete(f"{api}/sandboxes/{s}", timeout=120) for s in sids if s])
@@ -146,7 +151,7 @@ async def main() -> None:
             if "sequential" in modes:
                 results[f"sequential x{args.n}"] = {"samples_ms": samples, **summarize(samples, fails)}
                 print(f"  sequential done: median {results[f'sequential x{args.n}']['p50']:.0f} ms", file=sys.stderr)
-                await wait_pool(args.warm_pool)
+                await wait_pool(pool_floor)
 
             async def delayed(i: int):
                 await asyncio.sleep(i * args.stagger / 1000)
@@ -161,9 +166,9 @@ async def main() -> None:
                     **summarize(samples, len(outs) - len(samples))}
                 await cleanup([sid for _, sid in outs])
                 print("  staggered done", file=sys.stderr)
-                await wait_pool(args.warm_pool)
+                await wait_pool(pool_floor)
 
-            if "burst" in modes:
+            async def burst(name: str) -> None:
                 t0 = time.perf_counter()
                 spy = None
                 if args.profile:
@@ -181,7 +186,7 @@ async def main() -> None:
                     spy.wait(30)
                 samples = [ms for ms, _ in outs if ms is not None]
                 sandbox_cpu = sum(sandbox_cpu_seconds(sid) - before.get(sid, 0.0) for _, sid in outs if sid)
-                results[f"burst x{args.burst}"] = {
+                results[name] = {
                     "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
                     # where the burst's CPU went: the server (API + proxy + manager), the
                     # commands it ran (runc, ip, btrfs; counted once they have exited), this
@@ -191,6 +196,16 @@ async def main() -> None:
                     "time_to_first_ready_ms": min(samples) if samples else None,
                     **summarize(samples, len(outs) - len(samples))}
                 await cleanup([sid for _, sid in outs])
+                print(f"  {name} done: p95 {results[name]['p95']:.0f} ms", file=sys.stderr)
+
+            if "burst" in modes:
+                await burst(f"burst x{args.burst}")
+            if "burst2" in modes:
+                # Issue 15: the second burst, --gap s after the first, shows what a pool
+                # that saw the first burst's demand does; the first shows the cold cost.
+                await burst(f"first burst x{args.burst}")
+                await asyncio.sleep(args.gap)
+                await burst(f"second burst x{args.burst} (+{args.gap:.0f} s)")
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)

@@ -45,6 +45,7 @@ from ..storage.layer_scan import ImageRefused
 from .records import SandboxRecord, Status, now_ms
 from .snapshot_store import SnapshotRecord, SnapshotStatus, SnapshotType
 from .image_boot import IMAGES_NAMESPACE, BootMixin
+from . import warm_sizing
 from .warm import WARM_NAMESPACE, WarmPool
 
 if TYPE_CHECKING:
@@ -403,7 +404,7 @@ class ImageManager(BootMixin):
                 self._open_pool(rec.name, rec.warm_pool)
 
     def _open_pool(self, name: str, size: int) -> None:
-        pool = WarmPool(self.m, size, image=name)
+        pool = WarmPool(self.m, size, image=name, sizer=warm_sizing.sizer_for(size))  # speed: per-image sizing
         self.pools[name] = pool
         pool.fill()
 

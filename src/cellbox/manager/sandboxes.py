@@ -39,6 +39,7 @@ from .records import SandboxRecord, Status, now_ms
 from .images import ImageManager
 from .memstate import MemoryState
 from .store import Store
+from . import warm_sizing
 from .warm import WarmPool
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ class SandboxManager:
         if self.settings.warm_pool_size > 0:
             image = await self.images.resolve(self.settings.default_image)
             self.warm_image_mb = image.size_bytes >> 20
-            self.warm = WarmPool(self, self.settings.warm_pool_size)
+            self.warm = WarmPool(self, self.settings.warm_pool_size,  # speed: sized from demand
+                                 sizer=warm_sizing.sizer_for(self.settings.warm_pool_size))
             self.warm.fill()
         self.image_manager.start_pools()
 

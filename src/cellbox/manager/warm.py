@@ -38,6 +38,7 @@ from .records import SandboxRecord, Status, now_ms
 
 if TYPE_CHECKING:
     from .sandboxes import CreateSpec, SandboxManager
+    from .warm_sizing import WarmSizer
 
 log = logging.getLogger(__name__)
 WARM_NAMESPACE = "__warm__"
@@ -109,10 +110,13 @@ class WarmPool:
     canonical name; built through the image manager, so a pre-booted image's pool holds
     restored sandboxes)."""
 
-    def __init__(self, manager: "SandboxManager", size: int, image: str | None = None) -> None:
+    def __init__(self, manager: "SandboxManager", size: int, image: str | None = None,
+                 sizer: "WarmSizer | None" = None) -> None:
         self.manager = manager
         self.size = size
         self.image = image
+        self.sizer = sizer  # speed (issue 15): demand-driven size; None = fixed ``size``
+        self._resizer: asyncio.Task[None] | None = None
         self._ready: list[SandboxRecord] = []
         self._building = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -129,9 +133,14 @@ class WarmPool:
     def ready(self) -> int:
         return len(self._ready)
 
+    def target(self) -> int:
+        return self.sizer.target() if self.sizer is not None else self.size
+
     def fill(self) -> None:
         """Start building sandboxes until ready + building reaches the pool size."""
-        while not self._closed and len(self._ready) + self._building < self.size:
+        if self.sizer is not None:
+            _keep_sized(self)
+        while not self._closed and len(self._ready) + self._building < self.target():
             self._building += 1
             task = asyncio.ensure_future(self._build_one())
             self._tasks.add(task)
@@ -176,29 +185,38 @@ class WarmPool:
                 return
 
     async def _build_one(self) -> None:
+        # Counted as building until it is ready (or given up): decremented before the
+        # pre-read, a sandbox was in neither count for its ~50 ms and ``fill`` started
+        # one build too many (tests/integration/test_warm_sizing.py saw ready + building
+        # exceed the target).
+        try:
+            rec = await self._build()
+            if rec is None:
+                return
+            if self._closed:
+                await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_closed")
+                return
+            await asyncio.to_thread(_at_low_priority, prefault, rootfs.path(self.manager.settings.pool, rec.id))
+            self._ready.append(rec)
+        finally:
+            self._building -= 1
+
+    async def _build(self) -> SandboxRecord | None:
         from .sandboxes import CreateSpec
 
         try:
             async with self._build_slot:
                 await self._quiet()
                 if self._closed:
-                    return
+                    return None
                 spec = CreateSpec(namespace=WARM_NAMESPACE, cpus=float(_host_cpus()), cpu_shares=bundle.MIN_SHARES,
                                   image=self.image)
                 if self.image is None:
-                    rec = await self.manager.create_cold(spec)
-                else:
-                    rec = await self.manager.image_manager.create(spec, warm=False)
+                    return await self.manager.create_cold(spec)
+                return await self.manager.image_manager.create(spec, warm=False)
         except Exception as exc:  # noqa: BLE001 - a failed warm build only means a cold create later
             log.warning("warm pool: building a sandbox failed: %s", exc)
-            return
-        finally:
-            self._building -= 1
-        if self._closed:
-            await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_closed")
-            return
-        await asyncio.to_thread(_at_low_priority, prefault, rootfs.path(self.manager.settings.pool, rec.id))
-        self._ready.append(rec)
+            return None
 
     def can_serve(self, spec: "CreateSpec") -> bool:
         # Warm sandboxes booted with the pool's memory, so their /dev/shm has its full
@@ -207,9 +225,14 @@ class WarmPool:
         if spec.memory_mb < bundle.SHM_FULL_AT_MB:
             return False
         if self.image is not None:
-            return bool(self._ready) and spec.image == self.image
-        default = self.manager.settings.default_image
-        return bool(self._ready) and spec.image in (None, default, default + ":latest")
+            ours = spec.image == self.image
+        else:
+            default = self.manager.settings.default_image
+            ours = spec.image in (None, default, default + ":latest")
+        if ours and self.sizer is not None:  # speed: every create this pool could serve is demand
+            self.sizer.observe()
+            self.fill()
+        return ours and bool(self._ready)
 
     @property
     def image_mb(self) -> int:
@@ -248,8 +271,16 @@ class WarmPool:
     def _apply_limits(self, sandbox_id: str, spec: "CreateSpec", writable_mb: int) -> None:
         apply_limits(self.manager, sandbox_id, spec, writable_mb)
 
+    async def trim(self) -> None:
+        """Destroy ready sandboxes above the target (the sizer shrank it: idle)."""
+        while len(self._ready) > self.target() and not self._closed:
+            rec = self._ready.pop(0)  # the oldest first
+            await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_shrunk")
+
     async def close(self) -> None:
         self._closed = True
+        if self._resizer is not None:
+            self._resizer.cancel()
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
         while self._ready:
@@ -258,6 +289,30 @@ class WarmPool:
                 await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_closed")
             except Exception as exc:  # noqa: BLE001
                 log.warning("warm pool: destroying %s failed: %s", rec.id, exc)
+
+
+RESIZE_EVERY = 5.0  # seconds between checks of a sized pool's target (grow after a burst, shrink when idle)
+
+
+def _keep_sized(pool: WarmPool) -> None:
+    """Start (once) the task that follows a sized pool's target as time passes: the
+    target grows while claims are served and shrinks with no claims at all, so it
+    cannot be followed from claims alone."""
+    if pool._resizer is not None or pool._closed:
+        return
+
+    async def follow() -> None:
+        while not pool._closed:
+            await asyncio.sleep(RESIZE_EVERY)
+            try:
+                pool.fill()
+                await pool.trim()
+            except Exception as exc:  # noqa: BLE001 - a failed resize leaves the pool as is
+                log.warning("warm pool: resizing failed: %s", exc)
+
+    pool._resizer = task = asyncio.ensure_future(follow())
+    pool._tasks.add(task)
+    task.add_done_callback(pool._tasks.discard)
 
 
 def apply_limits(manager: "SandboxManager", sandbox_id: str, spec: "CreateSpec", writable_mb: int) -> None:
