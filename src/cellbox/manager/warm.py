@@ -231,7 +231,11 @@ class WarmPool:
             ours = spec.image in (None, default, default + ":latest")
         if ours and self.sizer is not None:  # speed: every create this pool could serve is demand
             self.sizer.observe()
-            self.fill()
+            if not self._ready:
+                # A miss counts as a claim for the burst test too: else a burst that
+                # finds the pool empty sees no claims and the grown pool's refills
+                # compete with it (first burst of 100: 69 % -> 31 % success).
+                self._claimed()
         return ours and bool(self._ready)
 
     @property
