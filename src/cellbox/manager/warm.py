@@ -48,6 +48,10 @@ REFILL_IDLE = 0.5  # ... and the host's CPUs at least this idle over a short win
 REFILL_MAX_WAIT = 1.0  # ... or this long waited for idle CPU (a busy host still refills)
 IDLE_WINDOW = 0.1
 CLAIMS_RECENT = 5.0  # the idle test applies this long after a claim (not to the first fill)
+# A build that grows a sized pool beyond its floor waits for half-idle CPUs up to this
+# long, claims or not: a burst that found the pool empty is still booting its cold
+# sandboxes long after its last request arrived, and the growth must not compete.
+GROW_MAX_WAIT = 15.0
 # Files a first command is likely to read, pre-read into a warm sandbox's page cache.
 # Why: btrfs snapshots share data blocks but not inodes, so each sandbox has its own
 # page cache; the first `node -v` in a fresh snapshot took ~136 ms, the next ones 47.
@@ -117,6 +121,7 @@ class WarmPool:
         self.image = image
         self.sizer = sizer  # speed (issue 15): demand-driven size; None = fixed ``size``
         self._resizer: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         self._ready: list[SandboxRecord] = []
         self._building = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -170,13 +175,26 @@ class WarmPool:
         CPUs are idle enough (the sandboxes just claimed are usually still busy with
         their first command), or ``REFILL_MAX_WAIT`` seconds were spent waiting for it."""
         loop = asyncio.get_running_loop()
+        if self._growing():  # speed: growth waits for idle CPUs (GROW_MAX_WAIT)
+            await self._idle_cpus(GROW_MAX_WAIT)
+            return
         if not self._bursting():
             return  # the build runs at the lowest CPU weight: it only takes idle CPU
         while not self._closed and (wait := self._last_claim + REFILL_QUIET - loop.time()) > 0:
             await asyncio.sleep(wait)
         if loop.time() - self._last_claim > CLAIMS_RECENT:
             return  # nothing claimed lately: whatever is busy is not ours to make way for
-        give_up = loop.time() + REFILL_MAX_WAIT
+        await self._idle_cpus(REFILL_MAX_WAIT)
+
+    def _growing(self) -> bool:
+        """Whether this build takes a sized pool beyond its fixed floor."""
+        # Builds run one at a time (``_build_slot``), so the one asking is the next to be
+        # ready: growth if the ready ones plus it exceed the floor.
+        return self.sizer is not None and len(self._ready) + 1 > self.size
+
+    async def _idle_cpus(self, max_wait: float) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + max_wait
         while not self._closed and loop.time() < give_up:
             before = _cpu_times()
             await asyncio.sleep(IDLE_WINDOW)
@@ -283,8 +301,7 @@ class WarmPool:
 
     async def close(self) -> None:
         self._closed = True
-        if self._resizer is not None:
-            self._resizer.cancel()
+        self._closing.set()
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
         while self._ready:
@@ -307,7 +324,11 @@ def _keep_sized(pool: WarmPool) -> None:
 
     async def follow() -> None:
         while not pool._closed:
-            await asyncio.sleep(RESIZE_EVERY)
+            try:  # woken early by close(): never cancelled mid-destroy (that leaked a sandbox)
+                await asyncio.wait_for(pool._closing.wait(), RESIZE_EVERY)
+                return
+            except asyncio.TimeoutError:
+                pass
             try:
                 pool.fill()
                 await pool.trim()
