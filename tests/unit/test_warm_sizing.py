@@ -44,6 +44,12 @@ def test_the_memory_budget_caps_the_pool():
     assert s.target() == 50
 
 
+def test_a_cap_bounds_a_named_image_pool_below_the_budget():
+    s, clock = sizer(cap=16)
+    burst(s, clock, 100)
+    assert s.target() == 16
+
+
 def test_the_floor_wins_over_a_tiny_budget():
     s, clock = sizer(floor=4, budget_mb=32)
     assert s.target() == 4

@@ -404,7 +404,7 @@ class ImageManager(BootMixin):
                 self._open_pool(rec.name, rec.warm_pool)
 
     def _open_pool(self, name: str, size: int) -> None:
-        pool = WarmPool(self.m, size, image=name, sizer=warm_sizing.sizer_for(size))  # speed: per-image sizing
+        pool = WarmPool(self.m, size, image=name, sizer=warm_sizing.sizer_for(size, MAX_WARM_POOL))  # speed: sized
         self.pools[name] = pool
         pool.fill()
 

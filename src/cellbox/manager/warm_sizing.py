@@ -47,16 +47,18 @@ class SizingPolicy:
     burst_s: float = 10.0  # creates this close together count as one burst's demand
     memory_s: float = 600.0  # how long a burst keeps the pool large
     headroom: float = 1.2  # keep this much more than the largest burst seen
+    cap: int = 0  # a hard ceiling besides the budget (0: none)
 
     @classmethod
-    def from_env(cls, floor: int) -> "SizingPolicy":
-        return cls(floor=floor, budget_mb=int(_env("CELLBOX_WARM_BUDGET_MB", "0")),
+    def from_env(cls, floor: int, cap: int = 0) -> "SizingPolicy":
+        return cls(floor=floor, cap=cap, budget_mb=int(_env("CELLBOX_WARM_BUDGET_MB", "0")),
                    per_sandbox_mb=int(_env("CELLBOX_WARM_SANDBOX_MB", "32")),
                    memory_s=float(_env("CELLBOX_WARM_MEMORY_S", "600")))
 
     def ceiling(self) -> int:
         budget = self.budget_mb or host_memory_mb() // 4
-        return max(self.floor, budget // max(1, self.per_sandbox_mb))
+        most = budget // max(1, self.per_sandbox_mb)
+        return max(self.floor, min(most, self.cap) if self.cap else most)
 
 
 class WarmSizer:
@@ -92,9 +94,11 @@ class WarmSizer:
         return max(self.policy.floor, min(self._ceiling, want))
 
 
-def sizer_for(floor: int) -> WarmSizer | None:
+def sizer_for(floor: int, cap: int = 0) -> WarmSizer | None:
     """The sizer for a pool whose fixed size was ``floor``; None when
-    ``CELLBOX_WARM_AUTOSIZE=0`` (the fixed size, as before)."""
+    ``CELLBOX_WARM_AUTOSIZE=0`` (the fixed size, as before). The budget is per pool:
+    a named image's pool passes ``cap`` (its size limit), so one tenant's burst of its
+    own image cannot make the host hold more than that of it."""
     if _env("CELLBOX_WARM_AUTOSIZE", "1") != "1":
         return None
-    return WarmSizer(SizingPolicy.from_env(floor))
+    return WarmSizer(SizingPolicy.from_env(floor, cap))
