@@ -18,7 +18,6 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 MODES = {
@@ -48,70 +47,76 @@ def make_rows(n: int, rng: random.Random) -> list[tuple]:
             for _ in range(n)]
 
 
-def run(mode_name: str, directory: Path) -> dict[str, float]:
-    mode = MODES[mode_name]
-    rng = random.Random(42)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"tl-{mode_name}.db"
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    db = connect(path, mode)
-    db.execute("create table items(id integer primary key, k integer, body text, price real, cat integer)")
-    db.execute("create index items_k on items(k)")
-    db.execute("create table cats(id integer primary key, name text)")
-    db.executemany("insert into cats values(?, ?)", [(i, f"cat{i}") for i in range(100)])
-    rows = make_rows(mode["rows"], rng)
-    out: dict[str, float] = {}
+INSERT = "insert into items(k, body, price, cat) values(?, ?, ?, ?)"
 
-    def timed(name: str, fn: Callable[[], object]) -> None:
-        t0 = time.perf_counter()
-        fn()
-        out[name] = time.perf_counter() - t0
 
-    def seq_inserts() -> None:
-        for r in rows[:SINGLE_OPS]:  # autocommit: one transaction (and its syncs) each
-            db.execute("insert into items(k, body, price, cat) values(?, ?, ?, ?)", r)
+class Workload:
+    """One mode's database and its eleven operations, in the benchmark's order."""
 
-    def batch_insert() -> None:
-        db.execute("begin")
-        db.executemany("insert into items(k, body, price, cat) values(?, ?, ?, ?)", rows[SINGLE_OPS:])
-        db.execute("commit")
+    def __init__(self, mode_name: str, directory: Path) -> None:
+        self.mode = MODES[mode_name]
+        self.rng = random.Random(42)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"tl-{mode_name}.db"
+        self._remove()
+        self.db = connect(self.path, self.mode)
+        self.db.execute("create table items(id integer primary key, k integer, body text, price real, cat integer)")
+        self.db.execute("create index items_k on items(k)")
+        self.db.execute("create table cats(id integer primary key, name text)")
+        self.db.executemany("insert into cats values(?, ?)", [(i, f"cat{i}") for i in range(100)])
+        self.rows = make_rows(self.mode["rows"], self.rng)
 
-    def range_queries() -> None:
+    def _remove(self) -> None:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def seq_inserts(self) -> None:
+        for r in self.rows[:SINGLE_OPS]:  # autocommit: one transaction (and its syncs) each
+            self.db.execute(INSERT, r)
+
+    def batch_insert(self) -> None:
+        self.db.execute("begin")
+        self.db.executemany(INSERT, self.rows[SINGLE_OPS:])
+        self.db.execute("commit")
+
+    def count(self) -> None:
+        self.db.execute("select count(*) from items").fetchone()
+
+    def range_queries(self) -> None:
         for _ in range(RANGE_QUERIES):
-            lo = rng.randrange(1_000_000)
-            db.execute("select count(*), sum(price) from items where k between ? and ?", (lo, lo + 5000)).fetchone()
+            lo = self.rng.randrange(1_000_000)
+            self.db.execute("select count(*), sum(price) from items where k between ? and ?", (lo, lo + 5000)).fetchone()
 
-    def like_scans() -> None:
+    def like_scans(self) -> None:
         for w in WORDS[:SCANS]:
-            db.execute("select count(*) from items where body like ?", (f"%{w} {w}%",)).fetchone()
+            self.db.execute("select count(*) from items where body like ?", (f"%{w} {w}%",)).fetchone()
 
-    def updates() -> None:
+    def updates(self) -> None:
         for _ in range(SINGLE_OPS):
-            db.execute("update items set price = price + 1 where id = ?", (rng.randrange(1, mode["rows"]),))
+            self.db.execute("update items set price = price + 1 where id = ?", (self.rng.randrange(1, self.mode["rows"]),))
 
-    def deletes() -> None:
+    def deletes(self) -> None:
         for _ in range(SINGLE_OPS):
-            db.execute("delete from items where id = ?", (rng.randrange(1, mode["rows"]),))
+            self.db.execute("delete from items where id = ?", (self.rng.randrange(1, self.mode["rows"]),))
 
-    def tx_inserts() -> None:
-        db.execute("begin")
-        for r in make_rows(10_000, rng):
-            db.execute("insert into items(k, body, price, cat) values(?, ?, ?, ?)", r)
-        db.execute("commit")
+    def tx_inserts(self) -> None:
+        self.db.execute("begin")
+        for r in make_rows(10_000, self.rng):
+            self.db.execute(INSERT, r)
+        self.db.execute("commit")
 
-    def aggregates() -> None:
+    def aggregates(self) -> None:
         for _ in range(SCANS):
-            db.execute("select cat, count(*), avg(price), max(k) from items group by cat").fetchall()
+            self.db.execute("select cat, count(*), avg(price), max(k) from items group by cat").fetchall()
 
-    def join() -> None:
+    def join(self) -> None:
         for _ in range(SCANS):
-            db.execute("select c.name, count(*), sum(i.price) from items i join cats c on c.id = i.cat"
-                       " group by c.name").fetchall()
+            self.db.execute("select c.name, count(*), sum(i.price) from items i join cats c on c.id = i.cat"
+                            " group by c.name").fetchall()
 
-    def threaded_reads() -> None:
+    def threaded_reads(self) -> None:
         def reader(seed: int) -> None:
-            conn, r = connect(path, mode), random.Random(seed)
+            conn, r = connect(self.path, self.mode), random.Random(seed)
             for _ in range(THREAD_QUERIES):
                 lo = r.randrange(1_000_000)
                 conn.execute("select count(*) from items where k between ? and ?", (lo, lo + 5000)).fetchone()
@@ -122,22 +127,23 @@ def run(mode_name: str, directory: Path) -> dict[str, float]:
         for t in threads:
             t.join()
 
-    timed("seq_inserts", seq_inserts)
-    timed("batch_insert", batch_insert)
-    timed("count", lambda: db.execute("select count(*) from items").fetchone())
-    timed("range_queries", range_queries)
-    timed("like_scans", like_scans)
-    timed("updates", updates)
-    timed("deletes", deletes)
-    timed("tx_inserts", tx_inserts)
-    timed("aggregates", aggregates)
-    timed("join", join)
-    timed("threaded_reads", threaded_reads)
-    db.close()
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    out["total"] = sum(out.values())
-    return out
+    OPS = ("seq_inserts", "batch_insert", "count", "range_queries", "like_scans", "updates", "deletes",
+           "tx_inserts", "aggregates", "join", "threaded_reads")
+
+    def run(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name in self.OPS:
+            t0 = time.perf_counter()
+            getattr(self, name)()
+            out[name] = time.perf_counter() - t0
+        self.db.close()
+        self._remove()
+        out["total"] = sum(out.values())
+        return out
+
+
+def run(mode_name: str, directory: Path) -> dict[str, float]:
+    return Workload(mode_name, directory).run()
 
 
 if __name__ == "__main__":
