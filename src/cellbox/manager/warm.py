@@ -48,9 +48,11 @@ REFILL_IDLE = 0.5  # ... and the host's CPUs at least this idle over a short win
 REFILL_MAX_WAIT = 1.0  # ... or this long waited for idle CPU (a busy host still refills)
 IDLE_WINDOW = 0.1
 CLAIMS_RECENT = 5.0  # the idle test applies this long after a claim (not to the first fill)
-# A build that grows a sized pool beyond its floor waits for half-idle CPUs up to this
-# long, claims or not: a burst that found the pool empty is still booting its cold
-# sandboxes long after its last request arrived, and the growth must not compete.
+# A build that grows a sized pool beyond its floor waits for half-idle CPUs until this
+# long after the last claim (or miss): a burst that found the pool empty is still
+# booting its cold sandboxes long after its last request arrived, and the growth must
+# not compete with it. Per build (an earlier try) it let a host loaded by others grow
+# the pool by one sandbox per 15 s: the next burst found it nearly empty.
 GROW_MAX_WAIT = 15.0
 # Files a first command is likely to read, pre-read into a warm sandbox's page cache.
 # Why: btrfs snapshots share data blocks but not inodes, so each sandbox has its own
@@ -175,8 +177,8 @@ class WarmPool:
         CPUs are idle enough (the sandboxes just claimed are usually still busy with
         their first command), or ``REFILL_MAX_WAIT`` seconds were spent waiting for it."""
         loop = asyncio.get_running_loop()
-        if self._growing():  # speed: growth waits for idle CPUs (GROW_MAX_WAIT)
-            await self._idle_cpus(GROW_MAX_WAIT)
+        if self._growing():  # speed: growth waits for idle CPUs, until GROW_MAX_WAIT after the last claim
+            await self._idle_cpus(self._last_claim + GROW_MAX_WAIT)
             return
         if not self._bursting():
             return  # the build runs at the lowest CPU weight: it only takes idle CPU
@@ -184,7 +186,7 @@ class WarmPool:
             await asyncio.sleep(wait)
         if loop.time() - self._last_claim > CLAIMS_RECENT:
             return  # nothing claimed lately: whatever is busy is not ours to make way for
-        await self._idle_cpus(REFILL_MAX_WAIT)
+        await self._idle_cpus(loop.time() + REFILL_MAX_WAIT)
 
     def _growing(self) -> bool:
         """Whether this build takes a sized pool beyond its fixed floor."""
@@ -192,9 +194,9 @@ class WarmPool:
         # ready: growth if the ready ones plus it exceed the floor.
         return self.sizer is not None and len(self._ready) + 1 > self.size
 
-    async def _idle_cpus(self, max_wait: float) -> None:
+    async def _idle_cpus(self, give_up: float) -> None:
+        """Return when the CPUs were half idle over ``IDLE_WINDOW``, or at loop time ``give_up``."""
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + max_wait
         while not self._closed and loop.time() < give_up:
             before = _cpu_times()
             await asyncio.sleep(IDLE_WINDOW)
