@@ -1,13 +1,14 @@
 """Freeze and thaw a sandbox's cgroup directly, polling every millisecond.
 
-Why (issue 15, memory state): CRIU freezes a thawed cgroup itself and, on cgroup v1,
-finds it still FREEZING on its first look and sleeps its fixed 100 ms step
-(``criu/seize.c``: ``step_ms = 100``) before looking again, so every suspend paid
-~100 ms for a freeze that takes a few. A cgroup already FROZEN when CRIU starts is
-taken as is (its state is read first, nothing is written, no sleep). The freeze
-itself completes in milliseconds; polling at 1 ms catches it. The same writes replace
-``runc pause`` / ``runc resume`` (a runc process start each, ~10-30 ms) around a
-snapshot: runc keeps no state of its own for a pause (it reads the freezer back).
+Why (issue 15, memory state): a snapshot or clone froze the container with ``runc
+pause`` and thawed it with ``runc resume``: a runc process start each (~10-30 ms on
+this host) for two writes to a cgroup file. runc keeps no pause state of its own (it
+reads the freezer back), so writing the freezer here is the same operation. The
+freeze completes in milliseconds; polling at 1 ms catches it.
+
+Not used before a *suspend*: CRIU takes an already FROZEN cgroup as is (skipping its
+own 100 ms freezer poll, ``criu/seize.c``), but then failed to seize a task frozen in
+D state (docs/ARCHITECTURE.md, memory state).
 
 Both layouts: v1 ``freezer.state`` (this host), v2 ``cgroup.freeze`` + ``cgroup.events``.
 """
