@@ -109,6 +109,36 @@ async def wait_pool(size: int, timeout: float = 300) -> None:
     print(f"  (warm pool not full after {timeout:.0f}s)", file=sys.stderr)
 
 
+async def run_burst(client: httpx.AsyncClient, api: str, proxy: str, server: subprocess.Popen, args) -> dict:
+    """``args.burst`` TTIs at once; their latencies and where the burst's CPU went."""
+    t0 = time.perf_counter()
+    spy = None
+    if args.profile:
+        spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                                str(server.pid), "--format", "raw", "-o", args.profile, "-r", "200"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await asyncio.sleep(1)
+        t0 = time.perf_counter()
+    cpu0 = cpu_seconds(server.pid), time.process_time(), cpu_seconds(server.pid, children=True)
+    before = all_sandbox_cpu()
+    outs = await asyncio.gather(*[tti(client, api, proxy) for _ in range(args.burst)])
+    cpu1 = cpu_seconds(server.pid), time.process_time(), cpu_seconds(server.pid, children=True)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+    samples = [ms for ms, _ in outs if ms is not None]
+    sandbox_cpu = sum(sandbox_cpu_seconds(sid) - before.get(sid, 0.0) for _, sid in outs if sid)
+    return {
+        "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
+        # where the burst's CPU went: the server (API + proxy + manager), the commands it
+        # ran (runc, ip, btrfs; counted once they have exited), this client, and the
+        # sandboxes (agent + node, after the claim); 2 cores
+        "cpu_s": {"server": cpu1[0] - cpu0[0], "server_commands": cpu1[2] - cpu0[2],
+                  "client": cpu1[1] - cpu0[1], "sandboxes": sandbox_cpu},
+        "time_to_first_ready_ms": min(samples) if samples else None,
+        **summarize(samples, len(outs) - len(samples)), "sids": [sid for _, sid in outs]}
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=100)
@@ -169,33 +199,8 @@ async def main() -> None:
                 await wait_pool(pool_floor)
 
             async def burst(name: str) -> None:
-                t0 = time.perf_counter()
-                spy = None
-                if args.profile:
-                    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
-                                            str(server.pid), "--format", "raw", "-o", args.profile, "-r", "200"],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    await asyncio.sleep(1)
-                    t0 = time.perf_counter()
-                cpu0 = cpu_seconds(server.pid), time.process_time(), cpu_seconds(server.pid, children=True)
-                before = all_sandbox_cpu()
-                outs = await asyncio.gather(*[tti(client, api, proxy) for _ in range(args.burst)])
-                cpu1 = cpu_seconds(server.pid), time.process_time(), cpu_seconds(server.pid, children=True)
-                if spy is not None:
-                    spy.send_signal(signal.SIGINT)
-                    spy.wait(30)
-                samples = [ms for ms, _ in outs if ms is not None]
-                sandbox_cpu = sum(sandbox_cpu_seconds(sid) - before.get(sid, 0.0) for _, sid in outs if sid)
-                results[name] = {
-                    "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
-                    # where the burst's CPU went: the server (API + proxy + manager), the
-                    # commands it ran (runc, ip, btrfs; counted once they have exited), this
-                    # client, and the sandboxes (agent + node, after the claim); 2 cores
-                    "cpu_s": {"server": cpu1[0] - cpu0[0], "server_commands": cpu1[2] - cpu0[2],
-                              "client": cpu1[1] - cpu0[1], "sandboxes": sandbox_cpu},
-                    "time_to_first_ready_ms": min(samples) if samples else None,
-                    **summarize(samples, len(outs) - len(samples))}
-                await cleanup([sid for _, sid in outs])
+                results[name] = await run_burst(client, api, proxy, server, args)
+                await cleanup(results[name].pop("sids"))
                 print(f"  {name} done: p95 {results[name]['p95']:.0f} ms", file=sys.stderr)
 
             if "burst" in modes:
