@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import auth_headers, node_v_through_proxy, summarize, wait_for_api, write  # noqa: E402
 from tti import HEADERS, free_port, wait_pool  # noqa: E402
 
+from cellbox import ids  # noqa: E402
+
 CREATE = {"resources": {"cpus": 1.0, "memory_mb": 1024}}
 
 
@@ -46,7 +48,7 @@ def cgroup_mb(sids: list[str]) -> float:
     total = 0
     for sid in sids:
         try:
-            total += int(Path(f"/sys/fs/cgroup/memory/cellbox/{sid}/memory.usage_in_bytes").read_text())
+            total += int(Path(f"/sys/fs/cgroup/memory{ids.cgroup_path(sid)}/memory.usage_in_bytes").read_text())
         except OSError:
             pass
     return total / (1 << 20)

@@ -74,7 +74,9 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
 
 def sandbox_cpu_seconds(sandbox_id: str) -> float:
     """CPU time of everything a sandbox ran (cgroup v1 cpuacct; 0 if unreadable)."""
-    for path in (f"/sys/fs/cgroup/cpuacct/cellbox/{sandbox_id}/cpuacct.usage",):
+    from cellbox import ids
+
+    for path in (f"/sys/fs/cgroup/cpuacct{ids.cgroup_path(sandbox_id)}/cpuacct.usage",):
         try:
             return int(Path(path).read_text()) / 1e9
         except (OSError, ValueError):
@@ -85,7 +87,9 @@ def sandbox_cpu_seconds(sandbox_id: str) -> float:
 def all_sandbox_cpu() -> dict[str, float]:
     """CPU time so far of every sandbox cgroup on the host (warm ones included), so the
     burst's share can be told from what a warm sandbox spent booting."""
-    base = Path("/sys/fs/cgroup/cpuacct/cellbox")
+    from cellbox import ids
+
+    base = Path(f"/sys/fs/cgroup/cpuacct/{ids.CGROUP_PARENT}")
     return {d.name: sandbox_cpu_seconds(d.name) for d in base.iterdir() if d.is_dir()} if base.is_dir() else {}
 
 
