@@ -28,17 +28,26 @@ import glob
 import logging
 import os
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from .. import ids
+from .. import _procfs, ids
 from ..runtime import bundle
-from ..storage import btrfs, inroot, rootfs
-from .records import SandboxRecord, Status, now_ms
+from ..storage import inroot
+from .records import SandboxRecord, now_ms
+from .spec import CreateSpec
+from .tasks import TaskSet
 
 if TYPE_CHECKING:
-    from .sandboxes import CreateSpec, SandboxManager
     from .warm_sizing import WarmSizer
+
+# What a pool is given instead of a manager (it imports nothing above it): how to build
+# one sandbox, how to destroy one, where a sandbox's rootfs is (for the pre-read).
+Build = Callable[[CreateSpec], Awaitable[SandboxRecord]]
+Destroy = Callable[[SandboxRecord, str], Awaitable[None]]
+ApplyLimits = Callable[[SandboxRecord, CreateSpec, int], None]
+Discard = Callable[[SandboxRecord], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 WARM_NAMESPACE = "__warm__"
@@ -54,6 +63,7 @@ CLAIMS_RECENT = 5.0  # the idle test applies this long after a claim (not to the
 # not compete with it. Per build (an earlier try) it let a host loaded by others grow
 # the pool by one sandbox per 15 s: the next burst found it nearly empty.
 GROW_MAX_WAIT = 15.0
+RESIZE_EVERY = 5.0  # seconds between checks of a sized pool's target (grow after a burst, shrink when idle)
 # Files a first command is likely to read, pre-read into a warm sandbox's page cache.
 # Why: btrfs snapshots share data blocks but not inodes, so each sandbox has its own
 # page cache; the first `node -v` in a fresh snapshot took ~136 ms, the next ones 47.
@@ -113,20 +123,28 @@ def prefault(root: Path) -> int:
 
 class WarmPool:
     """Pre-booted sandboxes of the default image, or of a named image (``image``: its
-    canonical name; built through the image manager, so a pre-booted image's pool holds
-    restored sandboxes)."""
+    canonical name; built like any create of it, so a pre-booted image's pool holds
+    restored sandboxes).
 
-    def __init__(self, manager: "SandboxManager", size: int, image: str | None = None,
+    ``build`` makes one sandbox from a spec, ``destroy`` removes one (with a reason),
+    ``rootfs`` names a sandbox's rootfs: callables, so the pool's rules (burst, quiet,
+    refill, claim) are tested with fakes (``tests/unit/manager/test_warm.py``)."""
+
+    def __init__(self, size: int, *, build: Build, destroy: Destroy, rootfs: Callable[[str], Path],
+                 image: str | None = None, preread: Callable[[Path], Awaitable[object]] | None = None,
                  sizer: "WarmSizer | None" = None) -> None:
-        self.manager = manager
-        self.size = size
-        self.image = image
         self.sizer = sizer  # speed (issue 15): demand-driven size; None = fixed ``size``
         self._resizer: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
+        self._build = build
+        self._destroy = destroy
+        self._rootfs = rootfs
+        self._preread = preread or _preread
+        self.size = size
+        self.image = image
         self._ready: list[SandboxRecord] = []
         self._building = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("warm-pool build")
         self._closed = False
         # Refills are built one at a time: a burst of claims would otherwise start as
         # many cold builds at once, and they would compete with the burst for the CPU.
@@ -145,13 +163,11 @@ class WarmPool:
 
     def fill(self) -> None:
         """Start building sandboxes until ready + building reaches the pool size."""
-        if self.sizer is not None:
-            _keep_sized(self)
+        if self.sizer is not None and self._resizer is None and not self._closed:
+            self._resizer = self._tasks.spawn(self._follow_target())
         while not self._closed and len(self._ready) + self._building < self.target():
             self._building += 1
-            task = asyncio.ensure_future(self._build_one())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._build_one())
 
     def _claimed(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -210,20 +226,18 @@ class WarmPool:
         # one build too many (tests/integration/test_warm_sizing.py saw ready + building
         # exceed the target).
         try:
-            rec = await self._build()
+            rec = await self._build_slotted()
             if rec is None:
                 return
             if self._closed:
-                await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_closed")
+                await self._destroy(rec, "pool_closed")
                 return
-            await asyncio.to_thread(_at_low_priority, prefault, rootfs.path(self.manager.settings.pool, rec.id))
+            await self._preread(self._rootfs(rec.id))
             self._ready.append(rec)
         finally:
             self._building -= 1
 
-    async def _build(self) -> SandboxRecord | None:
-        from .sandboxes import CreateSpec
-
+    async def _build_slotted(self) -> SandboxRecord | None:
         try:
             async with self._build_slot:
                 await self._quiet()
@@ -231,24 +245,18 @@ class WarmPool:
                     return None
                 spec = CreateSpec(namespace=WARM_NAMESPACE, cpus=float(_host_cpus()), cpu_shares=bundle.MIN_SHARES,
                                   image=self.image)
-                if self.image is None:
-                    return await self.manager.create_cold(spec)
-                return await self.manager.image_manager.create(spec, warm=False)
+                return await self._build(spec)
         except Exception as exc:  # noqa: BLE001 - a failed warm build only means a cold create later
             log.warning("warm pool: building a sandbox failed: %s", exc)
             return None
 
-    def can_serve(self, spec: "CreateSpec") -> bool:
+    def can_serve(self, spec: CreateSpec) -> bool:
         # Warm sandboxes booted with the pool's memory, so their /dev/shm has its full
         # size; a smaller sandbox must boot with a /dev/shm sized to its memory_mb
         # (bundle.shm_kib): tmpfs must never be able to fill its memory limit.
         if spec.memory_mb < bundle.SHM_FULL_AT_MB:
             return False
-        if self.image is not None:
-            ours = spec.image == self.image
-        else:
-            default = self.manager.settings.default_image
-            ours = spec.image in (None, default, default + ":latest")
+        ours = spec.image == self.image
         if ours and self.sizer is not None:  # speed: every create this pool could serve is demand
             self.sizer.observe()
             if not self._ready:
@@ -262,27 +270,25 @@ class WarmPool:
     def image_mb(self) -> int:
         return int(self._ready[-1].extra.get("image_mb", 0)) if self._ready else 0
 
-    async def claim(self, spec: "CreateSpec", disk_mb: int) -> SandboxRecord | None:
+    async def claim(self, spec: CreateSpec, disk_mb: int, apply_limits: ApplyLimits,
+                    discard: Discard) -> SandboxRecord | None:
         """Hand out a warm sandbox shaped to ``spec``, or None if none fits.
 
-        No process is started here: liveness is read from /proc, limits are written to
-        the cgroup files, the bundle and the subvolume's qgroup directly. A burst of
-        claims used to spawn ``runc state``, ``runc update`` and ``btrfs qgroup limit``
-        for each (~35 ms of process start per claim, on the CPU the burst needs).
+        No process is started here: liveness is read from /proc, limits are written
+        by ``apply_limits`` (cgroup files, the bundle and the subvolume's qgroup). A
+        sandbox found dead goes to ``discard``; one whose limits fail is destroyed.
         """
         while self._ready:
             rec = self._ready.pop()
             self._claimed()
-            if not _is_init_of(rec.init_pid, ids.cgroup_path(rec.id)):
-                await self.manager.teardown(rec.id)
-                rec.status = Status.FAILED
-                self.manager.store.update(rec)
+            if not _procfs.in_cgroup(rec.init_pid, ids.cgroup_path(rec.id)):
+                await discard(rec)  # dead, or its PID recycled into another cgroup
                 continue
             try:
-                self._apply_limits(rec.id, spec, disk_mb - rec.extra["image_mb"])
+                apply_limits(rec, spec, disk_mb)
             except Exception as exc:  # noqa: BLE001 - fall back to a cold create
                 log.warning("warm pool: applying limits to %s failed: %s", rec.id, exc)
-                await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_error")
+                await self._destroy(rec, "pool_error")
                 continue
             rec.namespace, rec.name = spec.namespace, spec.name
             rec.cpus, rec.memory_mb, rec.disk_mb, rec.pids_limit = spec.cpus, spec.memory_mb, disk_mb, spec.pids_limit
@@ -292,83 +298,42 @@ class WarmPool:
             return rec
         return None
 
-    def _apply_limits(self, sandbox_id: str, spec: "CreateSpec", writable_mb: int) -> None:
-        apply_limits(self.manager, sandbox_id, spec, writable_mb)
-
     async def trim(self) -> None:
         """Destroy ready sandboxes above the target (the sizer shrank it: idle)."""
         while len(self._ready) > self.target() and not self._closed:
             rec = self._ready.pop(0)  # the oldest first
-            await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_shrunk")
+            await self._destroy(rec, "pool_shrunk")
 
-    async def close(self) -> None:
-        self._closed = True
-        self._closing.set()
-        for task in list(self._tasks):
-            await asyncio.gather(task, return_exceptions=True)
-        while self._ready:
-            rec = self._ready.pop()
+    async def _follow_target(self) -> None:
+        """Follow a sized pool's target as time passes: it grows while claims are served
+        and shrinks with no claims at all, so it cannot be followed from claims alone.
+        Woken by ``close``, never cancelled: a cancel could cut a destroy in half."""
+        while not self._closed:
             try:
-                await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_closed")
-            except Exception as exc:  # noqa: BLE001
-                log.warning("warm pool: destroying %s failed: %s", rec.id, exc)
-
-
-RESIZE_EVERY = 5.0  # seconds between checks of a sized pool's target (grow after a burst, shrink when idle)
-
-
-def _keep_sized(pool: WarmPool) -> None:
-    """Start (once) the task that follows a sized pool's target as time passes: the
-    target grows while claims are served and shrinks with no claims at all, so it
-    cannot be followed from claims alone."""
-    if pool._resizer is not None or pool._closed:
-        return
-
-    async def follow() -> None:
-        while not pool._closed:
-            try:  # woken early by close(), never cancelled: a cancel could cut a destroy in half
-                await asyncio.wait_for(pool._closing.wait(), RESIZE_EVERY)
+                await asyncio.wait_for(self._closing.wait(), RESIZE_EVERY)
                 return
             except asyncio.TimeoutError:
                 pass
             try:
-                pool.fill()
-                await pool.trim()
+                self.fill()
+                await self.trim()
             except Exception as exc:  # noqa: BLE001 - a failed resize leaves the pool as is
                 log.warning("warm pool: resizing failed: %s", exc)
 
-    pool._resizer = task = asyncio.ensure_future(follow())
-    pool._tasks.add(task)
-    task.add_done_callback(pool._tasks.discard)
+    async def close(self) -> None:
+        self._closed = True
+        self._closing.set()
+        await self._tasks.settle()
+        while self._ready:
+            rec = self._ready.pop()
+            try:
+                await self._destroy(rec, "pool_closed")
+            except Exception as exc:  # noqa: BLE001
+                log.warning("warm pool: destroying %s failed: %s", rec.id, exc)
 
 
-def apply_limits(manager: "SandboxManager", sandbox_id: str, spec: "CreateSpec", writable_mb: int) -> None:
-    """Give a running sandbox the request's limits (cgroup files, the bundle's config,
-    the quota): used for warm sandboxes and for sandboxes restored from a pre-booted
-    image."""
-    from ..runtime import cgroups
-
-    settings = manager.settings
-    limits = bundle.Limits(spec.cpus, spec.memory_mb, spec.pids_limit)
-    cgroups.set_limits(ids.cgroup_path(sandbox_id), cpu_quota=bundle.cpu_quota(spec.cpus),
-                       cpu_period=bundle.CFS_PERIOD, memory_bytes=spec.memory_mb << 20, pids=spec.pids_limit)
-    bundle.set_limits(settings.sandboxes_dir / sandbox_id, limits)
-    btrfs.set_limit(rootfs.path(settings.pool, sandbox_id), writable_mb)
-
-
-def _is_init_of(pid: int | None, cgroup_path: str) -> bool:
-    """Whether ``pid`` is alive (not a zombie) and in the sandbox's cgroup: a dead warm
-    sandbox is thrown away, and a recycled PID lives in some other cgroup."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(") ", 1)[1][0] in "ZX":
-                return False
-        with open(f"/proc/{pid}/cgroup") as f:
-            return any(line.rstrip("\n").endswith(":" + cgroup_path) for line in f)
-    except (OSError, IndexError):
-        return False
+async def _preread(root: Path) -> int:
+    return await asyncio.to_thread(_at_low_priority, prefault, root)
 
 
 def _cpu_times() -> tuple[int, int]:
