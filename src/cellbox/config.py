@@ -25,6 +25,10 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(_env("CELLBOX_DATA_DIR", "/var/lib/cellbox")))
     # The btrfs pool: a sparse file, loop-mounted, unless data_dir/pool already is btrfs.
     pool_size_gb: int = int(_env("CELLBOX_POOL_SIZE_GB", "64"))
+    # A block device (partition or disk) for the pool instead of the loop file: no
+    # second filesystem under btrfs, so in-sandbox fsync costs what it costs on the
+    # device (bench/pool_backing.py). Formatted only if blank; new installs only.
+    pool_device: str = _env("CELLBOX_POOL_DEVICE", "")
     # Host side of the sandbox network. The subnet is ours alone: the bridge is the only
     # route to it, and our nftables table matches only this bridge and this subnet.
     bridge: str = _env("CELLBOX_BRIDGE", "cellbox0")
