@@ -34,6 +34,12 @@ class PublicUrls:
         return f"{parts.scheme}://{netloc}"
 
 
+def of(service: object) -> PublicUrls:
+    """A service's public URLs (``proxy_url`` and, with a proxy domain, the
+    ``ingress_endpoint`` the server set on it)."""
+    return PublicUrls(getattr(service, "proxy_url"), getattr(service, "ingress_endpoint", None))
+
+
 def _netloc(host: str, port: int, scheme: str) -> str:
     if ":" in host:
         host = f"[{host}]"

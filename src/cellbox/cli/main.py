@@ -6,8 +6,9 @@ import click
 
 from collections.abc import Sequence
 
-from . import door_cmds, file_cmds, memstate_cmds, process_cmds, sandbox_cmds, terminal_cmds
+from . import door_cmds, file_cmds, logs_cmds, memstate_cmds, pool_cmds, process_cmds, sandbox_cmds, terminal_cmds
 from .image_cmds import image
+from .mcp_cmd import mcp
 from .server_cmd import server
 from .setup_cmd import setup
 
@@ -47,6 +48,12 @@ VERBS: list[tuple[click.Command, Sequence[str]]] = [
     (door_cmds.audit, ("audit",)),
     (door_cmds.login, ("login",)),
     (door_cmds.whoami, ("whoami",)),
+    (mcp, ("mcp",)),  # issue 17: sandboxes as MCP tools
+    # issue 14
+    (logs_cmds.logs, ("logs",)),
+    (logs_cmds.resize, ("resize",)),
+    (logs_cmds.archived, ("archived",)),
+    (pool_cmds.pool, ("pool",)),
 ]
 for _command, _names in VERBS:
     for _verb in _names:

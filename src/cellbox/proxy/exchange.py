@@ -123,6 +123,8 @@ class Exchange:
         try:
             if self.hooks.authorize:
                 credential = headers.value(self.request.headers, b"authorization")
+                if credential is None:  # E2B's traffic token (cellbox/e2b/view.py decides)
+                    credential = headers.value(self.request.headers, b"e2b-traffic-access-token")
                 # Method and target too: the door audits state-changing calls (auth/audit.py).
                 found = await self.hooks.resolver(target.ref, target.port, credential, self.request.method,
                                                   self.request.target)
