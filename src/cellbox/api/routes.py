@@ -23,6 +23,7 @@ from ..manager.snapshot_store import SnapshotType
 from . import door as door_routes
 from . import images as image_routes
 from . import render
+from . import volumes as volume_routes
 from .models import CreateSandboxRequest, SnapshotRequest, UpdateSandboxRequest
 
 WIRE_STATUSES = sorted({s.value for s in Status} | {"timeout"})
@@ -230,6 +231,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/snapshots/{snapshot_id}", get_snapshot),
     ("DELETE", "/snapshots/{snapshot_id}", delete_snapshot),
     *image_routes.ROUTES,
+    *volume_routes.ROUTES,
     *door_routes.ROUTES,
 ]
 

@@ -204,6 +204,7 @@ class MemoryState:
                     await self.m.egress.apply(rec.id, rec.ip, policy)
             cfg = json.loads((state_dir / "config.json").read_text())
             rootfs.prepare_mount_points(rootfs.path(self.m.settings.pool, rec.id), bundle.mount_points(cfg))
+            await self.m.volumes.prepare_resume(rec)  # volumes hook
             work = state_dir / f"restore-{int(time.time() * 1000)}"
             lazy = await checkpoint.LazyPages.start(images, work)
             faults.hit("resume.after_lazy_pages")
@@ -406,6 +407,7 @@ class MemoryState:
                           "pids_limit": rec.pids_limit},
             "bundle_config": cfg,
             "network_policy": rec.extra.get("network_policy"),
+            "volumes": rec.extra.get("volumes", []),  # volumes hook: by reference
         }
 
     async def snapshot(self, ref: str, namespace: str = "default",
@@ -487,6 +489,7 @@ class MemoryState:
         if rec.status != Status.RUNNING:
             raise Conflict(f"sandbox {rec.id} is {rec.status.value}; only a running sandbox can be cloned",
                            code="INVALID_STATE")
+        self.m.volumes.check_clone(rec)  # volumes hook: a clone must not be a second writer
         # Scratch names carry the cloning process and the source, so a crash's leftovers
         # are found and removed at the next start (remove_clone_scratch).
         tmp_id = f"{owner.this_process().replace(':', '_')}-{rec.id}-{ids.new_id()}"
@@ -579,6 +582,7 @@ class MemoryState:
         if not memory:
             agent_client.set_env_key(cfg, agent_client.new_key())
         bundle.set_identity(cfg, **identity)
+        await self.m.volumes.prepare_restore(rec, manifest.get("volumes"), cfg, dest, memory, undo)  # volumes hook
         cfg["hostname"] = sid
         cfg["linux"]["cgroupsPath"] = ids.cgroup_path(sid)
         # The tree is a copy of the tenant's: its mount points may be links (a hostile

@@ -39,6 +39,7 @@ from .records import SandboxRecord, Status, now_ms
 from .images import ImageManager
 from .memstate import MemoryState
 from .store import Store
+from .volumes import VolumeManager
 from .warm import WarmPool
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class SandboxManager:
         self.memory = MemoryState(self)
         self.image_manager = ImageManager(self)
         self.agent = AgentClient()  # every host -> agent call goes through it (agent_client.py)
+        self.volumes = VolumeManager(self)  # volumes hook: manager/volumes.py
 
     # -- service start/stop -----------------------------------------------------------
 
@@ -316,7 +318,7 @@ class SandboxManager:
         cfg = bundle.config(
             agent_secret=key, hostname=sid, agentfs_tree=tree, **identity, cgroups_path=ids.cgroup_path(sid),
             limits=bundle.Limits(rec.cpus, rec.memory_mb, rec.pids_limit, cpu_shares),
-            agent_port=self.settings.agent_port, criu_config=self.settings.data_dir / "criu.conf",
+            agent_port=self.settings.agent_port, criu_config=self.volumes.criu_config(sid),  # volumes hook
             image_env=image_config.env if image_config else None,
             workdir=image_config.working_dir if image_config else "/",
             user=image_config.user if image_config else "",
@@ -436,6 +438,7 @@ class SandboxManager:
             # Before the subvolume and the state dir: a removal must never walk into
             # the sandbox's files through their idmapped mount.
             lambda: asyncio.to_thread(userns.unmount, userns.mount_path(self.settings.sandboxes_dir / sandbox_id)),
+            lambda: self.volumes.teardown(sandbox_id),  # volumes hook: host-side mounts first
             lambda: rootfs.remove(pool, sandbox_id),
             lambda: _rmtree(self.settings.sandboxes_dir / sandbox_id),
         ):

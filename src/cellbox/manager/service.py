@@ -65,6 +65,7 @@ class CreateOptions:
     entrypoint: tuple[str, ...] | None = None
     snapshot_id: str | None = None
     secret_names: tuple[str, ...] = ()
+    file_systems: tuple[Any, ...] = ()  # volume_mounts.MountSpec, mounted before hand-out
 
 
 @dataclass
@@ -124,6 +125,7 @@ class SandboxService:
         if opts.snapshot_id:  # another project's snapshot is a 404, before anything is made
             self.manager.memory.get_snapshot(opts.snapshot_id, opts.spec.namespace)
         env = self._secret_env(opts)  # an unknown name is a 400 before anything is made
+        self.manager.volumes.precheck(opts.spec.namespace, list(opts.file_systems))  # volumes hook: 404/409 first
         self._admit(opts.spec, sid)  # a quota: 403 / 429, also before anything is made
         spec = replace(opts.spec, sandbox_id=sid)
         task = asyncio.ensure_future(self._create(spec, opts, env))
@@ -184,6 +186,7 @@ class SandboxService:
         snaps = self.manager.memory.snapshots.list(project, None)
         use["snapshots"] = len(snaps)
         use["snapshot_bytes"] = sum(s.size_bytes or 0 for s in snaps)
+        use["volume_bytes"] = sum(v.size_mb for v in self.manager.volumes.list(project)) << 20  # volumes hook
         return use
 
     def _check_snapshot_quota(self, project: str) -> None:
@@ -211,6 +214,8 @@ class SandboxService:
             # The image's ENTRYPOINT (+ CMD as its arguments), as `docker run` would.
             rec.entrypoint = self.manager.image_manager.entrypoint(rec.image)
         self.store.update(rec)
+        if opts.file_systems:  # volumes hook: mounted before any process of the tenant's runs
+            rec = await self.manager.volumes.attach_or_destroy(rec, list(opts.file_systems))
         if env:
             await self._inject_env(rec, env)
         if rec.entrypoint:
