@@ -1,0 +1,87 @@
+"""Volumes with the real manager: memory snapshots restore with the same volume (by
+reference) under the one-writer rule, filesystem snapshots do not carry volumes, and
+teardown leaves no host-side mount behind."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from cellbox.errors import Conflict
+from cellbox.manager import volume_mounts as vm
+from cellbox.manager.snapshot_store import SnapshotType
+from cellbox.storage import volumes as disk
+
+from ..leaks import leftovers
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def volume(manager, loop_thread) -> Iterator[str]:
+    rec = loop_thread.run(manager.volumes.create("default", f"itvol-{secrets.token_hex(3)}", 64))
+    yield rec.name
+    loop_thread.run(manager.volumes.delete("default", rec.id))
+    assert not disk.volume_dir(manager.settings.pool, rec.id).exists()
+
+
+def attach(manager, loop_thread, rec, name: str, path: str, read_only: bool = False):
+    return loop_thread.run(manager.volumes.attach(rec, vm.MountSpec(name, path, read_only)))
+
+
+def test_memory_snapshot_restores_the_same_volume(sandboxes, manager, loop_thread, volume, settings):
+    src = sandboxes.create(name=f"vsrc-{secrets.token_hex(3)}")
+    src = attach(manager, loop_thread, src, volume, "/data")
+    assert sandboxes.sh(src, "echo before > /data/f")["exit_code"] == 0
+    snap = loop_thread.run(manager.memory.snapshot(src.id, snapshot_type=SnapshotType.MEMORY))
+    try:
+        # The source still writes it: a restore would be a second writer.
+        with pytest.raises(Conflict) as err:
+            loop_thread.run(manager.memory.restore(snap.id))
+        assert err.value.code == "VOLUME_IN_USE" and src.id in err.value.message
+        failed = [r for r in manager.store.list("default") if r.extra.get("restored_from") == src.id]
+        assert failed and all(r.status.is_final for r in failed)
+        assert leftovers(settings, {r.id for r in failed}) == {}
+        sandboxes.destroy(src)
+        copy = loop_thread.run(manager.memory.restore(snap.id))
+        sandboxes.made.append(copy.id)
+        assert [m["mount_path"] for m in copy.extra["volumes"]] == ["/data"]
+        # The same volume, not a copy: a write in the restored sandbox is in the volume's head.
+        assert sandboxes.sh(copy, "cat /data/f && echo after > /data/g")["out"] == "before"
+        vol = manager.volumes.get("default", volume)
+        head = disk.head(settings.pool, vol.id)
+        assert os.lstat(head / "g").st_size == len("after\n")
+        sandboxes.destroy(copy)
+        assert leftovers(settings, {copy.id}) == {}
+    finally:
+        loop_thread.run(manager.memory.delete_snapshot(snap.id))
+
+
+def test_filesystem_snapshot_is_files_only(sandboxes, manager, loop_thread, volume):
+    src = sandboxes.create()
+    src = attach(manager, loop_thread, src, volume, "/data", read_only=True)
+    snap = loop_thread.run(manager.memory.snapshot(src.id, snapshot_type=SnapshotType.FILESYSTEM))
+    try:
+        copy = loop_thread.run(manager.memory.restore(snap.id))
+        sandboxes.made.append(copy.id)
+        assert copy.extra.get("volumes") == []
+        assert sandboxes.sh(copy, "grep -c ' /data ' /proc/self/mountinfo")["out"] == "0"
+    finally:
+        loop_thread.run(manager.memory.delete_snapshot(snap.id))
+
+
+def test_destroy_takes_the_host_mounts(sandboxes, manager, loop_thread, volume, settings):
+    rec = sandboxes.create()
+    rec = attach(manager, loop_thread, rec, volume, "/a")
+    rec = attach(manager, loop_thread, rec, volume, "/b", read_only=True)
+    host = vm.host_dir(settings.data_dir, rec.id)
+    assert sorted(os.listdir(host)) == ["cbvol-0", "cbvol-1"] and all(os.path.ismount(host / k) for k in os.listdir(host))
+    criu_conf = (settings.sandboxes_dir / rec.id / "criu.conf").read_text()
+    assert "ext-mount-map /a:cbvol-0" in criu_conf and f"ext-mount-map cbvol-1:{host / 'cbvol-1'}" in criu_conf
+    sandboxes.destroy(rec)
+    assert not host.exists()
+    assert leftovers(settings, {rec.id}) == {}
+    assert manager.volumes.holders(manager.volumes.get("default", volume).id) == []
