@@ -35,6 +35,7 @@ SUBS: list[tuple[str, str]] = [
     ("AsyncSandboxClient", "SandboxClient"),
     ("AsyncSandbox", "Sandbox"),
     ("AsyncImages", "Images"),
+    ("AsyncVolumes", "Volumes"),
     ("AsyncProcess", "Process"),
     ("AsyncPty", "Pty"),
     ("AsyncTunnel", "Tunnel"),

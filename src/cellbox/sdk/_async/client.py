@@ -25,6 +25,7 @@ from .._errors import (
 )
 from .._models import SandboxInfo, SnapshotInfo
 from .images import AsyncImages
+from .volumes import AsyncVolumes
 from .._shared import (
     FINAL_STATES,
     KEEP,
@@ -59,6 +60,7 @@ class AsyncSandboxClient:
             headers=self.config.headers(), timeout=httpx.Timeout(self.config.timeout), follow_redirects=False
         )
         self.images = AsyncImages(self)
+        self.volumes = AsyncVolumes(self)
 
     @property
     def api_url(self) -> str:

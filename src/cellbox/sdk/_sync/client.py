@@ -27,6 +27,7 @@ from .._errors import (
 )
 from .._models import SandboxInfo, SnapshotInfo
 from .images import Images
+from .volumes import Volumes
 from .._shared import (
     FINAL_STATES,
     KEEP,
@@ -61,6 +62,7 @@ class SandboxClient:
             headers=self.config.headers(), timeout=httpx.Timeout(self.config.timeout), follow_redirects=False
         )
         self.images = Images(self)
+        self.volumes = Volumes(self)
 
     @property
     def api_url(self) -> str:
