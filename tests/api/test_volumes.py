@@ -222,3 +222,12 @@ def test_size_limit_is_enospc_inside(api: Api, vols: Vols, settings):
     # The host and the sandbox's own disk are unaffected.
     assert sh(settings, sid, "dd if=/dev/zero of=/root/ok bs=1M count=20 2>/dev/null && echo fine")["out"] == "fine"
     assert vols.create(size_mb=16)["status"] == "ready"
+
+
+def test_second_writer_after_an_attach(api: Api, vols: Vols):
+    v = vols.create()
+    a = api.create({})["sandbox_id"]
+    assert attach(api, a, mount(v["name"], "/data")).status_code == 200
+    b = api.create({})["sandbox_id"]
+    r = attach(api, b, mount(v["name"], "/w"))
+    assert r.status_code == 409 and a in r.json()["error"], r.text

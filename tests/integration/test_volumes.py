@@ -21,9 +21,10 @@ pytestmark = pytest.mark.root
 
 
 @pytest.fixture
-def volume(manager, loop_thread) -> Iterator[str]:
+def volume(manager, loop_thread, sandboxes) -> Iterator[str]:
     rec = loop_thread.run(manager.volumes.create("default", f"itvol-{secrets.token_hex(3)}", 64))
     yield rec.name
+    sandboxes.cleanup()  # first: a mounted volume cannot be deleted
     loop_thread.run(manager.volumes.delete("default", rec.id))
     assert not disk.volume_dir(manager.settings.pool, rec.id).exists()
 

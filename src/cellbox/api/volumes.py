@@ -133,7 +133,9 @@ async def attach_file_system(request: Request, sandbox_id: SandboxRef,
     in place when this answers (Tensorlake's completes later: the SDK copes with both)."""
     svc, vols = request.app.state.service, _volumes(request)
     spec = volume_mounts.parse(body, "body")[0]
-    rec = await vols.attach(svc.get(sandbox_id, _ns(request)), spec)
+    rec = svc.get(sandbox_id, _ns(request))
+    await svc.created(rec.id)  # a create still finishing would write its copy of the record over ours
+    rec = await vols.attach(rec, spec)
     return JSONResponse(render.sandbox_info(rec, svc.proxy_url))
 
 
@@ -143,7 +145,9 @@ async def detach_file_system(request: Request, sandbox_id: SandboxRef,
     path = body.mount_path
     if not path.startswith("/"):
         raise InvalidRequest("mount_path: must be absolute")
-    rec = await vols.detach(svc.get(sandbox_id, _ns(request)), path)
+    rec = svc.get(sandbox_id, _ns(request))
+    await svc.created(rec.id)
+    rec = await vols.detach(rec, path)
     return JSONResponse(render.sandbox_info(rec, svc.proxy_url))
 
 

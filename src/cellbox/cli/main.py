@@ -9,6 +9,7 @@ from .image_cmds import image
 from .sandbox_cmds import register as register_sandbox_commands
 from .server_cmd import server
 from .setup_cmd import setup
+from .volume_cmds import fs
 
 
 @click.group()
@@ -20,6 +21,7 @@ def cli() -> None:
 cli.add_command(setup)
 cli.add_command(server)
 cli.add_command(image)
+cli.add_command(fs)
 register_sandbox_commands(cli)
 for command in (door_cmds.key, door_cmds.secret, door_cmds.quota, door_cmds.audit, door_cmds.login,
                 door_cmds.whoami):

@@ -407,7 +407,7 @@ class MemoryState:
                           "pids_limit": rec.pids_limit},
             "bundle_config": cfg,
             "network_policy": rec.extra.get("network_policy"),
-            "volumes": rec.extra.get("volumes", []),  # volumes hook: by reference
+            "volumes": self.m.volumes.mounts(rec.id),  # volumes hook: by reference
         }
 
     async def snapshot(self, ref: str, namespace: str = "default",

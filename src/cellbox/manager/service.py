@@ -237,6 +237,12 @@ class SandboxService:
             await self.manager.destroy(rec.id, rec.namespace, reason="failed")
             raise InternalFailure(f"sandbox {rec.id}: secrets could not be given to it ({problem}); destroyed")
 
+    async def created(self, sandbox_id: str) -> None:
+        """Wait until a create in flight for ``sandbox_id`` has done its last step (a
+        record written after then is not overwritten by the create's own copy)."""
+        if (task := self._creating.get(sandbox_id)) is not None:
+            await asyncio.wait({task})
+
     def _create_done(self, sid: str, task: asyncio.Task[SandboxRecord]) -> None:
         self._creating.pop(sid, None)
         self._release([sid])

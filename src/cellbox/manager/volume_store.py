@@ -1,9 +1,13 @@
 """Volume and version records in ``cellbox.db`` (tables ``volumes``, ``volume_versions``).
 
-Which sandbox has a volume mounted is *not* stored here: it lives in each sandbox's
-own record (``extra["volumes"]``), so it moves with the sandbox through suspend and
-resume, is in every memory snapshot's manifest, and is released the moment the sandbox
-record becomes final, whichever path ended it (delete, crash sweep, failed restore).
+Which sandbox has which volume mounted is in ``volume_mounts``, one row per mount,
+keyed by sandbox ID: a mount holds its volume while the sandbox's record is live
+(joined with ``sandboxes``), so it is released the moment the record becomes final,
+whichever path ended it (delete, crash sweep, failed restore), and a suspended sandbox
+keeps holding it. Its own table, not the sandbox record's JSON: other code writes whole
+records from copies it read earlier (a create still finishing), which would silently
+drop a mount made meanwhile and with it the one-writer hold. The record keeps a copy
+(``extra["volumes"]``) only for rendering ``SandboxInfo.file_systems``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,14 @@ CREATE TABLE IF NOT EXISTS volume_versions (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS volume_versions_volume ON volume_versions(volume_id);
+CREATE TABLE IF NOT EXISTS volume_mounts (
+    sandbox_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    volume_id TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (sandbox_id, key)
+);
+CREATE INDEX IF NOT EXISTS volume_mounts_volume ON volume_mounts(volume_id);
 """
 
 
@@ -99,6 +111,28 @@ class VolumeStore:
 
     def delete_version(self, version_id: str) -> None:
         self.db.execute("DELETE FROM volume_versions WHERE id=?", (version_id,))
+
+
+    # -- mounts --------------------------------------------------------------------------------
+
+    def mounts(self, sandbox_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT doc FROM volume_mounts WHERE sandbox_id=? ORDER BY key", (sandbox_id,))
+        return [json.loads(r[0]) for r in rows]
+
+    def set_mounts(self, sandbox_id: str, mounts: list[dict[str, Any]]) -> None:
+        with self.db:  # one transaction (the connection is in autocommit mode otherwise)
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM volume_mounts WHERE sandbox_id=?", (sandbox_id,))
+            self.db.executemany("INSERT INTO volume_mounts (sandbox_id, key, volume_id, doc) VALUES (?,?,?,?)",
+                                [(sandbox_id, m["key"], m["volume_id"], json.dumps(m)) for m in mounts])
+
+    def live_mounts(self, volume_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """(sandbox ID, mount) of every sandbox whose record is live (suspended included)."""
+        rows = self.db.execute(
+            "SELECT m.sandbox_id, m.doc FROM volume_mounts m JOIN sandboxes s ON s.id = m.sandbox_id "
+            "WHERE m.volume_id=? AND s.status NOT IN ('terminated','failed') ORDER BY m.sandbox_id, m.key",
+            (volume_id,))
+        return [(r[0], json.loads(r[1])) for r in rows]
 
 
 def _volume(doc: str) -> VolumeRecord:

@@ -148,8 +148,15 @@ class VolumeManager:
 
     def holders(self, volume_id: str) -> list[tuple[SandboxRecord, dict[str, Any]]]:
         """Every live sandbox's mount of ``volume_id`` (suspended ones hold theirs too)."""
-        return [(rec, m) for rec in self.m.store.list(live_only=True) if not rec.status.is_final
-                for m in vm.mounts_of(rec.extra) if m["volume_id"] == volume_id]
+        out = []
+        for sandbox_id, mount in self.store.live_mounts(volume_id):
+            if (rec := self.m.store.get(sandbox_id)) is not None:
+                out.append((rec, mount))
+        return out
+
+    def mounts(self, sandbox_id: str) -> list[dict[str, Any]]:
+        """The sandbox's mounts (for a snapshot's manifest: restored by reference)."""
+        return self.store.mounts(sandbox_id)
 
     # -- mounts into sandboxes ------------------------------------------------------------------
 
@@ -231,7 +238,7 @@ class VolumeManager:
         """Mount a volume into a running sandbox (the mount is there when this returns)."""
         async with self.m.memory._lock(rec.id), self._lock:  # no dump while the mounts change
             rec = self._running(rec)
-            mounts = vm.mounts_of(rec.extra)
+            mounts = self.store.mounts(rec.id)
             vm.check_paths([m["mount_path"] for m in mounts] + [spec.mount_path])
             mount = self._resolve(rec, spec, mounts)
             self._check_criu_config(rec)
@@ -248,13 +255,12 @@ class VolumeManager:
             except BaseException:
                 await asyncio.to_thread(volmount.host_unmount, target)
                 raise
-            rec.extra["volumes"] = [*mounts, mount]
-            return self._save(rec)
+            return self._save(rec, [*mounts, mount])
 
     async def detach(self, rec: SandboxRecord, mount_path: str) -> SandboxRecord:
         async with self.m.memory._lock(rec.id), self._lock:
             rec = self._running(rec)
-            mounts = vm.mounts_of(rec.extra)
+            mounts = self.store.mounts(rec.id)
             mount = next((m for m in mounts if m["mount_path"] == mount_path), None)
             if mount is None:
                 raise NotFound(f"sandbox {rec.id} has no volume at {mount_path!r}", code="MOUNT_NOT_FOUND")
@@ -268,8 +274,7 @@ class VolumeManager:
                 raise Conflict(f"could not unmount {mount_path}: {exc}", code=code) from None
             await asyncio.to_thread(volmount.host_unmount, vm.host_path(self.m.settings.data_dir, rec.id,
                                                                         mount["key"]))
-            rec.extra["volumes"] = [m for m in mounts if m is not mount]
-            return self._save(rec)
+            return self._save(rec, [m for m in mounts if m is not mount])
 
     def _running(self, rec: SandboxRecord) -> SandboxRecord:
         rec = self.m.get(rec.id)
@@ -285,10 +290,12 @@ class VolumeManager:
             raise Conflict(f"sandbox {rec.id} was started before volumes existed (it could not be suspended "
                            "with one); create a new sandbox", code="VOLUMES_UNSUPPORTED")
 
-    def _save(self, rec: SandboxRecord) -> SandboxRecord:
+    def _save(self, rec: SandboxRecord, mounts: list[dict[str, Any]]) -> SandboxRecord:
+        self.store.set_mounts(rec.id, mounts)
+        vm.write_criu_config(self.m.settings.sandboxes_dir / rec.id, self.m.settings.data_dir, rec.id, mounts)
+        rec = self.m.get(rec.id)
+        rec.extra["volumes"] = mounts  # the copy SandboxInfo.file_systems is rendered from
         self.m.store.update(rec)
-        vm.write_criu_config(self.m.settings.sandboxes_dir / rec.id, self.m.settings.data_dir, rec.id,
-                             vm.mounts_of(rec.extra))
         return rec
 
     # -- hooks in the sandbox lifecycle (manager/sandboxes.py, memstate.py) ---------------------
@@ -300,6 +307,7 @@ class VolumeManager:
 
     async def teardown(self, sandbox_id: str) -> None:
         """Take down the sandbox's host-side volume mounts (never a recursive removal)."""
+        self.forget(sandbox_id)
         sdir = vm.host_dir(self.m.settings.data_dir, sandbox_id)
         if not sdir.is_dir():
             return
@@ -307,8 +315,12 @@ class VolumeManager:
             await asyncio.to_thread(volmount.host_unmount, sdir / key)
         sdir.rmdir()
 
+    def forget(self, sandbox_id: str) -> None:
+        """Drop an ended sandbox's mount rows (they no longer hold anything anyway)."""
+        self.store.set_mounts(sandbox_id, [])
+
     def check_clone(self, rec: SandboxRecord) -> None:
-        for m in vm.mounts_of(rec.extra):
+        for m in self.store.mounts(rec.id):
             if not m["read_only"]:
                 raise Conflict(f"sandbox {rec.id} has volume {m['name']!r} mounted read-write at "
                                f"{m['mount_path']}; a clone would be a second writer: detach it (or mount it "
@@ -329,18 +341,21 @@ class VolumeManager:
                                    code="VOLUME_GONE")
                 if not m["read_only"]:
                     self._check_writer(m, rec.id)
+            self.store.set_mounts(rec.id, mounts)  # holds the volumes from now on (the record is live)
             rec.extra["volumes"] = mounts
-            self.m.store.update(rec)  # holds the volumes from now on (the record is live)
-        undo.push("volume mounts", lambda: self.teardown(rec.id))
+        undo.push("volume mounts", lambda: self._undo_restore(rec.id))
         base = self._base(rec, cfg)
         for m in mounts:
             await self._host_mount(rec, m, base)
         rootfs.prepare_mount_points(root, [m["mount_path"] for m in mounts])
         vm.write_criu_config(state_dir, self.m.settings.data_dir, rec.id, mounts)
 
+    async def _undo_restore(self, sandbox_id: str) -> None:
+        await self.teardown(sandbox_id)
+
     async def prepare_resume(self, rec: SandboxRecord) -> None:
         """Before a resume: the host-side mounts (gone after a host reboot) and mount points."""
-        mounts = vm.mounts_of(rec.extra)
+        mounts = self.store.mounts(rec.id)
         if not mounts:
             return
         base = self._base(rec)
