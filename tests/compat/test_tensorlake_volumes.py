@@ -23,12 +23,14 @@ pytestmark = pytest.mark.root
 
 
 @pytest.fixture
-def volume(live_server):
+def volume(live_server, made):
     name = f"tlvol-{secrets.token_hex(3)}"
     r = httpx.post(f"{live_server.api_url}/volumes", json={"name": name, "size_mb": 64}, headers=auth(), timeout=60)
     assert r.status_code == 201, r.text
     yield name
-    httpx.delete(f"{live_server.api_url}/volumes/{name}", headers=auth(), timeout=60)
+    made.cleanup()  # first: a mounted volume cannot be deleted
+    r = httpx.delete(f"{live_server.api_url}/volumes/{name}", headers=auth(), timeout=60)
+    assert r.status_code == 200, r.text
 
 
 def test_mount_attach_detach_through_the_sdk(made, volume, live_server):

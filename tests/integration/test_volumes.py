@@ -86,3 +86,22 @@ def test_destroy_takes_the_host_mounts(sandboxes, manager, loop_thread, volume, 
     assert not host.exists()
     assert leftovers(settings, {rec.id}) == {}
     assert manager.volumes.holders(manager.volumes.get("default", volume).id) == []
+
+
+def test_start_sweeps_mounts_of_sandboxes_ended_elsewhere(sandboxes, manager, loop_thread, volume, settings,
+                                                          monkeypatch):
+    """A sandbox ended by a process without the volume hook (or a crash mid-teardown)
+    leaves its host-side mounts: the next start takes them down."""
+    rec = attach(manager, loop_thread, sandboxes.create(), volume, "/data")
+    host = vm.host_dir(settings.data_dir, rec.id)
+
+    async def skip(sandbox_id: str) -> None:
+        return None
+
+    monkeypatch.setattr(manager.volumes, "teardown", skip)
+    sandboxes.destroy(rec)
+    monkeypatch.undo()
+    assert os.path.ismount(host / "cbvol-0")
+    assert rec.id in loop_thread.run(manager.volumes.sweep())
+    assert not host.exists() and manager.volumes.mounts(rec.id) == []
+    assert leftovers(settings, {rec.id}) == {}

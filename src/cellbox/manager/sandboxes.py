@@ -109,6 +109,7 @@ class SandboxManager:
         if self.settings.userns:
             self._nethook = await asyncio.to_thread(nethook.ensure, self.settings.bin_dir)
         checkpoint.write_criu_config(self.settings.data_dir / "criu.conf")
+        await self.volumes.sweep()  # volumes hook: host-side mounts of ended sandboxes
         if self.settings.warm_pool_size > 0:
             image = await self.images.resolve(self.settings.default_image)
             self.warm_image_mb = image.size_bytes >> 20

@@ -315,6 +315,19 @@ class VolumeManager:
             await asyncio.to_thread(volmount.host_unmount, sdir / key)
         sdir.rmdir()
 
+    async def sweep(self) -> list[str]:
+        """At start: take down host-side mounts (and rows) of sandboxes whose record is
+        final or gone (a crash between teardown steps; a process without this code
+        ending one). Returns the sandbox IDs cleaned."""
+        top = self.m.settings.data_dir / "volmounts"
+        done = []
+        for sandbox_id in os.listdir(top) if top.is_dir() else []:
+            rec = self.m.store.get(sandbox_id)
+            if rec is None or rec.status.is_final:
+                await self.teardown(sandbox_id)
+                done.append(sandbox_id)
+        return done
+
     def forget(self, sandbox_id: str) -> None:
         """Drop an ended sandbox's mount rows (they no longer hold anything anyway)."""
         self.store.set_mounts(sandbox_id, [])
