@@ -231,3 +231,21 @@ def test_second_writer_after_an_attach(api: Api, vols: Vols):
     b = api.create({})["sandbox_id"]
     r = attach(api, b, mount(v["name"], "/w"))
     assert r.status_code == 409 and a in r.json()["error"], r.text
+
+
+def test_volume_bytes_quota(api: Api, vols: Vols):
+    """The door's ``volume_bytes`` limits the sum of a project's volume sizes (forks too)."""
+    proj = api.in_namespace(unique("vq"))
+    r = api.http.put(f"{api.server.url}/quotas/{proj.namespace}", json={"volume_bytes": 100 << 20})
+    assert r.status_code == 200, r.text
+    try:
+        v = vols.create(proj, size_mb=60)
+        r = proj.request("POST", "/volumes", json={"name": unique("big"), "size_mb": 60})
+        assert r.status_code == 403 and r.json()["code"] == "QUOTA_EXCEEDED" and "volume_bytes" in r.json()["error"]
+        r = proj.request("POST", f"/volumes/{v['name']}/fork", json={"name": unique("f")})
+        assert r.status_code == 403
+        assert vols.create(proj, size_mb=40)["size_mb"] == 40
+        usage = api.http.get(f"{api.server.url}/quotas/{proj.namespace}").json()["usage"]
+        assert usage["volume_bytes"] == 100 << 20
+    finally:
+        api.http.put(f"{api.server.url}/quotas/{proj.namespace}", json={"volume_bytes": None})
