@@ -75,8 +75,11 @@ class Job:
 
 def run(job: Job, timeout: float = 30) -> None:
     """Run ``job`` in a fresh helper process; raises :class:`MountError` on failure."""
-    res = subprocess.run([sys.executable, "-m", "cellbox.runtime.volmount", json.dumps(asdict(job))],
-                         capture_output=True, text=True, timeout=timeout, check=False)
+    try:
+        res = subprocess.run([sys.executable, "-m", "cellbox.runtime.volmount", json.dumps(asdict(job))],
+                             capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:  # killed by run(); a mount either happened or did not
+        raise MountError(f"the mount helper did not finish within {timeout:g}s") from None
     if res.returncode != 0:
         raise MountError((res.stderr.strip().splitlines() or ["the mount helper failed"])[-1])
 
