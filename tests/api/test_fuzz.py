@@ -57,6 +57,11 @@ def _delete_everything(api: Api, since_ms: int, namespaces: set[str]) -> None:
         for sbx in r.json()["sandboxes"]:
             if sbx.get("created_at", 0) >= since_ms:
                 api.http.delete(f"{api.server.url}/v1/namespaces/{ns}/sandboxes/{sbx['id']}")
+        # Volumes after sandboxes (a mounted volume cannot be deleted); forks before origins.
+        r = api.http.get(f"{api.server.url}/v1/namespaces/{ns}/volumes")
+        for vol in reversed(r.json()["volumes"] if r.status_code == 200 else []):
+            if vol.get("created_at", 0) >= since_ms:
+                api.http.delete(f"{api.server.url}/v1/namespaces/{ns}/volumes/{vol['id']}")
 
 
 def test_generated_requests_never_get_5xx(api: Api):
@@ -64,7 +69,7 @@ def test_generated_requests_never_get_5xx(api: Api):
     namespaces = {"default"}
     schema = schemathesis.openapi.from_url(api.server.url + "/openapi.json", headers=auth())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 71  # 30 routes x (namespaced, flat) + 11 flat only (keys, quotas, audit, platform)
+    assert len(operations) == 91  # 40 routes x (namespaced, flat) + 11 flat only (keys, quotas, audit, platform)
     operations = [op for op in operations if not op.path.endswith(SKIPPED)]
     operations = [op for op in operations
                   if op.method.upper() == "GET" or not op.path.startswith(SKIPPED_WRITES)]

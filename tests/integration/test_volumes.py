@@ -105,3 +105,23 @@ def test_start_sweeps_mounts_of_sandboxes_ended_elsewhere(sandboxes, manager, lo
     assert rec.id in loop_thread.run(manager.volumes.sweep())
     assert not host.exists() and manager.volumes.mounts(rec.id) == []
     assert leftovers(settings, {rec.id}) == {}
+
+
+def test_restore_into_another_project_never_mounts_its_volumes(sandboxes, manager, loop_thread, volume, settings):
+    """A memory image can reach another project (an image registered from a snapshot);
+    the volumes it was dumped with stay in theirs."""
+    src = attach(manager, loop_thread, sandboxes.create(), volume, "/ro", read_only=True)
+    snap = loop_thread.run(manager.memory.snapshot(src.id, snapshot_type=SnapshotType.MEMORY))
+    try:
+        with pytest.raises(Conflict) as err:
+            loop_thread.run(manager.memory.restore(snap.id, namespace=f"other-{secrets.token_hex(3)}"))
+        assert err.value.code == "VOLUME_GONE"
+        failed = [r for r in manager.store.list() if r.extra.get("restored_from") == src.id]
+        assert failed and all(r.status.is_final for r in failed)
+        assert leftovers(settings, {r.id for r in failed}) == {}
+        # In its own project, read-only volumes are shared with the restore.
+        copy = loop_thread.run(manager.memory.restore(snap.id))
+        sandboxes.made.append(copy.id)
+        assert [m["mount_path"] for m in manager.volumes.mounts(copy.id)] == ["/ro"]
+    finally:
+        loop_thread.run(manager.memory.delete_snapshot(snap.id))

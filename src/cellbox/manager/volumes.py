@@ -352,6 +352,11 @@ class VolumeManager:
                 if vol is None or (m.get("version_id") and self.store.get_version(m["version_id"]) is None):
                     raise Conflict(f"the snapshot's volume {m['name']!r} (or its version) was deleted",
                                    code="VOLUME_GONE")
+                # A memory image can reach another project (an image registered from it):
+                # its volumes never do.
+                if vol.namespace != rec.namespace:
+                    raise Conflict(f"the snapshot mounts volume {m['name']!r}, which is not in project "
+                                   f"{rec.namespace!r}", code="VOLUME_GONE")
                 if not m["read_only"]:
                     self._check_writer(m, rec.id)
             self.store.set_mounts(rec.id, mounts)  # holds the volumes from now on (the record is live)
