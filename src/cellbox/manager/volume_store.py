@@ -126,6 +126,31 @@ class VolumeStore:
             self.db.executemany("INSERT INTO volume_mounts (sandbox_id, key, volume_id, doc) VALUES (?,?,?,?)",
                                 [(sandbox_id, m["key"], m["volume_id"], json.dumps(m)) for m in mounts])
 
+    def claim(self, sandbox_id: str, mounts: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+        """Make ``mounts`` the sandbox's, unless a read-write one's volume has another live
+        writer: then nothing changes and that ``(sandbox ID, mount)`` is returned.
+
+        One ``BEGIN IMMEDIATE`` transaction (the check and the write), so two processes
+        sharing the database (a server and a test's manager) cannot both take a volume."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for m in mounts:
+                if m["read_only"]:
+                    continue
+                for other_id, other in self.live_mounts(m["volume_id"]):
+                    if other_id != sandbox_id and not other["read_only"]:
+                        self.db.execute("ROLLBACK")
+                        return other_id, other
+            self.db.execute("DELETE FROM volume_mounts WHERE sandbox_id=?", (sandbox_id,))
+            self.db.executemany("INSERT INTO volume_mounts (sandbox_id, key, volume_id, doc) VALUES (?,?,?,?)",
+                                [(sandbox_id, m["key"], m["volume_id"], json.dumps(m)) for m in mounts])
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        return None
+
     def live_mounts(self, volume_id: str) -> list[tuple[str, dict[str, Any]]]:
         """(sandbox ID, mount) of every sandbox whose record is live (suspended included)."""
         rows = self.db.execute(

@@ -235,27 +235,42 @@ class VolumeManager:
         return rec
 
     async def attach(self, rec: SandboxRecord, spec: vm.MountSpec) -> SandboxRecord:
-        """Mount a volume into a running sandbox (the mount is there when this returns)."""
+        """Mount a volume into a running sandbox (the mount is there when this returns).
+
+        The mount's row is claimed first (the one-writer check, atomic across
+        processes), then the mount is made; a failure gives the row back."""
         async with self.m.memory._lock(rec.id), self._lock:  # no dump while the mounts change
             rec = self._running(rec)
             mounts = self.store.mounts(rec.id)
             vm.check_paths([m["mount_path"] for m in mounts] + [spec.mount_path])
             mount = self._resolve(rec, spec, mounts)
             self._check_criu_config(rec)
-            target = await self._host_mount(rec, mount, self._base(rec))
+            self._claim(rec.id, [*mounts, mount])
             try:
-                self._mount_point(rec.id, [spec.mount_path])
-                assert rec.init_pid
-                await asyncio.to_thread(volmount.run, volmount.Job(
-                    "attach", rec.init_pid, spec.mount_path, str(target), spec.read_only))
+                target = await self._host_mount(rec, mount, self._base(rec))
+                try:
+                    self._mount_point(rec.id, [spec.mount_path])
+                    assert rec.init_pid
+                    await asyncio.to_thread(volmount.run, volmount.Job(
+                        "attach", rec.init_pid, spec.mount_path, str(target), spec.read_only))
+                except BaseException:
+                    await asyncio.to_thread(volmount.host_unmount, target)
+                    raise
             except volmount.MountError as exc:
-                await asyncio.to_thread(volmount.host_unmount, target)
+                self.store.set_mounts(rec.id, mounts)
                 raise Conflict(f"could not mount {mount['name']!r} at {spec.mount_path}: {exc}",
                                code="MOUNT_FAILED") from None
             except BaseException:
-                await asyncio.to_thread(volmount.host_unmount, target)
+                self.store.set_mounts(rec.id, mounts)
                 raise
             return self._save(rec, [*mounts, mount])
+
+    def _claim(self, sandbox_id: str, mounts: list[dict[str, Any]]) -> None:
+        if (held := self.store.claim(sandbox_id, mounts)) is not None:
+            other_id, m = held
+            raise Conflict(f"volume {m['name']!r} is mounted read-write by sandbox {other_id} at "
+                           f"{m['mount_path']}; a volume has one writer at a time: mount it read_only, "
+                           "or detach it there first", code="VOLUME_IN_USE")
 
     async def detach(self, rec: SandboxRecord, mount_path: str) -> SandboxRecord:
         async with self.m.memory._lock(rec.id), self._lock:
@@ -291,7 +306,7 @@ class VolumeManager:
                            "with one); create a new sandbox", code="VOLUMES_UNSUPPORTED")
 
     def _save(self, rec: SandboxRecord, mounts: list[dict[str, Any]]) -> SandboxRecord:
-        self.store.set_mounts(rec.id, mounts)
+        self.store.set_mounts(rec.id, mounts)  # (attach: already claimed; the same rows)
         vm.write_criu_config(self.m.settings.sandboxes_dir / rec.id, self.m.settings.data_dir, rec.id, mounts)
         rec = self.m.get(rec.id)
         rec.extra["volumes"] = mounts  # the copy SandboxInfo.file_systems is rendered from
@@ -346,6 +361,9 @@ class VolumeManager:
         state_dir = self.m.settings.sandboxes_dir / rec.id
         cfg.setdefault("annotations", {})[checkpoint.CRIU_CONFIG_ANNOTATION] = str(vm.criu_config_path(state_dir))
         mounts = list(mounts or []) if memory else []  # a filesystem snapshot is files only
+        vm.write_criu_config(state_dir, self.m.settings.data_dir, rec.id, mounts)
+        if not mounts:
+            return
         async with self._lock:
             for m in mounts:
                 vol = self.store.get(m["volume_id"])
@@ -357,16 +375,13 @@ class VolumeManager:
                 if vol.namespace != rec.namespace:
                     raise Conflict(f"the snapshot mounts volume {m['name']!r}, which is not in project "
                                    f"{rec.namespace!r}", code="VOLUME_GONE")
-                if not m["read_only"]:
-                    self._check_writer(m, rec.id)
-            self.store.set_mounts(rec.id, mounts)  # holds the volumes from now on (the record is live)
+            self._claim(rec.id, mounts)  # holds the volumes from now on (the record is live)
             rec.extra["volumes"] = mounts
         undo.push("volume mounts", lambda: self._undo_restore(rec.id))
         base = self._base(rec, cfg)
         for m in mounts:
             await self._host_mount(rec, m, base)
         rootfs.prepare_mount_points(root, [m["mount_path"] for m in mounts])
-        vm.write_criu_config(state_dir, self.m.settings.data_dir, rec.id, mounts)
 
     async def _undo_restore(self, sandbox_id: str) -> None:
         await self.teardown(sandbox_id)
