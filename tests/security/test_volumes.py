@@ -104,3 +104,16 @@ def test_volume_paths_are_root_only_on_the_host(api: Api, vols: Vols, settings):
     assert not sdir.exists()
     with httpx.Client(timeout=30) as http:  # no key: the door answers first
         assert http.get(f"{api.base}/volumes").status_code == 401
+
+
+def test_racing_writers_get_one_mount(api: Api, vols: Vols):
+    """Four sandboxes ask for the same volume read-write at once: exactly one gets it."""
+    import concurrent.futures
+
+    v = vols.create()
+    sids = [api.create({})["sandbox_id"] for _ in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(len(sids)) as pool:
+        codes = list(pool.map(lambda sid: attach(api, sid, mount(v["name"], "/data")).status_code, sids))
+    assert sorted(codes) == [200, 409, 409, 409], codes
+    held = api.request("GET", f"/volumes/{v['id']}").json()["mounts"]
+    assert len(held) == 1 and held[0]["sandbox_id"] == sids[codes.index(200)]
