@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .sandbox_cmds import api_url_option, client, for_each, format_time, handle_errors, json_option, print_json, print_table
+from .sandbox_cmds import (
+    api_url_option, client, for_each, format_time, handle_errors, json_option, print_json, print_table,
+)
 
 if TYPE_CHECKING:
     from ..sdk import SandboxInfo, VolumeInfo
