@@ -125,3 +125,44 @@ def test_restore_into_another_project_never_mounts_its_volumes(sandboxes, manage
         assert [m["mount_path"] for m in manager.volumes.mounts(copy.id)] == ["/ro"]
     finally:
         loop_thread.run(manager.memory.delete_snapshot(snap.id))
+
+
+def test_without_user_namespaces(settings, loop_thread, manager):
+    """CELLBOX_USERNS=0: a plain (not idmapped) mount, through suspend/resume too."""
+    import dataclasses
+
+    from cellbox.manager.sandboxes import CreateSpec, SandboxManager
+    from cellbox.manager.store import Store
+
+    from ..sse import run_command
+
+    store = Store(settings.db_path)
+    mgr = SandboxManager(dataclasses.replace(settings, warm_pool_size=0, userns=False), store)
+    loop_thread.run(mgr.start())
+    vol = loop_thread.run(mgr.volumes.create("default", f"nou-{secrets.token_hex(3)}", 64))
+    rec = None
+
+    def sh(script: str) -> str:
+        import httpx
+
+        cur = mgr.get(rec.id)
+        with httpx.Client(base_url=f"http://{cur.ip}:{settings.agent_port}", timeout=60) as c:
+            return run_command(c, "/bin/sh", ["-c", script], timeout=30)["out"]
+
+    try:
+        rec = loop_thread.run(mgr.create(CreateSpec(name=f"nou-{secrets.token_hex(3)}")))
+        loop_thread.run(mgr.volumes.attach(rec, vm.MountSpec(vol.name, "/data")))
+        assert sh("echo hi > /data/f && stat -c %u /data/f && grep -c ' /data .*nosuid,nodev' /proc/self/mountinfo") \
+            .split() == ["0", "1"]
+        loop_thread.run(mgr.memory.suspend(rec.id))
+        loop_thread.run(mgr.memory.resume(rec.id))
+        assert sh("cat /data/f") == "hi"
+        loop_thread.run(mgr.volumes.detach(mgr.get(rec.id), "/data"))
+        assert mgr.volumes.mounts(rec.id) == []
+    finally:
+        if rec is not None:
+            loop_thread.run(mgr.destroy(rec.id))
+            assert leftovers(settings, {rec.id}) == {}
+        loop_thread.run(mgr.volumes.delete("default", vol.id))
+        loop_thread.run(mgr.stop())
+        store.close()
