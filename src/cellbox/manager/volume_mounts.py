@@ -1,6 +1,6 @@
 """What a volume mount is, which paths it may take, and the per-sandbox files it needs.
 
-A mount is a dict in the sandbox's record (``extra["volumes"]``)::
+A mount is a dict (a row of ``volume_mounts``, see ``volume_store.py``)::
 
     {"volume_id", "name", "mount_path", "read_only", "version_id", "key"}
 
@@ -104,10 +104,6 @@ def check_paths(paths: list[str], where: str = "file_systems") -> None:
         for b in paths[i + 1:]:
             if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
                 raise InvalidRequest(f"{where}: mount paths {a!r} and {b!r} overlap", code="MOUNT_PATH_IN_USE")
-
-
-def mounts_of(extra: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(extra.get("volumes") or [])
 
 
 def next_key(mounts: list[dict[str, Any]]) -> str:
