@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import ids
-from .._undo import Undo
 from ..errors import CommandFailed, Conflict, InvalidRequest, NotFound, QuotaExceeded
 from ..runtime import bundle, checkpoint, userns, volmount
 from ..storage import rootfs
@@ -38,7 +37,8 @@ from .records import SandboxRecord, Status
 from .volume_store import VersionRecord, VolumeRecord, VolumeStore
 
 if TYPE_CHECKING:
-    from .sandboxes import SandboxManager
+    from .assemble import Build
+    from .lifecycle import SandboxManager
 
 log = logging.getLogger(__name__)
 DEFAULT_SIZE_MB = 1024
@@ -92,7 +92,7 @@ class VolumeManager:
                 await disk.fork(self.m.settings.pool, source, rec.id, size)
         except BaseException as exc:
             self.store.delete(rec.id)
-            from .sandboxes import no_space
+            from .assemble import no_space
 
             raise (no_space(exc) or exc) if isinstance(exc, (OSError, CommandFailed)) else exc
         return rec
@@ -315,11 +315,6 @@ class VolumeManager:
 
     # -- hooks in the sandbox lifecycle (manager/sandboxes.py, memstate.py) ---------------------
 
-    def criu_config(self, sandbox_id: str) -> Path:
-        """The per-sandbox CRIU config a new bundle names (no volumes yet)."""
-        state_dir = self.m.settings.sandboxes_dir / sandbox_id
-        return vm.write_criu_config(state_dir, self.m.settings.data_dir, sandbox_id, [])
-
     async def teardown(self, sandbox_id: str) -> None:
         """Take down the sandbox's host-side volume mounts (never a recursive removal)."""
         self.forget(sandbox_id)
@@ -354,8 +349,18 @@ class VolumeManager:
                                f"{m['mount_path']}; a clone would be a second writer: detach it (or mount it "
                                "read_only) before cloning", code="VOLUME_IN_USE")
 
+    async def make_part(self, b: "Build") -> None:
+        """The assembler's ``volumes`` part (after the bundle): the sandbox's own CRIU
+        config, and for a memory image the volumes it was dumped with. Its inverse is
+        :meth:`teardown` (the part's remove)."""
+        memory = bool(getattr(b.source, "memory", False))
+        manifest = getattr(b.source, "manifest", None) or {}
+        assert b.root is not None
+        await self.prepare_restore(b.rec, manifest.get("volumes"), b.cfg, b.root, memory)
+        bundle.write(b.state_dir, b.cfg)  # with the per-sandbox CRIU config named in it
+
     async def prepare_restore(self, rec: SandboxRecord, mounts: list[dict[str, Any]] | None,
-                              cfg: dict[str, Any], root: Path, memory: bool, undo: Undo) -> None:
+                              cfg: dict[str, Any], root: Path, memory: bool) -> None:
         """Before ``runc restore`` (or start) of a snapshot into ``rec``: its own CRIU config,
         and for a memory image the volumes it was dumped with, by reference."""
         state_dir = self.m.settings.sandboxes_dir / rec.id
@@ -377,14 +382,10 @@ class VolumeManager:
                                    f"{rec.namespace!r}", code="VOLUME_GONE")
             self._claim(rec.id, mounts)  # holds the volumes from now on (the record is live)
             rec.extra["volumes"] = mounts
-        undo.push("volume mounts", lambda: self._undo_restore(rec.id))
         base = self._base(rec, cfg)
         for m in mounts:
             await self._host_mount(rec, m, base)
         rootfs.prepare_mount_points(root, [m["mount_path"] for m in mounts])
-
-    async def _undo_restore(self, sandbox_id: str) -> None:
-        await self.teardown(sandbox_id)
 
     async def prepare_resume(self, rec: SandboxRecord) -> None:
         """Before a resume: the host-side mounts (gone after a host reboot) and mount points."""
