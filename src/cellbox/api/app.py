@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path
 from fastapi.routing import APIRoute
@@ -38,7 +38,7 @@ def _namespace_param(
     """Declares and validates ``{namespace}``; handlers read it from the path."""
 
 
-def create_app(service: SandboxService, door: Door | None) -> FastAPI:
+def create_app(service: SandboxService, door: Door | None, e2b: Any = None) -> FastAPI:
     app = FastAPI(
         title="cellbox lifecycle API",
         version="1",
@@ -58,6 +58,12 @@ def create_app(service: SandboxService, door: Door | None) -> FastAPI:
     )
     app.include_router(routes, generate_unique_id_function=_flat_id)
     app.include_router(router(door_routes.FLAT_ROUTES), generate_unique_id_function=_flat_id)
+    if e2b is not None:  # E2B's REST view under /e2b (cellbox/e2b/rest.py; e2b is its E2BRest)
+        from ..e2b import rest as e2b_rest, rest_more as e2b_more
+
+        app.state.e2b = e2b
+        app.include_router(e2b_rest.router(), generate_unique_id_function=_flat_id)
+        app.include_router(e2b_more.router(), generate_unique_id_function=_flat_id)  # last: its catch-all
     app.add_middleware(BodyGuard, max_bytes=MAX_BODY)
     if door is not None:
         app.add_middleware(AuthGate, authenticator=door.auth)  # added last: runs first

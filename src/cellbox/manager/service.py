@@ -17,7 +17,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from .. import ids
+from .. import ids, observe
 from ..auth.keys import Principal
 from ..errors import (
     CellboxError,
@@ -139,7 +139,8 @@ class SandboxService(ServiceCore):
 
     async def _resume(self, sandbox_id: str) -> SandboxRecord:
         async with self._lock(sandbox_id):
-            out = await self.manager.memory.resume(sandbox_id)
+            with observe.timed("resume"):  # metrics hook (cellbox/metrics)
+                out = await self.manager.memory.resume(sandbox_id)
             self.on_activity(sandbox_id)
             return out
 
@@ -173,7 +174,8 @@ class SandboxService(ServiceCore):
                                        namespace=rec.namespace), ids.new_id(), copies=times)
         try:
             async with self._lock(rec.id):
-                copies = await self.manager.memory.clone(rec.id, times, rec.namespace)
+                with observe.timed("clone"):  # metrics hook (cellbox/metrics)
+                    copies = await self.manager.memory.clone(rec.id, times, rec.namespace)
         finally:
             self._release(holds)
         for c in copies:

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .. import ids
+from .. import ids, observe
 from ..agent.config import DEFAULT_PORT as AGENT_PORT
 from ..auth.door import Door
 from ..errors import (
@@ -153,10 +153,11 @@ class ServiceCore:
         return self.admission.quota_usage(project)
 
     async def _create(self, spec: CreateSpec, opts: CreateOptions, env: dict[str, str]) -> SandboxRecord:
-        if opts.snapshot_id:
-            rec = await self.manager.create_from_snapshot(opts.snapshot_id, spec)
-        else:
-            rec = await self.manager.create(spec)
+        with observe.timed("restore" if opts.snapshot_id else "create"):  # metrics hook (cellbox/metrics)
+            if opts.snapshot_id:
+                rec = await self.manager.create_from_snapshot(opts.snapshot_id, spec)
+            else:
+                rec = await self.manager.create(spec)
         rec.exposed_ports = list(opts.exposed_ports)
         rec.allow_unauthenticated_access = opts.allow_unauthenticated_access
         rec.auto_resume = opts.auto_resume
