@@ -8,6 +8,8 @@ create ends, however it ends.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import ids
 from ..auth.door import Door
 from ..errors import InvalidRequest, QuotaExceeded, RateLimited, SecretNotFound
@@ -19,6 +21,7 @@ class Admission:
     def __init__(self, door: Door | None, snapshots: SnapshotStore) -> None:
         self.door = door  # None: no quotas and no secrets (tests)
         self.snapshots = snapshots
+        self.volumes: Any = None  # manager/volumes.VolumeManager, for volume_bytes (volumes hook)
 
     def secret_env(self, namespace: str, secret_names: tuple[str, ...]) -> dict[str, str]:
         """The create's ``secret_names`` as variables, decrypted; 400 naming unknown ones."""
@@ -70,6 +73,8 @@ class Admission:
         snaps = self.snapshots.list(project, None)
         use["snapshots"] = len(snaps)
         use["snapshot_bytes"] = sum(s.size_bytes or 0 for s in snaps)
+        if self.volumes is not None:  # volumes hook
+            use["volume_bytes"] = sum(v.size_mb for v in self.volumes.list(project)) << 20
         return use
 
     def check_snapshot_quota(self, project: str) -> None:
