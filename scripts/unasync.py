@@ -37,6 +37,7 @@ SUBS: list[tuple[str, str]] = [
     ("AsyncImages", "Images"),
     ("AsyncExtras", "Extras"),
     ("AsyncPools", "Pools"),
+    ("AsyncVolumes", "Volumes"),
     ("AsyncProcess", "Process"),
     ("AsyncPty", "Pty"),
     ("AsyncTunnel", "Tunnel"),

@@ -64,6 +64,10 @@ def leftovers(settings: Settings, sandbox_ids: set[str] | None = None, *, orphan
     mounts = Path("/proc/self/mounts").read_text().splitlines()
     # Rootfs subvolumes, and their idmapped mounts in the state dirs (runtime/userns.py).
     found["mounts"] = [m for m in mounts if ("/pool/sandboxes/" in m or f" {settings.sandboxes_dir}/" in m) and (sandbox_ids is None or any(s in m for s in sandbox_ids))]
+    # Host-side volume mounts (manager/volume_mounts.py): data_dir/volmounts/<sandbox id>/<key>.
+    volmounts = settings.data_dir / "volmounts"
+    found["volume_mounts"] = [m.split()[1] for m in mounts if f" {volmounts}/" in m and keep(m.split()[1])]
+    found["volume_mount_dirs"] = [p.name for p in volmounts.iterdir() if keep(p.name)] if volmounts.is_dir() else []
     if orphans_only:
         # Read the records *after* listing the host: a sandbox made in between has its
         # record inserted before any of its parts, so it is seen as live, not leaked.

@@ -15,6 +15,7 @@ _SDK_EXPORTS = (  # == cellbox.sdk.__all__ (a test checks)
     "AsyncSandbox",
     "AsyncSandboxClient",
     "AsyncTunnel",
+    "AsyncVolumes",
     "CellboxError",
     "CommandResult",
     "Conflict",
@@ -46,6 +47,11 @@ _SDK_EXPORTS = (  # == cellbox.sdk.__all__ (a test checks)
     "SnapshotInfo",
     "SnapshotNotFoundError",
     "Tunnel",
+    "VolumeInfo",
+    "VolumeMount",
+    "VolumeNotFoundError",
+    "VolumeVersion",
+    "Volumes",
     "WaitTimeout",
 )
 

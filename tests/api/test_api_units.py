@@ -50,7 +50,9 @@ def test_create_request_rejects(body):
 
 
 @pytest.mark.parametrize("body", [
-    {"file_systems": [{"file_system_id": "f"}]}, {"resources": {"gpus": [{"count": 1, "model": "A10"}]}},
+    # file_systems are served (volumes); presenting them as another owner is not.
+    {"file_systems": [{"file_system_id": "f", "mount_path": "/d", "owner": "1000"}]},
+    {"resources": {"gpus": [{"count": 1, "model": "A10"}]}},
 ])
 def test_unsupported_create_fields(body):
     with pytest.raises(InvalidRequest) as err:

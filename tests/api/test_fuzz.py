@@ -61,6 +61,11 @@ def _delete_everything(api: Api, since_ms: int, namespaces: set[str]) -> None:
         for pool in api.http.get(f"{api.server.url}/v1/namespaces/{ns}/sandbox-pools").json().get("pools", []):
             if pool.get("created_at", 0) >= since_ms:
                 api.http.delete(f"{api.server.url}/v1/namespaces/{ns}/sandbox-pools/{pool['id']}")
+        # Volumes after sandboxes (a mounted volume cannot be deleted); forks before origins.
+        r = api.http.get(f"{api.server.url}/v1/namespaces/{ns}/volumes")
+        for vol in reversed(r.json()["volumes"] if r.status_code == 200 else []):
+            if vol.get("created_at", 0) >= since_ms:
+                api.http.delete(f"{api.server.url}/v1/namespaces/{ns}/volumes/{vol['id']}")
 
 
 def test_generated_requests_never_get_5xx(api: Api):
@@ -68,7 +73,7 @@ def test_generated_requests_never_get_5xx(api: Api):
     namespaces = {"default"}
     schema = schemathesis.openapi.from_url(api.server.url + "/openapi.json", headers=auth())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 93  # 39 routes x (namespaced, flat) + 15 flat only (keys, quotas, audit, platform)
+    assert len(operations) == 113  # 49 routes x (namespaced, flat) + 15 flat only (keys, quotas, audit, platform)
     operations = [op for op in operations if not op.path.endswith(SKIPPED)]
     operations = [op for op in operations
                   if op.method.upper() == "GET" or not op.path.startswith(SKIPPED_WRITES)]

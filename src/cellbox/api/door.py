@@ -29,7 +29,7 @@ SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_SECRET_BYTES = 64 << 10
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 QUOTA_NAMES = ("running_sandboxes", "vcpus", "memory_mb", "disk_mb", "snapshots", "snapshot_bytes",
-               "creates_per_minute")
+               "creates_per_minute", "volume_bytes")
 
 
 class KeyRequest(BaseModel):
@@ -56,6 +56,7 @@ class QuotaRequest(BaseModel):
     snapshots: int | None = Field(None, ge=0)
     snapshot_bytes: int | None = Field(None, ge=0)
     creates_per_minute: int | None = Field(None, ge=0)
+    volume_bytes: int | None = Field(None, ge=0, description="sum of the project's volume sizes")
 
 
 def _door(request: Request) -> Door:

@@ -18,6 +18,7 @@ from .. import ids
 from ..errors import InvalidRequest, NotSupported
 from ..images.names import builtin_alias
 from ..manager.resize import Target
+from ..manager import volume_mounts
 from ..manager.spec import CreateSpec
 from ..manager.service import RESERVED_PORTS, Changes, CreateOptions
 from ..network import policy
@@ -104,8 +105,7 @@ class CreateSandboxRequest(_Model):
 
     def to_options(self, namespace: str) -> CreateOptions:
         """The service's create request; refuses what cellbox cannot do yet."""
-        if self.file_systems:
-            raise _not_supported("file_systems: attached file systems are not supported")
+        mounts = volume_mounts.parse(self.file_systems) if self.file_systems else []
         res = self.resources or Resources()
         if res.gpus:
             raise _not_supported("resources.gpus: this host has no GPUs")
@@ -132,6 +132,7 @@ class CreateSandboxRequest(_Model):
             auto_resume=self.auto_resume if self.auto_resume is not None else True,
             entrypoint=tuple(self.entrypoint) if self.entrypoint else None,
             secret_names=tuple(self.secret_names or ()),
+            file_systems=tuple(mounts),
         )
 
 

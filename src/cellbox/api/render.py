@@ -59,7 +59,7 @@ def sandbox_info(rec: SandboxRecord, proxy_url: Urls) -> dict[str, Any]:
         "auto_resume": rec.auto_resume,
         "sandbox_url": _sandbox_url(rec, proxy_url),
         **_ingress(rec, proxy_url),
-        "file_systems": [],
+        "file_systems": volume_mounts(rec),
     }
     if rec.status == Status.PENDING:
         info["pending_reason"] = "scheduling"
@@ -72,6 +72,17 @@ def sandbox_info(rec: SandboxRecord, proxy_url: Urls) -> dict[str, Any]:
     if last := rec.extra.get("last_error"):  # e.g. a suspend that failed (ours; clients ignore it)
         info["last_error"] = last
     return info
+
+
+def volume_mounts(rec: SandboxRecord) -> list[dict[str, Any]]:
+    """The sandbox's volumes as Tensorlake's ``FileSystemMount`` (name as ``file_system_id``)."""
+    out = []
+    for m in rec.extra.get("volumes") or []:
+        item = {"file_system_id": m["name"], "mount_path": m["mount_path"], "read_only": m["read_only"]}
+        if m.get("version_id"):
+            item["snapshot_id"] = m["version_id"]
+        out.append(item)
+    return out
 
 
 def create_response(rec: SandboxRecord, proxy_url: Urls) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from . import logs as log_routes
 from . import pools as pool_routes
 from . import render
 from .params import budget as _budget, namespace as _namespace
+from . import volumes as volume_routes
 from .models import CreateSandboxRequest, SnapshotRequest, UpdateSandboxRequest
 
 WIRE_STATUSES = sorted({s.value for s in Status} | {"timeout"})
@@ -202,6 +203,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     *pool_routes.ROUTES,
     *archived_routes.ROUTES,
     *image_routes.ROUTES,
+    *volume_routes.ROUTES,
     *door_routes.ROUTES,
 ]
 

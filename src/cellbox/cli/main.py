@@ -11,6 +11,7 @@ from .image_cmds import image
 from .mcp_cmd import mcp
 from .server_cmd import server
 from .setup_cmd import setup
+from .volume_cmds import fs
 
 
 @click.group()
@@ -24,6 +25,7 @@ VERBS: list[tuple[click.Command, Sequence[str]]] = [
     (setup, ("setup",)),
     (server, ("server",)),
     (image, ("image",)),
+    (fs, ("fs",)),  # volumes (cli/volume_cmds.py)
     (sandbox_cmds.new, ("new", "create")),
     (sandbox_cmds.ls, ("ls",)),
     (sandbox_cmds.describe, ("describe", "info")),

@@ -8,6 +8,8 @@ create ends, however it ends.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import ids
 from ..auth.door import Door
 from ..errors import InvalidRequest, QuotaExceeded, RateLimited, SecretNotFound
@@ -19,6 +21,7 @@ class Admission:
     def __init__(self, door: Door | None, snapshots: SnapshotStore) -> None:
         self.door = door  # None: no quotas and no secrets (tests)
         self.snapshots = snapshots
+        self.volumes: Any = None  # manager/volumes.VolumeManager, for volume_bytes (volumes hook)
 
     def secret_env(self, namespace: str, secret_names: tuple[str, ...]) -> dict[str, str]:
         """The create's ``secret_names`` as variables, decrypted; 400 naming unknown ones."""
@@ -68,6 +71,8 @@ class Admission:
         assert self.door is not None
         use: dict[str, float] = self.door.store.usage(project)
         use.update(self.door.snapshot_quota.usage(project))
+        if self.volumes is not None:  # volumes hook
+            use["volume_bytes"] = sum(v.size_mb for v in self.volumes.list(project)) << 20
         return use
 
     def admit_snapshot(self, project: str) -> tuple[str, dict[str, float]] | None:

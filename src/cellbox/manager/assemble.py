@@ -121,12 +121,14 @@ class Assembler:
         self.network = network
         self.agent = agent
         self._ip_lock = asyncio.Lock()
+        self.volumes: Any = None  # manager/volumes.VolumeManager, set by the manager (volumes hook)
         self.parts: tuple[Part, ...] = (
             Part("address", self._allocate_part, _released_with_record, after="create.after_record"),
             Part("rootfs", self._make_rootfs, self._remove_rootfs, after="create.after_rootfs"),
             Part("netns", self._make_netns, self._remove_netns),
             Part("egress", self._make_egress, self._remove_egress, after="create.after_netns"),
             Part("bundle", self._make_bundle, _kept_in_state_dir),
+            Part("volumes", self._make_volumes, self._remove_volumes),  # volumes hook (manager/volumes.py)
             Part("container", self._make_container, self._remove_container),
         )
 
@@ -273,6 +275,14 @@ class Assembler:
         # runc and CRIU get real directories to mount on.
         rootfs_files.prepare_mount_points(b.root, bundle.mount_points(b.cfg))
         bundle.write(b.state_dir, b.cfg)
+
+    async def _make_volumes(self, b: Build) -> None:
+        if self.volumes is not None:
+            await self.volumes.make_part(b)
+
+    async def _remove_volumes(self, sandbox_id: str, address: Address) -> None:
+        if self.volumes is not None:
+            await self.volumes.teardown(sandbox_id)
 
     async def _make_container(self, b: Build) -> None:
         b.rec.init_pid = await b.source.start(self.runtime, b.rec, b.state_dir, b.identity)

@@ -39,6 +39,7 @@ from .records import SandboxRecord, Status, now_ms
 from .sources import Plan, boot_plan, restore_plan
 from .spec import DEFAULT_DISK_MB, MIN_FREE_DISK_MB, MIN_MEMORY_MB, CreateSpec
 from .store import Store
+from .volumes import VolumeManager
 from .warm import WarmPool
 
 __all__ = ["DEFAULT_DISK_MB", "MIN_FREE_DISK_MB", "MIN_MEMORY_MB", "CreateSpec", "SandboxManager", "no_space"]
@@ -60,6 +61,9 @@ class SandboxManager:
                                    NodeStorage(settings.pool), NodeNetwork(settings, self.egress), self.agent)
         self.warm: WarmPool | None = None
         self.memory = MemoryState(self.assembler, self.runc, self.egress)
+        self.volumes = VolumeManager(self)  # volumes hook: manager/volumes.py
+        self.memory.volumes = self.volumes
+        self.assembler.volumes = self.volumes
         self.image_manager = ImageManager(
             settings, store, self.images, self.memory, self.assembler, self.agent,
             Hooks(create=self.create, destroy=self.destroy, open_pool=self.open_pool),
@@ -80,6 +84,7 @@ class SandboxManager:
         await self._dns.start()
         self._agentfs_tree()
         checkpoint.write_criu_config(self.settings.data_dir / "criu.conf")
+        await self.volumes.sweep()  # volumes hook: host-side mounts of ended sandboxes
         if self.settings.warm_pool_size > 0:
             self.warm = self.open_pool(None, self.settings.warm_pool_size)
         self.image_manager.start_pools()

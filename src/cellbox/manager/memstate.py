@@ -146,6 +146,8 @@ class MemoryState(Snapshots):
             await self._rehost(rec, state_dir)
             cfg = json.loads((state_dir / "config.json").read_text())
             rootfs.prepare_mount_points(rootfs.path(self.settings.pool, rec.id), bundle.mount_points(cfg))
+            if self.volumes is not None:
+                await self.volumes.prepare_resume(rec)  # volumes hook
             work = state_dir / f"restore-{int(time.time() * 1000)}"
             lazy = await checkpoint.LazyPages.start(images, work)
             faults.hit("resume.after_lazy_pages")

@@ -69,6 +69,7 @@ class CreateOptions:
     # What makes the sandbox (default: ``manager.create``); a pool claim passes its own
     # (pools/service.py), so quotas, secrets and the entrypoint apply to claims too.
     creator: Callable[[CreateSpec], Awaitable[SandboxRecord]] | None = None
+    file_systems: tuple[Any, ...] = ()  # volume_mounts.MountSpec, mounted before hand-out
 
 
 @dataclass
@@ -97,6 +98,7 @@ class ServiceCore:
         self.manager = manager
         self.door = door  # keys, quotas, secrets; None: no quotas and no secrets (tests)
         self.admission = Admission(door, manager.memory.snapshots)
+        self.admission.volumes = manager.volumes  # volumes hook: volume_bytes in the usage
         self.store = manager.store
         self.proxy_url = f"http://localhost:{proxy_port}"
         self.ingress_endpoint: str | None = None  # door: base of {port}-{id}.{domain} URLs (server.py sets it)
@@ -130,6 +132,7 @@ class ServiceCore:
         if opts.snapshot_id:  # another project's snapshot is a 404, before anything is made
             self.manager.memory.get_snapshot(opts.snapshot_id, opts.spec.namespace)
         env = self._secret_env(opts)  # an unknown name is a 400 before anything is made
+        self.manager.volumes.precheck(opts.spec.namespace, list(opts.file_systems))  # volumes hook: 404/409 first
         self._admit(opts.spec, sid)  # a quota: 403 / 429, also before anything is made
         spec = replace(opts.spec, sandbox_id=sid)
         task = asyncio.ensure_future(self._create(spec, opts, env))
@@ -138,6 +141,12 @@ class ServiceCore:
         if wait:
             await asyncio.wait({task}, timeout=budget)
         return await self._once_recorded(task, sid)
+
+    async def created(self, sandbox_id: str) -> None:
+        """Wait until a create in flight for ``sandbox_id`` has done its last step (a
+        record written after then is not overwritten by the create's own copy)."""
+        if (task := self._creating.get(sandbox_id)) is not None:
+            await asyncio.wait({task})
 
     def _secret_env(self, opts: CreateOptions) -> dict[str, str]:
         """The create's ``secret_names`` as variables, decrypted; 400 naming unknown ones."""
@@ -167,6 +176,8 @@ class ServiceCore:
             # The image's ENTRYPOINT (+ CMD as its arguments), as `docker run` would.
             rec.entrypoint = self.manager.image_manager.entrypoint(rec.image)
         self.store.update(rec)
+        if opts.file_systems:  # volumes hook: mounted before any process of the tenant's runs
+            rec = await self.manager.volumes.attach_or_destroy(rec, list(opts.file_systems))
         if env:
             await self._inject_env(rec, env)
         if rec.entrypoint:

@@ -52,6 +52,7 @@ class Snapshots:
         self.egress = egress
         self.snapshots = SnapshotStore(self.store.db)
         self._locks = locks.LockRegistry()
+        self.volumes: Any = None  # manager/volumes.VolumeManager, set by the manager (volumes hook)
         self._background = TaskSet("memory state")
 
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
@@ -111,6 +112,7 @@ class Snapshots:
                           "pids_limit": rec.pids_limit},
             "bundle_config": cfg,
             "network_policy": rec.extra.get("network_policy"),
+            "volumes": self.volumes.mounts(rec.id) if self.volumes else [],  # volumes hook: by reference
         }
 
     async def snapshot(self, ref: str, namespace: str = "default",
@@ -194,6 +196,8 @@ class Snapshots:
         rec = self.get(ref, namespace)
         if rec.status != Status.RUNNING:
             raise InvalidState(rec.id, rec.status.value, "; only a running sandbox can be cloned")
+        if self.volumes is not None:
+            self.volumes.check_clone(rec)  # volumes hook: a clone must not be a second writer
         # Scratch names carry the cloning process and the source, so a crash's leftovers
         # are found and removed at the next start (remove_clone_scratch).
         tmp_id = f"{owner.this_process().replace(':', '_')}-{rec.id}-{ids.new_id()}"

@@ -111,8 +111,9 @@ def _userns_fd(base: int) -> int:
         os.waitpid(pid, 0)
 
 
-def mount_idmapped(source: Path, target: Path, base: int) -> None:
-    """Mount ``source`` at ``target`` with its ids shifted by ``base`` (0 -> base).
+def mount_idmapped(source: Path, target: Path, base: int, extra_attrs: int = 0) -> None:
+    """Mount ``source`` at ``target`` with its ids shifted by ``base`` (0 -> base);
+    ``extra_attrs``: more ``MOUNT_ATTR_*`` bits (a volume's ``ro,nosuid,nodev``).
 
     Idempotent: a ``target`` that already is a mount point is left as it is (a resume
     after a server restart finds the mount of the first start still there).
@@ -125,7 +126,7 @@ def mount_idmapped(source: Path, target: Path, base: int) -> None:
     try:
         tree_fd = _check(_libc.syscall(_SYS_OPEN_TREE, -100, os.fsencode(source),
                                        _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC), f"open_tree({source})")
-        attr = _MountAttr(attr_set=_MOUNT_ATTR_IDMAP, userns_fd=ns_fd)
+        attr = _MountAttr(attr_set=_MOUNT_ATTR_IDMAP | extra_attrs, userns_fd=ns_fd)
         _check(_libc.syscall(_SYS_MOUNT_SETATTR, tree_fd, b"", _AT_EMPTY_PATH, ctypes.byref(attr),
                              ctypes.sizeof(attr)), "mount_setattr(MOUNT_ATTR_IDMAP)")
         _check(_libc.syscall(_SYS_MOVE_MOUNT, tree_fd, b"", -100, os.fsencode(target),

@@ -13,7 +13,7 @@ Every error raised derives from :class:`cellbox.errors.CellboxError` (alias ``Sa
 """
 
 from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, LimitExceeded, NotFound
-from ._async import AsyncImages, AsyncProcess, AsyncPty, AsyncSandbox, AsyncSandboxClient, AsyncTunnel
+from ._async import AsyncImages, AsyncProcess, AsyncPty, AsyncSandbox, AsyncSandboxClient, AsyncTunnel, AsyncVolumes
 from ._errors import (
     CopyError,
     ImageBuildError,
@@ -26,11 +26,13 @@ from ._errors import (
     SandboxUnavailable,
     SnapshotError,
     SnapshotNotFoundError,
+    VolumeNotFoundError,
     WaitTimeout,
 )
 from ._image import Image
 from ._models import CommandResult, DirectoryEntry, ImageInfo, OutputLine, ProcessInfo, SandboxInfo, SnapshotInfo
-from ._sync import Images, Process, Pty, Sandbox, SandboxClient, Tunnel
+from ._sync import Images, Process, Pty, Sandbox, SandboxClient, Tunnel, Volumes
+from ._volume_models import VolumeInfo, VolumeMount, VolumeVersion
 
 __all__ = [
     "AsyncImages",
@@ -39,6 +41,7 @@ __all__ = [
     "AsyncSandbox",
     "AsyncSandboxClient",
     "AsyncTunnel",
+    "AsyncVolumes",
     "CellboxError",
     "CommandResult",
     "Conflict",
@@ -70,5 +73,10 @@ __all__ = [
     "SnapshotInfo",
     "SnapshotNotFoundError",
     "Tunnel",
+    "VolumeInfo",
+    "VolumeMount",
+    "VolumeNotFoundError",
+    "VolumeVersion",
+    "Volumes",
     "WaitTimeout",
 ]

@@ -63,6 +63,13 @@ class SnapshotNotFoundError(NotFound):
     code = server.SnapshotNotFound.code
 
 
+class VolumeNotFoundError(NotFound):
+    """Raised when the project has no volume of that name or ID (or no such version)."""
+
+    status = 404
+    code = "VOLUME_NOT_FOUND"
+
+
 class ImageNotFoundError(NotFound):
     """Raised when no image has the name (or the registry has no such image)."""
 

@@ -36,6 +36,11 @@ class SandboxInfo:
     namespace: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def file_systems(self) -> list[dict[str, Any]]:
+        """Mounted volumes: ``{file_system_id, mount_path, read_only, snapshot_id?}``."""
+        return list(self.raw.get("file_systems") or [])
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SandboxInfo:
         res = data.get("resources") or {}

@@ -33,7 +33,7 @@ def run(coro):  # one loop per call: the fakes hold no loop state
 def test_create_makes_every_part_in_table_order(node) -> None:
     rec = run(node.assembler.assemble(_rec(), node.boot_source(), policy=parse(deny_out=["10.0.0.0/8"])))
     assert [c for c in node.world.calls if c in MAKES] == MAKES
-    assert [p.name for p in node.assembler.parts] == ["address", "rootfs", "netns", "egress", "bundle", "container"]
+    assert [p.name for p in node.assembler.parts] == ["address", "rootfs", "netns", "egress", "bundle", "volumes", "container"]
     assert rec.status == Status.RUNNING and rec.init_pid
     stored = node.store.get(rec.id)
     assert stored is not None and stored.status == Status.RUNNING and stored.ip == rec.ip

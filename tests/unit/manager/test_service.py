@@ -33,6 +33,8 @@ class Manager:
         self.settings = node.settings
         self.image_manager = SimpleNamespace(entrypoint=lambda image: None)
         self.memory = SimpleNamespace(snapshots=SnapshotStore(node.store.db))
+        # No volumes here (their rules are tested against real mounts in tests/api/test_volumes.py).
+        self.volumes = SimpleNamespace(precheck=lambda namespace, specs: None, list=lambda project: [])
 
     async def create(self, spec: CreateSpec) -> SandboxRecord:
         rec = SandboxRecord(id=spec.sandbox_id or ids.new_id(), namespace=spec.namespace, name=spec.name,

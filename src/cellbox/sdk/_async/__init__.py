@@ -6,6 +6,7 @@ from .process import AsyncProcess
 from .pty import AsyncPty
 from .sandbox import AsyncSandbox
 from .tunnel import AsyncTunnel
+from .volumes import AsyncVolumes
 from .websocket import AsyncWebSocket
 
-__all__ = ["AsyncImages", "AsyncProcess", "AsyncPty", "AsyncSandbox", "AsyncSandboxClient", "AsyncTunnel", "AsyncWebSocket"]
+__all__ = ["AsyncImages", "AsyncProcess", "AsyncPty", "AsyncSandbox", "AsyncSandboxClient", "AsyncTunnel", "AsyncVolumes", "AsyncWebSocket"]

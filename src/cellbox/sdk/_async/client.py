@@ -26,6 +26,7 @@ from .._errors import (
 from .._models import SandboxInfo, SnapshotInfo
 from .extras import AsyncExtras
 from .images import AsyncImages
+from .volumes import AsyncVolumes
 from .._shared import (
     FINAL_STATES,
     KEEP,
@@ -60,6 +61,7 @@ class AsyncSandboxClient(AsyncExtras):  # extras: resize, logs, archived, pools 
             headers=self.config.headers(), timeout=httpx.Timeout(self.config.timeout), follow_redirects=False
         )
         self.images = AsyncImages(self)
+        self.volumes = AsyncVolumes(self)
 
     @property
     def api_url(self) -> str:

@@ -8,6 +8,7 @@ from .process import Process
 from .pty import Pty
 from .sandbox import Sandbox
 from .tunnel import Tunnel
+from .volumes import Volumes
 from .websocket import WebSocket
 
-__all__ = ["Images", "Process", "Pty", "Sandbox", "SandboxClient", "Tunnel", "WebSocket"]
+__all__ = ["Images", "Process", "Pty", "Sandbox", "SandboxClient", "Tunnel", "Volumes", "WebSocket"]

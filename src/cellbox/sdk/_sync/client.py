@@ -28,6 +28,7 @@ from .._errors import (
 from .._models import SandboxInfo, SnapshotInfo
 from .extras import Extras
 from .images import Images
+from .volumes import Volumes
 from .._shared import (
     FINAL_STATES,
     KEEP,
@@ -62,6 +63,7 @@ class SandboxClient(Extras):  # extras: resize, logs, archived, pools (issue 14)
             headers=self.config.headers(), timeout=httpx.Timeout(self.config.timeout), follow_redirects=False
         )
         self.images = Images(self)
+        self.volumes = Volumes(self)
 
     @property
     def api_url(self) -> str:
