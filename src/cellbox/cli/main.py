@@ -8,6 +8,7 @@ from . import door_cmds
 from .image_cmds import image
 from .sandbox_cmds import register as register_sandbox_commands
 from .server_cmd import server
+from .cluster_cmds import node
 from .setup_cmd import setup
 
 
@@ -19,6 +20,7 @@ def cli() -> None:
 
 cli.add_command(setup)
 cli.add_command(server)
+cli.add_command(node)  # cluster: one host of a cluster (cli/cluster_cmds.py)
 cli.add_command(image)
 register_sandbox_commands(cli)
 for command in (door_cmds.key, door_cmds.secret, door_cmds.quota, door_cmds.audit, door_cmds.login,

@@ -1,0 +1,42 @@
+"""``cellbox node``: run this host as a node of a cluster (cluster/node_main.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--cluster", envvar="CELLBOX_CLUSTER", required=True, metavar="POSTGRESQL_URL",
+              help="the cluster's PostgreSQL (postgresql://user@host:port/db)")
+@click.option("--id", "node_id", envvar="CELLBOX_NODE_ID", required=True, help="this node's name in the cluster")
+@click.option("--listen", envvar="CELLBOX_NODE_LISTEN", required=True, metavar="HOST:PORT",
+              help="the data path: the address the control plane's proxy reaches this node on")
+@click.option("--capacity", default=20, show_default=True, type=click.IntRange(1, 10000),
+              help="sandboxes this node takes at most")
+@click.option("--memory-mb", default=8192, show_default=True, type=click.IntRange(64),
+              help="sandbox memory this node takes at most")
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="the cluster key (default: DATA_DIR/cluster.key; every node and replica holds the same)")
+@click.option("--no-reconcile", is_flag=True,
+              help="skip the start-up reconcile (several nodes on one shared machine: scripts/cluster-dev.sh)")
+def node(cluster: str, node_id: str, listen: str, capacity: int, memory_mb: int, key_file: Path | None,
+         no_reconcile: bool) -> None:
+    """Join a cluster: register, heartbeat, and run the sandboxes the control plane places here.
+
+    Data dir, pool, bridge, subnet, nft table, runc root and run dir come from the
+    CELLBOX_* variables (cellbox.config), so several nodes can share one machine.
+    """
+    from ..cluster.db import check_dsn
+    from ..cluster.node_main import NodeOptions, run
+    from ..errors import InvalidRequest
+
+    try:
+        check_dsn(cluster)
+    except InvalidRequest as exc:
+        raise click.BadParameter(exc.message, param_hint="--cluster") from None
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise click.BadParameter(f"{listen!r}: expected HOST:PORT", param_hint="--listen")
+    run(NodeOptions(cluster, node_id, listen, capacity, memory_mb, key_file, reconcile=not no_reconcile))

@@ -1,0 +1,194 @@
+"""The control plane: stateless, any number of replicas on one PostgreSQL.
+
+A mutation writes the desired state and a command for the sandbox's node in one
+transaction, then waits for that command to finish (woken by NOTIFY on
+``cellbox_done``, polling as the fallback). Nothing lives only in a replica's memory:
+killing one loses at most the wait of the requests it was serving; the command goes
+on and the client's retry sees its result. Each replica also sweeps for nodes whose
+lease lapsed (nodes.reap: SKIP LOCKED, so sweeps of several replicas never collide).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import psycopg
+
+from .. import ids
+from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, NotFound
+from ..images import refs
+from . import nodes, outbox, placement
+from .db import Db
+from .records import ClusterSandbox, Command
+
+log = logging.getLogger(__name__)
+WAIT_S = 300.0  # a create's budget: image unpacking on a cold node takes its time
+SWEEP_S = 1.0
+
+
+class ControlPlane:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.db = Db(dsn)
+        self.sweep_db = Db(dsn)
+        self._done: dict[int, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        # The proxy's route cache: sandbox ID -> (node address, state); an entry is
+        # dropped on NOTIFY cellbox_route (its node or state changed), so a stale route
+        # lives at most until the notification arrives; a miss reads the database.
+        self.routes: dict[str, tuple[str, str]] = {}
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.ensure_future(self._listen()), asyncio.ensure_future(self._sweep())]
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.db.close()
+        await self.sweep_db.close()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def create(self, project: str, spec: dict[str, Any]) -> ClusterSandbox:
+        spec = _check_spec(spec)
+        image = refs.canonical(spec["image"], field="image") if spec.get("image") else None
+        node = placement.place(await nodes.list_nodes(self.db),
+                               placement.Want(memory_mb=spec.get("memory_mb", 1024), image=image))
+        sid = ids.new_id()
+        cmd = await outbox.create(self.db, sid, project, spec.get("name"), node.id, image,
+                                  spec.get("memory_mb", 1024), {**spec, "project": project})
+        await self._wait(cmd)
+        return await outbox.get_sandbox(self.db, sid, project)
+
+    async def get(self, project: str, ref: str) -> ClusterSandbox:
+        return await outbox.get_sandbox(self.db, ref, project)
+
+    async def list(self, project: str, limit: int = 100) -> list[ClusterSandbox]:
+        async with self.db.tx() as cur:
+            await cur.execute("SELECT * FROM sandboxes WHERE project = %s ORDER BY created_at DESC, id DESC "
+                              "LIMIT %s", (project, min(max(limit, 1), 1000)))
+            return [outbox.sandbox_row(r) for r in await cur.fetchall()]
+
+    async def delete(self, project: str, ref: str) -> ClusterSandbox:
+        sb = await outbox.get_sandbox(self.db, ref, project)
+        if sb.state in ("terminated", "failed") or sb.node_id is None:
+            return sb  # DELETE is idempotent; a failed one has nothing left on any node
+        return await self._mutate(sb, "destroy", "terminated")
+
+    async def suspend(self, project: str, ref: str) -> ClusterSandbox:
+        sb = await outbox.get_sandbox(self.db, ref, project)
+        if not sb.name:
+            raise InvalidRequest("only named sandboxes can be suspended (ephemeral ones are terminated)",
+                                 code="SANDBOX_NOT_NAMED")
+        return await self._mutate(sb, "suspend", "suspended")
+
+    async def resume(self, project: str, ref: str) -> ClusterSandbox:
+        sb = await outbox.get_sandbox(self.db, ref, project)
+        if sb.state != "suspended":
+            raise InvalidRequest(f"sandbox {sb.id} is {sb.state}, not suspended", code="INVALID_STATE")
+        if sb.node_id is None:  # its node died: resuming elsewhere needs the artifacts
+            raise Conflict(f"sandbox {sb.id} lost its node; resuming it on another node needs its suspend "
+                           "image in object storage (cluster/artifacts.py), not wired to resume yet",
+                           code="NOT_PLACED")
+        return await self._mutate(sb, "resume", "running")
+
+    async def _mutate(self, sb: ClusterSandbox, kind: str, desired: str) -> ClusterSandbox:
+        cmd = await outbox.submit(self.db, sb.id, sb.project, kind, desired, {"project": sb.project})
+        await self._wait(cmd)
+        return await outbox.get_sandbox(self.db, sb.id, sb.project)
+
+    async def _wait(self, cmd: Command) -> Command:
+        """Until the node finished ``cmd``; its error as a 500 naming the node's reason."""
+        event = self._done.setdefault(cmd.id, asyncio.Event())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_S
+        try:
+            while True:
+                got = await outbox.get_command(self.db, cmd.id)
+                if got.state == "done":
+                    return got
+                if got.state == "failed":
+                    raise _failure(got)
+                if loop.time() > deadline:
+                    raise InternalFailure(f"command {cmd.id} ({cmd.kind}) not finished after {WAIT_S:g}s; "
+                                          "it goes on: read the sandbox again later")
+                event.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), 1.0)  # NOTIFY wakes; the poll is the guarantee
+        finally:
+            self._done.pop(cmd.id, None)
+
+    # -- routing (the proxy) ------------------------------------------------------------
+
+    async def route(self, project: str, ref: str) -> tuple[ClusterSandbox | None, str | None]:
+        sb = await outbox.get_sandbox(self.db, ref, project)
+        if sb.node_id is None:
+            return sb, None
+        cached = self.routes.get(sb.id)
+        if cached is None:
+            async with self.db.tx() as cur:
+                await cur.execute("SELECT address FROM nodes WHERE id = %s", (sb.node_id,))
+                cached = ((await cur.fetchone())["address"], sb.state)
+            self.routes[sb.id] = cached
+        return sb, cached[0]
+
+    # -- background ----------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                    await conn.execute("LISTEN cellbox_done")
+                    await conn.execute("LISTEN cellbox_route")
+                    async for note in conn.notifies():
+                        if note.channel == "cellbox_route":
+                            self.routes.pop(note.payload, None)
+                        elif (ev := self._done.get(int(note.payload))) is not None:
+                            ev.set()
+            except psycopg.Error:
+                self.routes.clear()  # notifications may have been missed meanwhile
+                await asyncio.sleep(1.0)
+
+    async def _sweep(self) -> None:
+        while True:
+            try:
+                if dead := await nodes.reap(self.sweep_db):
+                    log.warning("nodes lost (lease lapsed): %s", ", ".join(dead))
+            except psycopg.Error as exc:
+                log.warning("sweep failed: %s", exc)
+            await asyncio.sleep(SWEEP_S)
+
+
+_TYPES = {"image": str, "name": str, "cpus": (int, float), "memory_mb": int, "disk_mb": int, "timeout_secs": int}
+
+
+def _check_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """400 for anything a create may not carry, before a row or a node is touched."""
+    if unknown := sorted(set(spec) - set(_TYPES)):
+        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}")
+    for key, typ in _TYPES.items():
+        val = spec.get(key)
+        if val is not None and (not isinstance(val, typ) or isinstance(val, bool)):
+            raise InvalidRequest(f"{key}: wrong type")
+    if spec.get("name") is not None and (problem := ids.name_problem(spec["name"])):
+        raise InvalidRequest(f"name: {problem}", code="INVALID_NAME")
+    mem = spec.get("memory_mb", 1024)
+    if not 64 <= mem <= 65536:
+        raise InvalidRequest("memory_mb must be between 64 and 65536")
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+def _failure(cmd: Command) -> CellboxError:
+    """The node's error with its status (a 4xx there is a 4xx here), or the node's loss."""
+    text = cmd.error or "failed"
+    if text.startswith(nodes.NODE_LOST):
+        return Conflict(f"command {cmd.kind} of sandbox {cmd.sandbox_id}: {text}", code="NODE_LOST")
+    status = (cmd.result or {}).get("status", 500)
+    cls = {400: InvalidRequest, 404: NotFound, 409: Conflict}.get(status, InternalFailure)
+    code, _, message = text.partition(": ")
+    return cls(f"{cmd.kind} of sandbox {cmd.sandbox_id} on node {cmd.node_id}: {message or code}",
+               code=code if message else None)
