@@ -84,6 +84,8 @@ class ControlPlane:
         if not sb.name:
             raise InvalidRequest("only named sandboxes can be suspended (ephemeral ones are terminated)",
                                  code="SANDBOX_NOT_NAMED")
+        if sb.state == "suspended":
+            return sb  # as on one host: suspending a suspended sandbox changes nothing
         return await self._mutate(sb, "suspend", "suspended")
 
     async def resume(self, project: str, ref: str) -> ClusterSandbox:

@@ -1,0 +1,168 @@
+"""A real two-node cluster (scripts/cluster-dev.sh): nodes in their own network
+namespaces running real sandboxes, a control plane, PostgreSQL. Placement, the data
+path through the proxy onto the right node, a hostile client, fencing of a node that
+stalled, and a node killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from cellbox.cluster import nodeauth
+
+from .devcluster import DevCluster
+
+pytestmark = pytest.mark.root
+LEASE_S = 6.0
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[DevCluster]:
+    c = DevCluster.up(2)
+    try:
+        yield c
+    finally:
+        c.down()
+    # Nothing of ours left: namespaces, bridge, mounts, the PostgreSQL server.
+    assert "cbx-node-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert subprocess.run(["ip", "link", "show", "cxdev0"], capture_output=True).returncode != 0
+    assert str(c.base) not in open("/proc/mounts").read()
+    assert not c.base.exists()
+
+
+def _create(c: DevCluster, **spec) -> dict:
+    with c.client() as http:
+        r = http.post("/sandboxes", json={"memory_mb": 256, **spec})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_creates_spread_over_both_nodes_and_the_proxy_reaches_each(cluster: DevCluster) -> None:
+    a, b = _create(cluster), _create(cluster)
+    assert a["status"] == b["status"] == "running"
+    assert {a["node_id"], b["node_id"]} == {"node-1", "node-2"}  # best-of-2 of 2 nodes: the emptier
+    for sb in (a, b):  # a request routed to the wrong node would be that node's 404
+        assert cluster.run(sb["id"], "cat /etc/hostname") == (200, sb["id"])
+    with cluster.client() as http:
+        ids = {s["id"] for s in http.get("/sandboxes").json()["sandboxes"]}
+        assert {a["id"], b["id"]} <= ids
+        for sb in (a, b):
+            assert http.delete(f"/sandboxes/{sb['id']}").json()["status"] == "terminated"
+        assert cluster.run(a["id"], "true")[0] == 410  # gone: the proxy says so, not a node
+
+
+def test_a_node_takes_only_the_control_planes_token(cluster: DevCluster) -> None:
+    """The node's data path without the token, with a forged one, or with a token for
+    another sandbox: 401, before anything reaches a sandbox."""
+    a, b = _create(cluster), _create(cluster)
+    node = a["node_id"][-1]
+    url = f"http://10.240.0.1{node}:9443/api/v1/processes"
+    key = bytes.fromhex((cluster.base / "cluster.key").read_text().strip())
+    wrong = bytes(32)
+    cases = {
+        "no token": {},
+        "the client's API key": cluster.auth(),
+        "forged token": {"Authorization": f"Bearer {nodeauth.token(wrong, a['id'], 9501)}"},
+        "another sandbox's token": {"Authorization": f"Bearer {nodeauth.token(key, b['id'], 9501)}"},
+        "another port's token": {"Authorization": f"Bearer {nodeauth.token(key, a['id'], 8080)}"},
+        "expired token": {"Authorization": f"Bearer {nodeauth.token(key, a['id'], 9501, now=1)}"},
+    }
+    for what, headers in cases.items():
+        r = subprocess.run(["ip", "netns", "exec", f"cbx-node-{node}", "curl", "-s", "-o", "/dev/null", "-w",
+                            "%{http_code}", "-H", f"Host: {a['id']}.local",
+                            *[x for k, v in headers.items() for x in ("-H", f"{k}: {v}")], url],
+                           capture_output=True, text=True, timeout=60)
+        assert r.stdout == "401", what
+    good = {"Authorization": f"Bearer {nodeauth.token(key, a['id'], 9501)}"}  # the control: it works
+    r = subprocess.run(["ip", "netns", "exec", f"cbx-node-{node}", "curl", "-s", "-o", "/dev/null", "-w",
+                        "%{http_code}", "-H", f"Host: {a['id']}.local", "-H",
+                        f"Authorization: {good['Authorization']}", url], capture_output=True, text=True)
+    assert r.stdout == "200"
+    with cluster.client() as http:
+        for sb in (a, b):
+            http.delete(f"/sandboxes/{sb['id']}")
+
+
+def test_another_project_and_bad_input(cluster: DevCluster) -> None:
+    mine = _create(cluster, name="mine")
+    other = cluster.member_key("p2")
+    with cluster.client(other) as http:
+        assert http.get(f"/sandboxes/{mine['id']}").status_code == 404
+        assert http.get("/sandboxes/mine").status_code == 404
+        assert http.delete(f"/sandboxes/{mine['id']}").status_code == 404
+        assert http.post(f"/sandboxes/{mine['id']}/suspend").status_code == 404
+        assert mine["id"] not in {s["id"] for s in http.get("/sandboxes").json()["sandboxes"]}
+    assert cluster.run(mine["id"], "true", key=other)[0] == 404
+    with cluster.client() as http:
+        before = len(http.get("/sandboxes").json()["sandboxes"])
+        for body, code in [({"nope": 1}, 400), ({"memory_mb": "256"}, 400), ({"memory_mb": 10**9}, 400),
+                           ({"name": "../etc"}, 400), ({"name": "mine"}, 409), ({"cpus": True}, 400)]:
+            r = http.post("/sandboxes", json=body)
+            assert r.status_code == code, (body, r.text)
+            assert "error" in r.json()
+        assert http.post("/sandboxes", content=b"[1]").status_code == 400
+        assert http.post("/sandboxes", content=b"{" * (70 << 10)).status_code == 400
+        assert len(http.get("/sandboxes").json()["sandboxes"]) == before  # no half-made object
+        assert http.get("/sandboxes", headers={"Authorization": "Bearer cbx_nope"}).status_code == 401
+        assert http.delete("/sandboxes/mine").json()["status"] == "terminated"
+
+
+def test_suspend_and_resume_a_named_sandbox_on_its_node(cluster: DevCluster) -> None:
+    sb = _create(cluster, name="keep")
+    assert cluster.run("keep", "echo 42 > /root/state && cat /root/state") == (200, "42")
+    with cluster.client() as http:
+        r = http.post("/sandboxes/keep/suspend")
+        assert r.json()["status"] == "suspended", r.text
+        assert cluster.run("keep", "true")[0] == 503  # suspended: "try later" (no auto-resume in cluster mode yet)
+        again = http.post("/sandboxes/keep/suspend")  # idempotent, as on one host: no command queued
+        assert again.status_code == 200 and again.json()["generation"] == 2
+        r = http.post("/sandboxes/keep/resume")
+        assert r.json()["status"] == "running", r.text
+        assert r.json()["generation"] == 3  # create, suspend, resume
+        assert http.post("/sandboxes/keep/resume").status_code == 400  # running: not suspended
+    assert cluster.run("keep", "cat /root/state") == (200, "42")
+    with cluster.client() as http:
+        http.delete(f"/sandboxes/{sb['id']}")
+
+
+def test_a_stalled_node_is_fenced_and_drops_what_it_no_longer_owns(cluster: DevCluster) -> None:
+    """SIGSTOP a node past its lease: the reaper fails its sandbox; on SIGCONT its
+    heartbeat is refused, it rejoins under a new epoch and destroys its local copy."""
+    with cluster.client() as http:
+        placed = [_create(cluster) for _ in range(2)]
+        sb = next(s for s in placed if s["node_id"] == "node-1")
+        pid = cluster.node_pid(1)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            got = cluster.wait_for(lambda: (r := http.get(f"/sandboxes/{sb['id']}").json())["status"] == "failed"
+                                   and r, 6 * LEASE_S, "the stalled node's sandbox failed")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert got["reason"].startswith("node_lost") and got["node_id"] is None
+        assert cluster.local_status(1, sb["id"]) == "running"  # the stalled node still had it...
+        cluster.wait_for(lambda: cluster.local_status(1, sb["id"]) == "terminated", 6 * LEASE_S,
+                         "the fenced node destroyed its local copy")  # ...until it learnt it was fenced
+        again = _create(cluster)  # and it takes new work under its new epoch
+        assert again["status"] == "running"
+        for s in [*placed, again]:
+            http.delete(f"/sandboxes/{s['id']}")
+
+
+def test_a_killed_node_leaves_its_ephemeral_sandboxes_failed_within_a_lease(cluster: DevCluster) -> None:
+    with cluster.client() as http:
+        placed = [_create(cluster) for _ in range(2)]
+        victim = next(s for s in placed if s["node_id"] == "node-2")
+        os.kill(cluster.node_pid(2), signal.SIGKILL)
+        got = cluster.wait_for(lambda: (r := http.get(f"/sandboxes/{victim['id']}").json())["status"] == "failed"
+                               and r, 6 * LEASE_S, "the dead node's sandbox failed")
+        assert got["reason"].startswith("node_lost: node node-2")
+        assert cluster.run(victim["id"], "true")[0] == 410
+        survivor = _create(cluster)  # placement skips the dead node
+        assert survivor["node_id"] == "node-1"
+        for s in [*placed, survivor]:
+            assert http.delete(f"/sandboxes/{s['id']}").status_code == 200
