@@ -23,6 +23,7 @@ BASE=${CLUSTER_DEV:-/var/lib/cellbox-cluster-dev}
 PG_PORT=${CLUSTER_PG_PORT:-55432}
 API_PORT=${CLUSTER_API_PORT:-8950}
 PROXY_PORT=${CLUSTER_PROXY_PORT:-9450}
+S3_PORT=${CLUSTER_S3_PORT:-55433}
 # Not "cb…": cellbox's `bridge cellbox` table drops frames from unknown ports named cb*.
 BR=cxdev0
 NET=10.240.0
@@ -31,6 +32,10 @@ CELLBOX=${CELLBOX_BIN:-$PWD/.venv/bin/cellbox}
 PGBIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")
 DSN_ROOT="postgresql://postgres@127.0.0.1:$PG_PORT/cellbox"
 DSN_NODE="postgresql://postgres@$NET.1:$PG_PORT/cellbox"
+# The object store for suspend images: moto's S3 server (a test double of S3 from
+# PyPI), on the cluster bridge's address; any S3 works in its place.
+S3="http://$NET.1:$S3_PORT"
+export AWS_ACCESS_KEY_ID=cellbox-dev AWS_SECRET_ACCESS_KEY=cellbox-dev AWS_REGION=us-east-1
 
 as_pg() { runuser -u postgres -- "$@"; }
 
@@ -86,7 +91,7 @@ up_node() {
     # this shared machine for its own leftovers (real nodes are hosts of their own).
     nohup unshare --mount --propagation slave nsenter --net="/run/netns/$ns" sh -c \
         'mount -t tmpfs -o mode=755 cbx-netns /run/netns && exec "$@"' sh env $(node_env "$k") \
-        "$CELLBOX" node --cluster "$DSN_NODE" --id "node-$k" --no-reconcile \
+        "$CELLBOX" node --cluster "$DSN_NODE" --id "node-$k" --no-reconcile --s3-endpoint "$S3" --s3-bucket cellbox \
         --listen "$NET.$((10 + k)):9443" --key-file "$BASE/cluster.key" >"$BASE/node-$k.log" 2>&1 &
     echo $! > "$BASE/node-$k.pid"
 }
@@ -99,6 +104,10 @@ cmd_up() {
     ip addr add "$NET.1/24" dev $BR
     ip link set $BR up
     up_pg
+    nohup "$(dirname "$PY")/moto_server" -H "$NET.1" -p "$S3_PORT" >"$BASE/s3.log" 2>&1 &
+    echo $! > "$BASE/s3.pid"
+    wait_port "$NET.1" "$S3_PORT" 60
+    "$PY" -c "import boto3; boto3.client('s3', endpoint_url='$S3').create_bucket(Bucket='cellbox')"
     CELLBOX_DATA_DIR="$BASE/control" "$PY" -m cellbox.cluster.devhost prepare-control
     "$PY" -c "from cellbox.cluster import migrate; migrate.upgrade('$DSN_ROOT')"
     "$PY" -c "from cellbox.cluster.nodeauth import load_key; from pathlib import Path; load_key(Path('$BASE/cluster.key'))"
@@ -145,6 +154,7 @@ cmd_down() {
     local k n
     n=$(ls -d "$BASE"/node-* 2>/dev/null | grep -c '/node-[0-9]*$' || true)
     for ((k = 1; k <= n; k++)); do down_node "$k"; done
+    stop_pid "$BASE/s3.pid"
     if [ -f "$BASE/pg/data/postmaster.pid" ]; then
         as_pg "$PGBIN/pg_ctl" -D "$BASE/pg/data" -m immediate -w stop >/dev/null || true
     fi
@@ -158,6 +168,7 @@ cmd_env() {
     echo "CELLBOX_PROXY_URL=http://127.0.0.1:$PROXY_PORT"
     echo "CELLBOX_API_KEY_FILE=$BASE/control/admin.key"
     echo "CELLBOX_CLUSTER=$DSN_ROOT"
+    echo "CELLBOX_S3_ENDPOINT=$S3"
 }
 
 case "${1:-}" in

@@ -34,7 +34,8 @@ class DevCluster:
         parent.chmod(0o711)  # PostgreSQL (user postgres) must traverse it to its data
         base = parent / "dev"  # the script makes it
         env = {**os.environ, "CLUSTER_DEV": str(base), "CLUSTER_PG_PORT": str(free_port()),
-               "CLUSTER_API_PORT": str(free_port()), "CLUSTER_PROXY_PORT": str(free_port())}
+               "CLUSTER_API_PORT": str(free_port()), "CLUSTER_PROXY_PORT": str(free_port()),
+               "CLUSTER_S3_PORT": str(free_port())}
         cluster = cls(base, env, f"http://127.0.0.1:{env['CLUSTER_API_PORT']}",
                       f"http://127.0.0.1:{env['CLUSTER_PROXY_PORT']}", "")
         try:

@@ -5,6 +5,7 @@ stalled, and a node killed with SIGKILL."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -153,15 +154,62 @@ def test_a_stalled_node_is_fenced_and_drops_what_it_no_longer_owns(cluster: DevC
             http.delete(f"/sandboxes/{s['id']}")
 
 
-def test_a_killed_node_leaves_its_ephemeral_sandboxes_failed_within_a_lease(cluster: DevCluster) -> None:
+def _counting(c: DevCluster, ref: str) -> None:
+    """A process that keeps counting in the sandbox: its memory must survive a move."""
+    r = httpx.post(f"{c.proxy}/api/v1/processes", headers={**c.auth(), "Host": f"{ref}.local"}, timeout=60,
+                   json={"command": "sh", "args": ["-c", "i=0; while :; do i=$((i+1)); echo $i > /root/n; "
+                                                         "sleep 0.2; done"]})
+    assert r.status_code == 201, r.text
+
+
+def _count(c: DevCluster, ref: str) -> int:
+    code, out = c.run(ref, "cat /root/n")
+    assert code == 200, out
+    return int(out)
+
+
+def _tamper(c: DevCluster, digest: str) -> None:
+    """Overwrite the CRIU images' blob of a suspend image in the bucket (an attacker
+    with write access to the object store)."""
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=f"http://10.240.0.1:{c.env['CLUSTER_S3_PORT']}", region_name="us-east-1",
+                      aws_access_key_id="cellbox-dev", aws_secret_access_key="cellbox-dev")
+    doc = json.loads(s3.get_object(Bucket="cellbox", Key=f"manifests/{digest}.json")["Body"].read())
+    mem = next(b for b in doc["manifest"]["blobs"] if b["name"] == "mem.tar")
+    s3.put_object(Bucket="cellbox", Key=f"blobs/sha256/{mem['digest']}", Body=b"attacker's pages")
+
+
+def test_a_killed_node_fails_its_ephemeral_sandboxes_and_its_named_ones_resume_elsewhere(
+        cluster: DevCluster) -> None:
+    """kill -9 of a node: within a lease its ephemeral sandbox is failed with the
+    reason; its suspended named ones resume on the other node from object storage,
+    processes still counting - except the one whose image was tampered with."""
     with cluster.client() as http:
-        placed = [_create(cluster) for _ in range(2)]
-        victim = next(s for s in placed if s["node_id"] == "node-2")
+        placed = [_create(cluster, name=f"move{i}") for i in range(4)] + [_create(cluster) for _ in range(2)]
+        on2 = [s for s in placed if s["node_id"] == "node-2"]
+        moving, tampered = [s for s in on2 if s["name"]][:2]
+        victim = next(s for s in on2 if not s["name"])
+        _counting(cluster, moving["id"])
+        cluster.wait_for(lambda: _count(cluster, moving["id"]) > 3, 60, "the counter runs")
+        for s in (moving, tampered):
+            r = http.post(f"/sandboxes/{s['id']}/suspend")
+            assert r.json()["status"] == "suspended", r.text
+        _tamper(cluster, http.get(f"/sandboxes/{tampered['id']}").json()["snapshot_id"])
         os.kill(cluster.node_pid(2), signal.SIGKILL)
         got = cluster.wait_for(lambda: (r := http.get(f"/sandboxes/{victim['id']}").json())["status"] == "failed"
                                and r, 6 * LEASE_S, "the dead node's sandbox failed")
         assert got["reason"].startswith("node_lost: node node-2")
         assert cluster.run(victim["id"], "true")[0] == 410
+        lost = http.get(f"/sandboxes/{moving['id']}").json()
+        assert lost["status"] == "suspended" and lost["node_id"] is None
+        r = http.post(f"/sandboxes/{tampered['id']}/resume")
+        assert r.status_code == 409 and r.json()["code"] == "ARTIFACT_TAMPERED", r.text
+        assert http.get(f"/sandboxes/{tampered['id']}").json()["status"] == "suspended"  # refused, not half-made
+        r = http.post(f"/sandboxes/{moving['id']}/resume")
+        assert r.status_code == 200 and r.json()["status"] == "running", r.text
+        assert r.json()["node_id"] == "node-1"
+        first = _count(cluster, moving["id"])
+        cluster.wait_for(lambda: _count(cluster, moving["id"]) > first, 60, "the counter goes on after the move")
         survivor = _create(cluster)  # placement skips the dead node
         assert survivor["node_id"] == "node-1"
         for s in [*placed, survivor]:

@@ -21,8 +21,11 @@ import click
               help="the cluster key (default: DATA_DIR/cluster.key; every node and replica holds the same)")
 @click.option("--no-reconcile", is_flag=True,
               help="skip the start-up reconcile (several nodes on one shared machine: scripts/cluster-dev.sh)")
+@click.option("--s3-endpoint", envvar="CELLBOX_S3_ENDPOINT", default=None, metavar="URL",
+              help="S3-compatible store for suspend images (credentials: the AWS_* variables)")
+@click.option("--s3-bucket", envvar="CELLBOX_S3_BUCKET", default=None, help="its bucket")
 def node(cluster: str, node_id: str, listen: str, capacity: int, memory_mb: int, key_file: Path | None,
-         no_reconcile: bool) -> None:
+         no_reconcile: bool, s3_endpoint: str | None, s3_bucket: str | None) -> None:
     """Join a cluster: register, heartbeat, and run the sandboxes the control plane places here.
 
     Data dir, pool, bridge, subnet, nft table, runc root and run dir come from the
@@ -39,4 +42,7 @@ def node(cluster: str, node_id: str, listen: str, capacity: int, memory_mb: int,
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise click.BadParameter(f"{listen!r}: expected HOST:PORT", param_hint="--listen")
-    run(NodeOptions(cluster, node_id, listen, capacity, memory_mb, key_file, reconcile=not no_reconcile))
+    if (s3_endpoint is None) != (s3_bucket is None):
+        raise click.UsageError("--s3-endpoint and --s3-bucket go together")
+    run(NodeOptions(cluster, node_id, listen, capacity, memory_mb, key_file, reconcile=not no_reconcile,
+                    s3_endpoint=s3_endpoint, s3_bucket=s3_bucket))

@@ -10,9 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import CellboxError, InvalidRequest, NotFound
+from .. import ids
+from ..errors import CellboxError, Conflict, InvalidRequest, NotFound
 from ..manager.sandboxes import CreateSpec
 from ..manager.service import CreateOptions, SandboxService
+from ..manager.snapshot_store import SnapshotType
+from . import transfer
+from .artifacts import ArtifactStore, Tampered
 from .records import Command
 
 # What a create's payload may carry, with its type: anything else is refused before
@@ -28,6 +32,8 @@ class Outcome:
     reason: str | None = None
     error: str | None = None
     result: dict[str, Any] | None = None
+    local_id: str | None = None
+    snapshot_id: str | None = None
 
 
 def _spec(cmd: Command) -> CreateSpec:
@@ -46,28 +52,63 @@ async def _create(service: SandboxService, cmd: Command) -> Outcome:
     if rec.status.value != "running":
         why = rec.extra.get("error") or rec.termination_reason or rec.status.value
         return Outcome(False, "failed", reason=f"create failed on the node: {why}")
-    return Outcome(True, "running", result={"ip": rec.ip})
+    return Outcome(True, "running", result={"ip": rec.ip}, local_id=rec.id)
 
 
-async def execute(service: SandboxService, cmd: Command) -> Outcome:
-    """Run one command; every error becomes an outcome (the node loop never dies of one)."""
+async def _suspend_to_store(service: SandboxService, cmd: Command, local: str, store: ArtifactStore) -> Outcome:
+    """Suspend as a memory snapshot in object storage, then drop the local sandbox: any
+    compatible node can resume it (this one from its cache). The snapshot stays here as
+    that cache."""
+    project = cmd.payload["project"]
+    snap = await service.snapshot(local, project, SnapshotType.MEMORY)
+    digest = await transfer.export_snapshot(service, snap, store)
+    await service.delete(local, project, reason="suspended")
+    return Outcome(True, "suspended", snapshot_id=digest, result={"local_snapshot": snap.id})
+
+
+async def _resume_from_store(service: SandboxService, cmd: Command, store: ArtifactStore) -> Outcome:
+    p = cmd.payload
+    if not p.get("snapshot"):
+        raise Conflict("no suspend image to resume from", code="NO_SNAPSHOT")
+    snap = await transfer.import_snapshot(service, p["snapshot"], store)
+    local = ids.new_id()  # a new local incarnation; the cluster ID stays the sandbox's
+    spec = CreateSpec(namespace=p["project"], name=p.get("name"), sandbox_id=local)
+    rec = await service.create(CreateOptions(spec=spec, snapshot_id=snap.id), wait=True, budget=None)
+    if rec.status.value != "running":
+        raise Conflict(f"restore failed: {rec.termination_reason or rec.status.value}", code="RESTORE_FAILED")
+    return Outcome(True, "running", local_id=rec.id)
+
+
+async def _dispatch(service: SandboxService, cmd: Command, store: ArtifactStore | None) -> Outcome:
     project = cmd.payload.get("project", "")
+    local = cmd.payload.get("local_id") or cmd.sandbox_id  # the node's own ID for it
+    if cmd.kind == "create":
+        return await _create(service, cmd)
+    if cmd.kind == "destroy":
+        try:
+            await service.delete(local, project)
+        except NotFound:
+            pass  # already gone here: the goal state holds
+        return Outcome(True, "terminated", reason="user_terminated")
+    if cmd.kind == "suspend":
+        if store is not None:
+            return await _suspend_to_store(service, cmd, local, store)
+        rec, _ = await service.suspend(local, project, wait_s=None)
+        return Outcome(True, rec.status.value)
+    if cmd.kind == "resume":
+        if store is not None:
+            return await _resume_from_store(service, cmd, store)
+        rec, _ = await service.resume(local, project, wait_s=None)
+        return Outcome(True, rec.status.value)
+    return Outcome(False, None, error=f"unknown command {cmd.kind!r}")
+
+
+async def execute(service: SandboxService, cmd: Command, store: ArtifactStore | None = None) -> Outcome:
+    """Run one command; every error becomes an outcome (the node loop never dies of one)."""
     try:
-        if cmd.kind == "create":
-            return await _create(service, cmd)
-        if cmd.kind == "destroy":
-            try:
-                await service.delete(cmd.sandbox_id, project)
-            except NotFound:
-                pass  # already gone here: the goal state holds
-            return Outcome(True, "terminated", reason="user_terminated")
-        if cmd.kind == "suspend":
-            rec, _ = await service.suspend(cmd.sandbox_id, project, wait_s=None)
-            return Outcome(True, rec.status.value)
-        if cmd.kind == "resume":
-            rec, _ = await service.resume(cmd.sandbox_id, project, wait_s=None)
-            return Outcome(True, rec.status.value)
-        return Outcome(False, None, error=f"unknown command {cmd.kind!r}")
+        return await _dispatch(service, cmd, store)
+    except Tampered as exc:  # never restore it: report, loudly
+        return Outcome(False, None, error=f"ARTIFACT_TAMPERED: {exc}", result={"status": 409})
     except CellboxError as exc:
         # The sandbox's state did not change (the service cleans up a failed create):
         # a create's failure fails the sandbox, any other leaves its state as it is.

@@ -75,8 +75,10 @@ class ControlPlane:
 
     async def delete(self, project: str, ref: str) -> ClusterSandbox:
         sb = await outbox.get_sandbox(self.db, ref, project)
-        if sb.state in ("terminated", "failed") or sb.node_id is None:
-            return sb  # DELETE is idempotent; a failed one has nothing left on any node
+        if sb.state in ("terminated", "failed"):
+            return sb  # DELETE is idempotent
+        if sb.node_id is None:  # suspended, its node lost: nothing runs anywhere
+            return await outbox.terminate_unplaced(self.db, sb)
         return await self._mutate(sb, "destroy", "terminated")
 
     async def suspend(self, project: str, ref: str) -> ClusterSandbox:
@@ -89,19 +91,52 @@ class ControlPlane:
         return await self._mutate(sb, "suspend", "suspended")
 
     async def resume(self, project: str, ref: str) -> ClusterSandbox:
+        """On the node that holds its suspend image if it is alive (no download), else
+        on any node whose CPU, kernel and CRIU match the image's."""
         sb = await outbox.get_sandbox(self.db, ref, project)
         if sb.state != "suspended":
             raise InvalidRequest(f"sandbox {sb.id} is {sb.state}, not suspended", code="INVALID_STATE")
-        if sb.node_id is None:  # its node died: resuming elsewhere needs the artifacts
-            raise Conflict(f"sandbox {sb.id} lost its node; resuming it on another node needs its suspend "
-                           "image in object storage (cluster/artifacts.py), not wired to resume yet",
-                           code="NOT_PLACED")
-        return await self._mutate(sb, "resume", "running")
+        if sb.snapshot_id is None:  # suspended in place (no object store): only its node resumes it
+            if sb.node_id is None:
+                raise Conflict(f"sandbox {sb.id} lost its node and has no suspend image in object storage",
+                               code="NOT_PLACED")
+            return await self._mutate(sb, "resume", "running")
+        snap = await self._snapshot_row(sb.snapshot_id)
+        want = placement.Want(memory_mb=sb.memory_mb, fingerprint=snap["fingerprint"],
+                              cached_on=tuple(snap["cached_on"]))
+        node = placement.place(await nodes.list_nodes(self.db), want)
+        return await self._mutate(sb, "resume", "running", node_id=node.id)
 
-    async def _mutate(self, sb: ClusterSandbox, kind: str, desired: str) -> ClusterSandbox:
-        cmd = await outbox.submit(self.db, sb.id, sb.project, kind, desired, {"project": sb.project})
+    async def _snapshot_row(self, digest: str) -> dict[str, Any]:
+        async with self.db.tx() as cur:
+            await cur.execute("SELECT * FROM snapshots WHERE id = %s", (digest,))
+            row = await cur.fetchone()
+        if row is None:
+            raise Conflict(f"suspend image {digest[:12]} is not in the catalog", code="NO_SNAPSHOT")
+        return row
+
+    async def _record_snapshot(self, sb: ClusterSandbox, node_id: str) -> None:
+        """The catalog row of a suspend image: where it is, what it needs, who caches it."""
+        async with self.db.tx() as cur:
+            await cur.execute(
+                """INSERT INTO snapshots (id, project, sandbox_id, kind, artifact, checksum, fingerprint, cached_on)
+                   SELECT %s, %s, %s, 'memory', %s, %s, n.fingerprint, ARRAY[n.id] FROM nodes n WHERE n.id = %s
+                   ON CONFLICT (id) DO NOTHING""",
+                (sb.snapshot_id, sb.project, sb.id, sb.snapshot_id, sb.snapshot_id, node_id))
+
+    async def _mutate(self, sb: ClusterSandbox, kind: str, desired: str, node_id: str | None = None
+                      ) -> ClusterSandbox:
+        payload = {"project": sb.project, "local_id": sb.local_id, "name": sb.name, "snapshot": sb.snapshot_id}
+        cmd = await outbox.submit(self.db, sb.id, sb.project, kind, desired, payload, node_id=node_id)
         await self._wait(cmd)
-        return await outbox.get_sandbox(self.db, sb.id, sb.project)
+        after = await outbox.get_sandbox(self.db, sb.id, sb.project)
+        if kind == "suspend" and after.snapshot_id and after.snapshot_id != sb.snapshot_id:
+            await self._record_snapshot(after, cmd.node_id)
+        if kind == "resume" and sb.snapshot_id:  # the node imported it: one more cache
+            async with self.db.tx() as cur:
+                await cur.execute("UPDATE snapshots SET cached_on = array_append(cached_on, %s) "
+                                  "WHERE id = %s AND NOT %s = ANY(cached_on)", (cmd.node_id, sb.snapshot_id, cmd.node_id))
+        return after
 
     async def _wait(self, cmd: Command) -> Command:
         """Until the node finished ``cmd``; its error as a 500 naming the node's reason."""

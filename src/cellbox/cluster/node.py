@@ -17,6 +17,7 @@ import psycopg
 
 from ..manager.service import SandboxService
 from . import actions, nodes, outbox
+from .artifacts import ArtifactStore
 from .db import Db
 from .records import Command, Lease, NodeInfo
 
@@ -26,12 +27,13 @@ POLL_S = 2.0
 
 class NodeAgent:
     def __init__(self, dsn: str, info: NodeInfo, service: SandboxService, *, lease_s: float = nodes.LEASE_S,
-                 poll_s: float = POLL_S) -> None:
+                 poll_s: float = POLL_S, artifacts: ArtifactStore | None = None) -> None:
         self.dsn = dsn
         self.info = info
         self.service = service
         self.lease_s = lease_s
         self.poll_s = poll_s
+        self.artifacts = artifacts  # None: suspend stays local, resume only here
         self.db = Db(dsn)  # claims and reports
         self.hb_db = Db(dsn)  # heartbeats only
         self.lease: Lease | None = None
@@ -68,7 +70,7 @@ class NodeAgent:
         """A sandbox running here that the cluster no longer places here (the reaper
         failed or moved it while this node was cut off) is destroyed: two live copies
         of one named sandbox would be worse than none."""
-        ours = {s.id for s in await outbox.sandboxes_on(self.db, self.info.id)}
+        ours = {s.local_id or s.id for s in await outbox.sandboxes_on(self.db, self.info.id)}
         for rec in self.service.store.list(live_only=True):
             if rec.id not in ours and not rec.namespace.startswith("__"):  # "__warm" & co are the node's own
                 log.warning("sandbox %s is no longer this node's: destroying the local copy", rec.id)
@@ -126,10 +128,11 @@ class NodeAgent:
         lease = self.lease
         assert lease is not None
         log.info("command %d: %s %s (generation %d)", cmd.id, cmd.kind, cmd.sandbox_id, cmd.generation)
-        out = await actions.execute(self.service, cmd)
+        out = await actions.execute(self.service, cmd, self.artifacts)
         try:
             accepted = await outbox.finish(self.db, lease, cmd, ok=out.ok, state=out.state, reason=out.reason,
-                                           result=out.result, error=out.error)
+                                           result=out.result, error=out.error, local_id=out.local_id,
+                                           snapshot_id=out.snapshot_id)
         except psycopg.Error as exc:
             log.warning("command %d: could not report (%s); the reaper settles it", cmd.id, exc)
             return

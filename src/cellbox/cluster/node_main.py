@@ -25,6 +25,7 @@ from ..manager.service import SandboxService
 from ..manager.store import Store
 from ..proxy import SandboxProxy
 from . import nodeauth
+from .artifacts import ArtifactStore
 from .fingerprint import host_fingerprint
 from .node import NodeAgent
 from .records import NodeInfo
@@ -47,6 +48,9 @@ class NodeOptions:
     # nodes on one shared machine (cluster-dev.sh), where the sweep would see other
     # cellbox instances' cgroups as leftovers of its own.
     reconcile: bool = True
+    # Suspend images in S3-compatible storage (artifacts.py); None: suspend stays local.
+    s3_endpoint: str | None = None
+    s3_bucket: str | None = None
 
 
 def node_resolver(service: SandboxService, key: bytes):
@@ -79,7 +83,11 @@ async def serve_node(opts: NodeOptions, settings: Settings | None = None) -> Non
                         fingerprint=host_fingerprint(), images=images or (settings.default_image,))
         print(f"cellbox node {opts.node_id}: data path {opts.listen}, reconcile: {report.summary() if report else 'skipped'}",
               file=sys.stderr, flush=True)
-        await NodeAgent(opts.cluster, info, service).run(stop)
+        artifacts = None
+        if opts.s3_endpoint and opts.s3_bucket:
+            artifacts = ArtifactStore.connect(opts.s3_endpoint, opts.s3_bucket, key,
+                                              settings.data_dir / "artifact-cache")
+        await NodeAgent(opts.cluster, info, service, artifacts=artifacts).run(stop)
     finally:
         await service.close()
         await proxy.stop()

@@ -154,3 +154,14 @@ async def sandboxes_on(db: Db, node_id: str) -> list[ClusterSandbox]:
     async with db.tx() as cur:
         await cur.execute("SELECT * FROM sandboxes WHERE node_id = %s", (node_id,))
         return [sandbox_row(r) for r in await cur.fetchall()]
+
+
+async def terminate_unplaced(db: Db, sb: ClusterSandbox) -> ClusterSandbox:
+    """A sandbox on no node (suspended, its node lost) ends without a command."""
+    async with db.tx() as cur:
+        await cur.execute(
+            """UPDATE sandboxes SET state = 'terminated', desired_state = 'terminated', reason = 'user_terminated',
+                                    generation = generation + 1, updated_at = now()
+               WHERE id = %s AND node_id IS NULL RETURNING *""", (sb.id,))
+        row = await cur.fetchone()
+    return sandbox_row(row) if row else await get_sandbox(db, sb.id, sb.project)

@@ -40,9 +40,10 @@ def cluster_resolver(control: ControlPlane, key: bytes):
         if address is None or sb.state != "running":
             raise Conflict(f"sandbox {sb.id} is {sb.state}", code="SANDBOX_NOT_RUNNING")
         host, _, nport = address.rpartition(":")
-        target = f"{sb.id}.local" if port == 9501 else f"{port}-{sb.id}.local"
+        local = sb.local_id or sb.id  # the node's ID for this incarnation (a resume makes a new one)
+        target = f"{local}.local" if port == 9501 else f"{port}-{local}.local"
         extra = [(b"host", target.encode()),
-                 (b"authorization", f"Bearer {nodeauth.token(key, sb.id, port)}".encode())]
+                 (b"authorization", f"Bearer {nodeauth.token(key, local, port)}".encode())]
         return host, int(nport), sb.id, None, extra
     return resolve
 
