@@ -9,7 +9,10 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,9 +20,11 @@ import pytest
 from cellbox.cluster import nodeauth
 
 from .devcluster import DevCluster
+from .pg import _bindir, free_port
 
 pytestmark = pytest.mark.root
 LEASE_S = 6.0
+PG_CTL = [str(_bindir() / "pg_ctl")]
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +157,57 @@ def test_a_stalled_node_is_fenced_and_drops_what_it_no_longer_owns(cluster: DevC
         assert again["status"] == "running"
         for s in [*placed, again]:
             http.delete(f"/sandboxes/{s['id']}")
+
+
+def _retrying(c: DevCluster, method: str, path: str, **kw) -> httpx.Response:
+    """A client that retries the 503 the API answers while the database is away."""
+    with c.client() as http:
+        for _ in range(30):
+            r = http.request(method, path, **kw)
+            if r.status_code != 503:
+                return r
+            time.sleep(1)
+    return r
+
+
+def test_postgres_restart_loses_nothing(cluster: DevCluster) -> None:
+    sb = _create(cluster, name="survivor")
+    subprocess.run(["runuser", "-u", "postgres", "--", *PG_CTL, "-D", str(cluster.base / "pg" / "data"), "-m",
+                    "fast", "-w", "restart"], check=True, capture_output=True, timeout=120)
+    r = _retrying(cluster, "GET", f"/sandboxes/{sb['id']}")  # a 503 at most, then the same row
+    assert r.status_code == 200 and r.json()["status"] == "running", r.text
+    r = _retrying(cluster, "POST", "/sandboxes", json={"memory_mb": 256})
+    assert r.status_code == 201 and r.json()["status"] == "running", r.text  # nodes reconnected and claim
+    assert cluster.run("survivor", "echo ok") == (200, "ok")
+    for ref in (sb["id"], r.json()["id"]):
+        assert _retrying(cluster, "DELETE", f"/sandboxes/{ref}").status_code == 200
+
+
+def test_a_control_plane_replica_killed_another_serves_on(cluster: DevCluster) -> None:
+    """Stateless replicas: kill -9 the one that created a sandbox; a second replica
+    (started here, same database) serves it, its proxy routes to it, its sweep reaps."""
+    sb = _create(cluster, name="replicated")
+    api, proxy = free_port(), free_port()
+    env = {**cluster.env, "CELLBOX_DATA_DIR": str(cluster.base / "control")}
+    dsn = f"postgresql://postgres@127.0.0.1:{cluster.env['CLUSTER_PG_PORT']}/cellbox"
+    second = subprocess.Popen([str(Path(sys.executable).parent / "cellbox"), "server", "--cluster", dsn,
+                               "--api-port", str(api), "--proxy-port", str(proxy)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(cluster.base / "control2.log", "w"))
+    os.kill(int((cluster.base / "control.pid").read_text()), signal.SIGKILL)
+    (cluster.base / "control.pid").write_text(str(second.pid))  # the script's down stops this one now
+    cluster.api, cluster.proxy = f"http://127.0.0.1:{api}", f"http://127.0.0.1:{proxy}"
+    cluster.wait_for(lambda: _up(cluster.api), 60, "the second replica serves")
+    with cluster.client() as http:
+        assert http.get("/sandboxes/replicated").json()["status"] == "running"
+        assert cluster.run("replicated", "echo there") == (200, "there")
+        assert http.delete(f"/sandboxes/{sb['id']}").json()["status"] == "terminated"
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _counting(c: DevCluster, ref: str) -> None:

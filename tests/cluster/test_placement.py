@@ -9,7 +9,7 @@ import pytest
 
 from cellbox.cluster.placement import Want, place, why_not
 from cellbox.cluster.records import NodeRow
-from cellbox.errors import LimitExceeded
+from cellbox.errors import LimitExceeded, NotFound
 
 FP = {"kernel": "6.18", "cpu": "abc", "criu": "4.2.1"}
 
@@ -29,6 +29,8 @@ def test_filter_names_each_reason() -> None:
     assert why_not(node("a"), Want(256, image="img", fingerprint=FP)) is None
     with pytest.raises(LimitExceeded, match="a: full .*b: not alive"):
         place([node("a", n=10), node("b", alive=False)], Want(256))
+    with pytest.raises(NotFound, match="on no node"):  # an image nobody has is a 404, not "full"
+        place([node("a"), node("b", alive=False)], Want(256, image="nope"))
     with pytest.raises(LimitExceeded, match="no nodes registered"):
         place([], Want(256))
 

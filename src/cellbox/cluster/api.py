@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -54,6 +55,13 @@ def create_cluster_app(control: ControlPlane, door: Door, proxy_url: str) -> Fas
 
     def project(request: Request) -> str:
         return request.scope["state"]["project"]
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _db_down(_: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        # The database restarted or is out of reach: nothing was half-done (every
+        # change is one transaction); the client retries.
+        return error_response(503, "DATABASE_UNAVAILABLE", "the cluster database is unavailable; retry",
+                              {"Retry-After": "1"})
 
     @app.get("/health")
     async def health() -> dict[str, str]:

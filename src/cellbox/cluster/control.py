@@ -61,7 +61,10 @@ class ControlPlane:
         sid = ids.new_id()
         cmd = await outbox.create(self.db, sid, project, spec.get("name"), node.id, image,
                                   spec.get("memory_mb", 1024), {**spec, "project": project})
-        await self._wait(cmd)
+        try:
+            await self._wait(cmd)
+        except InternalFailure:
+            pass  # as on one host: a create that failed on the node is a `failed` record with its reason
         return await outbox.get_sandbox(self.db, sid, project)
 
     async def get(self, project: str, ref: str) -> ClusterSandbox:

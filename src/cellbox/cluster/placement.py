@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..errors import LimitExceeded
+from ..errors import LimitExceeded, NotFound
 from .records import NodeRow
 
 K = 2
@@ -65,7 +65,11 @@ def place(nodes: list[NodeRow], want: Want, *, k: int = K, rng: random.Random | 
     """One node for ``want``; ``LimitExceeded`` naming why each node was refused."""
     fits = [n for n in nodes if why_not(n, want) is None]
     if not fits:
-        reasons = "; ".join(f"{n.id}: {why_not(n, want)}" for n in nodes) or "no nodes registered"
+        why = {n.id: why_not(n, want) for n in nodes}
+        alive = [r for r in why.values() if r != "not alive"]
+        if alive and all(r and r.startswith("no image") for r in alive):
+            raise NotFound(f"image {want.image!r} is on no node of the cluster", code="IMAGE_NOT_FOUND")
+        reasons = "; ".join(f"{k}: {r}" for k, r in why.items()) or "no nodes registered"
         raise LimitExceeded(f"no node can take this sandbox ({reasons})", code="NO_NODE")
     local = [n for n in fits if n.id in want.cached_on]
     if local:  # a node holding the snapshot always beats a download
