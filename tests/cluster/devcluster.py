@@ -3,6 +3,7 @@ removed at the end, with the clients the tests need."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -18,6 +19,7 @@ from .pg import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "cluster-dev.sh"
+LAST_LOGS = Path(tempfile.gettempdir()) / "cellbox-cluster-last.log"
 
 
 @dataclass
@@ -48,6 +50,9 @@ class DevCluster:
         return cluster
 
     def down(self) -> None:
+        """Remove the cluster; its logs are kept in LAST_LOGS for a failure's post-mortem."""
+        with contextlib.suppress(OSError):
+            LAST_LOGS.write_text(self.logs())
         subprocess.run(["bash", str(SCRIPT), "down"], env=self.env, capture_output=True, timeout=300)
         self.base.parent.rmdir() if self.base.parent.exists() and not self.base.exists() else None
 

@@ -67,7 +67,8 @@ class PgServer:
     def restart(self) -> None:
         """Stop fast (connections cut) and start again on the same port and data."""
         data = self.dir / "data"
-        _as_postgres(str(_bindir() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "restart")
+        _as_postgres(str(_bindir() / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-m", "fast", "-w",
+                     "restart")
         self.pid = int((data / "postmaster.pid").read_text().split()[0])
 
     def stop(self) -> None:

@@ -26,6 +26,7 @@ from . import migrate, nodeauth
 from .control import ControlPlane
 
 log = logging.getLogger("cellbox.cluster")
+RESUME_WAIT_S = 120  # how long a request waits for a resume another request started
 
 
 def cluster_resolver(control: ControlPlane, key: bytes):
@@ -37,6 +38,8 @@ def cluster_resolver(control: ControlPlane, key: bytes):
         if sb.state in ("terminated", "failed"):
             raise NotFound(f"sandbox {sb.id} is {sb.state}: it no longer accepts requests",
                            code="SANDBOX_TERMINATED")
+        if sb.state == "suspended":  # auto-resume, through the scheduler: the request waits
+            sb, address = await _resumed(control, sb)
         if address is None or sb.state != "running":
             raise Conflict(f"sandbox {sb.id} is {sb.state}", code="SANDBOX_NOT_RUNNING")
         host, _, nport = address.rpartition(":")
@@ -46,6 +49,21 @@ def cluster_resolver(control: ControlPlane, key: bytes):
                  (b"authorization", f"Bearer {nodeauth.token(key, local, port)}".encode())]
         return host, int(nport), sb.id, None, extra
     return resolve
+
+
+async def _resumed(control: ControlPlane, sb):
+    """Resume ``sb`` (placement may pick another node), or wait for the resume another
+    request already queued (the outbox's one-open-command rule answers it ``BUSY``)."""
+    try:
+        await control.resume(sb.project, sb.id)
+    except Conflict as exc:
+        if exc.code != "BUSY":
+            raise
+        for _ in range(RESUME_WAIT_S * 2):
+            if (cur := await control.get(sb.project, sb.id)).state != "suspended":
+                break
+            await asyncio.sleep(0.5)
+    return await control.route(sb.project, sb.id)
 
 
 async def serve_cluster(dsn: str, opts: ServerOptions, settings: Settings | None = None) -> None:
