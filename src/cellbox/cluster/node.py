@@ -129,13 +129,29 @@ class NodeAgent:
         assert lease is not None
         log.info("command %d: %s %s (generation %d)", cmd.id, cmd.kind, cmd.sandbox_id, cmd.generation)
         out = await actions.execute(self.service, cmd, self.artifacts)
-        try:
-            accepted = await outbox.finish(self.db, lease, cmd, ok=out.ok, state=out.state, reason=out.reason,
-                                           result=out.result, error=out.error, local_id=out.local_id,
-                                           snapshot_id=out.snapshot_id)
-        except psycopg.Error as exc:
-            log.warning("command %d: could not report (%s); the reaper settles it", cmd.id, exc)
-            return
+        accepted = await self._report(lease, cmd, out)
         if not accepted:  # fenced meanwhile: what we did here is not the cluster's truth
             log.warning("command %d: result refused (lease lapsed); reconciling", cmd.id)
             await self._reconcile()
+
+    async def _report(self, lease: Lease, cmd: Command, out: actions.Outcome) -> bool:
+        """Finish the command, retrying through a database restart: an unreported
+        command would hold the sandbox's one open slot. Gives up (False) only once the
+        lease lapsed, when the reaper settles it instead."""
+        claimed = lease.epoch
+        while True:
+            try:
+                return await outbox.finish(self.db, lease, cmd, ok=out.ok, state=out.state, reason=out.reason,
+                                           result=out.result, error=out.error, local_id=out.local_id,
+                                           snapshot_id=out.snapshot_id)
+            except psycopg.Error as exc:
+                log.warning("command %d: could not report yet (%s)", cmd.id, exc)
+            current = self.lease  # the heartbeat loop renews it meanwhile
+            if current is None or current.epoch != claimed:
+                return False  # rejoined under a new epoch: the database would refuse it anyway
+            lease = current
+            try:
+                nodes.check(lease)
+            except nodes.Fenced:
+                return False
+            await asyncio.sleep(0.5)
