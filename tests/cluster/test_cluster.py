@@ -239,6 +239,35 @@ def _tamper(c: DevCluster, digest: str) -> None:
     s3.put_object(Bucket="cellbox", Key=f"blobs/sha256/{mem['digest']}", Body=b"attacker's pages")
 
 
+def test_drain_moves_named_sandboxes_off_a_node(cluster: DevCluster) -> None:
+    """cellbox node drain: the running named sandbox goes on on the other node, counting;
+    the ephemeral one stays (it cannot be suspended); nothing new lands there."""
+    placed = [_create(cluster, name=f"drain{i}") for i in range(2)] + [_create(cluster) for _ in range(2)]
+    named = next(s for s in placed if s["name"] and s["node_id"] == "node-1")
+    eph = next(s for s in placed if not s["name"] and s["node_id"] == "node-1")
+    _counting(cluster, named["id"])
+    cluster.wait_for(lambda: _count(cluster, named["id"]) > 3, 60, "the counter runs")
+    dsn = f"postgresql://postgres@127.0.0.1:{cluster.env['CLUSTER_PG_PORT']}/cellbox"
+    cli = [str(Path(sys.executable).parent / "cellbox"), "node", "drain", "node-1", "--cluster", dsn]
+    out = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"moved {named['id']} -> node-2" in out.stdout and f"left {eph['id']}" in out.stdout
+    try:
+        with cluster.client() as http:
+            assert http.get(f"/sandboxes/{named['id']}").json()["node_id"] == "node-2"
+            before = _count(cluster, named["id"])
+            cluster.wait_for(lambda: _count(cluster, named["id"]) > before, 60, "counting on after the drain")
+            assert _create(cluster)["node_id"] == "node-2"  # node-1 takes nothing new
+            bad = subprocess.run([*cli[:3], "nope", *cli[4:]], capture_output=True, text=True, timeout=60)
+            assert bad.returncode != 0 and "not found" in bad.stderr
+    finally:
+        subprocess.run([*cli, "--undo"], capture_output=True, timeout=60, check=True)
+    with cluster.client() as http:
+        for s in http.get("/sandboxes").json()["sandboxes"]:
+            if s["status"] not in ("terminated", "failed"):
+                http.delete(f"/sandboxes/{s['id']}")
+
+
 def test_a_killed_node_fails_its_ephemeral_sandboxes_and_its_named_ones_resume_elsewhere(
         cluster: DevCluster) -> None:
     """kill -9 of a node: within a lease its ephemeral sandbox is failed with the

@@ -127,6 +127,31 @@ class ControlPlane:
                    ON CONFLICT (id) DO NOTHING""",
                 (sb.snapshot_id, sb.project, sb.id, sb.snapshot_id, sb.snapshot_id, node_id))
 
+    async def drain(self, node_id: str, *, undo: bool = False) -> dict[str, list[str]]:
+        """Take no new sandboxes on ``node_id`` and move its running named ones away
+        (suspend to object storage, resume elsewhere: placement filters a draining
+        node). Ephemeral sandboxes cannot be suspended, so they stay to their end;
+        live migration would move them too. ``undo`` takes the node back."""
+        async with self.db.tx() as cur:
+            await cur.execute("UPDATE nodes SET state = %s WHERE id = %s AND state <> 'dead' RETURNING id",
+                              ("alive" if undo else "draining", node_id))
+            if await cur.fetchone() is None:
+                raise NotFound(f"node {node_id!r} not found or dead", code="NODE_NOT_FOUND")
+        moved: list[str] = []
+        left: list[str] = []
+        if undo:
+            return {"moved": moved, "left": left}
+        for sb in await outbox.sandboxes_on(self.db, node_id):
+            if sb.state != "running":
+                continue  # suspended ones are in object storage already: they resume elsewhere
+            if not sb.name:
+                left.append(sb.id)
+                continue
+            await self.suspend(sb.project, sb.id)
+            after = await self.resume(sb.project, sb.id)
+            moved.append(f"{sb.id} -> {after.node_id}")
+        return {"moved": moved, "left": left}
+
     async def _mutate(self, sb: ClusterSandbox, kind: str, desired: str, node_id: str | None = None
                       ) -> ClusterSandbox:
         payload = {"project": sb.project, "local_id": sb.local_id, "name": sb.name, "snapshot": sb.snapshot_id}
