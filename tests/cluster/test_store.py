@@ -15,6 +15,8 @@ from cellbox.cluster.db import Db
 from cellbox.cluster.records import NodeInfo
 from cellbox.errors import Conflict, InvalidRequest, NotFound
 
+pytestmark = pytest.mark.root  # the throwaway PostgreSQL runs as user postgres (runuser)
+
 NODE = NodeInfo("n1", "10.240.0.11:9443", capacity_sandboxes=50, capacity_mem_mb=8192,
                 fingerprint={"kernel": "6.18", "cpu": "abc", "criu": "4.1"}, images=("cellbox/debian",))
 
