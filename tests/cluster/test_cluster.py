@@ -104,6 +104,14 @@ def test_another_project_and_bad_input(cluster: DevCluster) -> None:
         assert http.post(f"/sandboxes/{mine['id']}/suspend").status_code == 404
         assert mine["id"] not in {s["id"] for s in http.get("/sandboxes").json()["sandboxes"]}
     assert cluster.run(mine["id"], "true", key=other)[0] == 404
+    with cluster.client(other) as http:  # p2's own sandbox: p2 reaches it by name, the admin by ID only
+        theirs = http.post("/sandboxes", json={"memory_mb": 256, "name": "theirs"}).json()
+    assert theirs["project"] == "p2"
+    assert cluster.run("theirs", "echo p2", key=other) == (200, "p2")
+    assert cluster.run(theirs["id"], "echo admin") == (200, "admin")
+    assert cluster.run("theirs", "true")[0] == 404  # the admin's own project has no such name
+    with cluster.client(other) as http:
+        assert http.delete("/sandboxes/theirs").json()["status"] == "terminated"
     with cluster.client() as http:
         before = len(http.get("/sandboxes").json()["sandboxes"])
         for body, code in [({"nope": 1}, 400), ({"memory_mb": "256"}, 400), ({"memory_mb": 10**9}, 400),

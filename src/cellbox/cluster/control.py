@@ -189,7 +189,7 @@ class ControlPlane:
 
     # -- routing (the proxy) ------------------------------------------------------------
 
-    async def route(self, project: str, ref: str) -> tuple[ClusterSandbox | None, str | None]:
+    async def route(self, project: str | None, ref: str) -> tuple[ClusterSandbox, str | None]:
         sb = await outbox.get_sandbox(self.db, ref, project)
         if sb.node_id is None:
             return sb, None

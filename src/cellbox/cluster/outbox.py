@@ -139,10 +139,14 @@ async def get_command(db: Db, cmd_id: int) -> Command:
     return _command(row)
 
 
-async def get_sandbox(db: Db, sandbox_id: str, project: str) -> ClusterSandbox:
+async def get_sandbox(db: Db, sandbox_id: str, project: str | None) -> ClusterSandbox:
+    """By ID or name within ``project``; ``None`` (an admin key): by ID in any project."""
     async with db.tx() as cur:
-        await cur.execute("SELECT * FROM sandboxes WHERE project = %s AND (id = %s OR name = %s)",
-                          (project, sandbox_id, sandbox_id))
+        if project is None:
+            await cur.execute("SELECT * FROM sandboxes WHERE id = %s", (sandbox_id,))
+        else:
+            await cur.execute("SELECT * FROM sandboxes WHERE project = %s AND (id = %s OR name = %s)",
+                              (project, sandbox_id, sandbox_id))
         row = await cur.fetchone()
     if row is None:
         raise NotFound(f"sandbox {sandbox_id} not found")
