@@ -23,6 +23,10 @@ from .records import Command, Lease, NodeInfo
 
 log = logging.getLogger(__name__)
 POLL_S = 2.0
+# Commands run side by side, up to this many (each for another sandbox: the outbox
+# allows one open command per sandbox). One at a time made a node's creates queue
+# behind each other's boots.
+IN_FLIGHT = 4
 
 
 class NodeAgent:
@@ -38,6 +42,8 @@ class NodeAgent:
         self.hb_db = Db(dsn)  # heartbeats only
         self.lease: Lease | None = None
         self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._running: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():  # the database may come up after us (or restart)
@@ -105,24 +111,44 @@ class NodeAgent:
                 await asyncio.sleep(1.0)  # the poll keeps us going meanwhile
 
     async def _claims(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            cmd = None
-            try:
-                assert self.lease is not None
-                nodes.check(self.lease)
-                cmd = await outbox.claim(self.db, self.lease)
-            except nodes.Fenced:
-                pass  # the heartbeat loop rejoins
-            except psycopg.Error as exc:
-                log.warning("claim failed: %s", exc)
-            if cmd is None:
-                self._wake.clear()
-                waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-                await asyncio.wait(waits, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
-                for w in waits:
-                    w.cancel()
-                continue
-            await self._run(cmd)
+        try:
+            while not stop.is_set():
+                await self._slots.acquire()
+                cmd = await self._claim()
+                if cmd is None:
+                    self._slots.release()
+                    await self._idle(stop)
+                    continue
+                task = asyncio.ensure_future(self._run(cmd))
+                self._running.add(task)
+                task.add_done_callback(self._done)
+        finally:  # commands in flight finish (a create cut half-way would leave parts)
+            if self._running:
+                await asyncio.wait(set(self._running))
+
+    def _done(self, task: "asyncio.Task[None]") -> None:
+        self._running.discard(task)
+        self._slots.release()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("command failed unexpectedly", exc_info=exc)
+
+    async def _claim(self) -> Command | None:
+        try:
+            assert self.lease is not None
+            nodes.check(self.lease)
+            return await outbox.claim(self.db, self.lease)
+        except nodes.Fenced:
+            return None  # the heartbeat loop rejoins
+        except psycopg.Error as exc:
+            log.warning("claim failed: %s", exc)
+            return None
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        await asyncio.wait(waits, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
 
     async def _run(self, cmd: Command) -> None:
         lease = self.lease
