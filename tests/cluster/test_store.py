@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 
 import psycopg
 import pytest
@@ -50,6 +51,29 @@ def test_concurrent_upgrades_wait_on_each_other(dsn: str) -> None:
     assert [p.returncode for p in procs] == [0, 0, 0], errs
     with psycopg.connect(dsn) as c:
         assert c.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
+
+
+def test_a_migration_waits_for_the_one_in_progress(dsn: str) -> None:
+    """The advisory lock is really taken: while another session holds it, an upgrade
+    waits on it (seen in pg_locks), and goes on once it is released."""
+    migrate.downgrade(dsn)
+    with psycopg.connect(dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (0x63656C6C,))
+        code = f"from cellbox.cluster import migrate; migrate.upgrade({dsn!r})"
+        proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(600):  # until the upgrade's session queues for the lock
+                waiting = holder.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                         "AND NOT granted").fetchone()[0]
+                if waiting or proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+            assert waiting == 1 and proc.poll() is None
+            assert holder.execute("SELECT to_regclass('commands')").fetchone()[0] is None  # nothing done yet
+        finally:
+            holder.execute("SELECT pg_advisory_unlock(%s)", (0x63656C6C,))
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+        assert holder.execute("SELECT to_regclass('commands')").fetchone()[0] == "commands"
 
 
 def test_bad_dsn_is_refused() -> None:
