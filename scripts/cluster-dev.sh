@@ -100,6 +100,7 @@ cmd_up() {
     local n=${1:?usage: cluster-dev.sh up N}
     [ ! -e "$BASE" ] || { echo "cluster-dev: $BASE exists: run down first" >&2; exit 1; }
     mkdir -p "$BASE"; chmod 711 "$BASE"  # postgres must traverse it to its own pg/
+    touch "$BASE/.cluster-dev"
     ip link add $BR type bridge
     ip addr add "$NET.1/24" dev $BR
     ip link set $BR up
@@ -150,6 +151,8 @@ down_node() {
 
 cmd_down() {
     [ -d "$BASE" ] || { echo "cluster-dev: nothing to remove"; return 0; }
+    # Only a directory `up` made (it writes .cluster-dev first) is ever removed.
+    [ -f "$BASE/.cluster-dev" ] || { echo "cluster-dev: $BASE was not made by up; not touching it" >&2; exit 1; }
     stop_pid "$BASE/control.pid"
     local k n
     n=$(ls -d "$BASE"/node-* 2>/dev/null | grep -c '/node-[0-9]*$' || true)
