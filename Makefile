@@ -1,7 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make run    set up this host if needed, then start the server in the foreground
 #   make test   set up this host (with test tools) if needed, then run the whole suite
-.PHONY: run test test-cluster setup setup-test bench
+.PHONY: run test test-cluster lint setup setup-test bench
 
 setup:
 	bash scripts/setup.sh
@@ -12,8 +12,13 @@ setup-test:
 run: setup
 	.venv/bin/cellbox server
 
-test: setup-test
+test: setup-test lint
 	.venv/bin/python -m pytest -q tests
+
+# Static checks (config in pyproject.toml), run before the suite: seconds, no root.
+lint:
+	.venv/bin/ruff check src tests bench scripts
+	.venv/bin/mypy
 
 # The cluster's tests (tests/cluster/): a real PostgreSQL, S3 (moto) and two nodes in
 # network namespaces; about 4-5 minutes. `make test` runs them too (testpaths).

@@ -55,7 +55,7 @@ UPSTREAM_BODY = b'{"healthy": true}'
 async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """A minimal agent: answers every request with a fixed 200 and closes."""
     try:
-        while (line := await reader.readline()) not in (b"\r\n", b""):
+        while await reader.readline() not in (b"\r\n", b""):
             pass
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                      b"connection: close\r\n\r\n%s" % (len(UPSTREAM_BODY), UPSTREAM_BODY))

@@ -48,7 +48,7 @@ def sqlite_fsync(d):
     db.execute("PRAGMA journal_mode=DELETE")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    for i in range(400):
+    for _ in range(400):
         db.execute("INSERT INTO t (v) VALUES (?)", ("y" * 64,))
         db.commit()
     db.close()

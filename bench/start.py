@@ -27,7 +27,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import plot_boxes, summarize, table, write  # noqa: E402
 
-from cellbox import _proc, ids  # noqa: E402
+from cellbox import _proc  # noqa: E402
 from cellbox.config import load  # noqa: E402
 from cellbox.manager.sandboxes import CreateSpec, SandboxManager  # noqa: E402
 from cellbox.manager.store import Store  # noqa: E402

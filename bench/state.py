@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import shutil
 import sys
 import time
@@ -127,7 +126,7 @@ async def main() -> None:
         await mgr.stop()
         store.close()
 
-    for k, v in rows.items():
+    for v in rows.values():
         v.update(summarize(v["samples_ms"]))
     print(f"memory-state latency, ms (median of {args.rounds})")
     print(f"{'operation':<44}{'p50':>10}{'min':>10}{'max':>10}")

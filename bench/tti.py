@@ -138,7 +138,7 @@ async def main() -> None:
                 await asyncio.gather(*[client.delete(f"{api}/sandboxes/{s}", timeout=120) for s in sids if s])
 
             samples, fails = [], 0
-            for i in range(args.n if "sequential" in modes else 0):
+            for _ in range(args.n if "sequential" in modes else 0):
                 ms, sid = await tti(client, api, proxy)
                 samples.append(ms) if ms is not None else None
                 fails += ms is None

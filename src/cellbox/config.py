@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .agent.config import DEFAULT_PORT as AGENT_PORT
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -39,7 +41,7 @@ class Settings:
     dns_tcp_per_sandbox: int = int(_env("CELLBOX_DNS_TCP_PER_SANDBOX", "16"))
     default_image: str = _env("CELLBOX_DEFAULT_IMAGE", "cellbox/debian")
     runc: str = _env("CELLBOX_RUNC", "runc")
-    agent_port: int = 9501
+    agent_port: int = AGENT_PORT
     # Pre-booted sandboxes of the default image kept ready for creates (0 disables).
     warm_pool_size: int = int(_env("CELLBOX_WARM_POOL", "2"))
     # Creating from a pre-booted image: "auto" restores its memory snapshot only when

@@ -33,7 +33,7 @@ from .auth.tls import is_loopback, server_context
 from .api.http import MAX_HEAD, H11Protocol431
 from .config import Settings, load
 from .manager.reconcile import reconcile
-from .manager.sandboxes import SandboxManager
+from .manager.lifecycle import SandboxManager
 from .manager.service import SandboxService
 from .manager.store import Store
 from .manager.timeouts import Timers

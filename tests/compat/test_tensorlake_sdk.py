@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from tensorlake.sandbox import RemoteAPIError, SandboxError, SandboxStatus, StdinMode
+from tensorlake.sandbox import SandboxError, SandboxStatus, StdinMode
 from ..keys import auth
 
 pytestmark = pytest.mark.root
@@ -117,7 +117,7 @@ def test_suspend_resume(made, client):
 
 
 def test_snapshots_and_restore(made, client):
-    from tensorlake.sandbox import CheckpointType, Sandbox
+    from tensorlake.sandbox import CheckpointType
 
     src = made.create()
     src.write_file("/data/f", b"from-snapshot")

@@ -50,7 +50,7 @@ def test_claim_applies_limits_and_refills(pooled, loop_thread, sandboxes, settin
     made.append(rec.id)
     assert rec.extra.get("warm") is True and rec.status == Status.RUNNING
     assert mgr.get("warm-one").id == rec.id
-    cg = f"/sys/fs/cgroup"
+    cg = "/sys/fs/cgroup"
     assert open(f"{cg}/cpu/cellbox/{rec.id}/cpu.cfs_quota_us").read().strip() == "50000"
     assert int(open(f"{cg}/memory/cellbox/{rec.id}/memory.limit_in_bytes").read()) == 256 << 20
     assert int(open(f"{cg}/memory/cellbox/{rec.id}/memory.memsw.limit_in_bytes").read()) == 256 << 20

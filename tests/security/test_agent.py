@@ -7,11 +7,10 @@ the agent with lives there), steal its sockets, or make it die of memory pressur
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from .conftest import run_python, run_python_json
+from .conftest import run_python_json
 
 pytestmark = pytest.mark.root
 
@@ -199,7 +198,7 @@ def test_logs_of_a_chatty_sandbox_are_bounded_and_do_not_stall_the_server(settin
 
             def rss_mb() -> float:
                 with open(f"/proc/{srv.proc.pid}/status") as f:
-                    return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+                    return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
             before = rss_mb()
             peak, worst, stop = [before], [0.0], threading.Event()

@@ -22,7 +22,6 @@ from starlette.routing import Route
 
 from cellbox.api import create_app
 from cellbox.auth import keys as keymod
-from cellbox.auth.door import Door
 from cellbox.auth.store import AuthStore
 from cellbox.config import Settings
 

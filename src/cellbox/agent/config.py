@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from .oom import DEFAULT_PATHS
 
+# The agent's port: the one definition (the host's Settings.agent_port and the API's
+# reserved port come from here; the agent cannot import them, it is copied alone).
+DEFAULT_PORT = 9501
+
 USAGE = """\
 usage: python -m cellbox.agent [options]
 
@@ -44,7 +48,7 @@ class Config:
 
     def __init__(self) -> None:
         self.host = "0.0.0.0"
-        self.port = 9501
+        self.port = DEFAULT_PORT
         self.root = "/"
         self.default_workdir = "/"
         self.oom_counters: tuple[str, ...] = DEFAULT_PATHS

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..auth import keys
 from ..auth.door import Door
 from ..auth.keys import Principal, Role
-from ..errors import Forbidden, InvalidRequest, NotFound
+from ..errors import (AdminRequired, InvalidRequest, KeyNotFound, OrganizationNotFound,
+                      ProjectNotFound, SecretNotFound)
 from .auth import principal_of
 
 ORGANIZATION = "cellbox"  # one organization per server: Tensorlake's org level, flattened
@@ -64,7 +65,7 @@ def _door(request: Request) -> Door:
 def _admin(request: Request) -> Principal:
     principal = principal_of(request.scope)
     if not principal.is_admin:
-        raise Forbidden("this needs an admin key", code="ADMIN_REQUIRED")
+        raise AdminRequired()
     return principal
 
 
@@ -116,7 +117,7 @@ async def revoke_key(request: Request, key_id: Annotated[str, Path(pattern=r"^[0
     _admin(request)
     store = _door(request).store
     if store.get_key(key_id) is None:
-        raise NotFound(f"key {key_id!r} not found", code="KEY_NOT_FOUND")
+        raise KeyNotFound(key_id)
     store.revoke_key(key_id)
     _door(request).auth.forget(key_id)  # this process at once; others within ROW_TTL
     return JSONResponse({"id": key_id, "revoked": True})
@@ -128,7 +129,7 @@ async def revoke_key(request: Request, key_id: Annotated[str, Path(pattern=r"^[0
 async def get_quota(request: Request, project: Annotated[str, Path(pattern=PROJECT_PATTERN)]) -> JSONResponse:
     principal = principal_of(request.scope)
     if not principal.may_use(project):
-        raise NotFound(f"project {project!r} not found", code="PROJECT_NOT_FOUND")
+        raise ProjectNotFound(project)
     store = _door(request).store
     return JSONResponse({"project": project, "limits": store.get_quota(project),
                          "usage": request.app.state.service.quota_usage(project)})
@@ -179,7 +180,7 @@ async def set_secret(request: Request, name: str, body: Annotated[SecretRequest,
 
 async def delete_secret(request: Request, name: str) -> JSONResponse:
     if not _door(request).store.delete_secret(_project(request), _secret_name(name)):
-        raise NotFound(f"secret {name!r} not found", code="SECRET_NOT_FOUND")
+        raise SecretNotFound([name])
     return JSONResponse({})
 
 
@@ -210,7 +211,7 @@ def _projects_of(request: Request) -> list[str]:
 
 def _org(org: str) -> None:
     if org != ORGANIZATION:
-        raise NotFound(f"organization {org!r} not found", code="ORGANIZATION_NOT_FOUND")
+        raise OrganizationNotFound(org)
 
 
 async def list_projects(request: Request, org: str) -> JSONResponse:
@@ -221,7 +222,7 @@ async def list_projects(request: Request, org: str) -> JSONResponse:
 async def get_project(request: Request, org: str, project: str) -> JSONResponse:
     _org(org)
     if project not in _projects_of(request):
-        raise NotFound(f"project {project!r} not found", code="PROJECT_NOT_FOUND")
+        raise ProjectNotFound(project)
     return JSONResponse({"id": project, "name": project, "organizationId": org})
 
 

@@ -26,7 +26,7 @@ from fastapi import Body, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
-from ..errors import CellboxError, InvalidRequest
+from ..errors import CellboxError, InvalidContext, InvalidRequest, PayloadTooLarge
 from ..images.build import BuildRequest, validate
 from ..manager.images import ImageInfo, ImageManager
 from .models import _Model
@@ -154,11 +154,10 @@ async def _receive_context(request: Request, tmp: Path) -> Path:
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_CONTEXT:
-                raise InvalidRequest(f"the build context is larger than {MAX_CONTEXT >> 20} MiB",
-                                     code="PAYLOAD_TOO_LARGE")
+                raise PayloadTooLarge("the build context", MAX_CONTEXT >> 20)
             f.write(chunk)
     if size == 0:
-        raise InvalidRequest("body: send the build context as a tar archive", code="INVALID_CONTEXT")
+        raise InvalidContext("send the build context as a tar archive")
     context = tmp / "context"
     context.mkdir()
 
@@ -169,8 +168,7 @@ async def _receive_context(request: Request, tmp: Path) -> Path:
     try:
         await asyncio.to_thread(extract)
     except (tarfile.TarError, OSError) as exc:
-        raise InvalidRequest(f"body: the build context is not a usable tar archive: {exc}",
-                             code="INVALID_CONTEXT") from None
+        raise InvalidContext(f"the build context is not a usable tar archive: {exc}") from None
     finally:
         archive.unlink(missing_ok=True)
     return context
@@ -184,17 +182,14 @@ def _safe_members(tar: tarfile.TarFile, root: Path) -> list[tarfile.TarInfo]:
     for member in tar.getmembers():
         target = os.path.realpath(os.path.join(base, member.name))
         if member.name.startswith("/") or not (target == base or target.startswith(base + os.sep)):
-            raise InvalidRequest(f"body: the build context has a path outside it: {member.name!r}",
-                                 code="INVALID_CONTEXT")
+            raise InvalidContext(f"the build context has a path outside it: {member.name!r}")
         if member.issym() or member.islnk():
             origin = os.path.dirname(target) if member.issym() else base
             link = os.path.realpath(os.path.join(origin, member.linkname))
             if member.linkname.startswith("/") or not (link == base or link.startswith(base + os.sep)):
-                raise InvalidRequest(f"body: the build context has a link leading out of it: {member.name!r}",
-                                     code="INVALID_CONTEXT")
+                raise InvalidContext(f"the build context has a link leading out of it: {member.name!r}")
         elif not (member.isfile() or member.isdir()):
-            raise InvalidRequest(f"body: the build context has a device or fifo: {member.name!r}",
-                                 code="INVALID_CONTEXT")
+            raise InvalidContext(f"the build context has a device or fifo: {member.name!r}")
         member.mode &= 0o777  # no setuid/setgid bits from an upload
         member.uid = member.gid = 0
         member.uname = member.gname = "root"

@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .. import ids
-from ..errors import InvalidRequest
-from ..manager.sandboxes import CreateSpec
+from ..errors import InvalidRequest, NotSupported
+from ..manager.spec import CreateSpec
 from ..manager.service import RESERVED_PORTS, Changes, CreateOptions
 from ..network import policy
 from ..network.policy import EgressPolicy
@@ -117,6 +117,7 @@ class CreateSandboxRequest(_Model):
             namespace=namespace,
             timeout_secs=self.timeout_secs,
             network=self.network.to_policy() if self.network is not None else None,
+            explicit=frozenset(k for k in ("cpus", "memory_mb", "disk_mb") if getattr(res, k) is not None),
         )
         unauth = self.allow_unauthenticated_access
         if unauth is None:
@@ -164,7 +165,7 @@ class UpdateSandboxRequest(_Model):
 
 
 def _not_supported(message: str) -> InvalidRequest:
-    return InvalidRequest(message, code="NOT_SUPPORTED")
+    return NotSupported(message)
 
 
 class SnapshotRequest(_Model):

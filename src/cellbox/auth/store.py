@@ -140,7 +140,7 @@ class AuthStore:
 
     # -- quotas ----------------------------------------------------------------------------
 
-    def get_quota(self, project: str) -> dict[str, int]:
+    def get_quota(self, project: str) -> dict[str, float]:
         row = self.db.execute("SELECT doc FROM quotas WHERE project=?", (project,)).fetchone()
         return json.loads(row[0]) if row else {}
 

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .sandbox_cmds import api_url_option, client, format_time, handle_errors, json_option, print_json, print_table
+from ._common import api_url_option, client, format_time, handle_errors, json_option, print_json, print_table
 
 
 @click.group("key")

@@ -7,7 +7,7 @@ import re
 
 import click
 
-from .sandbox_cmds import api_url_option, client, handle_errors
+from ._common import api_url_option, client, handle_errors
 
 # ``<sandbox id or name>:/absolute/path``; IDs and names are lowercase letters, digits and '-'.
 _REMOTE = re.compile(r"^([a-z0-9][a-z0-9-]*):(/.*)$")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .sandbox_cmds import (
+from ._common import (
     api_url_option, client, for_each, format_time, handle_errors, json_option, print_json, print_table,
 )
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from . import door_cmds
+from collections.abc import Sequence
+
+from . import door_cmds, file_cmds, memstate_cmds, process_cmds, sandbox_cmds, terminal_cmds
 from .image_cmds import image
-from .sandbox_cmds import register as register_sandbox_commands
 from .server_cmd import server
 from .cluster_cmds import node
 from .setup_cmd import setup
@@ -18,14 +19,40 @@ def cli() -> None:
     """cellbox: self-hosted sandboxes for AI agents."""
 
 
-cli.add_command(setup)
-cli.add_command(server)
-cli.add_command(node)  # cluster: one host of a cluster (cli/cluster_cmds.py)
-cli.add_command(image)
-register_sandbox_commands(cli)
-for command in (door_cmds.key, door_cmds.secret, door_cmds.quota, door_cmds.audit, door_cmds.login,
-                door_cmds.whoami):
-    cli.add_command(command)
+# Every verb of the CLI, with its aliases (the tl-style names): the one place to add one.
+VERBS: list[tuple[click.Command, Sequence[str]]] = [
+    (setup, ("setup",)),
+    (server, ("server",)),
+    (node, ("node",)),  # cluster: one host of a cluster (cli/cluster_cmds.py)
+    (image, ("image",)),
+    (sandbox_cmds.new, ("new", "create")),
+    (sandbox_cmds.ls, ("ls",)),
+    (sandbox_cmds.describe, ("describe", "info")),
+    (sandbox_cmds.terminate, ("terminate", "stop")),
+    (sandbox_cmds.name, ("name",)),
+    (sandbox_cmds.update, ("update",)),
+    (sandbox_cmds.port, ("port",)),
+    (process_cmds.exec_, ("exec",)),
+    (process_cmds.run, ("run",)),
+    (process_cmds.ps, ("ps",)),
+    (process_cmds.kill, ("kill",)),
+    (file_cmds.cp, ("cp",)),
+    (terminal_cmds.ssh, ("ssh",)),
+    (terminal_cmds.tunnel, ("tunnel",)),
+    (memstate_cmds.suspend, ("suspend",)),
+    (memstate_cmds.resume, ("resume",)),
+    (memstate_cmds.snapshot, ("snapshot", "checkpoint")),
+    (memstate_cmds.clone, ("clone", "copy")),
+    (door_cmds.key, ("key",)),
+    (door_cmds.secret, ("secret",)),
+    (door_cmds.quota, ("quota",)),
+    (door_cmds.audit, ("audit",)),
+    (door_cmds.login, ("login",)),
+    (door_cmds.whoami, ("whoami",)),
+]
+for _command, _names in VERBS:
+    for _verb in _names:
+        cli.add_command(_command, _verb)
 
 
 def main() -> None:

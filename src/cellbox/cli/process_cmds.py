@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .sandbox_cmds import (
+from ._common import (
     api_url_option,
     client,
     exit_status,

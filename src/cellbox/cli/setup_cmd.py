@@ -37,7 +37,7 @@ def _steps(settings: Settings, rebuild_image: bool) -> list[tuple[str, Callable[
         return str(agentfs.ensure(settings.agentfs))
 
     def image() -> str:
-        store = images.ImageStore(settings)
+        store = images.OciLayout(settings)
         if store.exists(settings.default_image) and not rebuild_image:
             asyncio.run(store.resolve(settings.default_image))
             return f"{settings.default_image} (cached)"

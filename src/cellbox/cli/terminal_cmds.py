@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .sandbox_cmds import api_url_option, client, handle_errors, parse_env
+from ._common import api_url_option, client, handle_errors, parse_env
 
 if TYPE_CHECKING:
     from ..sdk import Pty

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import ids
 from ..errors import CellboxError, Conflict, InvalidRequest, NotFound
-from ..manager.sandboxes import CreateSpec
+from ..manager.spec import CreateSpec
 from ..manager.service import CreateOptions, SandboxService
 from ..manager.snapshot_store import SnapshotType
 from . import transfer

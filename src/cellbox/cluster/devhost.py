@@ -29,7 +29,7 @@ def prepare_node() -> None:
         d.mkdir(parents=True, exist_ok=True)
     pool.ensure_pool(settings)
     agentfs.ensure(settings.agentfs)
-    asyncio.run(images.ImageStore(settings).resolve(settings.default_image))
+    asyncio.run(images.OciLayout(settings).resolve(settings.default_image))
 
 
 def prepare_control() -> None:
@@ -42,7 +42,7 @@ def prepare_control() -> None:
 
 
 async def _teardown() -> None:
-    from ..manager.sandboxes import SandboxManager
+    from ..manager.lifecycle import SandboxManager
     from ..manager.store import Store
 
     settings = replace(load(), warm_pool_size=0)

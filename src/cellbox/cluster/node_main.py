@@ -20,7 +20,7 @@ from ..auth.keys import Principal, Role
 from ..config import Settings, load
 from ..errors import Unauthorized
 from ..manager.reconcile import reconcile
-from ..manager.sandboxes import SandboxManager
+from ..manager.lifecycle import SandboxManager
 from ..manager.service import SandboxService
 from ..manager.store import Store
 from ..proxy import SandboxProxy

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import _proc
-from ..errors import CommandFailed, InvalidRequest
-from ..storage.images import REF_NAME, ImageStore, async_layout_lock
+from ..errors import CommandFailed, DockerfileNotFound, ImageNotFound, InvalidRequest
+from ..storage.images import REF_NAME, OciLayout, async_layout_lock
 from . import dockerfile_check, refs
 from .tools import Tools
 
@@ -68,7 +68,7 @@ def validate(req: BuildRequest) -> Path:
     if req.context.resolve() not in df.parents:
         raise InvalidRequest(f"dockerfile: {req.dockerfile!r} is outside the build context")
     if not df.is_file():
-        raise InvalidRequest(f"dockerfile: {req.dockerfile!r} not found in the build context", code="DOCKERFILE_NOT_FOUND")
+        raise DockerfileNotFound(req.dockerfile)
     # Before anything runs: what buildah 1.28 cannot run safely is refused (a 400
     # naming the line), see dockerfile_check.py.
     dockerfile_check.check(df.read_bytes().decode("utf-8", errors="replace"), where=req.dockerfile)
@@ -114,7 +114,7 @@ def base_images(dockerfile: str, build_args: Mapping[str, str] | None = None) ->
 
 
 class Builder:
-    def __init__(self, tools: Tools, store: ImageStore) -> None:
+    def __init__(self, tools: Tools, store: OciLayout) -> None:
         self.tools = tools
         self.store = store
         self._seeds_file = tools.settings.data_dir / "buildah-seeds.json"
@@ -228,7 +228,7 @@ class Builder:
         """
         digest = self.store.refs().get(name)
         if digest is None:
-            raise InvalidRequest(f"dockerfile: base image {name!r} not found", code="IMAGE_NOT_FOUND")
+            raise ImageNotFound(name, base_of=True)
         seeds = self._read_seeds()
         tag = _buildah_tag(name)
         if seeds.get(name) == digest:

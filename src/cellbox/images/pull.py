@@ -15,8 +15,8 @@ import hashlib
 from collections.abc import Callable
 
 from .. import _proc
-from ..errors import CommandFailed, InvalidRequest, NotFound
-from ..storage.images import ImageStore, async_layout_lock
+from ..errors import CommandFailed, DigestMismatch, ImageNotFound, InvalidRequest
+from ..storage.images import OciLayout, async_layout_lock
 from . import refs
 from .tools import Tools
 
@@ -38,7 +38,7 @@ class RegistryUnavailable(InvalidRequest):
 
 
 class Puller:
-    def __init__(self, tools: Tools, store: ImageStore) -> None:
+    def __init__(self, tools: Tools, store: OciLayout) -> None:
         self.tools = tools
         self.store = store
 
@@ -83,8 +83,7 @@ class Puller:
         data = self.store._blob_path(digest).read_bytes()
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if digest != ref.digest or actual != ref.digest:
-            raise InvalidRequest(f"image: the registry's manifest is {actual}, not the pinned {ref.digest}",
-                                 code="DIGEST_MISMATCH")
+            raise DigestMismatch(actual, ref.digest)
 
 
 def _classify(exc: CommandFailed, ref: refs.ImageRef) -> Exception:
@@ -93,7 +92,7 @@ def _classify(exc: CommandFailed, ref: refs.ImageRef) -> Exception:
     if any(s in text for s in ("unauthorized", "authentication required", "invalid username/password", " 401")):
         return RegistryAuthFailed(f"registry {ref.registry} refused access to {ref.remote}: {tail}")
     if "manifest unknown" in text or "not found" in text or "name unknown" in text:
-        return NotFound(f"image {ref.remote} not found in the registry", code="IMAGE_NOT_FOUND")
+        return ImageNotFound(ref.remote, in_registry=True)
     if "connection refused" in text or "no such host" in text or "i/o timeout" in text or "server gave http" in text:
         return RegistryUnavailable(f"registry {ref.registry} is not reachable: {tail}")
     return RegistryUnavailable(f"pulling {ref.remote} failed: {tail}")

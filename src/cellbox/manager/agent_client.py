@@ -23,12 +23,16 @@ import asyncio
 import hmac
 import json
 import secrets
+import time
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import httpx
 
+from .. import _procfs
 from ..agent import auth
-from ..errors import CellboxError
+from ..errors import (AgentError, AgentNotAuthentic, AgentResponseTooLarge, AgentTimeout, AgentUnreachable,
+                      InternalFailure)
 
 KEY_FIELD = "agent_key"
 DEFAULT_TIMEOUT = 10.0
@@ -37,11 +41,9 @@ MAX_JSON = 8 << 20
 MAX_EVENT = 1 << 20  # one SSE line (an output line is at most 64 KiB of text, JSON-escaped)  # process lists and outputs the host parses (the agent keeps ≤ 1/8 of memory)
 
 
-class AgentError(CellboxError):
-    """The agent answered something the host cannot trust or use (or nothing in time)."""
-
-    status = 502
-    code = "BAD_AGENT_RESPONSE"
+# The agent's errors live with the others (cellbox/errors.py); re-exported here, where
+# every caller of the agent already looks for them.
+__all__ = ["AgentError", "AgentClient", "key_of", "new_key", "env_key", "set_env_key", "parse_json"]
 
 
 def new_key() -> str:
@@ -112,6 +114,34 @@ class AgentClient:
             await self._http.aclose()
             self._http = None
 
+    async def wait_ready(self, ip: str, port: int, key: bytes | None, *, init_pid: int | None,
+                         log_path: Path, timeout: float) -> None:
+        """Poll the agent's port until it accepts, then check it is our agent (its proof
+        under ``key``; None: a sandbox from before agent keys); fail fast if the
+        container's init (``init_pid``) died. ``log_path``'s tail explains a failure."""
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 0.5)
+                writer.close()
+                break
+            except (OSError, asyncio.TimeoutError):
+                pass
+            if init_pid and not _procfs.alive(init_pid):
+                raise InternalFailure(f"the sandbox agent exited during start-up: {_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise InternalFailure(f"the sandbox agent did not start within {timeout:.0f}s: {_tail(log_path)}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.02)
+        # The port accepts: now make sure it is our agent that answers there, not a
+        # program the tenant (or a restored image) put in its place.
+        if key is not None:
+            left = max(1.0, deadline - time.monotonic())
+            status, _ = await self.call(ip, port, key, "GET", "/api/v1/health", timeout=left, max_bytes=4096)
+            if status != 200:
+                raise AgentError(f"the sandbox's agent answered {status} to its health check")
+
     async def call(self, ip: str, port: int, key: bytes | None, method: str, path: str, *,
                    json_body: Any = None, headers: dict[str, str] | None = None,
                    timeout: float = DEFAULT_TIMEOUT, max_bytes: int = MAX_JSON,
@@ -129,21 +159,18 @@ class AgentClient:
                 async with self._client().stream(method, f"http://{ip}:{port}{path}", json=json_body,
                                                  headers=hdrs) as resp:
                     if not verify(check, nonce, resp.headers):
-                        raise AgentError("the sandbox's agent failed authentication (is something else "
-                                         "answering on its port?)", code="AGENT_NOT_AUTHENTIC")
+                        raise AgentNotAuthentic("the sandbox's agent failed authentication (is something else "
+                                                "answering on its port?)")
                     body = bytearray()
                     async for chunk in resp.aiter_raw():
                         body += chunk
                         if len(body) > max_bytes:
-                            raise AgentError(f"the sandbox's agent sent more than {max_bytes} bytes",
-                                             code="AGENT_RESPONSE_TOO_LARGE")
+                            raise AgentResponseTooLarge("a response", max_bytes)
                     return resp.status_code, bytes(body)
         except TimeoutError:
-            raise AgentError(f"the sandbox's agent did not answer within {timeout:g}s",
-                             code="AGENT_TIMEOUT") from None
+            raise AgentTimeout("answer", timeout) from None
         except httpx.HTTPError as exc:
-            raise AgentError(f"could not talk to the sandbox's agent: {type(exc).__name__}: {exc}",
-                             code="AGENT_UNREACHABLE") from None
+            raise AgentUnreachable(exc) from None
 
     async def get_json(self, ip: str, port: int, key: bytes | None, path: str, *,
                        timeout: float = DEFAULT_TIMEOUT, max_bytes: int = MAX_JSON) -> Any:
@@ -165,7 +192,7 @@ class AgentClient:
                                                  headers={auth.NONCE_HEADER: nonce,
                                                           "Accept": "text/event-stream"}) as resp:
                     if not verify(key, nonce, resp.headers):
-                        raise AgentError("the sandbox's agent failed authentication", code="AGENT_NOT_AUTHENTIC")
+                        raise AgentNotAuthentic("the sandbox's agent failed authentication")
                     if resp.status_code != 200:
                         raise AgentError(f"the sandbox's agent answered {resp.status_code} to POST {path}")
                     pending = bytearray()
@@ -177,13 +204,11 @@ class AgentClient:
                             if line.startswith(b"data:"):
                                 yield parse_json(line[5:])
                         if len(pending) > max_event:
-                            raise AgentError(f"the sandbox's agent sent an event over {max_event} bytes",
-                                             code="AGENT_RESPONSE_TOO_LARGE")
+                            raise AgentResponseTooLarge("an event", max_event)
         except TimeoutError:
-            raise AgentError(f"the sandbox's agent did not finish within {timeout:g}s", code="AGENT_TIMEOUT") from None
+            raise AgentTimeout("finish", timeout) from None
         except httpx.HTTPError as exc:
-            raise AgentError(f"could not talk to the sandbox's agent: {type(exc).__name__}: {exc}",
-                             code="AGENT_UNREACHABLE") from None
+            raise AgentUnreachable(exc) from None
 
     async def rotate(self, ip: str, port: int, old: bytes) -> str:
         """Replace a restored agent's secret (derived on both sides, never sent); the new key."""
@@ -194,8 +219,7 @@ class AgentClient:
             headers={auth.NONCE_HEADER: nonce, auth.ROTATE_HEADER: auth.rotate_tag(old, nonce)},
         )
         if status != 204:
-            raise AgentError(f"the sandbox's agent refused to rotate its key ({status})",
-                             code="AGENT_NOT_AUTHENTIC")
+            raise AgentNotAuthentic(f"the sandbox's agent refused to rotate its key ({status})")
         return new.hex()
 
 
@@ -204,3 +228,10 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AgentError(f"the sandbox's agent sent malformed JSON: {exc}") from None
+
+
+def _tail(path: Path, limit: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:].strip() or "(no output)"
+    except FileNotFoundError:
+        return "(no log)"

@@ -13,17 +13,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-
-def _start_time(pid: int) -> str | None:
-    """Start time of ``pid`` (field 22 of /proc/PID/stat), None if gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(") ", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError, PermissionError):
-        return None
-    if rest[0] == "Z":
-        return None
-    return rest[19]
+from .._procfs import start_time as _start_time
 
 
 @lru_cache(maxsize=1)

@@ -35,7 +35,7 @@ from ..network import firewall, netns, walls
 from ..runtime import cgroups
 from . import owner
 from .records import SandboxRecord, Status, now_ms
-from .sandboxes import SandboxManager
+from .lifecycle import SandboxManager
 from .images import BUILD_NAMESPACE, IMAGES_NAMESPACE
 from .warm import WARM_NAMESPACE
 
@@ -69,8 +69,8 @@ async def reconcile(manager: SandboxManager) -> Report:
             log.warning("reconcile: %s: %s", rec.id, exc)
     policy_chains = set(await firewall.chains(manager.settings.nft_table))
     for sid in sorted(await _host_objects(manager)):
-        rec = manager.store.get(sid)
-        if rec is not None and not rec.status.is_final:
+        found = manager.store.get(sid)
+        if found is not None and not found.status.is_final:
             continue
         try:
             await manager.teardown(sid)

@@ -8,6 +8,8 @@ in well under a millisecond here, so the event loop is not worth a thread hop.
 
 from __future__ import annotations
 
+import builtins
+
 import json
 import os
 import sqlite3
@@ -103,13 +105,13 @@ class Store:
         self,
         namespace: str,
         *,
-        statuses: list[str] | None = None,
+        statuses: builtins.list[str] | None = None,
         live_only: bool = False,
         after: tuple[int, str] | None = None,
         limit: int = 100,
-    ) -> list[SandboxRecord]:
+    ) -> builtins.list[SandboxRecord]:
         """One page of a namespace's records in (created_at, id) order, after ``after``."""
-        sql, args = "SELECT doc FROM sandboxes WHERE namespace=?", [namespace]
+        sql, args = "SELECT doc FROM sandboxes WHERE namespace=?", list[object]([namespace])
         if statuses:
             sql += f" AND status IN ({','.join('?' * len(statuses))})"
             args += statuses

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from .. import _procfs
 from . import owner
 from .records import SandboxRecord, Status, now_ms
 from .service import SandboxService
@@ -82,14 +83,9 @@ class Timers:
 
 
 def _expired(rec: SandboxRecord, now: int) -> bool:
-    return rec.name is None and bool(rec.timeout_secs) and now - rec.created_at >= rec.timeout_secs * 1000
+    return rec.name is None and rec.timeout_secs is not None and rec.timeout_secs > 0 and (
+        now - rec.created_at >= rec.timeout_secs * 1000)
 
 
 def _init_alive(rec: SandboxRecord) -> bool:
-    if not rec.init_pid:
-        return False
-    try:
-        with open(f"/proc/{rec.init_pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return False
+    return _procfs.alive(rec.init_pid)

@@ -28,16 +28,22 @@ import glob
 import logging
 import os
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
-from .. import ids
+from .. import _procfs, ids
 from ..runtime import bundle
-from ..storage import btrfs, inroot, rootfs
-from .records import SandboxRecord, Status, now_ms
+from ..storage import inroot
+from .records import SandboxRecord, now_ms
+from .spec import CreateSpec
+from .tasks import TaskSet
 
-if TYPE_CHECKING:
-    from .sandboxes import CreateSpec, SandboxManager
+# What a pool is given instead of a manager (it imports nothing above it): how to build
+# one sandbox, how to destroy one, where a sandbox's rootfs is (for the pre-read).
+Build = Callable[[CreateSpec], Awaitable[SandboxRecord]]
+Destroy = Callable[[SandboxRecord, str], Awaitable[None]]
+ApplyLimits = Callable[[SandboxRecord, CreateSpec, int], None]
+Discard = Callable[[SandboxRecord], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 WARM_NAMESPACE = "__warm__"
@@ -106,16 +112,24 @@ def prefault(root: Path) -> int:
 
 class WarmPool:
     """Pre-booted sandboxes of the default image, or of a named image (``image``: its
-    canonical name; built through the image manager, so a pre-booted image's pool holds
-    restored sandboxes)."""
+    canonical name; built like any create of it, so a pre-booted image's pool holds
+    restored sandboxes).
 
-    def __init__(self, manager: "SandboxManager", size: int, image: str | None = None) -> None:
-        self.manager = manager
+    ``build`` makes one sandbox from a spec, ``destroy`` removes one (with a reason),
+    ``rootfs`` names a sandbox's rootfs: callables, so the pool's rules (burst, quiet,
+    refill, claim) are tested with fakes (``tests/unit/manager/test_warm.py``)."""
+
+    def __init__(self, size: int, *, build: Build, destroy: Destroy, rootfs: Callable[[str], Path],
+                 image: str | None = None, preread: Callable[[Path], Awaitable[object]] | None = None) -> None:
+        self._build = build
+        self._destroy = destroy
+        self._rootfs = rootfs
+        self._preread = preread or _preread
         self.size = size
         self.image = image
         self._ready: list[SandboxRecord] = []
         self._building = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("warm-pool build")
         self._closed = False
         # Refills are built one at a time: a burst of claims would otherwise start as
         # many cold builds at once, and they would compete with the burst for the CPU.
@@ -133,9 +147,7 @@ class WarmPool:
         """Start building sandboxes until ready + building reaches the pool size."""
         while not self._closed and len(self._ready) + self._building < self.size:
             self._building += 1
-            task = asyncio.ensure_future(self._build_one())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._build_one())
 
     def _claimed(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -176,8 +188,6 @@ class WarmPool:
                 return
 
     async def _build_one(self) -> None:
-        from .sandboxes import CreateSpec
-
         try:
             async with self._build_slot:
                 await self._quiet()
@@ -185,57 +195,49 @@ class WarmPool:
                     return
                 spec = CreateSpec(namespace=WARM_NAMESPACE, cpus=float(_host_cpus()), cpu_shares=bundle.MIN_SHARES,
                                   image=self.image)
-                if self.image is None:
-                    rec = await self.manager.create_cold(spec)
-                else:
-                    rec = await self.manager.image_manager.create(spec, warm=False)
+                rec = await self._build(spec)
         except Exception as exc:  # noqa: BLE001 - a failed warm build only means a cold create later
             log.warning("warm pool: building a sandbox failed: %s", exc)
             return
         finally:
             self._building -= 1
         if self._closed:
-            await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_closed")
+            await self._destroy(rec, "pool_closed")
             return
-        await asyncio.to_thread(_at_low_priority, prefault, rootfs.path(self.manager.settings.pool, rec.id))
+        await self._preread(self._rootfs(rec.id))
         self._ready.append(rec)
 
-    def can_serve(self, spec: "CreateSpec") -> bool:
+    def can_serve(self, spec: CreateSpec) -> bool:
         # Warm sandboxes booted with the pool's memory, so their /dev/shm has its full
         # size; a smaller sandbox must boot with a /dev/shm sized to its memory_mb
         # (bundle.shm_kib): tmpfs must never be able to fill its memory limit.
         if spec.memory_mb < bundle.SHM_FULL_AT_MB:
             return False
-        if self.image is not None:
-            return bool(self._ready) and spec.image == self.image
-        default = self.manager.settings.default_image
-        return bool(self._ready) and spec.image in (None, default, default + ":latest")
+        return bool(self._ready) and spec.image == self.image
 
     @property
     def image_mb(self) -> int:
         return int(self._ready[-1].extra.get("image_mb", 0)) if self._ready else 0
 
-    async def claim(self, spec: "CreateSpec", disk_mb: int) -> SandboxRecord | None:
+    async def claim(self, spec: CreateSpec, disk_mb: int, apply_limits: ApplyLimits,
+                    discard: Discard) -> SandboxRecord | None:
         """Hand out a warm sandbox shaped to ``spec``, or None if none fits.
 
-        No process is started here: liveness is read from /proc, limits are written to
-        the cgroup files, the bundle and the subvolume's qgroup directly. A burst of
-        claims used to spawn ``runc state``, ``runc update`` and ``btrfs qgroup limit``
-        for each (~35 ms of process start per claim, on the CPU the burst needs).
+        No process is started here: liveness is read from /proc, limits are written
+        by ``apply_limits`` (cgroup files, the bundle and the subvolume's qgroup). A
+        sandbox found dead goes to ``discard``; one whose limits fail is destroyed.
         """
         while self._ready:
             rec = self._ready.pop()
             self._claimed()
-            if not _is_init_of(rec.init_pid, ids.cgroup_path(rec.id)):
-                await self.manager.teardown(rec.id)
-                rec.status = Status.FAILED
-                self.manager.store.update(rec)
+            if not _procfs.in_cgroup(rec.init_pid, ids.cgroup_path(rec.id)):
+                await discard(rec)  # dead, or its PID recycled into another cgroup
                 continue
             try:
-                self._apply_limits(rec.id, spec, disk_mb - rec.extra["image_mb"])
+                apply_limits(rec, spec, disk_mb)
             except Exception as exc:  # noqa: BLE001 - fall back to a cold create
                 log.warning("warm pool: applying limits to %s failed: %s", rec.id, exc)
-                await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_error")
+                await self._destroy(rec, "pool_error")
                 continue
             rec.namespace, rec.name = spec.namespace, spec.name
             rec.cpus, rec.memory_mb, rec.disk_mb, rec.pids_limit = spec.cpus, spec.memory_mb, disk_mb, spec.pids_limit
@@ -245,48 +247,19 @@ class WarmPool:
             return rec
         return None
 
-    def _apply_limits(self, sandbox_id: str, spec: "CreateSpec", writable_mb: int) -> None:
-        apply_limits(self.manager, sandbox_id, spec, writable_mb)
-
     async def close(self) -> None:
         self._closed = True
-        for task in list(self._tasks):
-            await asyncio.gather(task, return_exceptions=True)
+        await self._tasks.settle()
         while self._ready:
             rec = self._ready.pop()
             try:
-                await self.manager.destroy(rec.id, WARM_NAMESPACE, reason="pool_closed")
+                await self._destroy(rec, "pool_closed")
             except Exception as exc:  # noqa: BLE001
                 log.warning("warm pool: destroying %s failed: %s", rec.id, exc)
 
 
-def apply_limits(manager: "SandboxManager", sandbox_id: str, spec: "CreateSpec", writable_mb: int) -> None:
-    """Give a running sandbox the request's limits (cgroup files, the bundle's config,
-    the quota): used for warm sandboxes and for sandboxes restored from a pre-booted
-    image."""
-    from ..runtime import cgroups
-
-    settings = manager.settings
-    limits = bundle.Limits(spec.cpus, spec.memory_mb, spec.pids_limit)
-    cgroups.set_limits(ids.cgroup_path(sandbox_id), cpu_quota=bundle.cpu_quota(spec.cpus),
-                       cpu_period=bundle.CFS_PERIOD, memory_bytes=spec.memory_mb << 20, pids=spec.pids_limit)
-    bundle.set_limits(settings.sandboxes_dir / sandbox_id, limits)
-    btrfs.set_limit(rootfs.path(settings.pool, sandbox_id), writable_mb)
-
-
-def _is_init_of(pid: int | None, cgroup_path: str) -> bool:
-    """Whether ``pid`` is alive (not a zombie) and in the sandbox's cgroup: a dead warm
-    sandbox is thrown away, and a recycled PID lives in some other cgroup."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(") ", 1)[1][0] in "ZX":
-                return False
-        with open(f"/proc/{pid}/cgroup") as f:
-            return any(line.rstrip("\n").endswith(":" + cgroup_path) for line in f)
-    except (OSError, IndexError):
-        return False
+async def _preread(root: Path) -> int:
+    return await asyncio.to_thread(_at_low_priority, prefault, root)
 
 
 def _cpu_times() -> tuple[int, int]:

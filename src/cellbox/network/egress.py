@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InvalidRequest
+from ..errors import UnresolvableHost
 from . import dnsmsg, firewall
 from .firewall import Addr
 from .policy import EgressPolicy, matches_any
@@ -80,7 +80,7 @@ class EgressControl:
                 continue  # a wildcard is learned from the sandbox's own queries only
             found = await dnsmsg.resolve(name, self._upstreams())
             if not found:
-                raise InvalidRequest(f"network: host name {name!r} does not resolve", code="UNRESOLVABLE_HOST")
+                raise UnresolvableHost(name)
             resolved[name] = found
         return resolved
 

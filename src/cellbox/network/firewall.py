@@ -209,7 +209,7 @@ async def remove_orphan(table: str, sandbox_id: str) -> None:
             for key, verdict in item.get("map", {}).get("elem", []):
                 if verdict.get("jump", {}).get("target") == chain(sandbox_id) and isinstance(key, str):
                     ips.append(key)
-    for ip in ips or [None]:
+    for ip in ips or [None]:  # type: ignore[list-item]  # None: remove() finds the address itself
         await remove(table, sandbox_id, ip)
 
 

@@ -7,7 +7,7 @@ verbatim. Codes are the OSS dataplane's (spec §1.4), so clients that already ha
 
 The resolver speaks ``cellbox.errors``; :func:`from_cellbox` keeps its ``code`` and
 takes its ``status`` from the class, except for the codes in ``_STATUS_BY_CODE``: the
-manager raises ``Conflict(code="SANDBOX_NOT_RUNNING")`` (409 is right for the control
+manager raises ``SandboxNotRunning`` (a ``Conflict``) (409 is right for the control
 plane), but to a data-plane client "not running" means "try later", i.e. 503.
 """
 

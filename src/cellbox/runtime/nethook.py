@@ -9,17 +9,13 @@ and a running or suspended sandbox's bundle keeps naming one that exists.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import ids
-from ..config import Settings
 from ..errors import InternalFailure
-from ..network import walls
-from ..network.netns import mac_for
 from . import userns
 
 SOURCE = Path(__file__).with_name("nethook.c")
@@ -42,14 +38,16 @@ def ensure(bin_dir: Path) -> Path:
     return exe
 
 
-def hooks(exe: Path, settings: Settings, sandbox_id: str, address: str) -> dict[str, Any]:
-    """``hooks`` of a bundle: wire ``sandbox_id``'s netns with ``address``."""
-    ip = ipaddress.IPv4Address(address)
-    veth, mac = ids.host_veth(sandbox_id), mac_for(ip)
-    # ping_group_range written from the host is in host gids: the sandbox's own range.
-    base = userns.host_base(settings.subnet, address)
-    args = [exe.name, ids.netns(sandbox_id), veth, mac, f"{ip}/{settings.subnet.prefixlen}",
-            str(settings.gateway), settings.bridge, walls.port_link_batch(veth, mac),
-            f"{base} {base + userns.SIZE - 1}", walls.neigh_line(settings, ip, mac)]
+def hooks(exe: Path, wiring: Sequence[str], base: int) -> dict[str, Any]:
+    """``hooks`` of a bundle: wire a sandbox's netns as ``wiring`` says.
+
+    ``wiring`` is ``network/node.py``'s ``PortWiring.hook_args()`` (netns name, veth,
+    MAC, address/prefix, gateway, bridge, the port's link batch, the host's neighbour
+    line): made by the network side and passed in, so the runtime imports nothing of
+    ``network/``. ``base`` is the sandbox's first host id: ``ping_group_range``,
+    written from the host, is in host gids.
+    """
+    *head, neigh = wiring
+    args = [exe.name, *head, f"{base} {base + userns.SIZE - 1}", neigh]
     return {"prestart": [{"path": str(exe), "args": args, "timeout": HOOK_TIMEOUT,
                         "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}]}

@@ -55,7 +55,8 @@ def _applies(rule: dict[str, Any], caps: set[str], arch: str, kernel: tuple[int,
 
 def document() -> dict[str, Any]:
     """The profile as committed (comments and conditions included)."""
-    return json.loads(PROFILE.read_text())
+    doc: dict[str, Any] = json.loads(PROFILE.read_text())
+    return doc
 
 
 @functools.lru_cache(maxsize=8)
@@ -78,4 +79,5 @@ def _resolve(caps: frozenset[str], arch: str, kernel: tuple[int, int]) -> str:
 def profile(capabilities: list[str], *, arch: str = _ARCH, kernel: str | None = None) -> dict[str, Any]:
     """The OCI seccomp object for a process with ``capabilities`` (on this host's
     architecture and kernel unless told otherwise)."""
-    return json.loads(_resolve(frozenset(capabilities), arch, _kernel(kernel or platform.release())))
+    profile: dict[str, Any] = json.loads(_resolve(frozenset(capabilities), arch, _kernel(kernel or platform.release())))
+    return profile

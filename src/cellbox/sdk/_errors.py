@@ -35,9 +35,11 @@ from typing import Any
 
 import httpx
 
+from .. import errors as server
 from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, LimitExceeded, NotFound
 
 SandboxError = CellboxError
+
 
 
 class PermissionDenied(CellboxError):
@@ -51,21 +53,21 @@ class SandboxNotFoundError(NotFound):
     """Raised when the sandbox (ID or name) does not exist, or has gone."""
 
     status = 404
-    code = "SANDBOX_NOT_FOUND"
+    code = server.SandboxNotFound.code
 
 
 class SnapshotNotFoundError(NotFound):
     """Raised when the snapshot does not exist, or has been deleted."""
 
     status = 404
-    code = "SNAPSHOT_NOT_FOUND"
+    code = server.SnapshotNotFound.code
 
 
 class ImageNotFoundError(NotFound):
     """Raised when no image has the name (or the registry has no such image)."""
 
     status = 404
-    code = "IMAGE_NOT_FOUND"
+    code = server.ImageNotFound.code
 
 
 class ImageBuildError(InvalidRequest):
@@ -136,12 +138,16 @@ class SandboxConnectionError(SandboxUnavailable):
 
 
 # Machine codes the server, the proxy and the agent send, to the most specific class.
+# The server's codes are ``cellbox.errors.WIRE_CODES`` (one class per code); those not
+# named here come back as the class of their HTTP status (``STATUS_TO_EXCEPTION``), with
+# the server's code kept on the exception. ``tests/unit/test_errors.py`` round-trips them all.
 CODE_TO_EXCEPTION: dict[str, type[CellboxError]] = {
-    "SANDBOX_NOT_FOUND": SandboxNotFoundError,
-    "SANDBOX_NOT_RUNNING": SandboxUnavailable,
-    "PATH_TRAVERSAL": PermissionDenied,
+    server.SandboxNotFound.code: SandboxNotFoundError,
+    server.SandboxNotRunning.code: SandboxUnavailable,
+    "PATH_TRAVERSAL": PermissionDenied,  # the agent's codes (agent/errors.py)
     "INVALID_TOKEN": PermissionDenied,
-    "UNAUTHORIZED": PermissionDenied,
+    server.Unauthorized.code: PermissionDenied,
+    server.AdminRequired.code: PermissionDenied,
 }
 for _cls in (
     InternalFailure,

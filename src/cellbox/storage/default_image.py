@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import _proc
 from ..config import Settings
-from .images import ImageConfig, ImageStore
+from .images import ImageConfig, OciLayout
 
 PACKAGES = [
     "bash", "coreutils", "procps", "python3", "nodejs", "sqlite3", "git", "curl",
@@ -46,7 +46,7 @@ def host_mirror() -> str:
     return out[0].rstrip("/") if out else "http://deb.debian.org/debian"
 
 
-def build(settings: Settings, store: ImageStore, name: str | None = None) -> str:
+def build(settings: Settings, store: OciLayout, name: str | None = None) -> str:
     """Build the image and add it to the store; returns the manifest digest."""
     name = name or settings.default_image
     tmp_dir = settings.data_dir / "tmp"

@@ -21,9 +21,10 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..config import Settings
-from ..errors import InternalFailure, NotFound
+from ..errors import ImageNotFound, InternalFailure, NotFound
 from . import btrfs, unpack
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -58,7 +59,11 @@ def normalize(name: str) -> str:
     return name if ":" in last or "@" in last else f"{name}:latest"
 
 
-class ImageStore:
+class OciLayout:
+    """The OCI image layout (blobs, index, names) and the images' unpacked subvolumes.
+
+    Not a "store": in the manager that word means the sandbox records (``manager/store.py``)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.layout = settings.oci_dir
@@ -78,13 +83,14 @@ class ImageStore:
         if not (self.layout / "index.json").exists():
             self._write_index({"schemaVersion": 2, "manifests": []})
 
-    def _read_index(self) -> dict:
+    def _read_index(self) -> dict[str, Any]:
         try:
-            return json.loads((self.layout / "index.json").read_text())
+            index: dict[str, Any] = json.loads((self.layout / "index.json").read_text())
+            return index
         except FileNotFoundError:
             return {"schemaVersion": 2, "manifests": []}
 
-    def _write_index(self, index: dict) -> None:
+    def _write_index(self, index: dict[str, Any]) -> None:
         _atomic_write(self.layout / "index.json", json.dumps(index, indent=1).encode())
 
     def _put_bytes(self, data: bytes) -> tuple[str, int]:
@@ -156,11 +162,13 @@ class ImageStore:
         return {m["annotations"][REF_NAME]: m["digest"] for m in self._read_index()["manifests"]
                 if REF_NAME in m.get("annotations", {})}
 
-    def manifest(self, digest: str) -> dict:
-        return json.loads(self._blob_path(digest).read_text())
+    def manifest(self, digest: str) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self._blob_path(digest).read_text())
+        return doc
 
-    def image_config(self, manifest: dict) -> dict:
-        return json.loads(self._blob_path(manifest["config"]["digest"]).read_text())
+    def image_config(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self._blob_path(manifest["config"]["digest"]).read_text())
+        return doc
 
     async def remove(self, name: str) -> None:
         """Drop a name, then whatever no name uses any more (:meth:`collect`)."""
@@ -169,7 +177,7 @@ class ImageStore:
             index = self._read_index()
             gone = [m for m in index["manifests"] if m.get("annotations", {}).get(REF_NAME) == ref]
             if not gone:
-                raise NotFound(f"image {name!r} not found", code="IMAGE_NOT_FOUND")
+                raise ImageNotFound(name)
             index["manifests"] = [m for m in index["manifests"] if m not in gone]
             self._write_index(index)
         await self.collect()
@@ -215,8 +223,8 @@ class ImageStore:
         ref = normalize(name)
         for m in self._read_index()["manifests"]:
             if m.get("annotations", {}).get(REF_NAME) == ref:
-                return m["digest"]
-        raise NotFound(f"image {name!r} not found", code="IMAGE_NOT_FOUND")
+                return str(m["digest"])
+        raise ImageNotFound(name)
 
     def exists(self, name: str) -> bool:
         try:
@@ -250,7 +258,7 @@ class ImageStore:
             size_bytes=sum(layer["size"] for layer in manifest["layers"]),
         )
 
-    async def _unpack(self, manifest: dict, rootfs: Path) -> None:
+    async def _unpack(self, manifest: dict[str, Any], rootfs: Path) -> None:
         """Unpack into ``rootfs``, starting from the unpacked image that shares the most
         leading layers with this one (see ``unpack.py``). Layers are compared by their
         uncompressed digests (the config's ``diff_ids``), so an image pulled from a
@@ -271,13 +279,17 @@ class ImageStore:
         await unpack.unpack([self._blob_path(layer["digest"]) for layer in rest],
                             [layer["mediaType"] for layer in rest], rootfs, base=base)
 
-    def _diff_ids(self, manifest: dict) -> list[str]:
+    def _diff_ids(self, manifest: dict[str, Any]) -> list[str]:
         """Uncompressed layer digests; the blob digests if the config lacks them."""
         ids = self.image_config(manifest).get("rootfs", {}).get("diff_ids") or []
         if len(ids) != len(manifest["layers"]):
             return [layer["digest"] for layer in manifest["layers"]]
         return list(ids)
 
+
+
+# The old name ("store" now means only the sandbox records, manager/store.py).
+ImageStore = OciLayout
 
 class _Flock:
     def __init__(self, path: Path) -> None:

@@ -108,7 +108,7 @@ def scan(layer: Path, budget: Budget) -> Listing:
             # next() rather than iteration, with the member list emptied each time:
             # tarfile keeps every header it read, which a million-entry layer must not cost.
             while (member := tar.next()) is not None:
-                tar.members.clear()
+                tar.members.clear()  # type: ignore[attr-defined]  # tarfile's own list, not in its stubs
                 _check(member, budget, label)
                 if os.path.basename(member.name.rstrip("/")).startswith(WHITEOUT):
                     listing.whiteouts.append(member.name)

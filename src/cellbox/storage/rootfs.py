@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import Conflict
+from ..errors import RootfsUnusable
 from . import btrfs, inroot
 
 
@@ -59,9 +59,8 @@ def write_identity(rootfs: Path, *, hostname: str, nameserver: str) -> None:
                 root.write_file(f"etc/{name}", text.encode())
     except OSError as exc:
         # The message names the path as the sandbox sees it, never the host's.
-        raise Conflict(f"the sandbox's root filesystem has no usable {where}: {exc.strerror or exc} "
-                       f"(a link leading nowhere inside it, a loop, or not a directory/file)",
-                       code="ROOTFS_UNUSABLE") from None
+        raise RootfsUnusable(f"has no usable {where}: {exc.strerror or exc} "
+                             f"(a link leading nowhere inside it, a loop, or not a directory/file)") from None
 
 
 def prepare_mount_points(rootfs: Path, destinations: Iterable[str]) -> None:
@@ -79,8 +78,7 @@ def prepare_mount_points(rootfs: Path, destinations: Iterable[str]) -> None:
             for dest in destinations:
                 root.make_real_dirs(dest)
     except OSError as exc:
-        raise Conflict(f"the sandbox's root filesystem cannot hold its mount points: {exc.strerror or exc}",
-                       code="ROOTFS_UNUSABLE") from None
+        raise RootfsUnusable(f"cannot hold its mount points: {exc.strerror or exc}") from None
 
 
 async def remove(pool: Path, sandbox_id: str) -> None:

@@ -1,0 +1,55 @@
+"""The runtime as the manager's ``ports.Runtime``: runc run, CRIU restore, destroy, state,
+and the idmapped rootfs mount of a user-namespaced container.
+
+A thin face over ``runc.py`` and ``checkpoint.py`` so the manager depends on four
+calls, not on how they are made (and tests can hand it a fake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from .. import _proc
+from . import checkpoint, nethook, userns
+from .runc import Runc, State
+
+
+class NodeRuntime:
+    def __init__(self, runc: Runc, bin_dir: Path) -> None:
+        self.runc = runc
+        self.bin_dir = bin_dir
+        self._nethook: Path | None = None
+
+    async def run(self, container_id: str, bundle: Path) -> int:
+        return await self.runc.run_detached(container_id, bundle)
+
+    async def restore(self, container_id: str, bundle: Path, images: Path, work: Path) -> int:
+        return await checkpoint.restore(self.runc, container_id, bundle, images, work)
+
+    async def destroy(self, container_id: str) -> None:
+        await self.runc.destroy(container_id)
+
+    async def state(self, container_id: str) -> State | None:
+        return await self.runc.state(container_id)
+
+    async def list_ids(self) -> list[str]:
+        return await self.runc.list_ids()
+
+    async def mount_idmapped(self, source: Path, target: Path, base: int) -> None:
+        await asyncio.to_thread(userns.mount_idmapped, source, target, base)
+
+    async def unmount(self, target: Path) -> None:
+        await asyncio.to_thread(userns.unmount, target)
+
+    async def netns_hook(self, wiring: list[str], base: int) -> dict[str, Any]:
+        """The bundle's ``hooks``: the prestart hook that wires the netns runc makes
+        (compiled on first use, ``nethook.ensure``)."""
+        if self._nethook is None:
+            self._nethook = await asyncio.to_thread(nethook.ensure, self.bin_dir)
+        return nethook.hooks(self._nethook, wiring, base)
+
+    async def set_hostname(self, pid: int, hostname: str) -> None:
+        """Set the hostname in ``pid``'s UTS namespace (a restore brings back the dumped one)."""
+        await _proc.run(["nsenter", "--target", str(pid), "--uts", "hostname", hostname])
