@@ -66,7 +66,7 @@ async def _resumed(control: ControlPlane, sb):
         if exc.code != "BUSY":
             raise
         for _ in range(RESUME_WAIT_S * 2):
-            if (cur := await control.get(sb.project, sb.id)).state != "suspended":
+            if (await control.get(sb.project, sb.id)).state != "suspended":
                 break
             await asyncio.sleep(0.5)
     return await control.route(sb.project, sb.id)
