@@ -1,7 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make run    set up this host if needed, then start the server in the foreground
 #   make test   set up this host (with test tools) if needed, then run the whole suite
-.PHONY: run test test-cluster lint setup setup-test bench
+.PHONY: run test test-cluster lint setup setup-test bench compat-e2b envd-stubs
 
 setup:
 	bash scripts/setup.sh
@@ -33,3 +33,15 @@ bench: setup-test
 	.venv/bin/python bench/storage.py
 	.venv/bin/python bench/images.py
 	.venv/bin/python bench/network.py
+	.venv/bin/python bench/ui.py
+	.venv/bin/python bench/e2b.py
+
+# The E2B compatibility suite; writes docs/compat-e2b.md (call -> status) from its results.
+compat-e2b: setup-test
+	E2B_COMPAT_TABLE=docs/compat-e2b.md .venv/bin/python -m pytest -q tests/compat/test_e2b_sdk.py \
+		tests/compat/test_e2b_examples.py tests/compat/test_e2b_tls.py
+
+# envd's protos from the pinned e2b SDK's descriptors, then our stubs from them (cellbox/e2b/gen/).
+envd-stubs: setup-test
+	.venv/bin/python scripts/e2b_protos.py
+	bash scripts/gen_envd.sh

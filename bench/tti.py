@@ -6,6 +6,7 @@ it exits 0. Destroy is not timed. Modes (spec §7.2):
   sequential  N sandboxes one at a time
   staggered   N sandboxes started ``--stagger`` ms apart (each timed on its own)
   burst       N sandboxes at once
+  burst2      a burst, then (``--gap`` s later) a second one: the self-sizing warm pool
 Reports median, p95, p99, success rate (after trimming nothing: failures count).
 Starts its own ``cellbox server`` on free ports (warm pool size ``--warm-pool``) with
 this interpreter, so ``PYTHONPATH`` chooses the code under test (compare two
@@ -73,7 +74,9 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
 
 def sandbox_cpu_seconds(sandbox_id: str) -> float:
     """CPU time of everything a sandbox ran (cgroup v1 cpuacct; 0 if unreadable)."""
-    for path in (f"/sys/fs/cgroup/cpuacct/cellbox/{sandbox_id}/cpuacct.usage",):
+    from cellbox import ids
+
+    for path in (f"/sys/fs/cgroup/cpuacct{ids.cgroup_path(sandbox_id)}/cpuacct.usage",):
         try:
             return int(Path(path).read_text()) / 1e9
         except (OSError, ValueError):
@@ -84,7 +87,9 @@ def sandbox_cpu_seconds(sandbox_id: str) -> float:
 def all_sandbox_cpu() -> dict[str, float]:
     """CPU time so far of every sandbox cgroup on the host (warm ones included), so the
     burst's share can be told from what a warm sandbox spent booting."""
-    base = Path("/sys/fs/cgroup/cpuacct/cellbox")
+    from cellbox import ids
+
+    base = Path(f"/sys/fs/cgroup/cpuacct/{ids.CGROUP_PARENT}")
     return {d.name: sandbox_cpu_seconds(d.name) for d in base.iterdir() if d.is_dir()} if base.is_dir() else {}
 
 
@@ -108,19 +113,53 @@ async def wait_pool(size: int, timeout: float = 300) -> None:
     print(f"  (warm pool not full after {timeout:.0f}s)", file=sys.stderr)
 
 
+async def run_burst(client: httpx.AsyncClient, api: str, proxy: str, server: subprocess.Popen, args) -> dict:
+    """``args.burst`` TTIs at once; their latencies and where the burst's CPU went."""
+    t0 = time.perf_counter()
+    spy = None
+    if args.profile:
+        spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                                str(server.pid), "--format", "raw", "-o", args.profile, "-r", "200"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await asyncio.sleep(1)
+        t0 = time.perf_counter()
+    cpu0 = cpu_seconds(server.pid), time.process_time(), cpu_seconds(server.pid, children=True)
+    before = all_sandbox_cpu()
+    outs = await asyncio.gather(*[tti(client, api, proxy) for _ in range(args.burst)])
+    cpu1 = cpu_seconds(server.pid), time.process_time(), cpu_seconds(server.pid, children=True)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+    samples = [ms for ms, _ in outs if ms is not None]
+    sandbox_cpu = sum(sandbox_cpu_seconds(sid) - before.get(sid, 0.0) for _, sid in outs if sid)
+    return {
+        "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
+        # where the burst's CPU went: the server (API + proxy + manager), the commands it
+        # ran (runc, ip, btrfs; counted once they have exited), this client, and the
+        # sandboxes (agent + node, after the claim); 2 cores
+        "cpu_s": {"server": cpu1[0] - cpu0[0], "server_commands": cpu1[2] - cpu0[2],
+                  "client": cpu1[1] - cpu0[1], "sandboxes": sandbox_cpu},
+        "time_to_first_ready_ms": min(samples) if samples else None,
+        **summarize(samples, len(outs) - len(samples)), "sids": [sid for _, sid in outs]}
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=100)
     ap.add_argument("--burst", type=int, default=100)
     ap.add_argument("--stagger", type=int, default=200, help="ms between starts in staggered mode")
-    ap.add_argument("--warm-pool", type=int, default=4)
-    ap.add_argument("--modes", default="sequential,staggered,burst", help="comma-separated subset to run")
+    ap.add_argument("--warm-pool", default="4", help="CELLBOX_WARM_POOL for the server; 'default' leaves it unset")
+    ap.add_argument("--gap", type=float, default=45.0, help="seconds between the bursts of mode burst2")
+    ap.add_argument("--modes", default="sequential,staggered,burst", help="comma-separated subset (also: burst2)")
     ap.add_argument("--label", default="", help="names the code under test in the results")
     ap.add_argument("--profile", metavar="FILE", help="py-spy the server during the burst (collapsed stacks)")
     args = ap.parse_args()
     modes = set(args.modes.split(","))
     api_port, proxy_port = free_port(), free_port()
-    env = {**os.environ, "CELLBOX_WARM_POOL": str(args.warm_pool)}
+    env = dict(os.environ)
+    if args.warm_pool != "default":
+        env["CELLBOX_WARM_POOL"] = args.warm_pool
+    pool_floor = int(env.get("CELLBOX_WARM_POOL", "2"))
     log = open("/tmp/cellbox-bench-tti-server.log", "wb")
     # this interpreter, so PYTHONPATH picks the code under test (a worktree, an older checkout)
     server = subprocess.Popen([sys.executable, "-c", "from cellbox.cli.main import main; main()", "server",
@@ -132,7 +171,7 @@ async def main() -> None:
     try:
         async with httpx.AsyncClient(limits=limits, headers=auth_headers()) as client:
             await wait_for_api(client, api, 300)
-            await wait_pool(args.warm_pool)
+            await wait_pool(pool_floor)
 
             async def cleanup(sids: list[str | None]) -> None:
                 await asyncio.gather(*[client.delete(f"{api}/sandboxes/{s}", timeout=120) for s in sids if s])
@@ -146,7 +185,7 @@ async def main() -> None:
             if "sequential" in modes:
                 results[f"sequential x{args.n}"] = {"samples_ms": samples, **summarize(samples, fails)}
                 print(f"  sequential done: median {results[f'sequential x{args.n}']['p50']:.0f} ms", file=sys.stderr)
-                await wait_pool(args.warm_pool)
+                await wait_pool(pool_floor)
 
             async def delayed(i: int):
                 await asyncio.sleep(i * args.stagger / 1000)
@@ -161,36 +200,21 @@ async def main() -> None:
                     **summarize(samples, len(outs) - len(samples))}
                 await cleanup([sid for _, sid in outs])
                 print("  staggered done", file=sys.stderr)
-                await wait_pool(args.warm_pool)
+                await wait_pool(pool_floor)
+
+            async def burst(name: str) -> None:
+                results[name] = await run_burst(client, api, proxy, server, args)
+                await cleanup(results[name].pop("sids"))
+                print(f"  {name} done: p95 {results[name]['p95']:.0f} ms", file=sys.stderr)
 
             if "burst" in modes:
-                t0 = time.perf_counter()
-                spy = None
-                if args.profile:
-                    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
-                                            str(server.pid), "--format", "raw", "-o", args.profile, "-r", "200"],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    await asyncio.sleep(1)
-                    t0 = time.perf_counter()
-                cpu0 = cpu_seconds(server.pid), time.process_time(), cpu_seconds(server.pid, children=True)
-                before = all_sandbox_cpu()
-                outs = await asyncio.gather(*[tti(client, api, proxy) for _ in range(args.burst)])
-                cpu1 = cpu_seconds(server.pid), time.process_time(), cpu_seconds(server.pid, children=True)
-                if spy is not None:
-                    spy.send_signal(signal.SIGINT)
-                    spy.wait(30)
-                samples = [ms for ms, _ in outs if ms is not None]
-                sandbox_cpu = sum(sandbox_cpu_seconds(sid) - before.get(sid, 0.0) for _, sid in outs if sid)
-                results[f"burst x{args.burst}"] = {
-                    "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
-                    # where the burst's CPU went: the server (API + proxy + manager), the
-                    # commands it ran (runc, ip, btrfs; counted once they have exited), this
-                    # client, and the sandboxes (agent + node, after the claim); 2 cores
-                    "cpu_s": {"server": cpu1[0] - cpu0[0], "server_commands": cpu1[2] - cpu0[2],
-                              "client": cpu1[1] - cpu0[1], "sandboxes": sandbox_cpu},
-                    "time_to_first_ready_ms": min(samples) if samples else None,
-                    **summarize(samples, len(outs) - len(samples))}
-                await cleanup([sid for _, sid in outs])
+                await burst(f"burst x{args.burst}")
+            if "burst2" in modes:
+                # Issue 15: the second burst, --gap s after the first, shows what a pool
+                # that saw the first burst's demand does; the first shows the cold cost.
+                await burst(f"first burst x{args.burst}")
+                await asyncio.sleep(args.gap)
+                await burst(f"second burst x{args.burst} (+{args.gap:.0f} s)")
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)

@@ -26,6 +26,12 @@ PACKAGES=(runc btrfs-progs nftables mmdebstrap iproute2 util-linux tar xz-utils 
 # distribution server) and htpasswd for its auth.
 # postgresql: the cluster tests start throwaway PostgreSQL 15 servers of their own (tests/cluster/pg.py).
 [ $WITH_TEST = 1 ] && PACKAGES+=(docker-registry apache2-utils postgresql)
+# --test: the web console's browser tests drive Debian's Chromium (Playwright with
+# executable_path; never a downloaded browser).
+[ $WITH_TEST = 1 ] && PACKAGES+=(chromium chromium-driver)
+# npm for the web console's front-end packages; a host with NodeSource's nodejs has it
+# already (Debian's npm package would conflict with that nodejs).
+command -v npm >/dev/null || PACKAGES+=(npm)
 step "Debian packages"
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -62,6 +68,14 @@ stamp=".venv/.installed$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q --disable-pip-version-check -e ".$extras"
     touch "$stamp"
+else
+    echo "up to date"
+fi
+
+step "web console front-end packages (npm ci, pinned by package-lock.json)"
+ui_npm=src/cellbox/ui/npm
+if [ ! -f "$ui_npm/node_modules/.package-lock.json" ] || [ "$ui_npm/package-lock.json" -nt "$ui_npm/node_modules/.package-lock.json" ]; then
+    (cd "$ui_npm" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
 else
     echo "up to date"
 fi

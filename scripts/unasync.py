@@ -35,6 +35,8 @@ SUBS: list[tuple[str, str]] = [
     ("AsyncSandboxClient", "SandboxClient"),
     ("AsyncSandbox", "Sandbox"),
     ("AsyncImages", "Images"),
+    ("AsyncExtras", "Extras"),
+    ("AsyncPools", "Pools"),
     ("AsyncProcess", "Process"),
     ("AsyncPty", "Pty"),
     ("AsyncTunnel", "Tunnel"),

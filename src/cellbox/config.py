@@ -25,6 +25,10 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(_env("CELLBOX_DATA_DIR", "/var/lib/cellbox")))
     # The btrfs pool: a sparse file, loop-mounted, unless data_dir/pool already is btrfs.
     pool_size_gb: int = int(_env("CELLBOX_POOL_SIZE_GB", "64"))
+    # A block device (partition or disk) for the pool instead of the loop file: no
+    # second filesystem under btrfs, so in-sandbox fsync costs what it costs on the
+    # device (bench/pool_backing.py). Formatted only if blank; new installs only.
+    pool_device: str = _env("CELLBOX_POOL_DEVICE", "")
     # Host side of the sandbox network. The subnet is ours alone: the bridge is the only
     # route to it, and our nftables table matches only this bridge and this subnet.
     bridge: str = _env("CELLBOX_BRIDGE", "cellbox0")
@@ -44,6 +48,11 @@ class Settings:
     agent_port: int = AGENT_PORT
     # Pre-booted sandboxes of the default image kept ready for creates (0 disables).
     warm_pool_size: int = int(_env("CELLBOX_WARM_POOL", "2"))
+    # Issue 14: a named sandbox created without timeout_secs suspends after this many
+    # idle seconds (Tensorlake's 10 minutes); 0 = never. An explicit timeout_secs wins.
+    named_idle_secs: int = int(_env("CELLBOX_NAMED_IDLE_SECS", "600"))
+    # Terminated and failed sandboxes stay readable (archived-sandboxes) this long.
+    archive_retention_secs: int = int(_env("CELLBOX_ARCHIVE_RETENTION_SECS", str(7 * 86400)))
     # Creating from a pre-booted image: "auto" restores its memory snapshot only when
     # it holds state a boot would not recreate (a warm-up ran, or it was registered
     # from a memory snapshot), since a plain boot measured faster than a restore

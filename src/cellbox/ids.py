@@ -11,6 +11,7 @@ IDs follow Tensorlake's format (21 characters of ``[0-9a-z]``, nanoid-style), so
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 
@@ -40,17 +41,33 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+# The prefix of every host-wide name derived from an ID (veth ``cb<id>``, netns
+# ``cb-<id>``) and the cgroup parent (``/cellbox/<id>``). A second instance on one host
+# (its own data dir, bridge and nft tables, as benchmarks and experiments run) needs
+# its own of both: each instance's bridge table drops frames from ports named like its
+# own that it does not know, and its start-up reconcile takes any ``cb-`` netns or
+# ``/cellbox`` cgroup without a record of its own for a leftover and removes it -- a
+# second instance sharing the names deleted the first one's netns names.
+VETH_PREFIX = os.environ.get("CELLBOX_VETH_PREFIX", "cb")
+if not re.fullmatch(r"[a-z]{2}", VETH_PREFIX):
+    raise ValueError("CELLBOX_VETH_PREFIX must be two lowercase letters")
+CGROUP_PARENT = os.environ.get("CELLBOX_CGROUP_PARENT", "cellbox")
+if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", CGROUP_PARENT):
+    raise ValueError("CELLBOX_CGROUP_PARENT must be a lowercase name (letters, digits, '-')")
+NETNS_PREFIX = f"{VETH_PREFIX}-"
+
+
 def netns(sandbox_id: str) -> str:
-    return f"cb-{sandbox_id}"
+    return f"{NETNS_PREFIX}{sandbox_id}"
 
 
 def host_veth(sandbox_id: str) -> str:
-    # IFNAMSIZ is 16 including the NUL: "cb" + 13 characters of the ID.
-    return f"cb{sandbox_id[:13]}"
+    # IFNAMSIZ is 16 including the NUL: the 2-letter prefix + 13 characters of the ID.
+    return f"{VETH_PREFIX}{sandbox_id[:13]}"
 
 
 def cgroup_path(sandbox_id: str) -> str:
-    return f"/cellbox/{sandbox_id}"
+    return f"/{CGROUP_PARENT}/{sandbox_id}"
 
 
 def container(sandbox_id: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -26,7 +27,7 @@ from typing import Any
 
 import uvicorn
 
-from .api import create_app
+from .web import create_web_app
 from .auth.door import Door
 from .auth.guard import proxy_resolver
 from .auth.tls import is_loopback, server_context
@@ -37,6 +38,7 @@ from .manager.lifecycle import SandboxManager
 from .manager.service import SandboxService
 from .manager.store import Store
 from .manager.timeouts import Timers
+from .pools.service import PoolService
 
 log = logging.getLogger("cellbox.server")
 
@@ -105,14 +107,28 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _make_proxy(service: SandboxService, door: Door, ssl: Any, domain: str | None) -> Any | None:
+def _make_proxy(service: SandboxService, door: Door, ssl: Any, domain: str | None, e2b: Any = None) -> Any | None:
     try:
         from .proxy import SandboxProxy  # type: ignore[attr-defined]
     except ImportError as exc:
         log.warning("sandbox proxy not available (%s); serving the API only", exc)
         return None
-    return SandboxProxy(proxy_resolver(service.resolve, door.auth), service.on_activity, authorize=True, ssl=ssl,
-                        domain=domain)
+    resolver = proxy_resolver(service.resolve, door.auth)
+    if e2b is not None:  # E2B view: port 49983 and traffic tokens (cellbox/e2b/view.py)
+        resolver = e2b.wrap(resolver)
+    return SandboxProxy(resolver, service.on_activity, authorize=True, ssl=ssl, domain=domain)
+
+
+def _e2b_view(service: SandboxService, settings: Settings, domain: str | None) -> Any | None:
+    """The E2B view (issue 17), unless CELLBOX_E2B=0 or its dependencies are missing."""
+    if os.environ.get("CELLBOX_E2B", "1") == "0":
+        return None
+    try:
+        from .e2b.view import E2BView
+    except ImportError as exc:  # connectrpc / protobuf-py not installed
+        log.warning("E2B view not available (%s)", exc)
+        return None
+    return E2BView(service, settings, domain)
 
 
 async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
@@ -138,19 +154,24 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
     service = SandboxService(manager, proxy_port=proxy_port, door=door)
     service.proxy_url = _proxy_url(opts, proxy_port)
     timers = Timers(service)
+    e2b = _e2b_view(service, settings, opts.proxy_domain)  # E2B view (issue 17)
+    pools = PoolService(service)
     proxy = None
     web: _Uvicorn | None = None
     try:
         report = await reconcile(manager)
         timers.start()
-        proxy = _make_proxy(service, door, proxy_ssl, opts.proxy_domain)
+        await pools.start()  # issue 14: each pool's warm sandboxes
+        if e2b is not None:
+            await e2b.start()
+        proxy = _make_proxy(service, door, proxy_ssl, opts.proxy_domain, e2b)
         if proxy is not None:
             await proxy.start(proxy_host, proxy_port)
         tls: dict[str, Any] = {}
         if opts.tls_cert and opts.tls_key:
             tls = {"ssl_certfile": str(opts.tls_cert), "ssl_keyfile": str(opts.tls_key)}
         config = uvicorn.Config(
-            create_app(service, door), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
+            create_web_app(service, door, e2b.rest if e2b else None, pools), lifespan="off", log_level=opts.log_level, access_log=opts.access_log,
             timeout_graceful_shutdown=10, server_header=False, **tls,
             # 431 for a header flood, not uvicorn's plain 400 (api/http.py).
             http=H11Protocol431, h11_max_incomplete_event_size=MAX_HEAD,
@@ -159,7 +180,7 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
         api_port = api_sock.getsockname()[1]
         scheme = "https" if tls else "http"
         print(
-            f"cellbox server: api {scheme}://{opts.host}:{api_port} "
+            f"cellbox server: api {scheme}://{opts.host}:{api_port} (web console at /ui) "
             f"proxy {scheme}://{proxy_host}:{proxy_port}{'' if proxy else ' (not running)'} "
             f"(sandbox_url {service.proxy_url}); "
             f"reconcile: {report.summary()}",
@@ -174,9 +195,12 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
     finally:
         log.info("stopping")
         await service.close()
+        await pools.close()
         await timers.stop()
         if proxy is not None:
             await proxy.stop()
+        if e2b is not None:
+            await e2b.stop()
         await manager.stop()
         store.close()
         api_sock.close()

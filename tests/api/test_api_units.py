@@ -68,8 +68,10 @@ def test_patch_network_is_tristate():
     assert replace.network_set and [str(n) for n in replace.network.deny.nets4] == ["10.0.0.0/8"]
     with pytest.raises(InvalidRequest, match="network.allow_out"):
         UpdateSandboxRequest.model_validate({"network": {"allow_out": ["10.0.0.0/99"]}}).to_changes()
-    with pytest.raises(InvalidRequest):
-        UpdateSandboxRequest.model_validate({"resources": {"cpus": 1}}).to_changes()
+    # Resources are a live resize now (issue 14), never mixed with other fields.
+    assert UpdateSandboxRequest.model_validate({"resources": {"cpus": 1}}).to_changes().resize.cpus == 1
+    with pytest.raises(InvalidRequest, match="cannot be combined with name"):
+        UpdateSandboxRequest.model_validate({"resources": {"cpus": 1}, "name": "a-b"}).to_changes()
 
 
 def test_create_network_becomes_a_policy():

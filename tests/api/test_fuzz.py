@@ -57,6 +57,10 @@ def _delete_everything(api: Api, since_ms: int, namespaces: set[str]) -> None:
         for sbx in r.json()["sandboxes"]:
             if sbx.get("created_at", 0) >= since_ms:
                 api.http.delete(f"{api.server.url}/v1/namespaces/{ns}/sandboxes/{sbx['id']}")
+        # Pools it made (their warm sandboxes go with them).
+        for pool in api.http.get(f"{api.server.url}/v1/namespaces/{ns}/sandbox-pools").json().get("pools", []):
+            if pool.get("created_at", 0) >= since_ms:
+                api.http.delete(f"{api.server.url}/v1/namespaces/{ns}/sandbox-pools/{pool['id']}")
 
 
 def test_generated_requests_never_get_5xx(api: Api):
@@ -64,7 +68,7 @@ def test_generated_requests_never_get_5xx(api: Api):
     namespaces = {"default"}
     schema = schemathesis.openapi.from_url(api.server.url + "/openapi.json", headers=auth())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 71  # 30 routes x (namespaced, flat) + 11 flat only (keys, quotas, audit, platform)
+    assert len(operations) == 93  # 39 routes x (namespaced, flat) + 15 flat only (keys, quotas, audit, platform)
     operations = [op for op in operations if not op.path.endswith(SKIPPED)]
     operations = [op for op in operations
                   if op.method.upper() == "GET" or not op.path.startswith(SKIPPED_WRITES)]

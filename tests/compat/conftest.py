@@ -62,3 +62,22 @@ def client(live_server: LiveServer):
         yield c
     finally:
         c.close()
+
+
+# -- E2B compat table (tests/compat/e2b_table.py) ----------------------------------------
+from . import e2b_table  # noqa: E402
+from .e2b_env import e2b_env  # noqa: E402,F401  (fixture for test_e2b_*.py)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    e2b_table.configure(config)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    e2b_table.record(item, outcome.get_result())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    e2b_table.write(session)

@@ -639,3 +639,26 @@ def test_cli_usage() -> None:
     assert ok.returncode == 0 and "--root" in ok.stderr
     bad = subprocess.run([sys.executable, "-m", "cellbox.agent", "--bogus"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "unknown option" in bad.stderr
+
+
+def test_detached_run_outlives_its_stream_and_takes_stdin(client: httpx.Client) -> None:
+    """``detach`` + ``stdin_mode: pipe`` on a run (the host's E2B view, cellbox/e2b/): the
+    process keeps running when the stream is cut, and its stdin is writable; without
+    ``detach`` a cut stream still kills the run (Tensorlake's behaviour, unchanged)."""
+    def first_pid(body: dict[str, Any]) -> int:
+        with client.stream("POST", "/api/v1/processes/run", json=body) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line.startswith("data:") and '"pid"' in line:
+                    return int(json.loads(line[5:])["pid"])
+        raise AssertionError("no start event")
+
+    kept = first_pid({"command": "cat", "stdin_mode": "pipe", "detach": True})
+    assert client.get(f"/api/v1/processes/{kept}").json()["status"] == "running"
+    assert client.post(f"/api/v1/processes/{kept}/stdin", content=b"fed\n").status_code == 204
+    assert client.post(f"/api/v1/processes/{kept}/stdin/close").status_code == 204
+    info = wait_exit(client, kept)
+    assert info["exit_code"] == 0
+    assert client.get(f"/api/v1/processes/{kept}/stdout").json()["lines"] == ["fed"]
+    cut = first_pid({"command": "sleep", "args": ["600"]})
+    assert wait_exit(client, cut)["status"] in ("signaled", "exited")  # the stream's end killed it

@@ -96,7 +96,10 @@ def parse_spawn(body: Any, *, run: bool) -> SpawnSpec:
     timeout = opt_number(obj, "timeout") or None  # 0 = no timeout
     identity = resolve_user(obj.get("user"))
     if run:
-        return SpawnSpec(command, args, env, working_dir or None, identity, timeout=timeout)
+        # stdin_mode "pipe" on a run: the host's E2B view (cellbox/e2b/) starts and follows
+        # a command in one request; Tensorlake clients never send it (default closed).
+        stdin_pipe = opt_choice(obj, "stdin_mode", ("closed", "pipe"), "closed") == "pipe"
+        return SpawnSpec(command, args, env, working_dir or None, identity, stdin_pipe=stdin_pipe, timeout=timeout)
     stdin_mode = opt_choice(obj, "stdin_mode", ("closed", "pipe"), "closed")
     stdout_mode = opt_choice(obj, "stdout_mode", ("capture", "discard"), "capture")
     stderr_mode = opt_choice(obj, "stderr_mode", ("capture", "discard"), "capture")
@@ -170,11 +173,15 @@ class ProcessAPI:
         return json_response(proc.info(), 201)
 
     async def run(self, request: Request) -> StreamingResponse:
-        spec = parse_spawn(await request.json(), run=True)
+        body = await request.json()
+        spec = parse_spawn(body, run=True)
+        # "detach": true (the host's E2B view): the process outlives its stream, as an
+        # E2B command does; by default a run ends with the client that asked for it.
+        detach = isinstance(body, dict) and body.get("detach") is True
         proc = self.pm.spawn(spec)
 
         def abandon() -> None:
-            if not proc.exited:
+            if not proc.exited and not detach:
                 self.pm.kill(proc)
 
         return StreamingResponse(200, self._run_events(proc), list(sse.HEADERS), on_close=abandon)

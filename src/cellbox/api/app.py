@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path
 from fastapi.routing import APIRoute
@@ -19,7 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth.door import Door
 from ..manager.service import SandboxService
+from ..logs.service import LogService
+from ..pools.service import PoolService
 from . import door as door_routes
+from . import images as image_routes
 from . import errors
 from .auth import AuthGate
 from .images import BUILD_PATH_SUFFIX
@@ -38,7 +41,8 @@ def _namespace_param(
     """Declares and validates ``{namespace}``; handlers read it from the path."""
 
 
-def create_app(service: SandboxService, door: Door | None) -> FastAPI:
+def create_app(service: SandboxService, door: Door | None, e2b: Any = None,
+               pools: PoolService | None = None) -> FastAPI:
     app = FastAPI(
         title="cellbox lifecycle API",
         version="1",
@@ -48,6 +52,10 @@ def create_app(service: SandboxService, door: Door | None) -> FastAPI:
     )
     app.state.service = service
     app.state.door = door
+    # Sandbox pools (issue 14); the server passes the one it starts and stops.
+    app.state.pools = pools if pools is not None or service is None else PoolService(service)
+    # Logs kept past a sandbox's end (issue 14); a stand-in service (unit tests) has none.
+    app.state.logs = LogService(service) if isinstance(service, SandboxService) else None
     errors.install(app)
     routes = router()
     app.include_router(
@@ -58,6 +66,13 @@ def create_app(service: SandboxService, door: Door | None) -> FastAPI:
     )
     app.include_router(routes, generate_unique_id_function=_flat_id)
     app.include_router(router(door_routes.FLAT_ROUTES), generate_unique_id_function=_flat_id)
+    app.include_router(router(image_routes.PLATFORM_ROUTES), generate_unique_id_function=_platform_id)
+    if e2b is not None:  # E2B's REST view under /e2b (cellbox/e2b/rest.py; e2b is its E2BRest)
+        from ..e2b import rest as e2b_rest, rest_more as e2b_more
+
+        app.state.e2b = e2b
+        app.include_router(e2b_rest.router(), generate_unique_id_function=_flat_id)
+        app.include_router(e2b_more.router(), generate_unique_id_function=_flat_id)  # last: its catch-all
     app.add_middleware(BodyGuard, max_bytes=MAX_BODY)
     if door is not None:
         app.add_middleware(AuthGate, authenticator=door.auth)  # added last: runs first
@@ -66,6 +81,10 @@ def create_app(service: SandboxService, door: Door | None) -> FastAPI:
 
 def _flat_id(route: APIRoute) -> str:
     return route.name
+
+
+def _platform_id(route: APIRoute) -> str:
+    return f"platform_{route.name}"
 
 
 class BodyGuard:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth.guard import Authenticator
@@ -29,12 +30,13 @@ from . import errors
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/health"
+E2B_PREFIX = "/e2b/"  # E2B's REST view (cellbox/e2b/rest.py), whose SDK sends the key as X-API-KEY
 _NAMESPACED = re.compile(r"^/v1/namespaces/([^/]+)(?:/|$)")
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Images are one catalog shared by every project (manager/images.py); until they are
 # per project, only admin keys change it, so one project cannot replace or delete the
 # image another one boots from.
-_SHARED_CATALOG = re.compile(r"^(?:/v1/namespaces/[^/]+)?/(?:images|sandbox-templates)(?:/|$)")
+_SHARED_CATALOG = re.compile(r"^(?:/v1/namespaces/[^/]+|/platform/v1)?/(?:images|sandbox-templates)(?:/|$)")
 
 
 def principal_of(scope: Scope) -> Principal:
@@ -51,10 +53,15 @@ class AuthGate:
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        if header is None and scope["path"].startswith(E2B_PREFIX):  # E2B's SDK: X-API-KEY (cellbox/e2b/)
+            e2b_key = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)
+            header = b"Bearer " + e2b_key if e2b_key else None
         try:
             principal = self.auth.authenticate(header)
         except CellboxError as exc:
             response = errors.error_response(exc.status, exc.code, exc.message, {"WWW-Authenticate": "Bearer"})
+            if scope["path"].startswith(E2B_PREFIX):  # E2B's error shape, which its SDK parses strictly
+                response = JSONResponse({"code": exc.status, "message": exc.message}, status_code=exc.status)
             await response(scope, receive, send)
             return
         match = _NAMESPACED.match(scope["path"])

@@ -304,3 +304,13 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/sandbox-templates/by-name/{name:path}", get_template),
     ("DELETE", "/sandbox-templates/{name:path}", delete_template),
 ]
+# Tensorlake's own paths for the same catalog (what its Rust client sends with an API
+# key, spec §5), served flat only. Not served: ``sandbox-template-builds`` (it hands
+# the client a command for Tensorlake's private rootfs builder) and the CAS Image
+# Service (``/images/v4``) that ``Image(...).build()`` uses by default: docs/api.md.
+PLATFORM_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
+    ("GET", "/platform/v1/sandbox-templates", list_templates),
+    ("POST", "/platform/v1/sandbox-templates", register_template),
+    ("GET", "/platform/v1/sandbox-templates/by-name/{name:path}", get_template),
+    ("DELETE", "/platform/v1/sandbox-templates/{name:path}", delete_template),
+]

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .. import ids
 from ..errors import InvalidRequest, NotSupported
+from ..images.names import builtin_alias
+from ..manager.resize import Target
 from ..manager.spec import CreateSpec
 from ..manager.service import RESERVED_PORTS, Changes, CreateOptions
 from ..network import policy
@@ -109,7 +111,7 @@ class CreateSandboxRequest(_Model):
             raise _not_supported("resources.gpus: this host has no GPUs")
         defaults = CreateSpec()
         spec = CreateSpec(
-            image=self.image,
+            image=builtin_alias(self.image)[1],  # tensorlake/ubuntu-minimal: the built-in image
             cpus=res.cpus if res.cpus is not None else defaults.cpus,
             memory_mb=res.memory_mb if res.memory_mb is not None else defaults.memory_mb,
             disk_mb=res.disk_mb,
@@ -152,8 +154,8 @@ class UpdateSandboxRequest(_Model):
         return _ports(v)
 
     def to_changes(self) -> Changes:
-        if "resources" in self.model_fields_set:
-            raise _not_supported("resources: live resize is not supported yet")
+        if "resources" in self.model_fields_set:  # live resize (manager/resize.py)
+            return self._resize()
         return Changes(
             name=self.name,
             exposed_ports=self.exposed_ports,
@@ -162,6 +164,18 @@ class UpdateSandboxRequest(_Model):
             network_set="network" in self.model_fields_set,
             network=self.network.to_policy() if self.network is not None else None,
         )
+
+
+    def _resize(self) -> Changes:
+        others = sorted(self.model_fields_set - {"resources"})
+        if others:
+            raise InvalidRequest(f"resources: a resize cannot be combined with {', '.join(others)}")
+        res = self.resources
+        if res is None or (res.cpus is None and res.memory_mb is None and res.disk_mb is None):
+            raise InvalidRequest("resources: name at least one of cpus, memory_mb, disk_mb")
+        if res.gpus:
+            raise _not_supported("resources.gpus: this host has no GPUs")
+        return Changes(resize=Target(cpus=res.cpus, memory_mb=res.memory_mb, disk_mb=res.disk_mb))
 
 
 def _not_supported(message: str) -> InvalidRequest:

@@ -47,6 +47,10 @@ def sandbox_info(rec: SandboxRecord, proxy_url: str) -> dict[str, Any]:
     }
     if rec.status == Status.PENDING:
         info["pending_reason"] = "scheduling"
+    if pool := rec.extra.get("pool_id"):
+        info["pool_id"] = pool
+    if resize := rec.extra.get("resource_resize"):  # spec §2.2: the latest live resize
+        info["resource_resize"] = resize
     if policy := rec.extra.get("network_policy"):
         info["network_policy"] = policy
     if last := rec.extra.get("last_error"):  # e.g. a suspend that failed (ours; clients ignore it)
@@ -75,9 +79,11 @@ def sandbox_list(page: Page, proxy_url: str) -> dict[str, Any]:
     return body
 
 
-def log_signals(rec: SandboxRecord, lines: list[LogLine]) -> dict[str, Any]:
-    """Log lines as SandboxLogSignal entries (spec §2.9); UUIDs are stable per line."""
+def log_signals(rec: SandboxRecord, lines: list[tuple[int, LogLine]], next_token: str | None = None) -> dict[str, Any]:
+    """(index, line) pairs as SandboxLogSignal entries (spec §2.9); UUIDs are stable per
+    line (its index in the sandbox's log)."""
     return {
+        "nextToken": next_token,
         "logs": [
             {
                 "timestamp": line.timestamp,
@@ -95,7 +101,7 @@ def log_signals(rec: SandboxRecord, lines: list[LogLine]) -> dict[str, Any]:
                 "functionRuns": [],
                 "level": 3,
             }
-            for i, line in enumerate(lines)
+            for i, line in lines
         ]
     }
 

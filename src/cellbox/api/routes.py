@@ -8,13 +8,11 @@ Handlers never choose error codes: they raise ``cellbox.errors`` (``api/errors.p
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 
 from ..errors import InvalidRequest
 from ..manager.records import SandboxRecord, Status
@@ -22,7 +20,11 @@ from ..manager.service import SandboxService
 from ..manager.snapshot_store import SnapshotType
 from . import door as door_routes
 from . import images as image_routes
+from . import archived as archived_routes
+from . import logs as log_routes
+from . import pools as pool_routes
 from . import render
+from .params import budget as _budget, namespace as _namespace
 from .models import CreateSandboxRequest, SnapshotRequest, UpdateSandboxRequest
 
 WIRE_STATUSES = sorted({s.value for s in Status} | {"timeout"})
@@ -34,25 +36,6 @@ SandboxRef = Annotated[str, Path(min_length=1, max_length=128, description="sand
 
 def _service(request: Request) -> SandboxService:
     return request.app.state.service  # type: ignore[no-any-return]
-
-
-def _namespace(request: Request) -> str:
-    """The request's project: fixed by the front door (``api/auth.py``) from the key and
-    the path; without the door (unit tests) the path's namespace, flat paths ``default``."""
-    project = request.scope.get("state", {}).get("project")
-    return project or request.path_params.get("namespace", "default")  # type: ignore[no-any-return]
-
-
-def _budget(timeout_ms: str | None, grace_ms: str | None) -> float | None:
-    """Seconds a blocking create may take: the client's timeout minus its grace."""
-    try:
-        timeout = int(timeout_ms) if timeout_ms else None
-        grace = int(grace_ms) if grace_ms else 0
-    except ValueError:
-        return None  # a header we cannot read does not make the request invalid
-    if timeout is None:
-        return None
-    return max(0.0, (timeout - grace) / 1000)
 
 
 async def create_sandbox(
@@ -127,28 +110,6 @@ async def delete_sandbox(request: Request, sandbox_id: SandboxRef) -> JSONRespon
     return JSONResponse({})
 
 
-async def sandbox_logs(
-    request: Request,
-    sandbox_id: SandboxRef,
-    process_id: Annotated[int | None, Query(alias="processId", ge=0)] = None,
-    head: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-    tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-) -> Response:
-    """What the sandbox's processes printed, as SandboxLogSignal entries (the newest
-    10,000 lines / 4 MiB at most; ``x-cellbox-logs-truncated: true`` when more exist)."""
-    svc = _service(request)
-    rec = svc.get(sandbox_id, _namespace(request))
-    lines, cut = await svc.logs(rec, process_id=process_id, tail=tail)
-    if head is not None:
-        lines = lines[:head]
-    # Rendering thousands of entries (a uuid5 each) and encoding them is CPU work: off
-    # the event loop, so other clients are not stalled behind one logs call.
-    body = await asyncio.to_thread(lambda: json.dumps(render.log_signals(rec, lines)).encode())
-    # Only the newest lines fit in one answer (service.LOG_MAX_LINES/BYTES): say so.
-    headers = {"x-cellbox-logs-truncated": "true"} if cut else None
-    return Response(body, media_type="application/json", headers=headers)
-
-
 # -- memory state (spec §2.5-§2.7) ----------------------------------------------------
 
 WaitMs = Annotated[int | None, Query(ge=0, le=600_000, description="hold the request until settled, at most this long")]
@@ -220,7 +181,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/sandboxes/{sandbox_id}", get_sandbox),
     ("PATCH", "/sandboxes/{sandbox_id}", update_sandbox),
     ("DELETE", "/sandboxes/{sandbox_id}", delete_sandbox),
-    ("GET", "/sandboxes/{sandbox_id}/logs", sandbox_logs),
+    *log_routes.ROUTES,
     ("POST", "/sandboxes/{sandbox_id}/suspend", suspend_sandbox),
     ("POST", "/sandboxes/{sandbox_id}/resume", resume_sandbox),
     ("POST", "/sandboxes/{sandbox_id}/snapshot", snapshot_sandbox),
@@ -229,6 +190,8 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/snapshots", list_snapshots),
     ("GET", "/snapshots/{snapshot_id}", get_snapshot),
     ("DELETE", "/snapshots/{snapshot_id}", delete_snapshot),
+    *pool_routes.ROUTES,
+    *archived_routes.ROUTES,
     *image_routes.ROUTES,
     *door_routes.ROUTES,
 ]

@@ -158,7 +158,9 @@ class AuthStore:
             "WHERE namespace=? AND status NOT IN ('terminated','failed','suspended') "
             "AND id NOT IN (SELECT sandbox_id FROM quota_holds)", (project,)).fetchone()
         held = self.db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(cpus), 0), COALESCE(SUM(memory_mb), 0), COALESCE(SUM(disk_mb), 0) "
+            # A resize's hold (``resize-<id>``) is growth of a sandbox already counted.
+            "SELECT COALESCE(SUM(sandbox_id NOT LIKE 'resize-%'), 0), COALESCE(SUM(cpus), 0), "
+            "COALESCE(SUM(memory_mb), 0), COALESCE(SUM(disk_mb), 0) "
             "FROM quota_holds WHERE project=?", (project,)).fetchone()
         return {"running_sandboxes": live[0] + held[0], "vcpus": live[1] + held[1],
                 "memory_mb": live[2] + held[2], "disk_mb": live[3] + held[3]}
@@ -196,6 +198,26 @@ class AuthStore:
             self.db.execute("INSERT INTO create_events (project, at) VALUES (?,?)", (project, now))
             self.db.execute("INSERT OR REPLACE INTO quota_holds VALUES (?,?,?,?,?,?)",
                             (sandbox_id, project, cpus, memory_mb, disk_mb, now))
+            self.db.execute("COMMIT")
+            return None
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def admit_resize(self, project: str, hold_id: str, cpus: float, memory_mb: int, disk_mb: int,
+                     limits: dict[str, float]) -> tuple[str, float, float] | None:
+        """Like :meth:`admit_create` for a resize's growth (no new sandbox, no rate):
+        None and a hold of the growth, or the first ``(limit, value, use)`` it would pass."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            use = self.usage(project)
+            for name, extra in (("vcpus", cpus), ("memory_mb", memory_mb), ("disk_mb", disk_mb)):
+                value = limits.get(name)
+                if value is not None and extra > 0 and use[name] + extra > value:
+                    self.db.execute("COMMIT")
+                    return name, value, use[name]
+            self.db.execute("INSERT OR REPLACE INTO quota_holds VALUES (?,?,?,?,?,?)",
+                            (hold_id, project, cpus, memory_mb, disk_mb, now_ms()))
             self.db.execute("COMMIT")
             return None
         except BaseException:

@@ -6,7 +6,7 @@ import click
 
 from collections.abc import Sequence
 
-from . import door_cmds, file_cmds, memstate_cmds, process_cmds, sandbox_cmds, terminal_cmds
+from . import door_cmds, file_cmds, logs_cmds, memstate_cmds, pool_cmds, process_cmds, sandbox_cmds, terminal_cmds
 from .image_cmds import image
 from .server_cmd import server
 from .cluster_cmds import node
@@ -49,6 +49,11 @@ VERBS: list[tuple[click.Command, Sequence[str]]] = [
     (door_cmds.audit, ("audit",)),
     (door_cmds.login, ("login",)),
     (door_cmds.whoami, ("whoami",)),
+    # issue 14
+    (logs_cmds.logs, ("logs",)),
+    (logs_cmds.resize, ("resize",)),
+    (logs_cmds.archived, ("archived",)),
+    (pool_cmds.pool, ("pool",)),
 ]
 for _command, _names in VERBS:
     for _verb in _names:

@@ -96,18 +96,22 @@ def new(
 @click.command("ls")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Include terminated sandboxes.")
 @click.option("-r", "--running", is_flag=True, help="Only running sandboxes.")
+@click.option("-s", "--suspended", is_flag=True, help="Only suspended sandboxes.")
+@click.option("-t", "--archived", is_flag=True, help="Archived (terminated) sandboxes instead.")
 @click.option("-q", "--quiet", is_flag=True, help="Print IDs only.")
 @api_url_option
 @json_option
 @handle_errors
-def ls(show_all: bool, running: bool, quiet: bool, api_url: str | None, as_json: bool) -> None:
+def ls(show_all: bool, running: bool, suspended: bool, archived: bool, quiet: bool, api_url: str | None,
+       as_json: bool) -> None:
     """List sandboxes."""
     with client(api_url) as c:
         # The server lists live sandboxes only unless asked for "all" (or a status).
-        infos = c.list(status="running" if running else "all" if show_all else None)
-    if running:
-        infos = [i for i in infos if i.status == "running"]
-    elif not show_all:
+        infos = (c.list_archived(limit=1000) if archived else
+                 c.list(status="running" if running else "suspended" if suspended else "all" if show_all else None))
+    if running or suspended:
+        infos = [i for i in infos if i.status == ("running" if running else "suspended")]
+    elif not show_all and not archived:
         infos = [i for i in infos if i.status not in ("terminated", "failed")]
     if as_json:
         print_json([i.raw for i in infos])

@@ -145,7 +145,7 @@ class AgentClient:
     async def call(self, ip: str, port: int, key: bytes | None, method: str, path: str, *,
                    json_body: Any = None, headers: dict[str, str] | None = None,
                    timeout: float = DEFAULT_TIMEOUT, max_bytes: int = MAX_JSON,
-                   proof_key: bytes | None = None) -> tuple[int, bytes]:
+                   proof_key: bytes | None = None, content: bytes | None = None) -> tuple[int, bytes]:
         """Status and body (≤ ``max_bytes``) of one call; ``AgentError`` for anything else.
 
         ``proof_key`` (default ``key``) is the key the answer must be proved with: a
@@ -157,7 +157,7 @@ class AgentClient:
         try:
             async with asyncio.timeout(timeout):
                 async with self._client().stream(method, f"http://{ip}:{port}{path}", json=json_body,
-                                                 headers=hdrs) as resp:
+                                                 content=content, headers=hdrs) as resp:  # content: ui/files.py
                     if not verify(check, nonce, resp.headers):
                         raise AgentNotAuthentic("the sandbox's agent failed authentication (is something else "
                                                 "answering on its port?)")

@@ -30,11 +30,10 @@ from dataclasses import replace
 from .. import ids
 from ..errors import (
     ImageExists,
-    ImageNotFound,
     InvalidRequest,
     SnapshotNotReady,
 )
-from ..images import refs
+from ..images import names, refs
 from ..images.build import BuildRequest
 from ..images.catalog import ImageRecord
 from ..network import netns
@@ -156,8 +155,11 @@ class ImageManager(ImageCatalog):
         ref = refs.parse(image)
         if ref.name in self.layout.refs() or self.catalog.get(ref.name) is not None:
             return ref.name
-        if not ref.is_remote:
-            raise ImageNotFound(image)
+        if not ref.is_remote:  # issue 14: a Docker Hub short name (images/names.py)
+            ref = names.expand_short(image, ref)
+            if ref.name in self.layout.refs():
+                return ref.name
+        ref = names.via_mirror(ref)
         async with self._lock(ref.name):
             if ref.name not in self.layout.refs():
                 digest = await self.puller.pull(ref, _nothing)

@@ -29,9 +29,10 @@ from ..runtime.runc import Runc
 from ..storage import images as images_mod
 from ..storage import pool as pool_mod
 from ..storage.node import NodeStorage
-from . import limits, spec as spec_mod
+from . import limits, spec as spec_mod, warm_sizing
 from .agent_client import AgentClient
 from .assemble import Assembler, no_space
+from .image_catalog import MAX_WARM_POOL
 from .images import Hooks, ImageManager
 from .memstate import MemoryState
 from .records import SandboxRecord, Status, now_ms
@@ -85,8 +86,11 @@ class SandboxManager:
 
     def open_pool(self, image: str | None, size: int) -> WarmPool:
         """A warm pool of ``image`` (None: the default image), filling."""
+        # speed (issue 15): sized from demand, from ``size`` up; a named image's pool is
+        # capped at MAX_WARM_POOL (the memory budget is per pool)
+        cap = 0 if image is None else MAX_WARM_POOL
         pool = WarmPool(size, image=image, build=self._build_warm, destroy=self._destroy_warm,
-                        rootfs=self.assembler.storage.rootfs_path)
+                        rootfs=self.assembler.storage.rootfs_path, sizer=warm_sizing.sizer_for(size, cap))
         pool.fill()
         return pool
 

@@ -123,7 +123,7 @@ async def _host_objects(manager: SandboxManager) -> set[str]:
         if base.is_dir():
             found.update(p.name for p in base.iterdir())
     if netns.NETNS_DIR.is_dir():
-        found.update(n[3:] for n in os.listdir(netns.NETNS_DIR) if n.startswith("cb-"))
+        found.update(n[len(ids.NETNS_PREFIX):] for n in os.listdir(netns.NETNS_DIR) if n.startswith(ids.NETNS_PREFIX))
     found.update(p.name for p in cgroups.leftover_cgroups())
     found.update(manager.egress.published())
     found.update(await firewall.chains(manager.settings.nft_table))
@@ -147,7 +147,7 @@ async def _remove_orphan_veths(manager: SandboxManager) -> None:
     net = Path("/sys/class/net")
     candidates = [
         n for n in os.listdir(net)
-        if n.startswith("cb") and len(n) == 15 and (net / n / "master").resolve().name == manager.settings.bridge
+        if n.startswith(ids.VETH_PREFIX) and len(n) == 15 and (net / n / "master").resolve().name == manager.settings.bridge
     ]
     owned = {ids.host_veth(r.id) for r in manager.store.list(live_only=True)}
     for name in candidates:

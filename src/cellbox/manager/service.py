@@ -17,7 +17,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from .. import ids
+from .. import ids, observe
 from ..auth.keys import Principal
 from ..errors import (
     CellboxError,
@@ -32,6 +32,7 @@ from ..errors import (
 )
 from ..network.policy import EgressPolicy
 from . import agent_client
+from . import resize as live_resize
 from .logs import LogLine
 from .records import SandboxRecord, Status, now_ms
 from .service_core import (
@@ -68,6 +69,8 @@ class SandboxService(ServiceCore):
             rec, _ = await self._settled(rec)
             if rec.status.is_final:
                 raise SandboxNotRunning(rec.id, rec.status.value)
+            if changes.resize is not None:  # issue 14: live resize (manager/resize.py)
+                return await live_resize.resize(self.manager, self.door, rec, changes.resize)
             if changes.name is not None and changes.name != rec.name:
                 if problem := ids.name_problem(changes.name):
                     raise InvalidRequest(f"name: {problem}")
@@ -120,6 +123,7 @@ class SandboxService(ServiceCore):
             if rec is None or rec.status.is_final:
                 raise SandboxNotRunning(sandbox_id, "gone")
             rec, _ = await self._settled(rec)
+            await self._run_hooks(self.before_suspend, rec)  # issue 14: logs readable while it sleeps
             try:
                 out = await self.manager.memory.suspend(rec.id, rec.namespace)
             except CellboxError:
@@ -139,7 +143,8 @@ class SandboxService(ServiceCore):
 
     async def _resume(self, sandbox_id: str) -> SandboxRecord:
         async with self._lock(sandbox_id):
-            out = await self.manager.memory.resume(sandbox_id)
+            with observe.timed("resume"):  # metrics hook (cellbox/metrics)
+                out = await self.manager.memory.resume(sandbox_id)
             self.on_activity(sandbox_id)
             return out
 
@@ -173,7 +178,8 @@ class SandboxService(ServiceCore):
                                        namespace=rec.namespace), ids.new_id(), copies=times)
         try:
             async with self._lock(rec.id):
-                copies = await self.manager.memory.clone(rec.id, times, rec.namespace)
+                with observe.timed("clone"):  # metrics hook (cellbox/metrics)
+                    copies = await self.manager.memory.clone(rec.id, times, rec.namespace)
         finally:
             self._release(holds)
         for c in copies:

@@ -14,12 +14,12 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .. import ids
+from .. import ids, observe
 from ..agent.config import DEFAULT_PORT as AGENT_PORT
 from ..auth.door import Door
 from ..errors import (
@@ -40,6 +40,7 @@ from .lifecycle import SandboxManager
 from .locks import LockRegistry
 from .logs import LogLine
 from .records import SandboxRecord, Status
+from .resize import Target
 from .spec import CreateSpec
 from .tasks import TaskSet
 
@@ -65,6 +66,9 @@ class CreateOptions:
     entrypoint: tuple[str, ...] | None = None
     snapshot_id: str | None = None
     secret_names: tuple[str, ...] = ()
+    # What makes the sandbox (default: ``manager.create``); a pool claim passes its own
+    # (pools/service.py), so quotas, secrets and the entrypoint apply to claims too.
+    creator: Callable[[CreateSpec], Awaitable[SandboxRecord]] | None = None
 
 
 @dataclass
@@ -79,6 +83,7 @@ class Changes:
     # (unrestricted); True with a policy = replace it atomically.
     network_set: bool = False
     network: EgressPolicy | None = None
+    resize: Target | None = None  # issue 14: a live resize; never mixed with the fields above
 
 
 @dataclass
@@ -104,6 +109,10 @@ class ServiceCore:
         self._idle_backoff: dict[str, tuple[float, float]] = {}
         # Last proxy traffic per sandbox (monotonic seconds), for idle suspend later.
         self.last_activity: dict[str, float] = {}
+        # Called with a running sandbox's record just before the server ends it (delete,
+        # timeout) or suspends it: issue 14's log keeper (logs/service.py) saves its output.
+        self.before_terminate: list[Callable[[SandboxRecord], Awaitable[None]]] = []
+        self.before_suspend: list[Callable[[SandboxRecord], Awaitable[None]]] = []
 
     # -- create -------------------------------------------------------------------------
 
@@ -145,10 +154,11 @@ class ServiceCore:
         return self.admission.quota_usage(project)
 
     async def _create(self, spec: CreateSpec, opts: CreateOptions, env: dict[str, str]) -> SandboxRecord:
-        if opts.snapshot_id:
-            rec = await self.manager.create_from_snapshot(opts.snapshot_id, spec)
-        else:
-            rec = await self.manager.create(spec)
+        with observe.timed("restore" if opts.snapshot_id else "create"):  # metrics hook (cellbox/metrics)
+            if opts.snapshot_id:
+                rec = await self.manager.create_from_snapshot(opts.snapshot_id, spec)
+            else:
+                rec = await (opts.creator or self.manager.create)(spec)
         rec.exposed_ports = list(opts.exposed_ports)
         rec.allow_unauthenticated_access = opts.allow_unauthenticated_access
         rec.auto_resume = opts.auto_resume
@@ -264,7 +274,16 @@ class ServiceCore:
             rec, was_pending = await self._settled(rec)
             if rec.status.is_final:
                 return rec
+            await self._run_hooks(self.before_terminate, rec)
             return await self.manager.destroy(rec.id, rec.namespace, reason="cancelled" if was_pending else reason)
+
+    @staticmethod
+    async def _run_hooks(hooks: "builtins.list[Callable[[SandboxRecord], Awaitable[None]]]", rec: SandboxRecord) -> None:
+        for hook in hooks:
+            try:
+                await hook(rec)
+            except Exception:  # noqa: BLE001 - a hook must never keep a sandbox alive or awake
+                log.exception("sandbox %s: hook %s failed", rec.id, getattr(hook, "__qualname__", hook))
 
     async def expire(self, rec: SandboxRecord) -> SandboxRecord | None:
         """Destroy a sandbox whose ``timeout_secs`` ran out, unless it changed meanwhile."""
@@ -272,6 +291,7 @@ class ServiceCore:
             current = self.store.get(rec.id)
             if current is None or current.status != Status.RUNNING:
                 return None
+            await self._run_hooks(self.before_terminate, current)
             return await self.manager.destroy(rec.id, rec.namespace, reason="timeout")
 
     async def refresh(self, rec: SandboxRecord) -> SandboxRecord | None:

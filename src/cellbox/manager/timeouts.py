@@ -5,6 +5,9 @@
   "timeout"`` (spec §4.2: "Ephemeral: timeout ⇒ terminated"; ``0`` or absent = no
   limit). **Named** sandboxes are suspended once ``timeout_secs`` pass without proxy
   traffic (spec §4.2); the next proxy request resumes them if ``auto_resume``.
+  Without a ``timeout_secs`` a named sandbox idles out after the server's
+  ``named_idle_secs`` (default 600, as Tensorlake); an explicit ``0`` means never.
+* Archived (terminated, failed) records past their retention are purged once a minute.
 * A running sandbox whose init died (crash, OOM kill) is found from its init PID
   (``/proc``, no subprocess) and handed to ``manager.refresh``, which tears it down
   and marks it ``failed`` (``exited`` / ``oom_killed``). Every ``FULL_CHECK_EVERY``
@@ -19,7 +22,7 @@ import asyncio
 import logging
 
 from .. import _procfs
-from . import owner
+from . import archive, owner
 from .records import SandboxRecord, Status, now_ms
 from .service import SandboxService
 from .warm import WARM_NAMESPACE
@@ -59,6 +62,9 @@ class Timers:
         self._sweeps += 1
         full = self._sweeps % FULL_CHECK_EVERY == 0
         now = now_ms()
+        settings = self.service.manager.settings
+        if self._sweeps % archive.PURGE_EVERY == 1:  # issue 14: archived sandboxes expire
+            archive.purge(self.service.store, settings.archive_retention_secs, [settings.data_dir / "logs"])
         live = self.service.store.list(live_only=True)
         running = {r.id for r in live if r.status == Status.RUNNING}
         for sid in [s for s in self.service.last_activity if s not in running]:
@@ -70,9 +76,10 @@ class Timers:
                 if _expired(rec, now):
                     log.info("sandbox %s: timeout_secs=%s elapsed, terminating", rec.id, rec.timeout_secs)
                     await self.service.expire(rec)
-                elif (rec.name and rec.timeout_secs and self.service.idle_seconds(rec) >= rec.timeout_secs
+                elif (rec.name and (idle := _idle_limit(rec, settings.named_idle_secs))
+                      and self.service.idle_seconds(rec) >= idle
                       and self.service.idle_suspend_due(rec)):  # a failed one backs off
-                    log.info("sandbox %s: idle for %ss, suspending", rec.id, rec.timeout_secs)
+                    log.info("sandbox %s: idle for %ss, suspending", rec.id, idle)
                     await self.service.idle_suspend(rec)
                 elif full or not _init_alive(rec):
                     after = await self.service.refresh(rec)
@@ -80,6 +87,12 @@ class Timers:
                         log.warning("sandbox %s: %s (%s)", rec.id, after.status.value, after.termination_reason)
             except Exception:  # noqa: BLE001
                 log.exception("sweep of sandbox %s failed", rec.id)
+
+
+def _idle_limit(rec: SandboxRecord, default: int) -> int:
+    """Idle seconds before a named sandbox suspends: its ``timeout_secs``; without one
+    the server's default (issue 14: Tensorlake's 10 minutes); an explicit 0 = never."""
+    return default if rec.timeout_secs is None else rec.timeout_secs
 
 
 def _expired(rec: SandboxRecord, now: int) -> bool:

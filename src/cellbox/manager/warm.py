@@ -30,6 +30,7 @@ import os
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import _procfs, ids
 from ..runtime import bundle
@@ -37,6 +38,9 @@ from ..storage import inroot
 from .records import SandboxRecord, now_ms
 from .spec import CreateSpec
 from .tasks import TaskSet
+
+if TYPE_CHECKING:
+    from .warm_sizing import WarmSizer
 
 # What a pool is given instead of a manager (it imports nothing above it): how to build
 # one sandbox, how to destroy one, where a sandbox's rootfs is (for the pre-read).
@@ -53,6 +57,13 @@ REFILL_IDLE = 0.5  # ... and the host's CPUs at least this idle over a short win
 REFILL_MAX_WAIT = 1.0  # ... or this long waited for idle CPU (a busy host still refills)
 IDLE_WINDOW = 0.1
 CLAIMS_RECENT = 5.0  # the idle test applies this long after a claim (not to the first fill)
+# A build that grows a sized pool beyond its floor waits for half-idle CPUs until this
+# long after the last claim (or miss): a burst that found the pool empty is still
+# booting its cold sandboxes long after its last request arrived, and the growth must
+# not compete with it. Per build (an earlier try) it let a host loaded by others grow
+# the pool by one sandbox per 15 s: the next burst found it nearly empty.
+GROW_MAX_WAIT = 15.0
+RESIZE_EVERY = 5.0  # seconds between checks of a sized pool's target (grow after a burst, shrink when idle)
 # Files a first command is likely to read, pre-read into a warm sandbox's page cache.
 # Why: btrfs snapshots share data blocks but not inodes, so each sandbox has its own
 # page cache; the first `node -v` in a fresh snapshot took ~136 ms, the next ones 47.
@@ -120,7 +131,11 @@ class WarmPool:
     refill, claim) are tested with fakes (``tests/unit/manager/test_warm.py``)."""
 
     def __init__(self, size: int, *, build: Build, destroy: Destroy, rootfs: Callable[[str], Path],
-                 image: str | None = None, preread: Callable[[Path], Awaitable[object]] | None = None) -> None:
+                 image: str | None = None, preread: Callable[[Path], Awaitable[object]] | None = None,
+                 sizer: "WarmSizer | None" = None) -> None:
+        self.sizer = sizer  # speed (issue 15): demand-driven size; None = fixed ``size``
+        self._resizer: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         self._build = build
         self._destroy = destroy
         self._rootfs = rootfs
@@ -143,9 +158,14 @@ class WarmPool:
     def ready(self) -> int:
         return len(self._ready)
 
+    def target(self) -> int:
+        return self.sizer.target() if self.sizer is not None else self.size
+
     def fill(self) -> None:
         """Start building sandboxes until ready + building reaches the pool size."""
-        while not self._closed and len(self._ready) + self._building < self.size:
+        if self.sizer is not None and self._resizer is None and not self._closed:
+            self._resizer = self._tasks.spawn(self._follow_target())
+        while not self._closed and len(self._ready) + self._building < self.target():
             self._building += 1
             self._tasks.spawn(self._build_one())
 
@@ -173,13 +193,26 @@ class WarmPool:
         CPUs are idle enough (the sandboxes just claimed are usually still busy with
         their first command), or ``REFILL_MAX_WAIT`` seconds were spent waiting for it."""
         loop = asyncio.get_running_loop()
+        if self._growing():  # speed: growth waits for idle CPUs, until GROW_MAX_WAIT after the last claim
+            await self._idle_cpus(self._last_claim + GROW_MAX_WAIT)
+            return
         if not self._bursting():
             return  # the build runs at the lowest CPU weight: it only takes idle CPU
         while not self._closed and (wait := self._last_claim + REFILL_QUIET - loop.time()) > 0:
             await asyncio.sleep(wait)
         if loop.time() - self._last_claim > CLAIMS_RECENT:
             return  # nothing claimed lately: whatever is busy is not ours to make way for
-        give_up = loop.time() + REFILL_MAX_WAIT
+        await self._idle_cpus(loop.time() + REFILL_MAX_WAIT)
+
+    def _growing(self) -> bool:
+        """Whether this build takes a sized pool beyond its fixed floor."""
+        # Builds run one at a time (``_build_slot``), so the one asking is the next to be
+        # ready: growth if the ready ones plus it exceed the floor.
+        return self.sizer is not None and len(self._ready) + 1 > self.size
+
+    async def _idle_cpus(self, give_up: float) -> None:
+        """Return when the CPUs were half idle over ``IDLE_WINDOW``, or at loop time ``give_up``."""
+        loop = asyncio.get_running_loop()
         while not self._closed and loop.time() < give_up:
             before = _cpu_times()
             await asyncio.sleep(IDLE_WINDOW)
@@ -188,24 +221,34 @@ class WarmPool:
                 return
 
     async def _build_one(self) -> None:
+        # Counted as building until it is ready (or given up): decremented before the
+        # pre-read, a sandbox was in neither count for its ~50 ms and ``fill`` started
+        # one build too many (tests/integration/test_warm_sizing.py saw ready + building
+        # exceed the target).
+        try:
+            rec = await self._build_slotted()
+            if rec is None:
+                return
+            if self._closed:
+                await self._destroy(rec, "pool_closed")
+                return
+            await self._preread(self._rootfs(rec.id))
+            self._ready.append(rec)
+        finally:
+            self._building -= 1
+
+    async def _build_slotted(self) -> SandboxRecord | None:
         try:
             async with self._build_slot:
                 await self._quiet()
                 if self._closed:
-                    return
+                    return None
                 spec = CreateSpec(namespace=WARM_NAMESPACE, cpus=float(_host_cpus()), cpu_shares=bundle.MIN_SHARES,
                                   image=self.image)
-                rec = await self._build(spec)
+                return await self._build(spec)
         except Exception as exc:  # noqa: BLE001 - a failed warm build only means a cold create later
             log.warning("warm pool: building a sandbox failed: %s", exc)
-            return
-        finally:
-            self._building -= 1
-        if self._closed:
-            await self._destroy(rec, "pool_closed")
-            return
-        await self._preread(self._rootfs(rec.id))
-        self._ready.append(rec)
+            return None
 
     def can_serve(self, spec: CreateSpec) -> bool:
         # Warm sandboxes booted with the pool's memory, so their /dev/shm has its full
@@ -213,7 +256,15 @@ class WarmPool:
         # (bundle.shm_kib): tmpfs must never be able to fill its memory limit.
         if spec.memory_mb < bundle.SHM_FULL_AT_MB:
             return False
-        return bool(self._ready) and spec.image == self.image
+        ours = spec.image == self.image
+        if ours and self.sizer is not None:  # speed: every create this pool could serve is demand
+            self.sizer.observe()
+            if not self._ready:
+                # A miss counts as a claim for the burst test too: else a burst that
+                # finds the pool empty sees no claims and the grown pool's refills
+                # compete with it (first burst of 100, one run: 69 % -> 31 % success).
+                self._claimed()
+        return ours and bool(self._ready)
 
     @property
     def image_mb(self) -> int:
@@ -247,8 +298,31 @@ class WarmPool:
             return rec
         return None
 
+    async def trim(self) -> None:
+        """Destroy ready sandboxes above the target (the sizer shrank it: idle)."""
+        while len(self._ready) > self.target() and not self._closed:
+            rec = self._ready.pop(0)  # the oldest first
+            await self._destroy(rec, "pool_shrunk")
+
+    async def _follow_target(self) -> None:
+        """Follow a sized pool's target as time passes: it grows while claims are served
+        and shrinks with no claims at all, so it cannot be followed from claims alone.
+        Woken by ``close``, never cancelled: a cancel could cut a destroy in half."""
+        while not self._closed:
+            try:
+                await asyncio.wait_for(self._closing.wait(), RESIZE_EVERY)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                self.fill()
+                await self.trim()
+            except Exception as exc:  # noqa: BLE001 - a failed resize leaves the pool as is
+                log.warning("warm pool: resizing failed: %s", exc)
+
     async def close(self) -> None:
         self._closed = True
+        self._closing.set()
         await self._tasks.settle()
         while self._ready:
             rec = self._ready.pop()

@@ -50,7 +50,7 @@ from ..config import Settings
 from ..errors import CommandFailed
 
 PORTS = "ports"  # ifname: ports whose frames are checked
-VETH_PREFIX = "cb"  # every sandbox port is named "cb" + its ID's first 13 characters (ids.host_veth)
+VETH_PREFIX = ids.VETH_PREFIX  # every sandbox port is named prefix + its ID's first 13 characters (ids.host_veth)
 PORT_ADDRS = "port_addrs"  # ifname . MAC . IPv4: what a port may send as
 CT_FLOWS = "ct_flows"  # per-source dynamic set with a ct count (forwarded flows)
 CT_LOCAL = "ct_local"  # same, for flows to the host (the resolver)

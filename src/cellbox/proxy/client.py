@@ -18,6 +18,8 @@ from typing import Any
 
 import h11
 
+from .. import observe
+
 from .errors import ProxyError
 
 READ_CHUNK = 256 * 1024
@@ -134,6 +136,7 @@ class ClientConnection:
     async def send_error(self, err: ProxyError, *, close: bool = False) -> None:
         """Answer with ``{"error", "code"}``; ``Connection: close`` if the body is unread
         or ``close`` says the connection must end (its framing cannot be trusted)."""
+        observe.count("proxy_error", str(err.status))  # metrics hook (cellbox/metrics)
         if not close:
             self.consume_buffered_body()
         body = err.body()

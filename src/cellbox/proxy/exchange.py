@@ -126,6 +126,8 @@ class Exchange:
         try:
             if self.hooks.authorize:
                 credential = headers.value(self.request.headers, b"authorization")
+                if credential is None:  # E2B's traffic token (cellbox/e2b/view.py decides)
+                    credential = headers.value(self.request.headers, b"e2b-traffic-access-token")
                 found = await self.hooks.resolver(target.ref, target.port, credential)
             else:
                 found = await self.hooks.resolver(target.ref, target.port)

@@ -8,6 +8,8 @@ Spec §1.4/§3.5, in order:
   public proxy domain (remote use: ``--proxy-domain``)
 * ``X-Tensorlake-Sandbox-Id: {id-or-name}`` (+ ``X-Tensorlake-Sandbox-Port``, default
   9501), with any Host                     -> as given
+* ``E2b-Sandbox-Id`` / ``E2b-Sandbox-Port``: the same, as the E2B SDK sends them when
+  ``E2B_SANDBOX_URL`` names this proxy (cellbox/e2b/)
 
 The ``{port}-`` prefix cannot be mistaken for a reference: names start with a letter
 and IDs contain no ``-`` (``cellbox.ids``). Whether a user port may be reached is not
@@ -25,6 +27,9 @@ AGENT_PORT = 9501
 LOCAL_SUFFIX = ".local"
 SANDBOX_ID_HEADER = b"x-tensorlake-sandbox-id"
 SANDBOX_PORT_HEADER = b"x-tensorlake-sandbox-port"
+# E2B's names for the same two headers (cellbox/e2b/: the E2B SDK's envd traffic).
+E2B_ID_HEADER = b"e2b-sandbox-id"
+E2B_PORT_HEADER = b"e2b-sandbox-port"
 
 _PORT_PREFIX = re.compile(r"^(\d{1,5})-(.+)$")
 
@@ -93,9 +98,9 @@ def target_of(headers: list[tuple[bytes, bytes]], domain: str | None = None) -> 
     for name, value in headers:
         if name == b"host" and host is None:
             host = value.decode("latin-1")
-        elif name == SANDBOX_ID_HEADER and ref is None:
+        elif name in (SANDBOX_ID_HEADER, E2B_ID_HEADER) and ref is None:
             ref = value.decode("latin-1").strip()
-        elif name == SANDBOX_PORT_HEADER and port is None:
+        elif name in (SANDBOX_PORT_HEADER, E2B_PORT_HEADER) and port is None:
             port = value.decode("latin-1").strip()
     if host is not None:
         target = _from_host(host, domain)

@@ -8,6 +8,8 @@ import ssl as ssl_module
 
 import h11
 
+from .. import observe
+
 from .activity import ActivityCallback
 from .client import READ_CHUNK, ClientConnection, ClientGone
 from .exchange import Exchange, Hooks, Resolver
@@ -120,6 +122,7 @@ class SandboxProxy:
                 if request is None:
                     abort = False
                     return
+                observe.count("proxy_request")  # metrics hook (cellbox/metrics)
                 keep = await Exchange(client, request, self._hooks).run()
                 if keep and client.h11.our_state is h11.DONE and client.h11.their_state is h11.DONE:
                     client.h11.start_next_cycle()

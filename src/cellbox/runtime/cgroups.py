@@ -98,8 +98,12 @@ def oom_kills(cgroup_path: str) -> int:
     return 0
 
 
-def leftover_cgroups(prefix: str = "cellbox") -> list[Path]:
-    """Per-sandbox cgroup directories still present under ``prefix`` in any hierarchy."""
+def leftover_cgroups(prefix: str | None = None) -> list[Path]:
+    """Per-sandbox cgroup directories still present under ``prefix`` (default: this
+    instance's parent, ``ids.CGROUP_PARENT``) in any hierarchy."""
+    from .. import ids
+
+    prefix = prefix or ids.CGROUP_PARENT
     found: list[Path] = []
     for hierarchy in ROOT.iterdir():
         base = hierarchy / prefix

@@ -1,7 +1,9 @@
 """The storage pool: one btrfs filesystem holding images, sandboxes and snapshots.
 
-If ``data_dir/pool`` is already on btrfs (a real disk) it is used as is; otherwise a
-sparse file ``data_dir/pool.img`` is formatted and loop-mounted there. Quotas are
+If ``data_dir/pool`` is already on btrfs (a real disk) it is used as is; with
+``CELLBOX_POOL_DEVICE`` the admin's block device is mounted there (``pool_device.py``:
+formatted only when blank; no loop file, so an ``fsync`` costs what it does on the
+device); otherwise a sparse file ``data_dir/pool.img`` is formatted and loop-mounted there. Quotas are
 enabled once, so that each sandbox's subvolume can carry a ``disk_mb`` limit.
 
 Layout inside the pool::
@@ -19,7 +21,7 @@ from pathlib import Path
 from .. import _proc
 from ..config import Settings
 from ..errors import InternalFailure
-from . import btrfs
+from . import btrfs, pool_device
 
 SUBDIRS = ("images", "sandboxes", "snapshots", "tmp")
 
@@ -48,7 +50,9 @@ def ensure_pool(settings: Settings) -> Path:
     """Create, format and mount the pool if needed; idempotent. Returns the pool path."""
     pool = settings.pool
     pool.mkdir(parents=True, exist_ok=True)
-    if not is_btrfs(pool):
+    if settings.pool_device:  # speed (issue 15): the admin's device instead of a loop file
+        pool_device.ensure(Path(settings.pool_device), pool, settings.pool_image)
+    elif not is_btrfs(pool):
         image = settings.pool_image
         if not image.exists():
             with open(image, "wb") as f:

@@ -26,6 +26,7 @@ from .._errors import (
     raise_for_status,
 )
 from .._models import SandboxInfo, SnapshotInfo
+from .extras import Extras
 from .images import Images
 from .._shared import (
     FINAL_STATES,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from .sandbox import Sandbox
 
 
-class SandboxClient:
+class SandboxClient(Extras):  # extras: resize, logs, archived, pools (issue 14)
     """Talks to the lifecycle API at ``api_url`` (default ``$CELLBOX_API_URL``, else
     ``http://localhost:8900``), with ``api_key`` as a bearer token (default: ``cellbox.credentials``'s lookup order).
 

@@ -1,0 +1,115 @@
+"""The envd view: one ASGI app (Connect services + HTTP file routes) on a loopback port.
+
+The proxy sends every request for port 49983 of a sandbox here (``proxy_hook.py``), so
+TLS, routing by ``{port}-{id}.{domain}`` or ``E2b-Sandbox-Id``, streaming and
+keep-alive stay the proxy's; this app sees plain HTTP/1.1 from the proxy only. The
+Connect protocol (unary and server streaming, binary protobuf and JSON, envelopes,
+errors) is connectrpc's, from stubs generated out of ``proto/envd``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+import uvicorn
+from connectrpc.codec import proto_binary_codec, proto_json_codec
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from starlette.types import Receive, Scope, Send
+
+from . import files_http, link
+from .context import Env
+from .fs_svc import FilesystemService
+from .gen.filesystem.filesystem_connect import FilesystemASGIApplication
+from .gen.process.process_connect import ProcessASGIApplication
+from .process_svc import ProcessService
+
+log = logging.getLogger(__name__)
+MAX_RPC = 8 << 20  # one Connect message (SendInput chunks, listings)
+
+
+class _Strict:
+    """connectrpc's codec, but a message that does not decode is the client's error
+    (INVALID_ARGUMENT, 400), not connectrpc's catch-all UNKNOWN (500)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def name(self) -> str:
+        return str(self.inner.name())
+
+    def encode(self, message: Any) -> bytes:
+        return bytes(self.inner.encode(message))
+
+    def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
+        try:
+            return self.inner.decode(data, message_class)
+        except ConnectError:
+            raise
+        except Exception as exc:
+            raise ConnectError(Code.INVALID_ARGUMENT, f"request is not a valid {message_class.__name__}: {exc}") from None
+
+
+def build(env: Env) -> Any:
+    codecs = [_Strict(proto_binary_codec()), _Strict(proto_json_codec())]
+    process = ProcessASGIApplication(ProcessService(env), read_max_bytes=MAX_RPC, codecs=codecs)
+    filesystem = FilesystemASGIApplication(FilesystemService(env), read_max_bytes=MAX_RPC, codecs=codecs)
+    files = files_http.build(env)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if path.startswith("/process.Process/"):
+            await process(scope, receive, send)
+        elif path.startswith("/filesystem.Filesystem/"):
+            await filesystem(scope, receive, send)
+        else:
+            await files(scope, receive, send)
+
+    return app
+
+
+class EnvdServer:
+    """uvicorn serving ``build(env)`` on 127.0.0.1:<ephemeral>, on the server's loop."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1024)
+        self.sock.setblocking(False)
+        self.port: int = self.sock.getsockname()[1]
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        config = uvicorn.Config(build(self.env), lifespan="off", log_level="warning", access_log=False,
+                                server_header=False, timeout_graceful_shutdown=2)
+        server = _Quiet(config)
+        self._server = server
+        self._task = asyncio.ensure_future(server.serve(sockets=[self.sock]))
+        while not server.started and not self._task.done():
+            await asyncio.sleep(0.01)
+        log.info("envd view listening on 127.0.0.1:%d", self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await asyncio.wait({self._task}, timeout=5)
+        self.sock.close()
+        await link.close()
+
+
+class _Quiet(uvicorn.Server):
+    """No signal handlers of its own: the cellbox server owns them (see server.py)."""
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        pass
+
+    def capture_signals(self) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext()

@@ -1,0 +1,102 @@
+"""Each sandbox's output, kept on the host after the sandbox is gone.
+
+Why on the host: a terminated sandbox's agent (and the output it holds in memory) is
+gone with it, but Tensorlake's logs outlive the sandbox (archived sandboxes are read
+for days). When a sandbox ends through the server (delete, timeout), what its agent
+still holds is written here, under ``<data dir>/logs/<id>/``, as JSON lines.
+
+Bounded: ``current.jsonl`` grows to ``max_bytes``, then rotates to ``previous.jsonl``
+(the older generation is dropped), so one sandbox keeps at most twice the cap. The
+files are the host's own (the sandbox never sees this directory), so reading them
+needs no ``inroot`` care; what they hold came from the sandbox, so each line is
+parsed defensively and a line that is not ours is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .. import ids
+from ..manager.logs import LogLine
+
+DEFAULT_MAX_BYTES = int(os.environ.get("CELLBOX_LOG_KEEP_BYTES", str(8 << 20)))
+CURRENT, PREVIOUS = "current.jsonl", "previous.jsonl"
+SUSPENDED = "suspended.jsonl"  # what the agent held when it was last suspended (replaced each time)
+
+
+class LogKeeper:
+    def __init__(self, base: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.base = base
+        self.max_bytes = max_bytes
+
+    def _dir(self, sandbox_id: str) -> Path:
+        if not ids.is_id(sandbox_id):  # the path's one variable part: never a name or ../
+            raise ValueError(f"not a sandbox ID: {sandbox_id!r}")
+        return self.base / sandbox_id
+
+    @staticmethod
+    def _entry(line: LogLine) -> str:
+        return json.dumps({"t": line.timestamp, "b": line.body, "p": line.pid, "c": line.command}) + "\n"
+
+    def snapshot(self, sandbox_id: str, lines: list[LogLine]) -> None:
+        """Replace the suspend-time copy (the agent's output survives a suspend in its
+        memory, so the next one is a superset: appending would repeat it)."""
+        d = self._dir(sandbox_id)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = d / (SUSPENDED + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            budget = self.max_bytes  # the newest lines, within the cap
+            keep: list[str] = []
+            for line in reversed(lines):
+                entry = self._entry(line)
+                budget -= len(entry.encode())
+                if budget < 0:
+                    break
+                keep.append(entry)
+            f.writelines(reversed(keep))
+        os.replace(tmp, d / SUSPENDED)
+
+    def append(self, sandbox_id: str, lines: list[LogLine]) -> None:
+        d = self._dir(sandbox_id)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for line in lines:
+            entry = self._entry(line)
+            self._rotate_if_full(d, len(entry.encode()))
+            # 0600: a process may print what it should not (a secret's value); root's alone.
+            fd = os.open(d / CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
+                f.write(entry)
+
+    def _rotate_if_full(self, d: Path, adding: int) -> None:
+        try:
+            size = (d / CURRENT).stat().st_size
+        except FileNotFoundError:
+            return
+        if size + adding > self.max_bytes:
+            os.replace(d / CURRENT, d / PREVIOUS)
+
+    def read(self, sandbox_id: str) -> list[LogLine]:
+        d = self._dir(sandbox_id)
+        out: list[LogLine] = []
+        names = (PREVIOUS, CURRENT) if (d / CURRENT).exists() else (SUSPENDED,)  # ended awake, or asleep
+        for name in names:
+            try:
+                text = (d / name).read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                continue
+            for raw in text.splitlines():
+                try:
+                    e = json.loads(raw)
+                    out.append(LogLine(int(e["t"]), str(e["b"]),
+                                       e["p"] if isinstance(e["p"], int) else None,
+                                       e["c"] if isinstance(e["c"], str) else None))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return out
+
+    def has(self, sandbox_id: str) -> bool:
+        d = self._dir(sandbox_id)
+        return (d / CURRENT).exists() or (d / SUSPENDED).exists()
