@@ -151,3 +151,18 @@ def test_errors_are_mapped(sbx, live_server):
         sbx.read_file("/no/such/file")
     with pytest.raises(CellboxError):
         sbx.get_process(999999).info()
+
+
+def test_bounded_reads(sbx):
+    """``read_file(max_bytes=)`` stops the download past the bound; ``output(tail=,
+    max_bytes=)`` gets only the newest lines (what the MCP server relies on)."""
+    sbx.write_file("/work/big.bin", b"0123456789" * 100_000)
+    assert sbx.read_file("/work/big.bin", max_bytes=25) == b"0123456789" * 2 + b"012345"  # 26: "there is more"
+    assert sbx.read_file("/work/big.bin", max_bytes=2_000_000) == b"0123456789" * 100_000
+    with pytest.raises(NotFound):
+        sbx.read_file("/work/none", max_bytes=10)
+    proc = sbx.start_process("sh", ["-c", "for i in $(seq 1 50); do echo line$i; done"])
+    proc.wait(30)
+    assert proc.output(tail=2) == ["line49", "line50"]
+    assert proc.output(max_bytes=14) == ["line49", "line50"]
+    assert len(proc.output()) == 50

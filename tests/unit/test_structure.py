@@ -18,7 +18,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "cellbox"
 MAX_FILE_LINES = 450
 MAX_FUNCTION_LINES = 60
-GENERATED = {"sdk/_sync"}  # unasync output of sdk/_async (scripts/gen_sync.py)
+GENERATED = {"sdk/_sync", "e2b/gen"}  # unasync output of sdk/_async (scripts/unasync.py); protoc output (scripts/gen_envd.sh)
 
 # Over a limit on the day the test came, not split yet (see the module docstring).
 # The agent and the SDK are other branches' areas this round (issue 11 only split the

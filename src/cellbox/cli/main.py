@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from . import door_cmds, file_cmds, logs_cmds, memstate_cmds, pool_cmds, process_cmds, sandbox_cmds, terminal_cmds
 from .image_cmds import image
+from .mcp_cmd import mcp
 from .server_cmd import server
 from .cluster_cmds import node
 from .setup_cmd import setup
@@ -49,6 +50,7 @@ VERBS: list[tuple[click.Command, Sequence[str]]] = [
     (door_cmds.audit, ("audit",)),
     (door_cmds.login, ("login",)),
     (door_cmds.whoami, ("whoami",)),
+    (mcp, ("mcp",)),  # issue 17: sandboxes as MCP tools
     # issue 14
     (logs_cmds.logs, ("logs",)),
     (logs_cmds.resize, ("resize",)),

@@ -40,10 +40,16 @@ class AsyncProcess:
         self._info = ProcessInfo.from_json(response.json())
         return self._info
 
-    async def output(self, stream: str = "output") -> list[str]:
-        """The lines captured so far from ``stream`` (``output`` = both, interleaved)."""
+    async def output(self, stream: str = "output", *, tail: int | None = None,
+                     max_bytes: int | None = None) -> list[str]:
+        """The lines captured so far from ``stream`` (``output`` = both, interleaved).
+
+        ``tail`` / ``max_bytes`` keep only the newest lines within that many lines /
+        characters, cut by the agent (so a huge log never crosses the wire whole).
+        """
         _check_stream(stream)
-        response = await self.sandbox._agent("GET", f"{self._path}/{stream}")
+        params = {k: v for k, v in (("tail", tail), ("max_bytes", max_bytes)) if v is not None}
+        response = await self.sandbox._agent("GET", f"{self._path}/{stream}", params=params or None)
         return [str(line) for line in response.json().get("lines", [])]
 
     async def follow_output(self, stream: str = "output") -> AsyncIterator[str]:

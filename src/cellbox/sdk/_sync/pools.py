@@ -7,17 +7,16 @@ image; ``claim`` returns a running sandbox, warm if the pool has one. Reached as
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._models import SandboxInfo
 from .._shared import KEEP
 
-if TYPE_CHECKING:
-    from .extras import Extras
-
 
 class Pools:
-    def __init__(self, client: Extras) -> None:
+    # ``client`` is the Extras that owns this object (it calls ``_request``);
+    # typed Any so that extras -> pools stays the only import edge between them.
+    def __init__(self, client: Any) -> None:
         self._client = client
 
     @staticmethod

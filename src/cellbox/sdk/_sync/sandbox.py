@@ -402,9 +402,29 @@ class Sandbox:
 
     # -- files -------------------------------------------------------------------------------
 
-    def read_file(self, path: str) -> bytes:
-        """The contents of the file at ``path`` (absolute) in the sandbox."""
-        return (self._agent("GET", "/api/v1/files", params={"path": path})).content
+    def read_file(self, path: str, *, max_bytes: int | None = None) -> bytes:
+        """The contents of the file at ``path`` (absolute) in the sandbox.
+
+        With ``max_bytes``, at most ``max_bytes + 1`` bytes are read (streamed, then the
+        download is cut): a result longer than ``max_bytes`` means the file is bigger, and
+        a caller with a memory bound (the MCP server) never holds a huge file whole.
+        """
+        if max_bytes is None:
+            return (self._agent("GET", "/api/v1/files", params={"path": path})).content
+        target, data = self._proxy(), bytearray()
+        with map_transport_errors(f"reading {path} from sandbox {self.id}"):
+            with self.client._http.stream(
+                "GET", target.base_url + "/api/v1/files", params={"path": path}, headers=target.headers,
+                timeout=STREAM_TIMEOUT,
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise_for_status(response)
+                for chunk in response.iter_bytes(min(CHUNK, max_bytes + 1)):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        break
+        return bytes(data[: max_bytes + 1])
 
     def write_file(self, path: str, data: bytes | str) -> None:
         """Create or replace the file at ``path``; parent directories are made."""
