@@ -1,7 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make run    set up this host if needed, then start the server in the foreground
 #   make test   set up this host (with test tools) if needed, then run the whole suite
-.PHONY: run test lint setup setup-test bench compat-e2b envd-stubs
+.PHONY: run test test-cluster lint setup setup-test bench compat-e2b envd-stubs
 
 setup:
 	bash scripts/setup.sh
@@ -19,6 +19,11 @@ test: setup-test lint
 lint:
 	.venv/bin/ruff check src tests bench scripts
 	.venv/bin/mypy
+
+# The cluster's tests (tests/cluster/): a real PostgreSQL, S3 (moto) and two nodes in
+# network namespaces; about 4-5 minutes. `make test` runs them too (testpaths).
+test-cluster: setup-test
+	.venv/bin/python -m pytest -q tests/cluster
 
 bench: setup-test
 	.venv/bin/pip install -q -e ".[test,bench]"

@@ -24,7 +24,8 @@ PACKAGES=(runc btrfs-progs nftables mmdebstrap iproute2 util-linux tar xz-utils 
           python3 python3-venv python3-dev buildah skopeo golang-github-containers-common)
 # --test: a registry the image tests run on loopback (docker-registry = the CNCF
 # distribution server) and htpasswd for its auth.
-[ $WITH_TEST = 1 ] && PACKAGES+=(docker-registry apache2-utils)
+# postgresql: the cluster tests start throwaway PostgreSQL 15 servers of their own (tests/cluster/pg.py).
+[ $WITH_TEST = 1 ] && PACKAGES+=(docker-registry apache2-utils postgresql)
 # --test: the web console's browser tests drive Debian's Chromium (Playwright with
 # executable_path; never a downloaded browser).
 [ $WITH_TEST = 1 ] && PACKAGES+=(chromium chromium-driver)

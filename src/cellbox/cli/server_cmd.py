@@ -42,9 +42,12 @@ def _listen(value: str | None, default_port: int) -> tuple[str | None, int | Non
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="log every request")
+@click.option("--cluster", envvar="CELLBOX_CLUSTER", default=None, metavar="POSTGRESQL_URL",
+              help="be a control-plane replica of the cluster on this PostgreSQL (docs/cluster.md)")
 def server(host: str, api_port: int, proxy_port: int, api_listen: str | None, proxy_listen: str | None,
            tls_cert: Path | None, tls_key: Path | None, use_setup_tls: bool, insecure: bool,
-           public_proxy_url: str | None, proxy_domain: str | None, log_level: str, access_log: bool) -> None:
+           public_proxy_url: str | None, proxy_domain: str | None, log_level: str, access_log: bool,
+           cluster: str | None) -> None:
     """Serve the Tensorlake-compatible lifecycle API and the sandbox proxy.
 
     Sandboxes keep running when the server stops; the next start re-adopts them.
@@ -63,8 +66,13 @@ def server(host: str, api_port: int, proxy_port: int, api_listen: str | None, pr
             raise click.UsageError(f"{tls_cert} does not exist: run cellbox setup --tls-self-signed first")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
-    run(ServerOptions(host=api_host or host, api_port=api_listen_port if api_listen_port is not None else api_port,
-                      proxy_port=proxy_listen_port if proxy_listen_port is not None else proxy_port,
-                      proxy_host=proxy_host, log_level=log_level, access_log=access_log, tls_cert=tls_cert,
-                      tls_key=tls_key, insecure=insecure, public_proxy_url=public_proxy_url,
-                      proxy_domain=proxy_domain))
+    opts = ServerOptions(host=api_host or host, api_port=api_listen_port if api_listen_port is not None else api_port,
+                         proxy_port=proxy_listen_port if proxy_listen_port is not None else proxy_port,
+                         proxy_host=proxy_host, log_level=log_level, access_log=access_log, tls_cert=tls_cert,
+                         tls_key=tls_key, insecure=insecure, public_proxy_url=public_proxy_url,
+                         proxy_domain=proxy_domain)
+    if cluster:  # cluster: the stateless control plane (cluster/server_main.py)
+        from ..cluster.server_main import run as run_cluster
+        run_cluster(cluster, opts)
+        return
+    run(opts)

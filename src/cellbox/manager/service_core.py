@@ -128,7 +128,8 @@ class ServiceCore:
         sandbox has a record (bad spec, unknown image, name taken) are raised; a
         failure after that is reported as a ``failed`` record.
         """
-        sid = ids.new_id()
+        # cluster: a node creates under the ID the control plane chose (cluster/actions.py)
+        sid = opts.spec.sandbox_id or ids.new_id()
         if opts.snapshot_id:  # another project's snapshot is a 404, before anything is made
             self.manager.memory.get_snapshot(opts.snapshot_id, opts.spec.namespace)
         env = self._secret_env(opts)  # an unknown name is a 400 before anything is made

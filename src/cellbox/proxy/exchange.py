@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 # (ref, port) -> (ip, port, sandbox_id) or (ip, port, sandbox_id, agent_key); with
 # ``Hooks.authorize`` also the request's ``Authorization`` value as a third argument
 # (the resolver decides who may pass). With a key (bytes), the answer must carry the
-# agent's proof for the nonce the proxy sends (agent/auth.py).
+# agent's proof for the nonce the proxy sends (agent/auth.py). A fifth element, a list
+# of (name, value) headers, is added to the upstream request: the cluster's control
+# plane uses it to present its node credential to the node's proxy (cluster/nodeauth.py).
 Resolver = Callable[..., Awaitable[tuple[Any, ...]]]
 
 
@@ -76,6 +78,7 @@ class Exchange:
         self.request = request
         self.hooks = hooks
         self.key: bytes | None = None  # the agent's key, when the target is the agent
+        self.extra: list[tuple[bytes, bytes]] = []  # the resolver's upstream headers (cluster)
         self.nonce = ""
         self._upload_moved = 0.0  # loop time of the last request-body progress
         self._head_deadline: asyncio.Timeout | None = None  # while waiting for the head
@@ -131,6 +134,7 @@ class Exchange:
             else:
                 found = await self.hooks.resolver(target.ref, target.port)
             ip, port, sandbox_id = found[:3]
+            self.extra = list(found[4]) if len(found) > 4 else []
             return ip, port, sandbox_id, (found[3] if len(found) > 3 else None)
         except CellboxError as err:
             raise errors.from_cellbox(err) from None
@@ -152,6 +156,9 @@ class Exchange:
         out = headers.upstream_request(req.headers, self.client.peer_ip, keep_alive=False,
                                        drop_api_key=self.hooks.authorize)
         out = [(k, v) for k, v in out if k not in _AUTH_HEADERS]  # ours alone to send
+        if self.extra:  # the resolver's headers replace the client's of the same name
+            names = {k for k, _ in self.extra}
+            out = [(k, v) for k, v in out if k not in names] + self.extra
         if self.key is not None:
             self.nonce = secrets.token_hex(16)
             out.append((auth.NONCE_HEADER.encode(), self.nonce.encode()))
