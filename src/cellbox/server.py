@@ -77,6 +77,11 @@ def check_listen(opts: ServerOptions) -> None:
                              "--tls-self-signed), or --insecure if TLS ends in front of this server.")
 
 
+def _proxy_url(opts: ServerOptions, proxy_port: int) -> str:
+    """The ``sandbox_url`` clients get (cluster/server_main.py uses it too)."""
+    return _public_urls(opts, proxy_port).proxy_url
+
+
 def _public_urls(opts: ServerOptions, proxy_port: int) -> PublicUrls:
     return public_urls.resolve(host=opts.proxy_host or opts.host, proxy_port=proxy_port, tls=opts.tls_cert is not None,
                                public_proxy_url=opts.public_proxy_url, proxy_domain=opts.proxy_domain)
