@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..auth.tls import is_loopback
@@ -34,10 +35,10 @@ class PublicUrls:
         return f"{parts.scheme}://{netloc}"
 
 
-def of(service: object) -> PublicUrls:
+def of(service: Any) -> PublicUrls:
     """A service's public URLs (``proxy_url`` and, with a proxy domain, the
     ``ingress_endpoint`` the server set on it)."""
-    return PublicUrls(getattr(service, "proxy_url"), getattr(service, "ingress_endpoint", None))
+    return PublicUrls(service.proxy_url, getattr(service, "ingress_endpoint", None))
 
 
 def _netloc(host: str, port: int, scheme: str) -> str:
