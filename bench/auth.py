@@ -5,9 +5,13 @@ it (``create_app(service, door)`` vs ``door=None``), each served by uvicorn on
 loopback, and the sandbox proxy with the authorizing resolver and without it, in front
 of one tiny upstream HTTP server (so only the proxy's own work differs). The key check
 is the real one: the key's row (SQLite WAL, read at most every ``ROW_TTL``), SHA-256,
-constant-time compare; ``authenticate()`` is also timed alone, with and without the
-row cache. Requests alternate on/off in rounds so drift (CPU noise from
-other work on the host) hits both sides alike. Reports p50/p90/p99 and the p50 delta.
+constant-time compare; ``authenticate()`` is also timed alone (as served, and the
+path before the token cache, and with no cache at all), and the ASGI gate alone
+around a no-op app. Requests alternate on/off in rounds, in a random order per
+round, so drift (CPU noise from other work on the host) hits both sides alike; the
+added latency is reported both as the difference of the p50s and as the median of
+the per-round paired differences (on minus off, the same moment), which cancels
+most of that noise.
 
     .venv/bin/python bench/auth.py [-n 3000]
 """
@@ -15,7 +19,10 @@ other work on the host) hits both sides alike. Reports p50/p90/p99 and the p50 d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
+import random
+import statistics
 import os
 import sqlite3
 import sys
@@ -79,6 +86,21 @@ def serve_in_child(work: Any) -> multiprocessing.Process:
     return child
 
 
+async def _gate_alone(auth: Authenticator, header: bytes, n: int) -> float:
+    """µs per request the ASGI gate adds, without HTTP, uvicorn or FastAPI around it."""
+    from cellbox.api.auth import AuthGate
+
+    async def nothing(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    gate = AuthGate(nothing, auth)
+    scope = {"type": "http", "method": "GET", "path": "/sandboxes", "headers": [(b"authorization", header)]}
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await gate(dict(scope), None, None)  # type: ignore[arg-type]
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=3000, help="requests per side and path")
@@ -89,7 +111,8 @@ def main() -> None:
     settings = Settings(data_dir=tmp)
     ensure_admin_key(settings)
     key = (tmp / "admin.key").read_text().strip()
-    names = ("api on", "api off", "proxy on", "proxy off")
+    # "before": the gate as it was before the token cache (row cache, SHA-256 every call).
+    names = ("api on", "api before", "api off", "proxy on", "proxy before", "proxy off")
     port_file = tmp / "ports"
 
     async def start() -> None:
@@ -97,7 +120,10 @@ def main() -> None:
         db.execute("PRAGMA journal_mode=WAL")
         door = Door.open(settings, db)
         ports: dict[str, int] = {}
-        for label, app in (("api on", create_app(ListOnly(), door)), ("api off", create_app(ListOnly(), None))):  # type: ignore[arg-type]
+        before = dataclasses.replace(door, auth=Authenticator(door.store, remember_tokens=False))
+        apps = (("api on", create_app(ListOnly(), door)), ("api before", create_app(ListOnly(), before)),  # type: ignore[arg-type]
+                ("api off", create_app(ListOnly(), None)))  # type: ignore[arg-type]
+        for label, app in apps:
             server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
             asyncio.ensure_future(server.serve())
             while not server.started:
@@ -115,10 +141,11 @@ def main() -> None:
             return "127.0.0.1", up_port, ref
 
         on = SandboxProxy(proxy_resolver(resolve, door.auth), authorize=True)
+        old = SandboxProxy(proxy_resolver(resolve, before.auth), authorize=True)
         off = SandboxProxy(plain)
-        await on.start("127.0.0.1", 0)
-        await off.start("127.0.0.1", 0)
-        ports["proxy on"], ports["proxy off"] = on.port, off.port
+        for label, proxy in (("proxy on", on), ("proxy before", old), ("proxy off", off)):
+            await proxy.start("127.0.0.1", 0)
+            ports[label] = proxy.port
         port_file.write_text(" ".join(str(ports[n]) for n in names))
 
     child = serve_in_child(start)
@@ -142,8 +169,10 @@ def main() -> None:
         for label in samples:  # warm up every path (imports, connection pools, SQLite pages)
             for _ in range(200):
                 once(label)
+        order = list(samples)
         for _ in range(args.n):
-            for label in samples:
+            random.shuffle(order)
+            for label in order:
                 samples[label].append(once(label))
     # A request without the key is refused by the "on" sides (the bench measured the real gate).
     assert httpx.get(f"http://127.0.0.1:{ports['api on']}/sandboxes").status_code == 401
@@ -151,23 +180,32 @@ def main() -> None:
 
     rows = {label: summarize(s) for label, s in samples.items()}
     print(table(f"auth on vs off, {args.n} small requests each (ms)", rows))
-    delta = {path: rows[f"{path} on"]["p50"] - rows[f"{path} off"]["p50"] for path in ("api", "proxy")}
-    for path, d in delta.items():
-        print(f"{path}: auth adds {d * 1000:+.0f} us at p50 (budget 200 us)")
+    sides = [f"{path} {side}" for path in ("api", "proxy") for side in ("before", "on")]
+    delta = {label: rows[label]["p50"] - rows[label.split()[0] + " off"]["p50"] for label in sides}
+    paired = {label: statistics.median(a - b for a, b in zip(samples[label], samples[label.split()[0] + " off"]))
+              for label in sides}
+    for label in sides:
+        print(f"{label}: auth adds {delta[label] * 1000:+.0f} us at p50, {paired[label] * 1000:+.0f} us "
+              "median paired (budget 200 us)")
     # The gate's own work, without HTTP around it: one authenticate() per request.
     db = sqlite3.connect(str(settings.db_path), isolation_level=None)
     store = Door.open(settings, db).store
     header = f"Bearer {key}".encode()
     per_call_us = {}
-    for label, ttl in (("row cached (as served)", ROW_TTL), ("row read every call", 0.0)):
-        auth = Authenticator(store, row_ttl=ttl)
+    for label, ttl, remember in (("token and row cached (as served)", ROW_TTL, True),
+                                 ("row cached, hash every call (before)", ROW_TTL, False),
+                                 ("row read every call", 0.0, False)):
+        auth = Authenticator(store, row_ttl=ttl, remember_tokens=remember)
         t0 = time.perf_counter()
         for _ in range(args.n * 10):
             auth.authenticate(header)
         per_call_us[label] = (time.perf_counter() - t0) / (args.n * 10) * 1e6
         print(f"authenticate() alone, {label}: {per_call_us[label]:.1f} us per call")
+    gate_us = asyncio.run(_gate_alone(Authenticator(store), header, args.n * 10))
+    print(f"the API's gate (AuthGate) alone around a no-op app: {gate_us:.1f} us per request")
     child.terminate()
-    out = write("auth", {"n": args.n, "results": rows, "p50_added_ms": delta, "authenticate_us": per_call_us,
+    out = write("auth", {"n": args.n, "results": rows, "p50_added_ms": delta, "paired_median_added_ms": paired,
+                         "gate_us": gate_us, "authenticate_us": per_call_us,
                          "load_average": os.getloadavg()})
     print(f"wrote {out}")
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import uvicorn
 
+from .api import public_urls
+from .api.public_urls import PublicUrls
 from .web import create_web_app
 from .auth.door import Door
 from .auth.guard import proxy_resolver
@@ -76,15 +78,13 @@ def check_listen(opts: ServerOptions) -> None:
 
 
 def _proxy_url(opts: ServerOptions, proxy_port: int) -> str:
-    if opts.public_proxy_url:
-        return opts.public_proxy_url.rstrip("/")
-    scheme = "https" if opts.tls_cert else "http"
-    host = opts.proxy_host or opts.host
-    if is_loopback(host):
-        host = "localhost"  # the SDKs route on Host: {id}.local for localhost proxies (spec §1.4)
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{proxy_port}"
+    """The ``sandbox_url`` clients get (cluster/server_main.py uses it too)."""
+    return _public_urls(opts, proxy_port).proxy_url
+
+
+def _public_urls(opts: ServerOptions, proxy_port: int) -> PublicUrls:
+    return public_urls.resolve(host=opts.proxy_host or opts.host, proxy_port=proxy_port, tls=opts.tls_cert is not None,
+                               public_proxy_url=opts.public_proxy_url, proxy_domain=opts.proxy_domain)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -107,13 +107,14 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _make_proxy(service: SandboxService, door: Door, ssl: Any, domain: str | None, e2b: Any = None) -> Any | None:
+def _make_proxy(service: SandboxService, door: Door, ssl: Any, domain: str | None, agent_port: int,
+                e2b: Any = None) -> Any | None:
     try:
         from .proxy import SandboxProxy  # type: ignore[attr-defined]
     except ImportError as exc:
         log.warning("sandbox proxy not available (%s); serving the API only", exc)
         return None
-    resolver = proxy_resolver(service.resolve, door.auth)
+    resolver = proxy_resolver(service.resolve, door.auth, door.audit, agent_port)
     if e2b is not None:  # E2B view: port 49983 and traffic tokens (cellbox/e2b/view.py)
         resolver = e2b.wrap(resolver)
     return SandboxProxy(resolver, service.on_activity, authorize=True, ssl=ssl, domain=domain)
@@ -152,7 +153,8 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
     manager = SandboxManager(settings, store)
     await manager.start()
     service = SandboxService(manager, proxy_port=proxy_port, door=door)
-    service.proxy_url = _proxy_url(opts, proxy_port)
+    urls = _public_urls(opts, proxy_port)
+    service.proxy_url, service.ingress_endpoint = urls.proxy_url, urls.ingress_endpoint
     timers = Timers(service)
     e2b = _e2b_view(service, settings, opts.proxy_domain)  # E2B view (issue 17)
     pools = PoolService(service)
@@ -164,7 +166,7 @@ async def serve(opts: ServerOptions, settings: Settings | None = None) -> None:
         await pools.start()  # issue 14: each pool's warm sandboxes
         if e2b is not None:
             await e2b.start()
-        proxy = _make_proxy(service, door, proxy_ssl, opts.proxy_domain, e2b)
+        proxy = _make_proxy(service, door, proxy_ssl, opts.proxy_domain, settings.agent_port, e2b)
         if proxy is not None:
             await proxy.start(proxy_host, proxy_port)
         tls: dict[str, Any] = {}

@@ -43,7 +43,8 @@ def _ip(*args: str) -> None:
 
 # `ip netns exec` bind-mounts /etc/netns/NS/<entry> over /etc/<entry> for the command it
 # runs: the client's /etc/ssl holds only the test CA, so clients that read the system
-# store (the tensorlake SDK's rustls does, and ignores SSL_CERT_FILE) trust it alone.
+# store trust it alone (the tensorlake SDK reads neither it nor SSL_CERT_FILE: it
+# trusts its built-in roots only, test_door_tl_tls.py).
 NETNS_ETC = Path("/etc/netns") / NS
 
 
@@ -201,8 +202,9 @@ class InsecureServer(ServerProcess):
 
 def test_tensorlake_sdk_from_another_netns_with_a_key(remote_net: None, settings: Settings, tmp_path: Path):
     """The tensorlake SDK (0.5.163) verifies TLS against its built-in Mozilla roots only
-    (webpki-roots compiled into its native module: no SSL_CERT_FILE, no system store),
-    so a custom CA cannot work for it; over TLS it needs a publicly trusted certificate.
+    (compiled into its native module: no SSL_CERT_FILE, no system store; shown by
+    test_door_tl_tls.py), so a custom CA cannot work for it; over TLS it needs a
+    publicly trusted certificate.
     Here it crosses the network to an ``--insecure`` listener, with its key."""
     if reason := _missing_requirements(settings):
         pytest.skip(reason)

@@ -75,7 +75,7 @@ def create_app(service: SandboxService, door: Door | None, e2b: Any = None,
         app.include_router(e2b_more.router(), generate_unique_id_function=_flat_id)  # last: its catch-all
     app.add_middleware(BodyGuard, max_bytes=MAX_BODY)
     if door is not None:
-        app.add_middleware(AuthGate, authenticator=door.auth)  # added last: runs first
+        app.add_middleware(AuthGate, authenticator=door.auth, audit=door.audit)  # added last: runs first
     return app
 
 

@@ -9,7 +9,7 @@ forget the check (``tests/api/test_door.py`` walks the route table to prove it).
   (admins: any), flat paths act on the key's own project; another project's namespace
   is a 404, like any object the key may not see;
 * puts the principal and the project in ``scope["state"]`` for the handlers;
-* keeps member keys from changing the image catalog, which all projects share;
+* (images are per project: ``api/image_access.py`` decides who sees and changes each);
 * writes one audit row per state-changing call (method other than GET/HEAD), after the
   response, with the status it got.
 """
@@ -22,6 +22,7 @@ import re
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..auth.audit import Audit
 from ..auth.guard import Authenticator
 from ..auth.keys import Principal
 from ..errors import CellboxError
@@ -33,10 +34,6 @@ HEALTH_PATH = "/health"
 E2B_PREFIX = "/e2b/"  # E2B's REST view (cellbox/e2b/rest.py), whose SDK sends the key as X-API-KEY
 _NAMESPACED = re.compile(r"^/v1/namespaces/([^/]+)(?:/|$)")
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Images are one catalog shared by every project (manager/images.py); until they are
-# per project, only admin keys change it, so one project cannot replace or delete the
-# image another one boots from.
-_SHARED_CATALOG = re.compile(r"^(?:/v1/namespaces/[^/]+|/platform/v1)?/(?:images|sandbox-templates)(?:/|$)")
 
 
 def principal_of(scope: Scope) -> Principal:
@@ -44,9 +41,10 @@ def principal_of(scope: Scope) -> Principal:
 
 
 class AuthGate:
-    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, audit: Audit | None = None) -> None:
         self.app = app
         self.auth = authenticator
+        self.audit = audit  # failed authentications (auth/audit.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == HEALTH_PATH:
@@ -63,6 +61,10 @@ class AuthGate:
             if scope["path"].startswith(E2B_PREFIX):  # E2B's error shape, which its SDK parses strictly
                 response = JSONResponse({"code": exc.status, "message": exc.message}, status_code=exc.status)
             await response(scope, receive, send)
+            if self.audit is not None:
+                client = scope.get("client")
+                self.audit.failed_auth(authorization=header, method=scope["method"], target=scope["path"],
+                                       status=exc.status, client=client[0] if client else None, via="api")
             return
         match = _NAMESPACED.match(scope["path"])
         project = match.group(1) if match else principal.project
@@ -72,12 +74,6 @@ class AuthGate:
             await response(scope, receive, send)
             return
         scope["state"] = {**scope.get("state", {}), "principal": principal, "project": project}
-        if scope["method"] not in _READS and not principal.is_admin and _SHARED_CATALOG.match(scope["path"]):
-            response = errors.error_response(403, "ADMIN_REQUIRED",
-                                             "images are shared by all projects: only an admin key changes them")
-            await response(scope, receive, send)
-            self._audit(scope, principal, project, 403)
-            return
         if scope["method"] in _READS:
             await self.app(scope, receive, send)
             return

@@ -26,9 +26,10 @@ from fastapi import Body, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
-from ..errors import CellboxError, InvalidContext, InvalidRequest, PayloadTooLarge
+from ..errors import AdminRequired, CellboxError, InvalidContext, InvalidRequest, PayloadTooLarge
 from ..images.build import BuildRequest, validate
 from ..manager.images import ImageInfo, ImageManager
+from . import image_access as access
 from .models import _Model
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,14 @@ def _images(request: Request) -> ImageManager:
 
 def _info(info: ImageInfo) -> dict[str, Any]:
     return info.to_dict()
+
+
+def _exists(images: ImageManager, name: str) -> bool:
+    try:
+        images.describe(name)
+    except CellboxError:
+        return False
+    return True
 
 
 class PullRequest(_Model):
@@ -126,6 +135,7 @@ async def build_image(
             raise InvalidRequest(f"build_arg: expected K=V, got {item!r}")
         args[key] = value
     images = _images(request)
+    access.check_new_name(request, name, _exists(images, name))  # issue 12: images per project
     tmp = Path(tempfile.mkdtemp(prefix="context-", dir=images.tools.tmp_dir()))
     try:
         context = await _receive_context(request, tmp)
@@ -138,7 +148,9 @@ async def build_image(
 
     async def work(on_line: Callable[[str], None]) -> ImageInfo:
         try:
-            return await images.build(req, on_line, preboot=preboot, warmup=warmup)
+            info = await images.build(req, on_line, preboot=preboot, warmup=warmup)
+            access.record(request, info.name)
+            return info
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
 
@@ -207,48 +219,60 @@ async def pull_image(request: Request, body: Annotated[PullRequest, Body()]) -> 
     if (body.username is None) != (body.password is None):
         raise InvalidRequest("username and password go together")
     images = _images(request)
+    access.check_new_name(request, body.image, _exists(images, body.image))
 
     async def work(on_line: Callable[[str], None]) -> ImageInfo:
-        return await images.pull(body.image, username=body.username, password=body.password, on_line=on_line,
+        info = await images.pull(body.image, username=body.username, password=body.password, on_line=on_line,
                                  preboot=body.preboot, warmup=body.warmup)
+        access.record(request, info.name)
+        return info
 
     return _stream(images, work)
 
 
 async def register_image(request: Request, body: Annotated[RegisterRequest, Body()]) -> JSONResponse:
     """Name a completed snapshot (a memory snapshot makes a pre-booted image)."""
+    access.check_new_name(request, body.name, _exists(_images(request), body.name))
     info = await _images(request).register(body.name, body.snapshot_id, namespace=_namespace(request),
                                            preboot=body.preboot, warmup=body.warmup)
+    access.record(request, info.name)
     return JSONResponse(_info(info))
 
 
 async def preboot_image(request: Request, name: str, body: Annotated[PrebootRequest | None, Body()] = None) -> JSONResponse:
     """Give an image a memory snapshot of a booted sandbox (after the warm-up command)."""
+    access.check_change(request, name)
     info = await _images(request).preboot(name, (body.warmup if body else None))
     return JSONResponse(_info(info))
 
 
 async def set_warm_pool(request: Request, name: str, body: Annotated[WarmPoolRequest, Body()]) -> JSONResponse:
     """Keep ``size`` running sandboxes of the image ready; creates claim them."""
+    access.check_change(request, name)
     return JSONResponse(_info(await _images(request).set_warm_pool(name, body.size)))
 
 
 async def prune_images(request: Request) -> JSONResponse:
-    """Drop the build cache and whatever no image uses."""
+    """Drop the build cache and whatever no image uses (every project's: admins only)."""
+    if (p := request.scope.get("state", {}).get("principal")) is not None and not p.is_admin:
+        raise AdminRequired()
     return JSONResponse({"pruned_cache_images": await _images(request).prune()})
 
 
 async def list_images(request: Request) -> JSONResponse:
-    return JSONResponse({"images": [_info(i) for i in _images(request).list()]})
+    return JSONResponse({"images": [_info(i) for i in _images(request).list() if access.visible(request, i.name)]})
 
 
 async def get_image(request: Request, name: str) -> JSONResponse:
+    access.check_visible(request, name)
     return JSONResponse(_info(_images(request).describe(name)))
 
 
 async def delete_image(request: Request, name: str) -> JSONResponse:
     """Remove an image; 409 while a sandbox uses it."""
+    access.check_change(request, name)
     await _images(request).remove(name)
+    access.forget(request, name)
     return JSONResponse({})
 
 
@@ -265,20 +289,26 @@ def _template(info: ImageInfo) -> dict[str, Any]:
 
 
 async def list_templates(request: Request) -> JSONResponse:
-    return JSONResponse({"items": [_template(i) for i in _images(request).list()], "next": None})
+    items = [_template(i) for i in _images(request).list() if access.visible(request, i.name)]
+    return JSONResponse({"items": items, "next": None})
 
 
 async def get_template(request: Request, name: str) -> JSONResponse:
+    access.check_visible(request, name)
     return JSONResponse(_template(_images(request).describe(name)))
 
 
 async def delete_template(request: Request, name: str) -> JSONResponse:
+    access.check_change(request, name)
     await _images(request).remove(name)
+    access.forget(request, name)
     return JSONResponse({})
 
 
 async def register_template(request: Request, body: Annotated[TemplateRequest, Body()]) -> JSONResponse:
+    access.check_new_name(request, body.name, _exists(_images(request), body.name))
     info = await _images(request).register(body.name, body.snapshotId, namespace=_namespace(request))
+    access.record(request, info.name)
     return JSONResponse(_template(info))
 
 

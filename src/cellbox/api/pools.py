@@ -12,7 +12,7 @@ from pydantic import Field
 from ..errors import InvalidRequest
 from ..pools.service import EXECUTOR, PoolService, new_pool_id
 from ..pools.store import PoolRecord
-from . import render
+from . import image_access, public_urls, render
 from .params import budget as _budget, namespace as _namespace
 from .models import MAX_INT, NetworkConfig, Resources, _Model
 
@@ -68,6 +68,7 @@ def pool_info(pools: PoolService, rec: PoolRecord, *, containers: bool = True) -
 
 
 async def create_pool(request: Request, body: Annotated[PoolRequest, Body()]) -> JSONResponse:
+    image_access.check_visible(request, body.image)  # door: another project's image is a 404
     ns = _namespace(request)
     fields = body.fields()
     rec = await _pools(request).create(PoolRecord(id=new_pool_id(), namespace=ns, **fields))
@@ -85,6 +86,7 @@ async def get_pool(request: Request, pool_id: PoolRef) -> JSONResponse:
 
 
 async def update_pool(request: Request, pool_id: PoolRef, body: Annotated[PoolRequest, Body()]) -> JSONResponse:
+    image_access.check_visible(request, body.image)
     pools = _pools(request)
     rec = await pools.update(pool_id, _namespace(request), body.fields())
     return JSONResponse(pool_info(pools, rec, containers=False))
@@ -110,7 +112,7 @@ async def claim_sandbox(
                              code="NOT_SUPPORTED")
     svc = request.app.state.service
     rec = await _pools(request).claim(pool_id, _namespace(request), _budget(timeout_ms, grace_ms))
-    return JSONResponse(render.create_response(rec, svc.proxy_url))
+    return JSONResponse(render.create_response(rec, public_urls.of(svc)))
 
 
 ROUTES: list[tuple[str, str, Callable[..., Any]]] = [

@@ -15,17 +15,32 @@ from ..errors import CellboxError
 from ..manager.records import SandboxRecord, Status
 from ..manager.service import LogLine, Page
 from ..manager.snapshot_store import SnapshotRecord
+from .public_urls import PublicUrls
 
 
 def _error_details(rec: SandboxRecord) -> dict[str, Any] | None:
     return {"message": rec.error} if rec.error else None
 
 
-def _sandbox_url(rec: SandboxRecord, proxy_url: str) -> str | None:
-    return proxy_url if rec.status == Status.RUNNING else None
+Urls = PublicUrls | str  # a bare str: the proxy URL only (no public domain)
 
 
-def sandbox_info(rec: SandboxRecord, proxy_url: str) -> dict[str, Any]:
+def _urls(urls: Urls) -> PublicUrls:
+    return PublicUrls(urls) if isinstance(urls, str) else urls
+
+
+def _sandbox_url(rec: SandboxRecord, urls: Urls) -> str | None:
+    return _urls(urls).proxy_url if rec.status == Status.RUNNING else None
+
+
+def _ingress(rec: SandboxRecord, urls: Urls) -> dict[str, Any]:
+    """Tensorlake's ``ingress_endpoint`` and our ``port_urls`` (api/public_urls.py)."""
+    u = _urls(urls)
+    ports = {str(p): u.port_url(rec.id, p) for p in rec.exposed_ports} if u.ingress_endpoint else {}
+    return {"ingress_endpoint": u.ingress_endpoint, "port_urls": ports}
+
+
+def sandbox_info(rec: SandboxRecord, proxy_url: Urls) -> dict[str, Any]:
     info: dict[str, Any] = {
         "id": rec.id,  # not also "sandbox_id": the SDK's decoder takes it as a duplicate
         "namespace": rec.namespace,
@@ -43,6 +58,7 @@ def sandbox_info(rec: SandboxRecord, proxy_url: str) -> dict[str, Any]:
         "allow_unauthenticated_access": rec.allow_unauthenticated_access,
         "auto_resume": rec.auto_resume,
         "sandbox_url": _sandbox_url(rec, proxy_url),
+        **_ingress(rec, proxy_url),
         "file_systems": volume_mounts(rec),
     }
     if rec.status == Status.PENDING:
@@ -69,12 +85,13 @@ def volume_mounts(rec: SandboxRecord) -> list[dict[str, Any]]:
     return out
 
 
-def create_response(rec: SandboxRecord, proxy_url: str) -> dict[str, Any]:
+def create_response(rec: SandboxRecord, proxy_url: Urls) -> dict[str, Any]:
     body: dict[str, Any] = {
         "sandbox_id": rec.id,
         "status": rec.status.value,  # not also its alias "state": the SDK rejects duplicates
         "name": rec.name,
         "sandbox_url": _sandbox_url(rec, proxy_url),
+        **_ingress(rec, proxy_url),
         "termination_reason": rec.termination_reason,
         "error_details": _error_details(rec),
     }
@@ -83,7 +100,7 @@ def create_response(rec: SandboxRecord, proxy_url: str) -> dict[str, Any]:
     return body
 
 
-def sandbox_list(page: Page, proxy_url: str) -> dict[str, Any]:
+def sandbox_list(page: Page, proxy_url: Urls) -> dict[str, Any]:
     body: dict[str, Any] = {"sandboxes": [sandbox_info(r, proxy_url) for r in page.records]}
     if page.next_cursor:
         body["next_cursor"] = page.next_cursor
@@ -136,7 +153,7 @@ def snapshot_list(snaps: list[SnapshotRecord]) -> dict[str, Any]:
     return {"snapshots": [snapshot_info(s) for s in snaps]}
 
 
-def copy_response(source: SandboxRecord, copies: list[SandboxRecord | CellboxError], proxy_url: str) -> dict[str, Any]:
+def copy_response(source: SandboxRecord, copies: list[SandboxRecord | CellboxError], proxy_url: Urls) -> dict[str, Any]:
     """CopySandboxResponse (spec §2.7): one entry per requested copy, failures included."""
     entries: list[dict[str, Any]] = []
     for c in copies:

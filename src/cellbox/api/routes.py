@@ -19,6 +19,9 @@ from ..manager.records import SandboxRecord, Status
 from ..manager.service import SandboxService
 from ..manager.snapshot_store import SnapshotType
 from . import door as door_routes
+from . import image_access
+from . import public_urls
+from .public_urls import PublicUrls
 from . import images as image_routes
 from . import archived as archived_routes
 from . import logs as log_routes
@@ -39,6 +42,10 @@ def _service(request: Request) -> SandboxService:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
+def _urls(svc: SandboxService) -> PublicUrls:
+    return public_urls.of(svc)
+
+
 async def create_sandbox(
     request: Request,
     body: Annotated[CreateSandboxRequest | None, Body()] = None,
@@ -48,11 +55,13 @@ async def create_sandbox(
     """Create a sandbox. Blocks until it runs (200) unless ``wait`` is false (202) or
     the client's time budget runs out (200 with ``status: pending``)."""
     body = await _optional_body(request, body, CreateSandboxRequest)
+    if body.image:
+        image_access.check_visible(request, body.image)  # another project's image: 404 (issue 12)
     svc = _service(request)
     rec = await svc.create(
         body.to_options(_namespace(request)), wait=body.wait, budget=_budget(timeout_ms, grace_ms)
     )
-    return JSONResponse(render.create_response(rec, svc.proxy_url), status_code=200 if body.wait else 202)
+    return JSONResponse(render.create_response(rec, _urls(svc)), status_code=200 if body.wait else 202)
 
 
 async def _optional_body(request: Request, body: Any, model: type[Any]) -> Any:
@@ -88,12 +97,12 @@ async def list_sandboxes(
         _namespace(request), statuses=None if everything else statuses or None,
         live_only=not statuses, cursor=cursor, limit=limit,
     )
-    return JSONResponse(render.sandbox_list(page, svc.proxy_url))
+    return JSONResponse(render.sandbox_list(page, _urls(svc)))
 
 
 async def get_sandbox(request: Request, sandbox_id: SandboxRef) -> JSONResponse:
     svc = _service(request)
-    return JSONResponse(render.sandbox_info(svc.get(sandbox_id, _namespace(request)), svc.proxy_url))
+    return JSONResponse(render.sandbox_info(svc.get(sandbox_id, _namespace(request)), _urls(svc)))
 
 
 async def update_sandbox(
@@ -102,7 +111,7 @@ async def update_sandbox(
     """Rename, replace ``exposed_ports``, set ``allow_unauthenticated_access`` / ``auto_resume``."""
     svc = _service(request)
     rec = await svc.update(sandbox_id, _namespace(request), body.to_changes())
-    return JSONResponse(render.sandbox_info(rec, svc.proxy_url))
+    return JSONResponse(render.sandbox_info(rec, _urls(svc)))
 
 
 async def delete_sandbox(request: Request, sandbox_id: SandboxRef) -> JSONResponse:
@@ -118,7 +127,7 @@ WaitMs = Annotated[int | None, Query(ge=0, le=600_000, description="hold the req
 
 def _settled_response(rec: SandboxRecord, settled: bool, svc: SandboxService) -> JSONResponse:
     """200 = the target state is reached; 202 = still on its way (the client polls)."""
-    return JSONResponse(render.sandbox_info(rec, svc.proxy_url), status_code=200 if settled else 202)
+    return JSONResponse(render.sandbox_info(rec, _urls(svc)), status_code=200 if settled else 202)
 
 
 async def suspend_sandbox(request: Request, sandbox_id: SandboxRef, wait_ms: WaitMs = None) -> JSONResponse:
@@ -173,7 +182,7 @@ async def copy_sandbox(
     svc = _service(request)
     source, copies = await svc.copy(sandbox_id, _namespace(request), times)
     failed = any(not isinstance(c, SandboxRecord) for c in copies)
-    return JSONResponse(render.copy_response(source, copies, svc.proxy_url), status_code=422 if failed else 200)
+    return JSONResponse(render.copy_response(source, copies, _urls(svc)), status_code=422 if failed else 200)
 
 
 ROUTES: list[tuple[str, str, Callable[..., Any]]] = [

@@ -19,7 +19,7 @@ from ..errors import InvalidRequest
 from ..manager import volume_mounts
 from ..manager.volume_store import VersionRecord, VolumeRecord
 from ..manager.volumes import VolumeManager
-from . import render
+from . import public_urls, render
 from .models import _Model
 
 VolumeRef = Annotated[str, Path(min_length=1, max_length=128, description="volume name or ID")]
@@ -136,7 +136,7 @@ async def attach_file_system(request: Request, sandbox_id: SandboxRef,
     rec = svc.get(sandbox_id, _ns(request))
     await svc.created(rec.id)  # a create still finishing would write its copy of the record over ours
     rec = await vols.attach(rec, spec)
-    return JSONResponse(render.sandbox_info(rec, svc.proxy_url))
+    return JSONResponse(render.sandbox_info(rec, public_urls.of(svc)))
 
 
 async def detach_file_system(request: Request, sandbox_id: SandboxRef,
@@ -148,7 +148,7 @@ async def detach_file_system(request: Request, sandbox_id: SandboxRef,
     rec = svc.get(sandbox_id, _ns(request))
     await svc.created(rec.id)
     rec = await vols.detach(rec, path)
-    return JSONResponse(render.sandbox_info(rec, svc.proxy_url))
+    return JSONResponse(render.sandbox_info(rec, public_urls.of(svc)))
 
 
 ROUTES: list[tuple[str, str, Any]] = [

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 from ..config import Settings
 from . import bootstrap
+from .audit import Audit
 from .guard import Authenticator
+from .image_owners import ImageOwners
+from .snapshot_quota import SnapshotQuota
 from .store import AuthStore
 from .vault import Vault
 
@@ -17,6 +20,9 @@ class Door:
     store: AuthStore
     auth: Authenticator
     vault: Vault
+    images: ImageOwners  # whose each image is (api/image_access.py)
+    snapshot_quota: SnapshotQuota
+    audit: Audit  # failed authentications and proxy calls (auth/audit.py)
 
     @classmethod
     def open(cls, settings: Settings, db: sqlite3.Connection) -> Door:
@@ -26,4 +32,5 @@ class Door:
         path, made = bootstrap.ensure_admin_key(settings, store)
         if made:
             print(f"cellbox server: made the first admin key, stored in {path} (mode 0600)", flush=True)
-        return cls(store, Authenticator(store), Vault(bootstrap.vault_key_path(settings)))
+        return cls(store, Authenticator(store), Vault(bootstrap.vault_key_path(settings)), ImageOwners(db), SnapshotQuota(db),
+                   Audit(store))

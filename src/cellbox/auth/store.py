@@ -9,13 +9,14 @@ any process sharing the database is seen everywhere within 1 s.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from .keys import Role
+from .keys import Principal, Role
 
 SCHEMA_VERSION = 1
 HOLD_TTL_MS = 15 * 60_000  # longer than any create (a cold create takes seconds)
@@ -78,6 +79,11 @@ class KeyRow:
     expires_at: int | None
     last_used_at: int | None
     revoked_at: int | None
+
+    @functools.cached_property
+    def principal(self) -> Principal:
+        """Who a request showing this key is (made once per cached row)."""
+        return Principal(self.id, self.project, self.role)
 
     def public(self) -> dict[str, Any]:
         """What the API shows about a key: everything but its hash."""
@@ -256,6 +262,10 @@ class AuthStore:
               status: int, client: str | None) -> None:
         self.db.execute("INSERT INTO audit (at, key_id, project, action, object, status, client) "
                         "VALUES (?,?,?,?,?,?,?)", (now_ms(), key_id, project, action, obj, status, client))
+
+    def prune_audit(self, keep: int) -> None:
+        """Keep the newest ``keep`` rows (auth/audit.py bounds the log with it)."""
+        self.db.execute("DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - ?", (keep,))
 
     def audit_log(self, *, project: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         sql, args = "SELECT seq, at, key_id, project, action, object, status, client FROM audit", []

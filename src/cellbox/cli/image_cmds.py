@@ -198,3 +198,8 @@ def prune(api_url: str | None) -> None:
     """Drop the build cache (and anything no image uses); prints how many cached images went."""
     with client(api_url) as c:
         click.echo(c.images.prune())
+
+
+# Tensorlake's and Docker's words for the same verbs (issue 14 item 9): one command, two names.
+image.add_command(build, "create")
+image.add_command(pull, "import")

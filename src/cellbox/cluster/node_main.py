@@ -56,7 +56,8 @@ class NodeOptions:
 
 def node_resolver(service: SandboxService, key: bytes):
     """The node proxy's resolver: only the control plane's token, for this ref and port."""
-    async def resolver(ref: str, port: int, authorization: bytes | None):
+    # *request: the method and target the proxy passes for the door's audit (unused here)
+    async def resolver(ref: str, port: int, authorization: bytes | None, *request: bytes):
         if not nodeauth.verify(key, authorization, ref, port):
             raise Unauthorized("this is a cluster node: requests come through the control plane's proxy")
         return await service.resolve(ref, port, CONTROL_PLANE)

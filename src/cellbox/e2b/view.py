@@ -46,7 +46,7 @@ class E2BView:
         credential when there is no Authorization), as E2B's SDK users expect of
         every port; everything else is the resolver's as before."""
 
-        async def resolve(ref: str, port: int, credential: bytes | None) -> tuple[Any, ...]:
+        async def resolve(ref: str, port: int, credential: bytes | None, *request: bytes) -> tuple[Any, ...]:
             if port == ENVD_PORT:
                 if not ids.is_id(ref):  # envd tokens are per sandbox ID, never per name
                     raise NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
@@ -57,7 +57,7 @@ class E2BView:
                     principal = Principal("e2b-traffic-token", rec.namespace, Role.MEMBER)
                     ip = (await self.service.resolve(rec.id, AGENT_PORT, principal))[0]
                     return ip, port, rec.id
-            return await resolver(ref, port, credential)
+            return await resolver(ref, port, credential, *request)  # request: method, target (door audit)
 
         return resolve
 

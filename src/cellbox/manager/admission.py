@@ -70,18 +70,32 @@ class Admission:
         """A project's use of each quota'd resource (for ``GET /quotas/{project}``)."""
         assert self.door is not None
         use: dict[str, float] = self.door.store.usage(project)
-        snaps = self.snapshots.list(project, None)
-        use["snapshots"] = len(snaps)
-        use["snapshot_bytes"] = sum(s.size_bytes or 0 for s in snaps)
+        use.update(self.door.snapshot_quota.usage(project))
         if self.volumes is not None:  # volumes hook
             use["volume_bytes"] = sum(v.size_mb for v in self.volumes.list(project)) << 20
         return use
 
-    def check_snapshot_quota(self, project: str) -> None:
+    def admit_snapshot(self, project: str) -> tuple[str, dict[str, float]] | None:
+        """Hold one snapshot of ``project`` against its quota (atomic across processes);
+        returns ``(hold, limits)`` for ``release_snapshot``/``check_snapshot_bytes``."""
         if self.door is None or not (limits := self.door.store.get_quota(project)):
-            return
-        use = self.quota_usage(project)
-        for name in ("snapshots", "snapshot_bytes"):
-            value = limits.get(name)
-            if value is not None and use[name] + (1 if name == "snapshots" else 0) > value:
-                raise QuotaExceeded(f"project {project!r}: quota {name} is {value:g}, {use[name]:g} in use")
+            return None
+        hold = ids.new_id()
+        verdict = self.door.snapshot_quota.admit(project, hold, limits)
+        if verdict is not None:
+            name, value, use = verdict
+            raise QuotaExceeded(f"project {project!r}: quota {name} is {value:g}, {use:g} in use")
+        return hold, limits
+
+    def release_snapshot(self, admitted: tuple[str, dict[str, float]] | None) -> None:
+        if admitted is not None and self.door is not None:
+            self.door.snapshot_quota.release(admitted[0])
+
+    def snapshot_bytes_over(self, project: str, admitted: tuple[str, dict[str, float]] | None) -> str | None:
+        """The refusal message if the completed snapshots now pass the byte limit."""
+        if admitted is None or self.door is None:
+            return None
+        over = self.door.snapshot_quota.bytes_over(project, admitted[1])
+        if over is None:
+            return None
+        return f"project {project!r}: quota snapshot_bytes is {over[0]:g}, this snapshot would make it {over[1]:g}"

@@ -25,6 +25,7 @@ from ..errors import (
     InvalidState,
     NotFound,
     PortNotExposed,
+    QuotaExceeded,
     SandboxNotFound,
     SandboxNotNamed,
     SandboxNotRunning,
@@ -168,9 +169,16 @@ class SandboxService(ServiceCore):
 
     async def snapshot(self, ref: str, namespace: str, snapshot_type: SnapshotType) -> SnapshotRecord:
         rec = self.get(ref, namespace)
-        self.admission.check_snapshot_quota(rec.namespace)
-        async with self._lock(rec.id):
-            return await self.manager.memory.snapshot(rec.id, rec.namespace, snapshot_type)
+        held = self.admission.admit_snapshot(rec.namespace)  # door: count and bytes, atomic
+        try:
+            async with self._lock(rec.id):
+                snap = await self.manager.memory.snapshot(rec.id, rec.namespace, snapshot_type)
+            if (over := self.admission.snapshot_bytes_over(rec.namespace, held)) is not None:
+                await self.manager.memory.delete_snapshot(snap.id)
+                raise QuotaExceeded(over)
+            return snap
+        finally:
+            self.admission.release_snapshot(held)
 
     async def copy(self, ref: str, namespace: str, times: int) -> tuple[SandboxRecord, list[SandboxRecord | CellboxError]]:
         rec = self.get(ref, namespace)

@@ -101,6 +101,7 @@ class ServiceCore:
         self.admission.volumes = manager.volumes  # volumes hook: volume_bytes in the usage
         self.store = manager.store
         self.proxy_url = f"http://localhost:{proxy_port}"
+        self.ingress_endpoint: str | None = None  # door: base of {port}-{id}.{domain} URLs (server.py sets it)
         self._creating: dict[str, asyncio.Task[SandboxRecord]] = {}
         # One registry for the whole server: the memory-state layer locks the same
         # sandbox IDs from its own (a different lock object per layer is fine: the

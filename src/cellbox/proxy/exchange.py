@@ -128,7 +128,9 @@ class Exchange:
                 credential = headers.value(self.request.headers, b"authorization")
                 if credential is None:  # E2B's traffic token (cellbox/e2b/view.py decides)
                     credential = headers.value(self.request.headers, b"e2b-traffic-access-token")
-                found = await self.hooks.resolver(target.ref, target.port, credential)
+                # Method and target too: the door audits state-changing calls (auth/audit.py).
+                found = await self.hooks.resolver(target.ref, target.port, credential, self.request.method,
+                                                  self.request.target)
             else:
                 found = await self.hooks.resolver(target.ref, target.port)
             ip, port, sandbox_id = found[:3]

@@ -23,6 +23,7 @@ from .._shared import (
     proxy_target,
 )
 from .client import AsyncSandboxClient
+from .lookup import get_or_create
 from .process import AsyncProcess
 from .pty import AsyncPty
 from .tunnel import AsyncTunnel
@@ -120,6 +121,12 @@ class AsyncSandbox:
             await client.close()
             raise
         return cls(client, info, owns_client=True)
+
+    @classmethod
+    async def get_or_create(cls, name: str, *, resume: bool = True, api_url: str | None = None,
+                            api_key: str | None = None, **create: Any) -> AsyncSandbox:
+        """The live sandbox called ``name`` (resumed if suspended), else a new one (``lookup.py``)."""
+        return await get_or_create(cls, name, resume=resume, api_url=api_url, api_key=api_key, **create)  # type: ignore[no-any-return]
 
     async def __aenter__(self) -> AsyncSandbox:
         return self

@@ -25,6 +25,7 @@ from .._shared import (
     proxy_target,
 )
 from .client import SandboxClient
+from .lookup import get_or_create
 from .process import Process
 from .pty import Pty
 from .tunnel import Tunnel
@@ -122,6 +123,12 @@ class Sandbox:
             client.close()
             raise
         return cls(client, info, owns_client=True)
+
+    @classmethod
+    def get_or_create(cls, name: str, *, resume: bool = True, api_url: str | None = None,
+                            api_key: str | None = None, **create: Any) -> Sandbox:
+        """The live sandbox called ``name`` (resumed if suspended), else a new one (``lookup.py``)."""
+        return get_or_create(cls, name, resume=resume, api_url=api_url, api_key=api_key, **create)  # type: ignore[no-any-return]
 
     def __enter__(self) -> Sandbox:
         return self
