@@ -30,7 +30,10 @@ SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 TIMEOUT_MS = 45_000  # generous: the host is shared and often loaded; nothing here is timed
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running on this
+# thread while it is open, and every later test that calls asyncio.run() (tests/unit/
+# runs after tests/ui/) failed with "cannot be called from a running event loop".
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} missing (scripts/setup.sh --test installs chromium)")
