@@ -18,8 +18,17 @@ from . import registry as registry_mod
 from .conftest import Images, write_context
 
 
+@pytest.fixture
+def forget_login(registry: registry_mod.Registry, settings):  # noqa: ANN001
+    """This test logs in to the session's registry; test_pull.py expects no credentials."""
+    yield
+    from cellbox.images.tools import Tools
+
+    registry_mod.forget_credentials(registry, Tools(settings).auth_file)
+
+
 def test_short_name_is_docker_hub_through_the_mirror(images: Images, sandboxes, registry: registry_mod.Registry,
-                                                     tmp_path: Path, monkeypatch) -> None:
+                                                     tmp_path: Path, monkeypatch, forget_login) -> None:
     token = secrets.token_hex(4)
     ctx = write_context(tmp_path / "ctx", f'FROM cellbox/debian\nRUN echo "hub {token}" > /hub.txt\n')
     local = images.track(f"test/hub-{token}")
