@@ -12,8 +12,10 @@ setup-test:
 run: setup
 	.venv/bin/cellbox server
 
+# After the suite (passed or not) the pool is unmounted again, so a test run leaves no
+# mount or loop device behind; pytest's exit code is kept (.ci/run reads it).
 test: setup-test lint
-	.venv/bin/python -m pytest -q tests
+	.venv/bin/python -m pytest -q tests; rc=$$?; .venv/bin/cellbox setup --release || true; exit $$rc
 
 # Static checks (config in pyproject.toml), run before the suite: seconds, no root.
 lint:

@@ -92,9 +92,20 @@ def run_setup(settings: Settings, *, rebuild_image: bool = False, quiet: bool = 
 @click.option("--tls-name", "tls_names", multiple=True, metavar="NAME|IP",
               help="A name or address the certificate is for (repeatable; localhost and 127.0.0.1 always are; "
                    "*.DOMAIN for exposed-port host names).")
-def setup(rebuild_image: bool, quiet: bool, tls_self_signed: bool, tls_names: tuple[str, ...]) -> None:
+@click.option("--release", is_flag=True,
+              help="Instead: unmount the storage pool (and free its loop device) when no sandbox is in it; "
+                   "the next setup mounts it again. `make test` does this after the suite.")
+def setup(rebuild_image: bool, quiet: bool, tls_self_signed: bool, tls_names: tuple[str, ...], release: bool) -> None:
     """Prepare this host: data dir, storage pool, agent runtime, default image, network, API keys."""
     settings = load()
+    if release:
+        from ..storage.pool import release_pool
+
+        try:
+            click.echo(release_pool(settings))
+        except CellboxError as exc:
+            raise click.ClickException(exc.message) from exc
+        return
     run_setup(settings, rebuild_image=rebuild_image, quiet=quiet)
     if tls_self_signed:
         from ..auth.tls import make_self_signed, tls_dir

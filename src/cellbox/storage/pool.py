@@ -69,6 +69,25 @@ def ensure_pool(settings: Settings) -> Path:
     return pool
 
 
+def release_pool(settings: Settings) -> str:
+    """Unmount the pool (its loop device goes with it: ``mount -o loop`` sets autoclear).
+
+    ``make test`` calls this after the suite, so a test run leaves no mount or loop
+    device on the host; the next ``cellbox setup`` (``make run`` runs it) mounts the
+    same file again with everything in it. Refused while a sandbox's root filesystem is
+    in the pool: a running server's sandboxes would lose their disk. ``umount`` itself
+    refuses (EBUSY) anything else still using it; nothing is ever unmounted lazily.
+    """
+    pool = settings.pool
+    if not is_mountpoint(pool):
+        return f"{pool} is not mounted"
+    held = sorted(os.listdir(pool / "sandboxes")) if (pool / "sandboxes").is_dir() else []
+    if held:
+        raise InternalFailure(f"not released: {len(held)} sandbox(es) still have their root filesystem in {pool}")
+    _proc.run_sync(["umount", str(pool)])
+    return f"{pool} unmounted"
+
+
 def check_pool(settings: Settings) -> Path:
     """Fail with a clear message if the pool is not mounted (setup has not run)."""
     if not is_btrfs(settings.pool):
