@@ -13,6 +13,7 @@ like any tenant process). The script prints one JSON line: ``{"ok": …}`` or
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any
 
 from ..runtime.agentfs import MOUNT_POINT, loader_name
@@ -111,8 +112,9 @@ def argv(op: str, *args: str) -> dict[str, Any]:
 
 async def run(agent: Agent, op: str, *args: str) -> Any:
     """The ``ok`` value of one operation; ``HelperError`` with the errno's code otherwise."""
-    out: list[str] = []
-    errors: list[str] = []
+    # Only the last answer line counts: keep a few lines, not all a tampered helper prints.
+    out: deque[str] = deque(maxlen=4)
+    errors: deque[str] = deque(maxlen=3)
     async for ev in agent.events("POST", "/api/v1/processes/run", argv(op, *args)):
         line = ev.get("line")
         if isinstance(line, str):
@@ -126,4 +128,4 @@ async def run(agent: Agent, op: str, *args: str) -> Any:
             raise HelperError(str(doc["error"]), str(doc.get("message", "")))
         if isinstance(doc, dict) and "ok" in doc:
             return doc["ok"]
-    raise HelperError("INTERNAL", "filesystem helper failed: " + " / ".join(errors[-3:])[:500])
+    raise HelperError("INTERNAL", "filesystem helper failed: " + " / ".join(errors)[:500])

@@ -54,15 +54,21 @@ async def helper(agent: Agent, op: str, *args: str) -> Any:
         raise connect_error(exc) from None
 
 
-def entry(e: dict[str, Any]) -> pb.EntryInfo:
-    link = e.get("symlink")
-    info = pb.EntryInfo(
-        name=e["name"], type=_TYPES.get(e["type"], pb.FileType.FILE), path=e["path"], size=int(e["size"]),
-        mode=int(e["mode"]), permissions=e["permissions"], owner=e["owner"], group=e["group"],
-        modified_time=Timestamp.from_nanos(int(e["mtime_ns"])), is_symlink=bool(link),
-    )
-    if link:
-        info.symlink_target = link
+def entry(e: Any) -> pb.EntryInfo:
+    """One entry of the helper's answer. It ran inside the sandbox, where a tenant that
+    is root can tamper with it (``/etc/ld.so.preload``): anything malformed is a clear
+    error, never a 500."""
+    try:
+        link = e.get("symlink")
+        info = pb.EntryInfo(
+            name=str(e["name"]), type=_TYPES.get(e["type"], pb.FileType.FILE), path=str(e["path"]),
+            size=int(e["size"]), mode=int(e["mode"]), permissions=str(e["permissions"]), owner=str(e["owner"]),
+            group=str(e["group"]), modified_time=Timestamp.from_nanos(int(e["mtime_ns"])), is_symlink=bool(link),
+        )
+        if link:
+            info.symlink_target = str(link)
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
+        raise ConnectError(Code.INTERNAL, "the sandbox's filesystem helper answered malformed data") from None
     return info
 
 
@@ -111,6 +117,8 @@ class FilesystemService:
         if depth > 64:
             raise ConnectError(Code.INVALID_ARGUMENT, "depth: at most 64")
         found = await helper(agent, "list", check_path(request.path), str(depth))
+        if not isinstance(found, list):  # the helper ran in the sandbox: see entry()
+            raise ConnectError(Code.INTERNAL, "the sandbox's filesystem helper answered malformed data")
         return pb.ListDirResponse(entries=[entry(e) for e in found])
 
     async def remove(self, request: pb.RemoveRequest, ctx: Any) -> pb.RemoveResponse:
