@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from ..sdk.live_server import CELLBOX, LiveServer, Tracker, acquire, release
-
-
-@pytest.fixture(scope="session")
-def live_server() -> Iterator[LiveServer]:
-    server = acquire()
-    try:
-        yield server
-    finally:
-        release()
-
-
-@pytest.fixture
-def tracker(live_server: LiveServer) -> Iterator[Tracker]:
-    t = Tracker(live_server.api_url)
-    try:
-        yield t
-    finally:
-        t.cleanup()
+from ..sdk.live_server import CELLBOX, LiveServer, Tracker
+from ..sdk.live_server import live_server, tracker  # noqa: F401 (fixtures)
 
 
 @dataclass

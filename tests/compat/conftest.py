@@ -13,21 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from ..sdk.live_server import LiveServer, acquire, release
+from ..sdk.live_server import LiveServer
+from ..sdk.live_server import live_server  # noqa: F401 (fixtures)
 from ..keys import admin_key, auth
 
 # The tensorlake SDK reads TENSORLAKE_API_KEY once, when it is imported.
 os.environ.setdefault("TENSORLAKE_API_KEY", admin_key())
 tensorlake_sandbox = pytest.importorskip("tensorlake.sandbox")
-
-
-@pytest.fixture(scope="session")
-def live_server() -> Iterator[LiveServer]:
-    server = acquire()
-    try:
-        yield server
-    finally:
-        release()
 
 
 class Made:

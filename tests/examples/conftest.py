@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from ..sdk.live_server import LiveServer, acquire, release
 
 
-@pytest.fixture(scope="session")
-def live_server() -> Iterator[LiveServer]:
-    server = acquire()
-    try:
-        yield server
-    finally:
-        release()
+from ..sdk.live_server import live_server  # noqa: F401 (fixtures)
+
+

@@ -16,25 +16,8 @@ import pytest
 
 from cellbox.sdk import SandboxClient
 
-from ..sdk.live_server import CELLBOX, LiveServer, Tracker, acquire, free_port, release
-
-
-@pytest.fixture(scope="session")
-def live_server() -> Iterator[LiveServer]:
-    server = acquire()
-    try:
-        yield server
-    finally:
-        release()
-
-
-@pytest.fixture
-def tracker(live_server: LiveServer) -> Iterator[Tracker]:
-    t = Tracker(live_server.api_url)
-    try:
-        yield t
-    finally:
-        t.cleanup()
+from ..sdk.live_server import CELLBOX, LiveServer, free_port
+from ..sdk.live_server import live_server, tracker  # noqa: F401 (fixtures)
 
 
 @dataclass

@@ -9,25 +9,8 @@ import pytest
 
 from cellbox.sdk import Sandbox
 
-from .live_server import LiveServer, Tracker, acquire, release
-
-
-@pytest.fixture(scope="session")
-def live_server() -> Iterator[LiveServer]:
-    server = acquire()
-    try:
-        yield server
-    finally:
-        release()
-
-
-@pytest.fixture
-def tracker(live_server: LiveServer) -> Iterator[Tracker]:
-    t = Tracker(live_server.api_url)
-    try:
-        yield t
-    finally:
-        t.cleanup()
+from .live_server import LiveServer, Tracker
+from .live_server import live_server, tracker  # noqa: F401 (fixtures)
 
 
 class SandboxFactory:

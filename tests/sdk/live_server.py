@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,3 +143,23 @@ class Tracker:
                 errors.append(f"{sid}: {exc}")
         self.ids.clear()
         assert not errors, f"could not delete sandboxes: {errors}"
+
+
+# The two fixtures every suite on the shared server uses; conftests import them
+# (``from ..sdk.live_server import live_server, tracker``) rather than each writing them.
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[LiveServer]:
+    server = acquire()
+    try:
+        yield server
+    finally:
+        release()
+
+
+@pytest.fixture
+def tracker(live_server: LiveServer) -> Iterator[Tracker]:  # noqa: F811 (the fixture above)
+    t = Tracker(live_server.api_url)
+    try:
+        yield t
+    finally:
+        t.cleanup()
