@@ -25,8 +25,12 @@ API_PORT=${CLUSTER_API_PORT:-8950}
 PROXY_PORT=${CLUSTER_PROXY_PORT:-9450}
 S3_PORT=${CLUSTER_S3_PORT:-55433}
 # Not "cb…": cellbox's `bridge cellbox` table drops frames from unknown ports named cb*.
-BR=cxdev0
-NET=10.240.0
+# CLUSTER_BRIDGE / CLUSTER_NET / CLUSTER_NS: a second dev cluster on the same machine
+# (its own bridge, /24 and namespace names; e.g. cxlm0, 10.243.0, cbx-lm).
+BR=${CLUSTER_BRIDGE:-cxdev0}
+NET=${CLUSTER_NET:-10.240.0}
+NS=${CLUSTER_NS:-cbx-node}
+VETH=${CLUSTER_VETH:-cxd}
 PY=${CELLBOX_PY:-$PWD/.venv/bin/python}
 CELLBOX=${CELLBOX_BIN:-$PWD/.venv/bin/cellbox}
 PGBIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")
@@ -42,8 +46,8 @@ as_pg() { runuser -u postgres -- "$@"; }
 node_env() {  # the CELLBOX_* settings of node $1 (cellbox/config.py)
     local k=$1
     echo CELLBOX_DATA_DIR="$BASE/node-$k" CELLBOX_POOL_SIZE_GB=4 CELLBOX_BRIDGE=cbxn0 \
-         CELLBOX_SUBNET="10.241.$k.0/24" CELLBOX_NFT_TABLE=cbxnode CELLBOX_RUNC_ROOT="/run/cbx-node-$k/runc" \
-         CELLBOX_RUN_DIR="/run/cbx-node-$k" CELLBOX_WARM_POOL=0
+         CELLBOX_SUBNET="10.241.$k.0/24" CELLBOX_NFT_TABLE=cbxnode CELLBOX_RUNC_ROOT="/run/$NS-$k/runc" \
+         CELLBOX_RUN_DIR="/run/$NS-$k" CELLBOX_WARM_POOL=0
 }
 
 in_node() {  # run "$@" in node $1's network namespace, with a private /run/netns
@@ -52,7 +56,7 @@ in_node() {  # run "$@" in node $1's network namespace, with a private /run/netn
     # node sees, and could ever remove, only its own sandboxes' namespaces, never those
     # of other cellbox instances on this machine.
     local k=$1; shift
-    unshare --mount --propagation slave nsenter --net="/run/netns/cbx-node-$k" \
+    unshare --mount --propagation slave nsenter --net="/run/netns/$NS-$k" \
         sh -c 'mount -t tmpfs -o mode=755 cbx-netns /run/netns && exec "$@"' sh "$@"
 }
 
@@ -75,10 +79,10 @@ up_pg() {
 }
 
 up_node() {
-    local k=$1 ns=cbx-node-$1
+    local k=$1 ns=$NS-$1
     ip netns add "$ns"
-    ip link add "cxd-n$k" type veth peer name eth0 netns "$ns"
-    ip link set "cxd-n$k" master $BR up
+    ip link add "$VETH-n$k" type veth peer name eth0 netns "$ns"
+    ip link set "$VETH-n$k" master $BR up
     ip -n "$ns" addr add "$NET.$((10 + k))/24" dev eth0
     ip -n "$ns" link set eth0 up
     ip -n "$ns" link set lo up
@@ -134,19 +138,19 @@ stop_pid() {  # pidfile: TERM, then KILL after 20 s
 }
 
 down_node() {
-    local k=$1 ns=cbx-node-$1
+    local k=$1 ns=$NS-$1
     stop_pid "$BASE/node-$k.pid"
     if ip netns list | grep -qw "$ns"; then
         in_node "$k" env $(node_env "$k") "$PY" -m cellbox.cluster.devhost teardown-node || true
     fi
-    ip link del "cxd-n$k" 2>/dev/null || true
+    ip link del "$VETH-n$k" 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
     if mountpoint -q "$BASE/node-$k/pool"; then
         umount "$BASE/node-$k/pool"
     fi
     # The loop device of the pool file (mount -o loop sets autoclear; this is the net).
     losetup -j "$BASE/node-$k/pool.img" -O NAME -n 2>/dev/null | xargs -r -n1 losetup -d || true
-    rm -rf "/run/cbx-node-$k"
+    rm -rf "/run/$NS-$k"
 }
 
 cmd_down() {

@@ -90,3 +90,33 @@ def drain(node_name: str, cluster: str, undo: bool) -> None:
     for sid in out["left"]:
         click.echo(f"left {sid} (ephemeral: cannot be suspended; it ends there)")
     click.echo(f"node {node_name}: {'taking sandboxes again' if undo else 'drained'}")
+
+
+@click.command()
+@click.argument("sandbox")
+@click.option("--to", "to", default=None, metavar="NODE", help="the target node (default: the scheduler picks)")
+@click.option("--cluster", envvar="CELLBOX_CLUSTER", required=True, metavar="POSTGRESQL_URL")
+def migrate(sandbox: str, to: str | None, cluster: str) -> None:
+    """Live-migrate the running sandbox SANDBOX (its ID) to another node of the cluster:
+    same ID, name, files, memory and processes (CRIU post-copy; docs/cluster.md)."""
+    import asyncio
+
+    from ..cluster.control import ControlPlane
+    from ..errors import CellboxError
+
+    _check(cluster)
+
+    async def go() -> tuple[str | None, str | None]:
+        control = ControlPlane(cluster)
+        await control.start()
+        try:
+            before = (await control.get(None, sandbox)).node_id  # type: ignore[arg-type]
+            after = await control.migrate(None, sandbox, to)
+            return before, after.node_id
+        finally:
+            await control.close()
+    try:
+        before, after = asyncio.run(go())
+    except CellboxError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"migrated {sandbox}: {before} -> {after}")

@@ -10,7 +10,7 @@ from . import door_cmds, file_cmds, logs_cmds, memstate_cmds, pool_cmds, process
 from .image_cmds import image
 from .mcp_cmd import mcp
 from .server_cmd import server
-from .cluster_cmds import node
+from .cluster_cmds import migrate, node
 from .setup_cmd import setup
 from .volume_cmds import fs
 
@@ -26,6 +26,7 @@ VERBS: list[tuple[click.Command, Sequence[str]]] = [
     (setup, ("setup",)),
     (server, ("server",)),
     (node, ("node",)),  # cluster: one host of a cluster (cli/cluster_cmds.py)
+    (migrate, ("migrate",)),  # cluster: live migration (cli/cluster_cmds.py)
     (image, ("image",)),
     (fs, ("fs",)),  # volumes (cli/volume_cmds.py)
     (sandbox_cmds.new, ("new", "create")),

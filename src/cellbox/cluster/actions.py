@@ -7,6 +7,7 @@ work unchanged on both hops) and the project (the local namespace).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from ..errors import CellboxError, Conflict, InvalidRequest, NotFound
 from ..manager.spec import CreateSpec
 from ..manager.service import CreateOptions, SandboxService
 from ..manager.snapshot_store import SnapshotType
-from . import transfer
+from . import livemigrate, transfer
 from .artifacts import ArtifactStore, Tampered
 from .records import Command
 
@@ -34,6 +35,10 @@ class Outcome:
     result: dict[str, Any] | None = None
     local_id: str | None = None
     snapshot_id: str | None = None
+    node_id: str | None = None  # a migration: the sandbox's node from now on
+    # Run by the node after the report, with whether the cluster accepted it (a
+    # migration's source serves the rest of the pages, then drops its copy).
+    after: Callable[[bool], Awaitable[None]] | None = None
 
 
 def _spec(cmd: Command) -> CreateSpec:
@@ -79,7 +84,23 @@ async def _resume_from_store(service: SandboxService, cmd: Command, store: Artif
     return Outcome(True, "running", local_id=rec.id)
 
 
-async def _dispatch(service: SandboxService, cmd: Command, store: ArtifactStore | None) -> Outcome:
+async def _migrate(service: SandboxService, cmd: Command, ctx: livemigrate.NodeCtx | None) -> Outcome:
+    """Live migration off this node; a failure leaves the sandbox running here."""
+    if ctx is None:
+        return Outcome(False, "running", error="MIGRATION_FAILED: this node has no cluster key",
+                       result={"status": 409})
+    out = livemigrate.Outbound(service, cmd, ctx)
+    try:
+        local, after = await out.run()
+    except Exception as exc:  # noqa: BLE001 - every failure: the source runs on, say why
+        msg = exc.message if isinstance(exc, CellboxError) else f"{type(exc).__name__}: {exc}"
+        return Outcome(False, "running", error=f"MIGRATION_FAILED: {msg}", result={"status": 409})
+    return Outcome(True, "running", local_id=local, node_id=str(cmd.payload["target_node"]),
+                   result={"timing": out.timing}, after=after)
+
+
+async def _dispatch(service: SandboxService, cmd: Command, store: ArtifactStore | None,
+                    ctx: livemigrate.NodeCtx | None = None) -> Outcome:
     project = cmd.payload.get("project", "")
     local = cmd.payload.get("local_id") or cmd.sandbox_id  # the node's own ID for it
     if cmd.kind == "create":
@@ -100,13 +121,17 @@ async def _dispatch(service: SandboxService, cmd: Command, store: ArtifactStore 
             return await _resume_from_store(service, cmd, store)
         rec, _ = await service.resume(local, project, wait_s=None)
         return Outcome(True, rec.status.value)
+    if cmd.kind == "migrate":
+        return await _migrate(service, cmd, ctx)
     return Outcome(False, None, error=f"unknown command {cmd.kind!r}")
 
 
-async def execute(service: SandboxService, cmd: Command, store: ArtifactStore | None = None) -> Outcome:
-    """Run one command; every error becomes an outcome (the node loop never dies of one)."""
+async def execute(service: SandboxService, cmd: Command, store: ArtifactStore | None = None,
+                  migrate_ctx: livemigrate.NodeCtx | None = None) -> Outcome:
+    """Run one command; every error becomes an outcome (the node loop never dies of one).
+    ``migrate_ctx``: the cluster key and this node's data-path address (live migration)."""
     try:
-        return await _dispatch(service, cmd, store)
+        return await _dispatch(service, cmd, store, migrate_ctx)
     except Tampered as exc:  # never restore it: report, loudly
         return Outcome(False, None, error=f"ARTIFACT_TAMPERED: {exc}", result={"status": 409})
     except CellboxError as exc:

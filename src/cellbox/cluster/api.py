@@ -1,5 +1,5 @@
 """The control plane's HTTP API: a compact subset of the single-host routes
-(create, get, list, delete, suspend, resume), same keys and same error shape.
+(create, get, list, delete, suspend, resume) and live migration, same keys and same error shape.
 
 Only these routes in this slice: the full Tensorlake surface (PATCH, snapshots, copy,
 logs) still runs on one host; in cluster mode each would be one more command kind.
@@ -90,6 +90,15 @@ def create_cluster_app(control: ControlPlane, door: Door, proxy_url: str) -> Fas
     @app.post("/sandboxes/{ref}/resume")
     async def resume(ref: str, request: Request) -> dict[str, Any]:
         return _wire(await control.resume(project(request), ref), proxy_url)
+
+    @app.post("/sandboxes/{ref}/migrate")
+    async def migrate(ref: str, request: Request) -> dict[str, Any]:
+        body = await _body(request)
+        if unknown := sorted(set(body) - {"to"}):
+            raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}")
+        if body.get("to") is not None and not isinstance(body["to"], str):
+            raise InvalidRequest("to: a node ID (a string)")
+        return _wire(await control.migrate(project(request), ref, body.get("to")), proxy_url)
 
     app.add_middleware(AuthGate, authenticator=door.auth)
     return app

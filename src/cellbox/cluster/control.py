@@ -20,7 +20,7 @@ import psycopg
 from .. import ids
 from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, NotFound
 from ..images import refs
-from . import nodes, outbox, placement
+from . import livemig_plan, nodes, outbox, placement
 from .db import Db
 from .records import ClusterSandbox, Command
 
@@ -110,6 +110,11 @@ class ControlPlane:
         node = placement.place(await nodes.list_nodes(self.db), want)
         return await self._mutate(sb, "resume", "running", node_id=node.id)
 
+    async def migrate(self, project: str | None, ref: str, to: str | None = None) -> ClusterSandbox:
+        """Live-migrate a running sandbox to ``to`` (or a node placement picks): one
+        ``migrate`` command to its node, which drives the transfer (livemigrate.py)."""
+        return await livemig_plan.migrate(self, project, ref, to)
+
     async def _snapshot_row(self, digest: str) -> dict[str, Any]:
         async with self.db.tx() as cur:
             await cur.execute("SELECT * FROM snapshots WHERE id = %s", (digest,))
@@ -128,10 +133,10 @@ class ControlPlane:
                 (sb.snapshot_id, sb.project, sb.id, sb.snapshot_id, sb.snapshot_id, node_id))
 
     async def drain(self, node_id: str, *, undo: bool = False) -> dict[str, list[str]]:
-        """Take no new sandboxes on ``node_id`` and move its running named ones away
-        (suspend to object storage, resume elsewhere: placement filters a draining
-        node). Ephemeral sandboxes cannot be suspended, so they stay to their end;
-        live migration would move them too. ``undo`` takes the node back."""
+        """Take no new sandboxes on ``node_id`` and move its running ones away by live
+        migration (placement filters a draining node). A named one whose migration
+        failed is moved by suspend + resume instead; an ephemeral one (it cannot be
+        suspended) stays to its end. ``undo`` takes the node back."""
         async with self.db.tx() as cur:
             await cur.execute("UPDATE nodes SET state = %s WHERE id = %s AND state <> 'dead' RETURNING id",
                               ("alive" if undo else "draining", node_id))
@@ -144,11 +149,17 @@ class ControlPlane:
         for sb in await outbox.sandboxes_on(self.db, node_id):
             if sb.state != "running":
                 continue  # suspended ones are in object storage already: they resume elsewhere
-            if not sb.name:
-                left.append(sb.id)
-                continue
-            await self.suspend(sb.project, sb.id)
-            after = await self.resume(sb.project, sb.id)
+            try:  # live migration first: ephemeral sandboxes move too
+                after = await self.migrate(sb.project, sb.id)
+            except CellboxError as exc:
+                if not sb.name:
+                    log.warning("drain %s: %s stays: %s", node_id, sb.id, exc.message)
+                    left.append(sb.id)
+                    continue
+                log.warning("drain %s: live migration of %s failed (%s); suspend + resume", node_id, sb.id,
+                            exc.message)
+                await self.suspend(sb.project, sb.id)
+                after = await self.resume(sb.project, sb.id)
             moved.append(f"{sb.id} -> {after.node_id}")
         return {"moved": moved, "left": left}
 

@@ -16,7 +16,7 @@ import logging
 import psycopg
 
 from ..manager.service import SandboxService
-from . import actions, nodes, outbox
+from . import actions, livemigrate, nodes, outbox
 from .artifacts import ArtifactStore
 from .db import Db
 from .records import Command, Lease, NodeInfo
@@ -31,13 +31,14 @@ IN_FLIGHT = 4
 
 class NodeAgent:
     def __init__(self, dsn: str, info: NodeInfo, service: SandboxService, *, lease_s: float = nodes.LEASE_S,
-                 poll_s: float = POLL_S, artifacts: ArtifactStore | None = None) -> None:
+                 poll_s: float = POLL_S, artifacts: ArtifactStore | None = None, key: bytes | None = None) -> None:
         self.dsn = dsn
         self.info = info
         self.service = service
         self.lease_s = lease_s
         self.poll_s = poll_s
         self.artifacts = artifacts  # None: suspend stays local, resume only here
+        self.key = key  # the cluster key: live migration's node-to-node credentials
         self.db = Db(dsn)  # claims and reports
         self.hb_db = Db(dsn)  # heartbeats only
         self.lease: Lease | None = None
@@ -154,8 +155,11 @@ class NodeAgent:
         lease = self.lease
         assert lease is not None
         log.info("command %d: %s %s (generation %d)", cmd.id, cmd.kind, cmd.sandbox_id, cmd.generation)
-        out = await actions.execute(self.service, cmd, self.artifacts)
+        ctx = livemigrate.NodeCtx(self.key, self.info.address, self.db) if self.key is not None else None
+        out = await actions.execute(self.service, cmd, self.artifacts, ctx)
         accepted = await self._report(lease, cmd, out)
+        if out.after is not None:  # live migration: the source's part after the handover
+            await out.after(accepted)
         if not accepted:  # fenced meanwhile: what we did here is not the cluster's truth
             log.warning("command %d: result refused (lease lapsed); reconciling", cmd.id)
             await self._reconcile()
@@ -169,7 +173,7 @@ class NodeAgent:
             try:
                 return await outbox.finish(self.db, lease, cmd, ok=out.ok, state=out.state, reason=out.reason,
                                            result=out.result, error=out.error, local_id=out.local_id,
-                                           snapshot_id=out.snapshot_id)
+                                           snapshot_id=out.snapshot_id, node_id=out.node_id)
             except psycopg.Error as exc:
                 log.warning("command %d: could not report yet (%s)", cmd.id, exc)
             current = self.lease  # the heartbeat loop renews it meanwhile

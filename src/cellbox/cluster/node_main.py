@@ -25,7 +25,7 @@ from ..manager.lifecycle import SandboxManager
 from ..manager.service import SandboxService
 from ..manager.store import Store
 from ..proxy import SandboxProxy
-from . import nodeauth
+from . import livemigrate, migrate_in, nodeauth
 from .artifacts import ArtifactStore
 from .fingerprint import host_fingerprint
 from .node import NodeAgent
@@ -91,7 +91,12 @@ async def serve_node(opts: NodeOptions, settings: Settings | None = None) -> Non
         if opts.s3_endpoint and opts.s3_bucket:
             artifacts = ArtifactStore.connect(opts.s3_endpoint, opts.s3_bucket, key,
                                               settings.data_dir / "artifact-cache")
-        await NodeAgent(opts.cluster, info, service, artifacts=artifacts).run(stop)
+        inbound = await migrate_in.serve(service, key, opts.node_id, opts.cluster, host,
+                                         livemigrate.port_of(opts.listen))
+        try:
+            await NodeAgent(opts.cluster, info, service, artifacts=artifacts, key=key).run(stop)
+        finally:
+            await inbound.stop()
     finally:
         await service.close()
         await proxy.stop()

@@ -104,10 +104,12 @@ async def claim(db: Db, lease: Lease) -> Command | None:
 
 async def finish(db: Db, lease: Lease, cmd: Command, *, ok: bool, state: str | None = None,
                  local_id: str | None = None, snapshot_id: str | None = None, reason: str | None = None,
-                 result: dict[str, Any] | None = None, error: str | None = None) -> bool:
+                 result: dict[str, Any] | None = None, error: str | None = None, node_id: str | None = None) -> bool:
     """Record the outcome; False (and nothing written) if this node was fenced meanwhile.
 
-    The sandbox takes ``state`` only if its generation is still the command's.
+    The sandbox takes ``state`` only if its generation is still the command's;
+    ``node_id`` moves it (a live migration's target takes ownership here, in the same
+    transaction that finishes the source's command).
     """
     async with db.tx() as cur:
         await cur.execute(
@@ -124,9 +126,10 @@ async def finish(db: Db, lease: Lease, cmd: Command, *, ok: bool, state: str | N
             await cur.execute(
                 """UPDATE sandboxes SET state = %s, local_id = COALESCE(%s, local_id),
                                         snapshot_id = COALESCE(%s, snapshot_id), reason = %s, updated_at = now(),
-                                        node_id = CASE WHEN %s = 'terminated' THEN NULL ELSE node_id END
+                                        node_id = CASE WHEN %s = 'terminated' THEN NULL
+                                                       ELSE COALESCE(%s, node_id) END
                    WHERE id = %s AND generation = %s""",
-                (state, local_id, snapshot_id, reason, state, cmd.sandbox_id, cmd.generation))
+                (state, local_id, snapshot_id, reason, state, node_id, cmd.sandbox_id, cmd.generation))
     return True
 
 

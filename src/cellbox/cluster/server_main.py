@@ -28,6 +28,7 @@ from .control import ControlPlane
 
 log = logging.getLogger("cellbox.cluster")
 RESUME_WAIT_S = 120  # how long a request waits for a resume another request started
+MIGRATE_WAIT_S = 60  # and for a live migration's frozen phase
 
 
 def cluster_resolver(control: ControlPlane, key: bytes):
@@ -44,6 +45,8 @@ def cluster_resolver(control: ControlPlane, key: bytes):
         if sb.state in ("terminated", "failed"):
             raise NotFound(f"sandbox {sb.id} is {sb.state}: it no longer accepts requests",
                            code="SANDBOX_TERMINATED")
+        if sb.state == "migrating":  # live migration's frozen phase: wait, then the new node
+            sb, address = await _migrated(control, sb)
         if sb.state == "suspended":  # auto-resume, through the scheduler: the request waits
             sb, address = await _resumed(control, sb)
         if address is None or sb.state != "running":
@@ -55,6 +58,17 @@ def cluster_resolver(control: ControlPlane, key: bytes):
                  (b"authorization", f"Bearer {nodeauth.token(key, local, port)}".encode())]
         return host, int(nport), sb.id, None, extra
     return resolve
+
+
+async def _migrated(control: ControlPlane, sb):
+    """Until a live migration's frozen phase ended (the sandbox runs on the target, or on
+    its source if the migration failed): the client's request waits, never fails."""
+    for _ in range(MIGRATE_WAIT_S * 50):
+        await asyncio.sleep(0.02)
+        if (sb := await control.get(sb.project, sb.id)).state != "migrating":
+            break
+    control.routes.pop(sb.id, None)  # its node changed: do not wait for the NOTIFY
+    return await control.route(sb.project, sb.id)
 
 
 async def _resumed(control: ControlPlane, sb):

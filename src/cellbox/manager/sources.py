@@ -148,19 +148,27 @@ class RestoreSource:
         if not self.memory:
             return await runtime.run(ids.container(rec.id), state_dir)
         mem_dir = self.mem_dir or self.snap_dir / "mem"
-        work = state_dir / "restore"
+        # Live migration: pages come from the source's page server (cluster/livemigrate.py);
+        # the daemon keeps its work dir (socket, log) past the restore.
+        remote = self.manifest.get("lazy_remote")
+        work = state_dir / ("restore" if remote is None else "restore-remote")
         images = mem_dir
         if identity["userns_base"] is not None:  # CRIU restores the dump's mapping: give it ours
             images = await asyncio.to_thread(criu_images.retarget, mem_dir, identity["userns_base"],
                                              userns.SIZE, rec.id)
         try:
-            pid = await runtime.restore(ids.container(rec.id), state_dir, images, work)
+            if remote is None:
+                pid = await runtime.restore(ids.container(rec.id), state_dir, images, work)
+            else:
+                pid = await runtime.restore(ids.container(rec.id), state_dir, images, work,
+                                            remote=dict(remote, images=str(mem_dir)))
             faults.hit("clone.after_restore")
         finally:
             if images != mem_dir:
                 await asyncio.to_thread(shutil.rmtree, images, True)
         await runtime.set_hostname(pid, rec.id)  # the UTS namespace came back with the source's
-        shutil.rmtree(work, ignore_errors=True)
+        if remote is None:
+            shutil.rmtree(work, ignore_errors=True)
         return pid
 
     def agent_key(self, cfg: dict[str, Any]) -> bytes | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _proc
-from . import checkpoint, nethook, userns
+from . import checkpoint, lazymig, nethook, userns
 from .runc import Runc, State
 
 
@@ -25,8 +25,20 @@ class NodeRuntime:
     async def run(self, container_id: str, bundle: Path) -> int:
         return await self.runc.run_detached(container_id, bundle)
 
-    async def restore(self, container_id: str, bundle: Path, images: Path, work: Path) -> int:
-        return await checkpoint.restore(self.runc, container_id, bundle, images, work)
+    async def restore(self, container_id: str, bundle: Path, images: Path, work: Path,
+                      remote: dict[str, Any] | None = None) -> int:
+        """With ``remote`` (live migration: the source's page server), memory is
+        fetched from there by a ``criu lazy-pages`` daemon that outlives this call
+        (``lazymig.DAEMONS``, keyed by ``remote["images"]``, which it reads)."""
+        if remote is None:
+            return await checkpoint.restore(self.runc, container_id, bundle, images, work)
+        lazy = await lazymig.start_remote_daemon(Path(remote["images"]), work, remote["address"],
+                                                 int(remote["port"]), list(remote["tls_args"]))
+        try:
+            return await checkpoint.restore(self.runc, container_id, bundle, images, work, lazy=lazy)
+        except BaseException:
+            await lazy.kill()
+            raise
 
     async def destroy(self, container_id: str) -> None:
         await self.runc.destroy(container_id)

@@ -243,6 +243,18 @@ class AsyncSandboxClient(AsyncExtras):  # extras: resize, logs, archived, pools 
         """
         return await self._transition(sandbox_id_or_name, "resume", "running", "suspended", wait, timeout)
 
+    async def migrate(self, sandbox_id_or_name: str, *, to: str | None = None,
+                      timeout: float = 600.0) -> dict[str, Any]:
+        """Cluster mode: live-migrate a running sandbox to node ``to`` (or one the
+        scheduler picks). It keeps its ID, name, files, memory and processes; returns
+        the cluster's record of it (``node_id`` is the new node). Raises like any call:
+        409 ``MIGRATION_FAILED`` (it runs on where it was), ``NO_NODE``, ``INVALID_STATE``.
+        """
+        response = await self._request("POST", f"/sandboxes/{sandbox_id_or_name}/migrate",
+                                        json={"to": to} if to else {}, timeout=timeout)
+        out: dict[str, Any] = response.json()
+        return out
+
     async def _transition(
         self, ref: str, verb: str, target: str, origin: str, wait: bool, timeout: float
     ) -> SandboxInfo:
