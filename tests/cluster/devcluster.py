@@ -59,6 +59,14 @@ class DevCluster:
     def logs(self) -> str:
         return "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.base.glob("*.log")))
 
+    @property
+    def net(self) -> str:
+        """The cluster bridge's /24 (CLUSTER_NET: a second dev cluster on one machine)."""
+        return self.env.get("CLUSTER_NET", "10.240.0")
+
+    def node_address(self, k: int) -> str:
+        return f"{self.net}.{10 + k}"
+
     def node_pid(self, k: int) -> int:
         return int((self.base / f"node-{k}.pid").read_text())
 

@@ -144,6 +144,17 @@ class Inbound:
                        local_id = NULL, generation = generation + 1, updated_at = now()
                    WHERE id = %s AND node_id = %s AND local_id = %s""", (cluster_id, self.node_id, local))
 
+    async def sweep(self) -> None:
+        """At start: what migrations cut short by a crash of this node left (their
+        staging, their half-received snapshots; a restored copy is the reconcile's)."""
+        snaps, tmp = self.settings.pool / "snapshots", self.settings.data_dir / "tmp"
+        for d in [*snaps.glob(".mig-*"), *tmp.glob("mig-*")]:
+            mid = d.name.split("-", 1)[1].removeprefix("in-")
+            if ids.is_id(mid):
+                log.warning("removing what migration %s left (%s)", mid, d)
+                await self.cleanup(mid, keep_restored=True)
+                await btrfs.delete(snaps / f".mig-{mid}" / "rootfs")
+
     async def cleanup(self, mid: str, *, keep_restored: bool = False) -> None:
         scratch, snap, tmp = self.paths(mid)
         if (daemon := lazymig.DAEMONS.pop(str(snap / "mem"), None)) is not None:
@@ -231,6 +242,7 @@ async def serve(service: SandboxService, key: bytes, node_id: str, dsn: str | No
     import uvicorn
 
     inbound = Inbound(service, key, node_id, Db(dsn) if dsn else None)
+    await inbound.sweep()
     server = uvicorn.Server(uvicorn.Config(app(inbound), host=host, port=port, lifespan="off", log_level="warning",
                                            access_log=False))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the node's own handle them
