@@ -32,6 +32,9 @@ criu_ok() {
     [ -n "$v" ] || return 1
     { [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "${minor:-0}" -ge $MIN_MINOR ]; }; } || return 1
     [ "$(cat "$STAMP" 2>/dev/null)" = "$(patches_hash)" ] || return 1
+    # Live migration's page server speaks TLS: CRIU links GnuTLS only if its -dev
+    # package was there at build time (else it builds without, silently).
+    ldd "$(command -v criu)" 2>/dev/null | grep -q libgnutls || return 1
     criu check >/dev/null 2>&1
 }
 if criu_ok; then
@@ -43,8 +46,8 @@ echo "criu: building CRIU >= 4.$MIN_MINOR from source (about a minute)"
 apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config ca-certificates xz-utils protobuf-compiler \
     libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler \
-    libnl-3-dev libcap-dev uuid-dev libnet1-dev libbsd-dev libnftables-dev \
-    libprotobuf-c1 libnl-3-200 libnet1 libbsd0 libcap2 libuuid1 libnftables1 >/dev/null
+    libnl-3-dev libcap-dev uuid-dev libnet1-dev libbsd-dev libnftables-dev libgnutls28-dev \
+    libprotobuf-c1 libnl-3-200 libnet1 libbsd0 libcap2 libuuid1 libnftables1 libgnutls30 >/dev/null
 
 mirror=$(apt-get indextargets --format '$(REPO_URI)' 'Codename: bookworm' 'Created-By: Packages' | head -n1)
 [ -n "$mirror" ] || { echo "ensure-criu: no bookworm entry in the apt sources" >&2; exit 1; }
@@ -76,6 +79,8 @@ make -C "$srcdir" -j"$(nproc)" criu NETWORK_LOCK_DEFAULT=NETWORK_LOCK_NFTABLES >
     || { tail -n 40 build.log >&2; exit 1; }
 # Installed by rename, not by `make install` (which unlinks then copies): a criu that
 # a running server starts at that moment must be the old one or the new one, never none.
+ldd "$srcdir/criu/criu" | grep -q libgnutls \
+    || { echo "ensure-criu: criu was built without GnuTLS (no TLS for the page server)" >&2; exit 1; }
 install -d "$PREFIX/sbin" "$(dirname "$STAMP")"
 install -m 0755 "$srcdir/criu/criu" "$PREFIX/sbin/.criu.new"
 mv -f "$PREFIX/sbin/.criu.new" "$PREFIX/sbin/criu"

@@ -28,7 +28,9 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import shutil
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -149,6 +151,9 @@ class Outbound:
         if rec.status != Status.RUNNING:
             raise Conflict(f"sandbox {rec.id} is {rec.status.value}; only a running sandbox migrates",
                            code="INVALID_STATE")
+        if mem.volumes is not None and mem.volumes.mounts(rec.id):
+            raise Conflict(f"sandbox {rec.id} has volumes mounted: they are per host, it cannot migrate",
+                           code="MIGRATION_UNSUPPORTED")
         t0 = time.monotonic()
         try:
             self.scratch.mkdir(parents=True)
@@ -232,10 +237,25 @@ class Outbound:
             log.info("migration %s: pages served in %.2fs (runc %s)", self.mid, time.monotonic() - t, rc)
             if rc != 0:
                 log.warning("migration %s: page transfer ended with %s: %s", self.mid, rc, self.dump.errors())
-            with contextlib.suppress(Exception):
+            await self._kill_frozen()
+            try:
                 await self.service.delete(self.local, self.project, reason="migrated")
+            except Exception as exc:  # noqa: BLE001 - logged: the reconcile takes it later
+                log.warning("migration %s: removing the source copy failed: %s", self.mid, exc)
         finally:
             await self._cleanup()
+
+    async def _kill_frozen(self) -> None:
+        """The source's tasks are still in the cgroup we froze: CRIU's SIGKILL (after the
+        last page) is delivered only once thawed. Kill every task first, so thawing
+        never lets this copy run again beside the target's."""
+        cg = ids.cgroup_path(self.local)
+        procs = Path("/sys/fs/cgroup/pids") / cg.lstrip("/") / "cgroup.procs"
+        with contextlib.suppress(OSError):
+            for pid in procs.read_text().split():
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+        await checkpoint.resume(self.service.manager.runc, ids.container(self.local))
 
     async def _cleanup(self) -> None:
         await self.http.aclose()

@@ -93,7 +93,8 @@ class Inbound:
         manifest = dict(req["manifest"])
         # Ours, never the source's: what the restore's lazy-pages daemon connects to.
         manifest["lazy_remote"] = {"address": str(ps["address"]), "port": int(ps["port"]),
-                                   "tls_args": tls.criu_args()}
+                                   "tls_args": tls.criu_args(),
+                                   "hostname": str(manifest["bundle_config"].get("hostname", ""))[:64]}
         manifest.pop("volumes", None)  # volumes are per host: not carried (docs/cluster.md)
         (snap / "manifest.json").write_text(json.dumps(manifest))
         (snap / "manifest.json").chmod(0o600)

@@ -139,7 +139,7 @@ class RestoreSource:
             agent_client.set_env_key(cfg, agent_client.new_key())
             rec.extra[agent_client.KEY_FIELD] = agent_client.env_key(cfg)
         bundle.set_identity(cfg, **identity)
-        cfg["hostname"] = rec.id
+        cfg["hostname"] = self.hostname(rec)
         cfg["linux"]["cgroupsPath"] = ids.cgroup_path(rec.id)
         out: dict[str, Any] = cfg
         return out
@@ -166,10 +166,15 @@ class RestoreSource:
         finally:
             if images != mem_dir:
                 await asyncio.to_thread(shutil.rmtree, images, True)
-        await runtime.set_hostname(pid, rec.id)  # the UTS namespace came back with the source's
+        await runtime.set_hostname(pid, self.hostname(rec))  # the UTS namespace came back with the source's
         if remote is None:
             shutil.rmtree(work, ignore_errors=True)
         return pid
+
+    def hostname(self, rec: SandboxRecord) -> str:
+        """A new identity's hostname is its ID; a live migration keeps the sandbox's."""
+        remote = self.manifest.get("lazy_remote") or {}
+        return str(remote.get("hostname") or rec.id)
 
     def agent_key(self, cfg: dict[str, Any]) -> bytes | None:
         # A restored agent still holds the source's secret (the one in the manifest's
