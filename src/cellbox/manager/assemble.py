@@ -239,7 +239,9 @@ class Assembler:
             if (full := no_space(exc)) is not None:
                 raise full from exc
             raise
-        rootfs_files.write_identity(b.root, hostname=b.rec.id, nameserver=str(self.settings.gateway))
+        # A live migration's restore keeps the sandbox's hostname (RestoreSource.hostname).
+        hostname = getattr(b.source, "hostname", lambda rec: rec.id)(b.rec)
+        rootfs_files.write_identity(b.root, hostname=hostname, nameserver=str(self.settings.gateway))
 
     async def _make_netns(self, b: Build) -> None:
         """The rootfs, network and id range of the sandbox (``bundle.set_identity``'s
