@@ -23,7 +23,8 @@ from cellbox.cluster import livemigrate, pagetls
 
 from .devcluster import DevCluster
 
-pytestmark = pytest.mark.root
+# Under load a dev cluster takes minutes to start (counted against the first test).
+pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
 CLI = str(Path(sys.executable).parent / "cellbox")
 
 
