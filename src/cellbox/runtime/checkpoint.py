@@ -30,7 +30,7 @@ from pathlib import Path
 from .. import _proc, ids
 from ..errors import CommandFailed
 from . import freezer
-from .runc import Runc
+from .runc import Runc, criu_binary
 
 CRIU_CONFIG_ANNOTATION = "org.criu.config"
 CRIU_CONFIG = "tcp-close\nskip-in-flight\n"
@@ -151,7 +151,7 @@ class LazyPages:
         sock.unlink(missing_ok=True)
         with open(os.devnull, "r+b") as null:
             proc = await asyncio.create_subprocess_exec(
-                "criu", "lazy-pages", "--images-dir", str(images), "--work-dir", str(work),
+                criu_binary(), "lazy-pages", "--images-dir", str(images), "--work-dir", str(work),
                 "-o", "lazy-pages.log", stdin=null, stdout=null, stderr=null,
             )
         for _ in range(500):  # the daemon is ready once its socket exists
