@@ -32,6 +32,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import faults
 from . import checkpoint
 from .runc import Runc
 
@@ -57,6 +58,7 @@ class Tails:
         await self.settled(container_id)  # an earlier tail of the same ID (a retried create)
         daemon = await checkpoint.LazyPages.start(images, work)
         try:
+            faults.hit("restore.after_lazy_pages")
             pid = await checkpoint.restore(runc, container_id, bundle, images, work, lazy=daemon)
         except BaseException:
             await daemon.kill()
