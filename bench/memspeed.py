@@ -74,6 +74,14 @@ async def ms(coro: Any) -> tuple[float, Any]:
     return (time.perf_counter() - t0) * 1000, out
 
 
+async def mem_running(mgr: SandboxManager, sandbox_id: str) -> None:
+    """After a failed operation: the sandbox running again (resumed if suspended)."""
+    await mgr.memory.settle()
+    if mgr.memory.get(sandbox_id).status.value == "suspended":
+        await mgr.memory.resume(sandbox_id)
+        await mgr.memory.settle()
+
+
 async def one_side(mgr: SandboxManager, small: str, big: str, args: argparse.Namespace,
                    add: Any) -> None:
     mem = mgr.memory
@@ -133,7 +141,12 @@ async def main(args: argparse.Namespace) -> None:
                 def add(op: str, v: float, side: str = side) -> None:
                     rows.setdefault(op, {}).setdefault(side, []).append(v)
 
-                await one_side(mgr, small.id, big_id, args, add)
+                try:
+                    await one_side(mgr, small.id, big_id, args, add)
+                except Exception as exc:  # a loaded host: keep the other sides' samples
+                    print(f"  {side}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                    add("failed operations", 1.0)
+                    await mem_running(mgr, small.id)
             loads.append(os.getloadavg()[0])
             print(f"  round {i + 1}/{args.rounds} (load {loads[-1]:.1f})", file=sys.stderr, flush=True)
     finally:
