@@ -169,23 +169,25 @@ def run(
 
 @click.command("ps")
 @click.argument("sandbox")
-@click.argument("process", required=False, type=int)
+@click.argument("process", required=False)
 @api_url_option
 @json_option
 @handle_errors
-def ps(sandbox: str, process: int | None, api_url: str | None, as_json: bool) -> None:
-    """List the processes in SANDBOX (or show one PROCESS)."""
+def ps(sandbox: str, process: str | None, api_url: str | None, as_json: bool) -> None:
+    """List the processes in SANDBOX (or show one PROCESS: a PID or a managed process's name)."""
     with client(api_url) as c:
         sbx = c.connect(sandbox)
-        procs = [sbx.get_process(process).info()] if process is not None else sbx.list_processes()
+        procs = [sbx.get_process(_process_ref(process)).info()] if process is not None else sbx.list_processes()
     if as_json:
         print_json([p.raw for p in procs] if process is None else procs[0].raw)
         return
     rows = []
     for p in procs:
         ended = p.exit_code if p.exit_code is not None else (f"signal {p.signal}" if p.signal else None)
-        rows.append([p.pid, p.status, ended, " ".join([p.command, *p.args])])
-    print_table(["PID", "Status", "Exit", "Command"], rows)
+        managed = p.managed or {}
+        supervised = f"{p.name or '-'} {managed.get('status')} r{p.restart_count} {p.health_status}" if managed else None
+        rows.append([p.pid, p.status, ended, supervised, " ".join([p.command, *p.args])])
+    print_table(["PID", "Status", "Exit", "Managed", "Command"], rows)
 
 
 def _process_ref(value: str) -> int | str:
