@@ -18,7 +18,9 @@ range, a disk shrink (a quota below what the subvolume holds would make every wr
 fail), memory below what the sandbox holds now (anonymous memory and tmpfs, which
 cannot be reclaimed without swap: the kernel would OOM-kill its processes), a
 project quota it would pass. A kernel write that still fails rolls the old limits
-back and is reported as a ``failed`` generation.
+back and is reported as a ``failed`` generation. ``/dev/shm`` follows the memory
+(``bundle.shm_kib``, reconfigured from the host by ``storage/shm.py``); one that holds
+more than its new size refuses the shrink.
 """
 
 from __future__ import annotations
