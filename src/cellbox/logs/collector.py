@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .keeper import LogKeeper
 
 log = logging.getLogger(__name__)
-SCAN_S = 1.0
+SCAN_S = 2.0
 WAIT_MS = 20_000
 ANSWER_BYTES = 1 << 20
 MAX_BODY = 64 << 10
