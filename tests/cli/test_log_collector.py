@@ -75,3 +75,18 @@ def test_flood_and_huge_line_stay_within_the_cap(cli, sandbox_id):
         for raw in p.read_text().splitlines():
             assert len(raw) <= cap // 8 and isinstance(json.loads(raw)["b"], str)
     assert len(list((settings.data_dir / "logs").glob(f"{sid}*"))) == 1
+
+
+def test_suspend_resume_delete_keep_each_line_once(cli):
+    import secrets
+
+    sid = cli.new(f"logs-once-{secrets.token_hex(3)}")
+    cli("exec", sid, "sh", "-c", "echo once-before")
+    kept = load().data_dir / "logs" / sid / "current.jsonl"
+    _until(lambda: kept.exists() and "once-before" in kept.read_text(), what="the collector")
+    cli("suspend", sid)
+    assert _bodies(cli, sid, "--grep", "once-") == ["once-before"]  # read from the host while it sleeps
+    cli("resume", sid)
+    cli("exec", sid, "sh", "-c", "echo once-after")
+    cli("terminate", sid)  # at once: the last lines come from the final drain
+    assert _bodies(cli, sid, "--grep", "once-") == ["once-before", "once-after"]

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ..manager import agent_client
 from ..manager.log_levels import WARN, level_of
@@ -82,7 +82,7 @@ def parse(doc: Any, cursor: int) -> tuple[list[LogLine], list[int], int]:
     return lines, seqs, nxt
 
 
-def _int(value: Any) -> bool:
+def _int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -92,6 +92,7 @@ class Collector:
         self.keeper = keeper
         self.followers: dict[str, _Follower] = {}
         self.unsupported: set[str] = set()  # agents without the journal route
+        self.ended: set[str] = set()  # sandboxes the server is ending
         self._scan: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -106,10 +107,15 @@ class Collector:
     async def _scan_loop(self) -> None:
         while True:
             try:
-                for rec in self.svc.manager.store.list(live_only=True):
+                live = self.svc.manager.store.list(live_only=True)
+                for rec in live:
                     if (rec.status == Status.RUNNING and rec.ip and rec.namespace != WARM_NAMESPACE
-                            and rec.id not in self.followers and rec.id not in self.unsupported):
+                            and rec.id not in self.followers and rec.id not in self.unsupported
+                            and rec.id not in self.ended):
                         self._follow(rec.id)
+                ids = {rec.id for rec in live}
+                self.ended &= ids
+                self.unsupported &= ids
             except Exception:  # noqa: BLE001 - the scan must outlive one bad pass
                 log.exception("log collector: scan failed")
             await asyncio.sleep(SCAN_S)
@@ -159,22 +165,32 @@ class Collector:
             if self.followers.get(f.sandbox_id) is f and not (f.task and f.task.cancelled()):
                 del self.followers[f.sandbox_id]
 
-    async def finish(self, rec: SandboxRecord) -> bool:
-        """Before the server ends or suspends a sandbox: stop its follower and collect the
-        rest. True if the collector holds its log (nothing else should append it)."""
+    async def finish(self, rec: SandboxRecord, *, final: bool) -> bool:
+        """Before the server ends (``final``) or suspends a sandbox: stop its follower and
+        collect the rest, also when no follower runs now (one ran before a suspend, or the
+        scan has not come yet). True if the journal holds its log (nothing else should
+        append it); False for an agent without the journal (the caller saves the old way)."""
         f = self.followers.pop(rec.id, None)
-        if f is None:
-            return False
-        if f.task is not None:
+        if final:
+            self.ended.add(rec.id)  # never followed again, even while its record still says running
+        if f is not None and f.task is not None:
             f.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await f.task
+        if rec.id in self.unsupported:
+            return False
+        if f is None:
+            last = await asyncio.to_thread(self.keeper.last_seq, rec.id)
+            f = _Follower(rec.id, 0 if last is None else last + 1)
         if rec.status != Status.RUNNING or not rec.ip:
             return True
         try:  # what was printed since the last answer
             async with asyncio.timeout(FINAL_WAIT):
                 while True:
                     status, doc = await self._fetch(rec, f.cursor, 0)
+                    if status == 404:
+                        self.unsupported.add(rec.id)
+                        return False
                     if status != 200 or not doc.get("entries"):
                         break
                     await self._store(f, doc)

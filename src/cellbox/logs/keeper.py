@@ -78,7 +78,8 @@ class LogKeeper:
         entries = [self._entry(ln, seqs[i] if seqs else None) for i, ln in enumerate(lines)]
         while entries:
             size = self._size(d / CURRENT)
-            batch, room = [], self.max_bytes - size
+            batch: list[str] = []
+            room = self.max_bytes - size
             while entries and (len(entries[0]) <= room or (not batch and size == 0)):
                 room -= len(entries[0])
                 batch.append(entries.pop(0))

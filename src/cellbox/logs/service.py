@@ -60,14 +60,14 @@ class LogService:
     async def keep(self, rec: SandboxRecord) -> None:
         """Before the server ends a sandbox: the collector's last lines, or (no collector
         for it) append what its agent holds."""
-        if self.collector is not None and await self.collector.finish(rec):
+        if self.collector is not None and await self.collector.finish(rec, final=True):
             return
         if (lines := await self._fetch(rec)) is not None:
             await asyncio.to_thread(self.keeper.append, rec.id, lines)
 
     async def keep_suspended(self, rec: SandboxRecord) -> None:
         """Before a suspend: a copy to read while it sleeps (and if it ends asleep)."""
-        if self.collector is not None and await self.collector.finish(rec):
+        if self.collector is not None and await self.collector.finish(rec, final=False):
             return  # its file is complete; the follower starts again after the resume
         if (lines := await self._fetch(rec)) is not None:
             await asyncio.to_thread(self.keeper.snapshot, rec.id, lines)
