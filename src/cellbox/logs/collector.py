@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -49,8 +50,14 @@ FINAL_WAIT = 5.0
 class _Follower:
     sandbox_id: str
     cursor: int
+    lock_fd: int | None = None  # the keeper's flock: this process collects the sandbox
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
+
+    def release(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
 
 def parse(doc: Any, cursor: int) -> tuple[list[LogLine], list[int], int]:
@@ -120,10 +127,20 @@ class Collector:
                 log.exception("log collector: scan failed")
             await asyncio.sleep(SCAN_S)
 
-    def _follow(self, sandbox_id: str) -> None:
+    def _claim(self, sandbox_id: str) -> _Follower | None:
+        """A follower holding the sandbox's lock, its cursor after the newest kept line;
+        None if another server process collects it."""
+        fd = self.keeper.lock(sandbox_id)
+        if fd is None:
+            return None
         last = self.keeper.last_seq(sandbox_id)
-        f = self.followers[sandbox_id] = _Follower(sandbox_id, 0 if last is None else last + 1)
-        f.task = asyncio.ensure_future(self._run(f))
+        return _Follower(sandbox_id, 0 if last is None else last + 1, fd)
+
+    def _follow(self, sandbox_id: str) -> None:
+        f = self._claim(sandbox_id)
+        if f is not None:
+            self.followers[sandbox_id] = f
+            f.task = asyncio.ensure_future(self._run(f))
 
     async def _fetch(self, rec: SandboxRecord, cursor: int, wait_ms: int) -> tuple[int, Any]:
         assert rec.ip is not None
@@ -162,8 +179,9 @@ class Collector:
                         log.info("sandbox %s: log collector: %s", f.sandbox_id, exc)
                     await asyncio.sleep(min(5.0, 0.1 * 2 ** min(failures, 6)))
         finally:
-            if self.followers.get(f.sandbox_id) is f and not (f.task and f.task.cancelled()):
+            if self.followers.get(f.sandbox_id) is f:
                 del self.followers[f.sandbox_id]
+                f.release()
 
     async def finish(self, rec: SandboxRecord, *, final: bool) -> bool:
         """Before the server ends (``final``) or suspends a sandbox: stop its follower and
@@ -178,10 +196,17 @@ class Collector:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await f.task
         if rec.id in self.unsupported:
+            if f is not None:
+                f.release()
             return False
-        if f is None:
-            last = await asyncio.to_thread(self.keeper.last_seq, rec.id)
-            f = _Follower(rec.id, 0 if last is None else last + 1)
+        if f is None and (f := self._claim(rec.id)) is None:
+            return True  # another server process collects it (and has, continuously)
+        try:
+            return await self._drain(rec, f)
+        finally:
+            f.release()
+
+    async def _drain(self, rec: SandboxRecord, f: _Follower) -> bool:
         if rec.status != Status.RUNNING or not rec.ip:
             return True
         try:  # what was printed since the last answer

@@ -14,6 +14,7 @@ parsed defensively and a line that is not ours is skipped.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -23,7 +24,8 @@ from ..manager.logs import LogLine
 
 DEFAULT_MAX_BYTES = int(os.environ.get("CELLBOX_LOG_KEEP_BYTES", str(8 << 20)))
 CURRENT, PREVIOUS = "current.jsonl", "previous.jsonl"
-SUSPENDED = "suspended.jsonl"  # what the agent held when it was last suspended (replaced each time)
+SUSPENDED = "suspended.jsonl"
+LOCK = ".collector.lock"  # held by the one server process collecting the sandbox  # what the agent held when it was last suspended (replaced each time)
 
 
 class LogKeeper:
@@ -97,6 +99,20 @@ class LogKeeper:
             return path.stat().st_size
         except FileNotFoundError:
             return 0
+
+    def lock(self, sandbox_id: str) -> int | None:
+        """Take the sandbox's collector lock (``flock``, released when the fd closes or the
+        process dies): servers sharing a data dir must not both collect one sandbox, or
+        every line would be written twice. The fd, or None if another process holds it."""
+        d = self._dir(sandbox_id)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(d / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
 
     def last_seq(self, sandbox_id: str) -> int | None:
         """The journal sequence number of the newest collected line (where the collector
