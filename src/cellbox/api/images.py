@@ -170,6 +170,16 @@ async def _receive_context(request: Request, tmp: Path) -> Path:
             f.write(chunk)
     if size == 0:
         raise InvalidContext("send the build context as a tar archive")
+    try:
+        return await extract_context(archive, tmp)
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+async def extract_context(archive: Path, tmp: Path) -> Path:
+    """Unpack a context tar into ``tmp/context`` (also the CAS view's, api/image_service.py)."""
+    if archive.stat().st_size == 0:
+        raise InvalidContext("send the build context as a tar archive")
     context = tmp / "context"
     context.mkdir()
 
@@ -181,8 +191,6 @@ async def _receive_context(request: Request, tmp: Path) -> Path:
         await asyncio.to_thread(extract)
     except (tarfile.TarError, OSError) as exc:
         raise InvalidContext(f"the build context is not a usable tar archive: {exc}") from None
-    finally:
-        archive.unlink(missing_ok=True)
     return context
 
 
@@ -332,6 +340,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/sandbox-templates", list_templates),
     ("POST", "/sandbox-templates", register_template),
     ("GET", "/sandbox-templates/by-name/{name:path}", get_template),
+    ("DELETE", "/sandbox-templates/by-name/{name:path}", delete_template),
     ("DELETE", "/sandbox-templates/{name:path}", delete_template),
 ]
 # Tensorlake's own paths for the same catalog (what its Rust client sends with an API
@@ -342,5 +351,6 @@ PLATFORM_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/platform/v1/sandbox-templates", list_templates),
     ("POST", "/platform/v1/sandbox-templates", register_template),
     ("GET", "/platform/v1/sandbox-templates/by-name/{name:path}", get_template),
+    ("DELETE", "/platform/v1/sandbox-templates/by-name/{name:path}", delete_template),
     ("DELETE", "/platform/v1/sandbox-templates/{name:path}", delete_template),
 ]
