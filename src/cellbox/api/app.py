@@ -28,6 +28,7 @@ from .auth import AuthGate
 from .cas_builds import Builds
 from .image_service import UPLOAD_PREFIX
 from .image_service import router as image_service_router
+from .tl_cloud import router as tl_cloud_router
 from .images import BUILD_PATH_SUFFIX
 from .routes import router
 
@@ -63,6 +64,7 @@ def create_app(service: SandboxService, door: Door | None, e2b: Any = None,
     errors.install(app)
     # First: its /images/v4/... paths would otherwise be image names of GET /images/{name}.
     app.include_router(image_service_router(), generate_unique_id_function=lambda r: f"cas_{r.name}")
+    app.include_router(tl_cloud_router(), generate_unique_id_function=_flat_id)
     routes = router()
     app.include_router(
         routes,
