@@ -58,7 +58,8 @@ def _builds(request: Request) -> Builds:
 
 
 def _project(request: Request) -> str:
-    return request.scope.get("state", {}).get("project") or "default"  # type: ignore[no-any-return]
+    project: str = request.scope.get("state", {}).get("project") or "default"
+    return project
 
 
 def image_id(info: ImageInfo) -> str:
