@@ -75,6 +75,7 @@ class Build:
     updated: float = field(default_factory=time.time)
     lines: list[str] = field(default_factory=list)
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
+    done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set when terminal
 
     def set(self, *, status: str | None = None, phase: str | None = None, error: str | None = None) -> None:
         if status is not None:
@@ -84,6 +85,8 @@ class Build:
         if error is not None:
             self.error = error
         self.updated = time.time()
+        if self.status in TERMINAL:
+            self.done.set()
 
     def to_wire(self) -> dict[str, Any]:
         """``ImageBuildInfo`` as the SDK's Rust core reads it (snake_case, times in ms)."""
