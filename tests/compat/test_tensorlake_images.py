@@ -224,6 +224,10 @@ def test_another_projects_image_is_not_a_base(cas, live_server):
         assert state["status"] == "failed" and "not found" in state["error"], state
         assert member.http.get(f"{member.base}/builds/{state['build_id']}").status_code == 200
         assert owner.http.get(f"{owner.base}/builds/{state['build_id']}").status_code == 404
+        # cellbox's own build route holds the same line (it did not before this test).
+        own = member.http.post(f"{live_server.api_url}/images/build", params={"name": f"tlm-{secrets.token_hex(3)}"},
+                               content=_tar({"Dockerfile": f"FROM {private}\n".encode()}))
+        assert own.status_code == 400 and own.json()["code"] == "IMAGE_NOT_FOUND", own.text
     finally:
         owner.http.delete(f"{owner.base}/images/name/{private}")
         member.http.close()

@@ -24,6 +24,7 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
@@ -63,6 +64,14 @@ def enabled() -> bool:
     return bool(os.environ.get(ENV))
 
 
+def _refusal(exc: BaseException) -> str:
+    """The exception's class, with the server's wire code and status when it carries them."""
+    text = str(exc)
+    code = re.search(r'"code"\s*:\s*"([A-Za-z_]+)"', text)
+    status = re.search(r"\b(4\d\d|5\d\d)\b", text)
+    return " ".join([type(exc).__name__] + [status.group(1)] * bool(status) + [code.group(1)] * bool(code))
+
+
 def _recorder(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     def note(outcome: str) -> None:
         if _current[0]:
@@ -74,7 +83,7 @@ def _recorder(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                note(type(exc).__name__)
+                note(_refusal(exc))
                 raise
             note("ok")
             return result
@@ -85,7 +94,7 @@ def _recorder(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            note(type(exc).__name__)
+            note(_refusal(exc))
             raise
         note("ok")
         return result

@@ -37,11 +37,11 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from ..errors import CellboxError, ImageNotFound, InvalidContext, InvalidRequest, PayloadTooLarge
-from ..images.build import BuildRequest, base_images, validate
+from ..images.build import BuildRequest, validate
 from ..manager.images import ImageInfo, ImageManager
 from . import image_access as access
 from .cas_builds import TERMINAL, Build, BuildInProgress, Builds
-from .images import MAX_CONTEXT, extract_context
+from .images import MAX_CONTEXT, check_bases, extract_context
 from .models import _Model
 
 log = logging.getLogger(__name__)
@@ -291,11 +291,7 @@ async def _dockerfile(request: Request, build: Build, tmp: Path, on_line: Any) -
 async def _build_checked(request: Request, build: Build, context: Path, on_line: Any) -> ImageInfo:
     req = BuildRequest(name=build.name, context=context, dockerfile=build.dockerfile_path,
                        build_args=build.build_args)
-    dockerfile = validate(req)
-    text = dockerfile.read_text(errors="replace")
-    for base in base_images(text, build.build_args):  # another project's private image: not a base
-        if not access.visible(request, base):
-            raise ImageNotFound(base, base_of=True)
+    check_bases(request, validate(req), build.build_args)  # another project's private image: not a base
     return await _images(request).build(req, on_line)
 
 

@@ -26,8 +26,8 @@ from fastapi import Body, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
-from ..errors import AdminRequired, CellboxError, InvalidContext, InvalidRequest, PayloadTooLarge
-from ..images.build import BuildRequest, validate
+from ..errors import AdminRequired, CellboxError, ImageNotFound, InvalidContext, InvalidRequest, PayloadTooLarge
+from ..images.build import BuildRequest, base_images, validate
 from ..manager.images import ImageInfo, ImageManager
 from . import image_access as access
 from .models import _Model
@@ -141,7 +141,7 @@ async def build_image(
         context = await _receive_context(request, tmp)
         req = BuildRequest(name=name, context=context, dockerfile=dockerfile, build_args=args, target=target,
                            no_cache=no_cache)
-        validate(req)
+        check_bases(request, validate(req), args)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -155,6 +155,14 @@ async def build_image(
             await asyncio.to_thread(shutil.rmtree, tmp, True)
 
     return _stream(images, work)
+
+
+def check_bases(request: Request, dockerfile: Path, build_args: dict[str, str]) -> None:
+    """Every ``FROM`` must be an image the project may boot: another project's private
+    image is not a base (the same 400 as a name nobody has)."""
+    for base in base_images(dockerfile.read_text(errors="replace"), build_args):
+        if not access.visible(request, base):
+            raise ImageNotFound(base, base_of=True)
 
 
 async def _receive_context(request: Request, tmp: Path) -> Path:
