@@ -152,6 +152,10 @@ class Store:
         )
         return cur.rowcount == 1
 
+    def live_ids(self) -> set[str]:
+        """IDs of the live records, without parsing them (reconcile's leftover checks)."""
+        return {r[0] for r in self.db.execute("SELECT id FROM sandboxes WHERE status NOT IN ('terminated','failed')")}
+
     def ips_in_use(self) -> set[str]:
         rows = self.db.execute(
             "SELECT ip FROM sandboxes WHERE ip IS NOT NULL AND status NOT IN ('terminated','failed')"
