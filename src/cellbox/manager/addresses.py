@@ -20,16 +20,20 @@ BRIDGE_PORTS = 1023
 
 
 def capacity(subnet: ipaddress.IPv4Network) -> int:
-    """Sandboxes that can hold an address at once: the subnet's hosts less the gateway,
-    at most one bridge's ports."""
+    """Sandboxes that can be on the bridge at once: the subnet's hosts less the
+    gateway, at most one bridge's ports."""
     return min(BRIDGE_PORTS, subnet.num_addresses - 3)
 
 
-def check_room(subnet: ipaddress.IPv4Network, live: int) -> None:
-    if live >= capacity(subnet):
-        raise LimitExceeded(f"this host holds at most {capacity(subnet)} sandboxes with an address at once "
-                            f"(one network bridge: {BRIDGE_PORTS} ports; subnet {subnet}); "
-                            f"{live} are live: delete or suspend some")
+def check_room(subnet: ipaddress.IPv4Network, on_bridge: int, *, resuming: bool = False) -> None:
+    """429 if one more sandbox would not fit on the bridge. ``on_bridge`` counts the
+    sandboxes with a port (``Store.on_bridge``): suspended ones keep their address
+    (and the user id range derived from it) but not their veth."""
+    if on_bridge >= capacity(subnet):
+        what = "resume" if resuming else "create"
+        raise LimitExceeded(f"cannot {what}: this host runs at most {capacity(subnet)} sandboxes at once "
+                            f"(one network bridge: {BRIDGE_PORTS} ports; subnet {subnet}); {on_bridge} are "
+                            "running: delete or suspend some")
 
 
 def lowest_free(subnet: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address,

@@ -210,7 +210,7 @@ class Assembler:
         async with self._ip_lock:
             for _ in range(64):
                 used = self.store.ips_in_use()
-                addresses.check_room(self.settings.subnet, len(used))
+                addresses.check_room(self.settings.subnet, self.store.on_bridge())
                 addr = addresses.lowest_free(self.settings.subnet, self.settings.gateway, used)
                 if addr is None:
                     raise LimitExceeded("no free sandbox address left in " + str(self.settings.subnet))

@@ -152,6 +152,13 @@ class Store:
         )
         return cur.rowcount == 1
 
+    def on_bridge(self) -> int:
+        """Records whose sandbox has (or is getting) a port on the bridge: live ones
+        with an address, but not suspended ones (their netns and veth are gone)."""
+        row = self.db.execute("SELECT count(*) FROM sandboxes WHERE ip IS NOT NULL"
+                              " AND status NOT IN ('terminated','failed','suspended')").fetchone()
+        return int(row[0])
+
     def live_ids(self) -> set[str]:
         """IDs of the live records, without parsing them (reconcile's leftover checks)."""
         return {r[0] for r in self.db.execute("SELECT id FROM sandboxes WHERE status NOT IN ('terminated','failed')")}

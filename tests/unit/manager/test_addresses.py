@@ -44,14 +44,18 @@ def test_allocates_past_one_slash24_lowest_free_first(wide) -> None:
 
 
 def test_refuses_before_the_bridge_is_full(wide) -> None:
+    """Running sandboxes fill the bridge; suspended ones (no veth) hold an address only."""
     base = int(ipaddress.IPv4Address("10.98.0.2"))
-    for i in range(addresses.BRIDGE_PORTS - 1):
+    suspended = 300
+    for i in range(addresses.BRIDGE_PORTS - 1 + suspended):
         rec = _rec()
-        rec.ip, rec.status = str(ipaddress.IPv4Address(base + i)), Status.RUNNING
+        rec.ip = str(ipaddress.IPv4Address(base + i))
+        rec.status = Status.SUSPENDED if i < suspended else Status.RUNNING
         wide.store.insert(rec)
+    assert wide.store.on_bridge() == addresses.BRIDGE_PORTS - 1
     last = _rec()
-    asyncio.run(wide.assembler.allocate(last))  # the 1023rd still fits
-    assert last.ip == str(ipaddress.IPv4Address(base + addresses.BRIDGE_PORTS - 1))
+    asyncio.run(wide.assembler.allocate(last))  # the 1023rd on the bridge still fits
+    assert last.ip == str(ipaddress.IPv4Address(base + addresses.BRIDGE_PORTS - 1 + suspended))
     over = _rec()
     with pytest.raises(LimitExceeded, match="at most 1023 sandboxes") as exc:
         asyncio.run(wide.assembler.allocate(over))
@@ -75,3 +79,10 @@ def test_lowest_free_skips_gateway_and_used() -> None:
     assert str(addresses.lowest_free(net, gw, ["10.1.0.2", "10.1.0.4"])) == "10.1.0.3"
     full = ipaddress.IPv4Network("10.1.0.0/30")  # hosts .1 (gateway) and .2
     assert addresses.lowest_free(full, gw, ["10.1.0.2"]) is None
+
+
+def test_resume_is_refused_when_the_bridge_is_full() -> None:
+    net = ipaddress.IPv4Network("10.98.0.0/16")
+    addresses.check_room(net, addresses.BRIDGE_PORTS - 1, resuming=True)
+    with pytest.raises(LimitExceeded, match="cannot resume"):
+        addresses.check_room(net, addresses.BRIDGE_PORTS, resuming=True)
