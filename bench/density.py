@@ -124,10 +124,11 @@ async def probe(client: httpx.AsyncClient, api: str, proxy: str, pool: int, some
         if await node_v_through_proxy(client, proxy, some):
             execs.append((time.perf_counter() - t0) * 1000)
     lists = [await timed(client.get(f"{api}/sandboxes", timeout=60)) for _ in range(30)]
+    pages = [await timed(client.get(f"{api}/sandboxes?limit=100", timeout=60)) for _ in range(50)]
     gets = [await timed(client.get(f"{api}/sandboxes/{some}", timeout=60)) for _ in range(100)]
-    await asyncio.gather(*[client.delete(f"{api}/sandboxes/{s}", timeout=120) for s in made if s])
+    await delete_all(client, api, [s for s in made if s])
     return {"claim_ms": summarize(claims), "exec_ms": summarize(execs), "list_ms": summarize(lists),
-            "get_ms": summarize(gets)}
+            "list100_ms": summarize(pages), "get_ms": summarize(gets)}
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -182,7 +183,11 @@ async def run(args: argparse.Namespace) -> dict:
             print(f"made {n} in {create_s:.0f} s ({n / max(create_s, 1e-9):.1f}/s), {len(failures)} failed; "
                   f"load {os.getloadavg()}", flush=True)
             out[f"at {len(sids)}"] = await probe(client, api, proxy, args.pool, sids[0])
-            await asyncio.gather(*[client.delete(f"{api}/sandboxes/{s}", timeout=120) for s in sids])
+            report(out, args)  # before the teardown: a failure there must not lose the figures
+            t_del = time.monotonic()
+            errors = await delete_all(client, api, sids)
+            print(f"deleted {len(sids)} in {time.monotonic() - t_del:.0f} s, {len(errors)} errors {errors[:3]}",
+                  flush=True)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(120)
@@ -190,8 +195,28 @@ async def run(args: argparse.Namespace) -> dict:
     return out
 
 
+async def delete_all(client: httpx.AsyncClient, api: str, sids: list[str], concurrency: int = 8) -> list[str]:
+    """Delete at most ``concurrency`` at once (1,000 at once overran the client's pool)."""
+    sem, errors = asyncio.Semaphore(concurrency), []
+
+    async def one(sid: str) -> None:
+        async with sem:
+            try:
+                r = await client.delete(f"{api}/sandboxes/{sid}", timeout=300)
+                if r.status_code >= 400:
+                    errors.append(f"{sid}: {r.status_code}")
+            except httpx.HTTPError as exc:
+                errors.append(f"{sid}: {type(exc).__name__}")
+
+    await asyncio.gather(*[one(s) for s in sids])
+    return errors
+
+
 def main(args: argparse.Namespace) -> None:
-    out = asyncio.run(run(args))
+    asyncio.run(run(args))
+
+
+def report(out: dict, args: argparse.Namespace) -> None:
     mem = out["memory"]
     total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 20)
     hold = int(total_mb * 0.9 / max(1e-6, mem["per_sandbox_mb"]))
@@ -200,11 +225,12 @@ def main(args: argparse.Namespace) -> None:
     per = out["host"]["per_sandbox"]
     print("per sandbox: " + ", ".join(f"{k} {v:.3f}" for k, v in per.items()))
     print("agent (mean of sample): " + ", ".join(f"{k} {v:.2f}" for k, v in out["agent"].items()))
-    print(f"{'at count':<12}{'claim p50':>10}{'claim p95':>10}{'exec p50':>10}{'list p95':>10}{'get p95':>10}  (ms)")
+    print(f"{'at count':<12}{'claim p50':>10}{'claim p95':>10}{'exec p50':>10}{'list p95':>10}{'list100 p95':>12}"
+          f"{'get p95':>10}  (ms)")
     for k, v in out.items():
         if k.startswith("at "):
             print(f"{k:<12}{v['claim_ms']['p50']:>10.1f}{v['claim_ms']['p95']:>10.1f}{v['exec_ms']['p50']:>10.1f}"
-                  f"{v['list_ms']['p95']:>10.1f}{v['get_ms']['p95']:>10.1f}")
+                  f"{v['list_ms']['p95']:>10.1f}{v['list100_ms']['p95']:>12.1f}{v['get_ms']['p95']:>10.1f}")
     path = write("density", {"params": vars(args), "results": out, "host_memory_mb": total_mb,
                              "would_hold_idle": hold})
     print(f"results: {path}")

@@ -137,8 +137,11 @@ class Store:
         if live_only:
             sql += " AND status NOT IN ('terminated','failed')"
         if after is not None:
-            sql += " AND (created_at > ? OR (created_at = ? AND id > ?))"
-            args += [after[0], after[0], after[1]]
+            # A row value, not "created_at > ? OR (created_at = ? AND id > ?)": SQLite
+            # seeks the index to the cursor only for the row value; the OR form walked
+            # the namespace from its start (page 500 of 100,000 records: 8.6 -> 0.13 ms).
+            sql += " AND (created_at, id) > (?, ?)"
+            args += [after[0], after[1]]
         sql += " ORDER BY created_at, id LIMIT ?"
         args.append(limit)
         return [self._row(r[0]) for r in self.db.execute(sql, args)]

@@ -36,6 +36,21 @@ def _plan(store: Store, sql: str, args: tuple) -> str:
     return " ".join(r[-1] for r in store.db.execute("EXPLAIN QUERY PLAN " + sql, args))
 
 
+def test_the_store_pages_with_the_query_the_plan_test_checks(store, monkeypatch) -> None:
+    s, _ = store
+    seen: list[str] = []
+    real = s.db
+
+    class Spy:
+        def execute(self, sql, args=()):
+            seen.append(sql)
+            return real.execute(sql, args)
+
+    monkeypatch.setattr(s, "db", Spy())
+    s.list_page("default", live_only=True, after=(1, "a"), limit=5)
+    assert "(created_at, id) > (?, ?)" in seen[-1]
+
+
 def test_paging_walks_each_live_record_once_in_order(store) -> None:
     s, rows = store
     want = [r.id for r in sorted(rows, key=lambda r: (r.created_at, r.id))
@@ -53,9 +68,9 @@ def test_paging_walks_each_live_record_once_in_order(store) -> None:
 def test_list_get_and_sweep_queries_use_indexes(store) -> None:
     s, rows = store
     page = _plan(s, "SELECT doc FROM sandboxes WHERE namespace=? AND status NOT IN ('terminated','failed')"
-                    " AND (created_at > ? OR (created_at = ? AND id > ?)) ORDER BY created_at, id LIMIT ?",
-                 ("default", 0, 0, "", 100))
-    assert "sandboxes_ns_order" in page and "TEMP B-TREE" not in page  # no sort of the whole namespace
+                    " AND (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?", ("default", 0, "", 100))
+    # the index is sought to the cursor (not walked from the namespace's start), no sort
+    assert "sandboxes_ns_order (namespace=? AND (created_at,id)>(?,?))" in page and "TEMP B-TREE" not in page
     assert "PRIMARY KEY" in _plan(s, "SELECT doc FROM sandboxes WHERE id=?", ("x",)) or \
         "sqlite_autoindex" in _plan(s, "SELECT doc FROM sandboxes WHERE id=?", ("x",))
     by_name = _plan(s, "SELECT doc FROM sandboxes WHERE namespace=? AND name=? AND status NOT IN "
