@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile

@@ -127,7 +127,8 @@ def ensure(data_dir_agentfs: Path) -> Path:
     agent_bundle.build(str(tmp / "site"))
     # Byte-compile so start-up reads .pyc files; the tree is read-only in the sandbox.
     # Both levels: the agent runs with -OO; helpers (e2b/fs_helper.py) without.
-    compileall.compile_dir(str(stdlib_dest), quiet=1, optimize=[0, OPTIMIZE], workers=0)
+    for level in (0, OPTIMIZE):
+        compileall.compile_dir(str(stdlib_dest), quiet=1, optimize=level, workers=0)
     (tmp / ".complete").write_text(tree.name)
     try:
         os.rename(tmp, tree)
