@@ -78,6 +78,39 @@ def generate(db: Path, count: int, running: int, final: int) -> dict[str, object
             "db_mb": db.stat().st_size / (1 << 20)}
 
 
+def store_ops(db: Path, gen: dict, samples: int) -> dict[str, dict]:
+    """In-process, no HTTP: what one sweep blocks the event loop for, before (every
+    live record parsed, as main did) and after (the running ones), and the store's
+    side of get and of a page. Load-independent enough to compare on a busy host."""
+    from cellbox.manager.store import Store
+
+    store, rng = Store(db), random.Random(7)
+
+    def clock(fn, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
+
+    mid = store.list_page("default", live_only=True, limit=len(gen["ids"]) // 2)[-1]
+    res = {
+        "sweep read, before: all live": clock(lambda: store.list(live_only=True), 5),
+        "sweep read, after: running": clock(lambda: store.with_status(["running"]), 20),
+        "get by id": clock(lambda: store.get(rng.choice(gen["ids"])), samples),
+        "page of 100, deep, row value": clock(lambda: store.list_page("default", live_only=True,
+                                                                       after=(mid.created_at, mid.id), limit=100),
+                                              samples),
+        "page of 100, deep, OR form (before)": clock(lambda: store.db.execute(
+            "SELECT doc FROM sandboxes WHERE namespace=? AND status NOT IN ('terminated','failed') AND "
+            "(created_at > ? OR (created_at = ? AND id > ?)) ORDER BY created_at, id LIMIT 100",
+            ("default", mid.created_at, mid.created_at, mid.id)).fetchall(), samples),
+    }
+    store.close()
+    return {k: summarize(v) for k, v in res.items()}
+
+
 async def serve(data_dir: Path, port: int) -> None:
     """The server side (``--serve``): the real app, service and sweep over the store."""
     import uvicorn
@@ -162,7 +195,10 @@ def main(args: argparse.Namespace) -> None:
         gen = generate(data / "cellbox.db", args.count, args.running, args.final)
         print(f"generated {args.count} suspended + {args.running} running + {args.final} terminated records "
               f"in {gen['generate_s']:.1f} s; database {gen['db_mb']:.0f} MiB", flush=True)
-        for rnd in range(args.rounds):
+        results["store (in-process)"] = store_ops(data / "cellbox.db", gen, args.samples)
+        print(table(f"\nstore, in-process, load {os.getloadavg()[0]:.1f} (ms)", results["store (in-process)"]),
+              flush=True)
+        for rnd in range(0 if args.store_only else args.rounds):
             for label, code in codes.items():
                 port = free_port()
                 proc = run_server(code, data, port, Path(tmp) / f"server-{label}.log")
@@ -196,6 +232,7 @@ if __name__ == "__main__":
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--code", help="another checkout's src/ to run the server on, side by side")
+    ap.add_argument("--store-only", action="store_true", help="the in-process store figures only")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     main(ap.parse_args())
