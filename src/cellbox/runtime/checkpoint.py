@@ -91,6 +91,24 @@ def dump_complete(images: Path) -> bool:
     return "Dumping finished successfully" in log and (images / "inventory.img").exists()
 
 
+def lazy_daemon_args() -> set[str]:
+    """Every argument of every ``criu lazy-pages`` daemon, from one walk of ``/proc``:
+    reconcile asks "is a daemon serving these images?" for each suspended record, and
+    ``lazy_daemons`` walks ``/proc`` per question (100,000 walks at 100,000 records)."""
+    out: set[str] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"lazy-pages" in argv and argv[0].endswith(b"criu"):
+            out.update(a.decode(errors="replace") for a in argv)
+    return out
+
+
 def lazy_daemons(images: Path) -> list[int]:
     """PIDs of ``criu lazy-pages`` daemons serving ``images`` (from ``/proc``).
 

@@ -65,6 +65,19 @@ class Runc:
         doc = json.loads(res.stdout)
         return State(status=doc["status"], pid=int(doc.get("pid") or 0))
 
+    async def states(self) -> dict[str, str] | None:
+        """Every container's status in one ``runc list`` (None if it failed): the sweep's
+        full check asked ``runc state`` once per sandbox, 1,000 processes every 30 s at
+        1,000 sandboxes."""
+        res = await _proc.run(self._argv("list", "--format", "json"), check=False)
+        if res.returncode != 0:
+            return None
+        try:
+            doc = json.loads(res.stdout or "null") or []
+            return {str(c["id"]): str(c["status"]) for c in doc}
+        except (ValueError, KeyError, TypeError):
+            return None
+
     async def list_ids(self) -> list[str]:
         res = await _proc.run(self._argv("list", "-q"), check=False)
         return res.stdout.split() if res.returncode == 0 else []
