@@ -77,6 +77,11 @@ class ColdGate:
     def queued(self) -> int:
         return sum(1 for f in self._queue if not f.done())
 
+    def busy(self) -> bool:
+        """Cold creates are in flight or queued: a burst is being served (a warm pool's
+        growth waits for the end of it rather than compete with it)."""
+        return self.in_flight > 0 or self.queued > 0
+
     def expected_wait(self, ahead: int | None = None) -> float:
         """Seconds a newcomer behind ``ahead`` queued creates would wait for a slot."""
         ahead = self.queued if ahead is None else ahead

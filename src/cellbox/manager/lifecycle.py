@@ -98,7 +98,8 @@ class SandboxManager:
         # capped at MAX_WARM_POOL (the memory budget is per pool)
         cap = 0 if image is None else MAX_WARM_POOL
         pool = WarmPool(size, image=image, build=self._build_warm, destroy=self._destroy_warm,
-                        rootfs=self.assembler.storage.rootfs_path, sizer=warm_sizing.sizer_for(size, cap))
+                        rootfs=self.assembler.storage.rootfs_path, sizer=warm_sizing.sizer_for(size, cap),
+                        cold_busy=self.cold_gate.busy)
         pool.fill()
         return pool
 

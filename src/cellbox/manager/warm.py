@@ -63,6 +63,7 @@ CLAIMS_RECENT = 5.0  # the idle test applies this long after a claim (not to the
 # not compete with it. Per build (an earlier try) it let a host loaded by others grow
 # the pool by one sandbox per 15 s: the next burst found it nearly empty.
 GROW_MAX_WAIT = 15.0
+GROW_AFTER_COLD = 1.0  # with a cold-gate signal (``cold_busy``): wait for idle CPUs this long once it is idle
 BUILD_PARALLEL = max(1, os.cpu_count() or 1)  # refill builds at once (the build slot)
 RESIZE_EVERY = 5.0  # seconds between checks of a sized pool's target (grow after a burst, shrink when idle)
 # Files a first command is likely to read, pre-read into a warm sandbox's page cache.
@@ -133,8 +134,9 @@ class WarmPool:
 
     def __init__(self, size: int, *, build: Build, destroy: Destroy, rootfs: Callable[[str], Path],
                  image: str | None = None, preread: Callable[[Path], Awaitable[object]] | None = None,
-                 sizer: "WarmSizer | None" = None) -> None:
+                 sizer: "WarmSizer | None" = None, cold_busy: Callable[[], bool] | None = None) -> None:
         self.sizer = sizer  # speed (issue 15): demand-driven size; None = fixed ``size``
+        self._cold_busy = cold_busy  # whether cold creates are in flight or queued (manager/cold_gate.py)
         self._resizer: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._build = build
@@ -202,6 +204,13 @@ class WarmPool:
         their first command), or ``REFILL_MAX_WAIT`` seconds were spent waiting for it."""
         loop = asyncio.get_running_loop()
         if self._growing():  # speed: growth waits for idle CPUs, until GROW_MAX_WAIT after the last claim
+            if self._cold_busy is not None:
+                # ... or, told when the host's cold creates are done (the burst is served),
+                # until shortly after that: growth then has the gap before the next burst.
+                while not self._closed and self._cold_busy():
+                    await asyncio.sleep(IDLE_WINDOW)
+                await self._idle_cpus(loop.time() + GROW_AFTER_COLD)
+                return
             await self._idle_cpus(self._last_claim + GROW_MAX_WAIT)
             return
         if not self._bursting():
