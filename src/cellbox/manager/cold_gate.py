@@ -140,19 +140,23 @@ class Ticket:
         if self._holds:
             return True
         assert self._fut is not None
-        left = self._deadline - self._gate.clock()
-        waker = asyncio.ensure_future(wake.wait()) if wake is not None else None
-        waits: set[asyncio.Future[Any]] = {self._fut} if waker is None else {self._fut, waker}
-        try:
-            await asyncio.wait(waits, timeout=max(0.0, left), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if waker is not None:
-                waker.cancel()
+        while (left := self._deadline - self._gate.clock()) > 0 and not self._fut.done():
+            waker = asyncio.ensure_future(wake.wait()) if wake is not None else None
+            waits: set[asyncio.Future[Any]] = {self._fut} if waker is None else {self._fut, waker}
+            try:
+                done, _ = await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if waker is not None:
+                    waker.cancel()
+            if self._fut.done():
+                break
+            # Woken: a ready sandbox was there when the event fired (another waiter may
+            # have claimed it and cleared the event since; the caller looks and comes back).
+            if waker is not None and waker in done:
+                return False
         if self._fut.done():
             self._holds = True
             return True
-        if waker is not None and wake is not None and wake.is_set():
-            return False
         self._gate.refused += 1
         raise Overloaded(f"this host is busy starting sandboxes: no start slot within {self._gate.max_wait:.0f} s; "
                          "retry later", retry_after=math.ceil(self._gate.expected_wait()))

@@ -149,3 +149,25 @@ def test_overloaded_reaches_the_sdk_as_retryable_with_retry_after() -> None:
     assert json.loads(response.body) == {"error": exc.message, "code": "OVERLOADED"}
     back = sdk.error_from_response(response.status_code, response.body)
     assert isinstance(back, sdk.SandboxUnavailable) and back.code == "OVERLOADED" and back.status == 503
+
+
+def test_a_wake_whose_sandbox_another_waiter_took_is_not_a_refusal() -> None:
+    """Found in the first burst of bench/tti.py: the pool's event fired, another waiter
+    claimed the sandbox and cleared the event before this one ran; that was taken for
+    a timeout and 93 of 100 creates were refused within 9 s of a 30 s wait."""
+    async def go() -> None:
+        gate = ColdGate(1, max_queue=10, max_wait=30)
+        held = gate.enter()
+        waiter = gate.enter()
+        ready = asyncio.Event()
+        task = asyncio.ensure_future(waiter.wait(ready))
+        await asyncio.sleep(0.01)
+        ready.set()
+        ready.clear()  # claimed by someone else before ``waiter`` resumed
+        assert await task is False  # look at the pool again: not an Overloaded
+        assert gate.refused == 0
+        held.close()
+        assert await waiter.wait(ready) is True
+        waiter.close()
+
+    asyncio.run(go())
