@@ -26,6 +26,9 @@ PACKAGES=(runc btrfs-progs nftables mmdebstrap iproute2 util-linux tar xz-utils 
 # distribution server) and htpasswd for its auth.
 # postgresql: the cluster tests start throwaway PostgreSQL 15 servers of their own (tests/cluster/pg.py).
 [ $WITH_TEST = 1 ] && PACKAGES+=(docker-registry apache2-utils postgresql)
+# --test: xfsprogs for bench/pool_backing.py (it measures XFS with reflink as a pool backing),
+# crun for bench/runtimes.py (runc vs crun side by side; cellbox itself runs runc).
+[ $WITH_TEST = 1 ] && PACKAGES+=(xfsprogs crun)
 # --test: the web console's browser tests drive Debian's Chromium (Playwright with
 # executable_path; never a downloaded browser).
 [ $WITH_TEST = 1 ] && PACKAGES+=(chromium chromium-driver)
