@@ -1,8 +1,10 @@
-"""The envd view: one ASGI app (Connect services + HTTP file routes) on a loopback port.
+"""The envd view: one ASGI app (Connect services + HTTP file routes), run by the proxy.
 
-The proxy sends every request for port 49983 of a sandbox here (``proxy_hook.py``), so
+The proxy serves every request for port 49983 of a sandbox with this app in its own
+process (``proxy/local_app.py``; ``view.py`` answers the proxy's resolver with it), so
 TLS, routing by ``{port}-{id}.{domain}`` or ``E2b-Sandbox-Id``, streaming and
-keep-alive stay the proxy's; this app sees plain HTTP/1.1 from the proxy only. The
+keep-alive stay the proxy's. ``EnvdServer`` (a loopback uvicorn the proxy forwards to,
+the first design) stays for the before/after bench: ``CELLBOX_E2B_LOOPBACK=1``. The
 Connect protocol (unary and server streaming, binary protobuf and JSON, envelopes,
 errors) is connectrpc's, from stubs generated out of ``proto/envd``.
 """

@@ -8,6 +8,7 @@ resolver; that is the whole hook. ``CELLBOX_E2B=0`` leaves it out.
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +18,9 @@ from ..config import Settings
 from ..errors import NotFound
 from .manager_api import SandboxService, record
 from .context import ENVD_PORT, Env
-from .envd_app import EnvdServer
+from ..proxy.local_app import LocalApp
+from .envd_app import EnvdServer, build
+from . import interp_app, link
 from .link import AGENT_PORT
 from .rest import E2BRest
 from .tokens import TokenKey
@@ -31,13 +34,21 @@ class E2BView:
         self.service = service
         self.tokens = TokenKey(settings.data_dir)
         self.rest = E2BRest(self.tokens, domain or LOCAL_DOMAIN)
-        self.envd = EnvdServer(Env(service, self.tokens, domain))
+        env = Env(service, self.tokens, domain)
+        # In the proxy's process (proxy/local_app.py); a loopback uvicorn only to
+        # measure the difference (bench/e2b.py --loopback).
+        self.envd = EnvdServer(env) if os.environ.get("CELLBOX_E2B_LOOPBACK") == "1" else None
+        self.local = LocalApp(build(env))
+        self.interp = LocalApp(interp_app.build(env))  # e2b-code-interpreter (interp_app.py)
 
     async def start(self) -> None:
-        await self.envd.start()
+        if self.envd is not None:
+            await self.envd.start()
 
     async def stop(self) -> None:
-        await self.envd.stop()
+        if self.envd is not None:
+            await self.envd.stop()
+        await link.close()
 
     def wrap(self, resolver: Resolver) -> Resolver:
         """Port 49983 of a sandbox goes to the envd app (which checks the envd token);
@@ -50,7 +61,14 @@ class E2BView:
             if port == ENVD_PORT:
                 if not ids.is_id(ref):  # envd tokens are per sandbox ID, never per name
                     raise NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
-                return "127.0.0.1", self.envd.port, ref
+                if self.envd is not None:
+                    return "127.0.0.1", self.envd.port, ref
+                return self.local, 0, ref
+            if port == interp_app.INTERP_PORT and ids.is_id(ref) and (
+                    credential is None or self._traffic_ok(ref, credential)):
+                # e2b-code-interpreter (it sends no Authorization; the app checks its
+                # tokens). With a cellbox key, port 49999 is the sandbox's own, as before.
+                return self.interp, 0, ref
             if credential and ids.is_id(ref) and port != AGENT_PORT and self._traffic_ok(ref, credential):
                 rec = record(self.service, ref)
                 if rec is not None:
