@@ -17,12 +17,21 @@ from typing import Any
 import h11
 
 from ..agent import auth as agent_auth
+from ..errors import CellboxError
 from ..proxy.upstream import Upstream
 from .manager_api import agent_client
 
 CONNECT_TIMEOUT = 30.0
 MAX_LINE = 1 << 20
 MAX_ERROR = 64 << 10
+
+
+class AgentSaid(CellboxError):
+    """The agent answered a 4xx/5xx: its own JSON error, passed on to the E2B client."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message, code=code)
+        self.status = status
 
 
 class _Head:
@@ -37,8 +46,6 @@ class _Head:
 
 async def events(agent: Any, method: str, path: str, json_body: Any = None) -> AsyncIterator[dict[str, Any]]:
     """The JSON ``data:`` lines of the agent's SSE answer, as ``Agent.events`` gives them."""
-    from .link import AgentSaid  # link imports this module
-
     nonce = agent_client.new_nonce()
     try:
         up = await Upstream.connect(agent.ip, agent.port, CONNECT_TIMEOUT)

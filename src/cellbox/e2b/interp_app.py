@@ -190,75 +190,83 @@ async def _lines(gen: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         await gen.aclose()  # type: ignore[attr-defined]
 
 
-def build(env: Env) -> Starlette:
-    interp = Interp(env)
+async def _guarded(request: Request, work: Any) -> Response:
+    """Auth, then ``work(agent)``; our errors and a broken kernel as JSON answers."""
+    interp: Interp = request.app.state.interp
+    try:
+        return await work(await interp.agent(request))  # type: ignore[no-any-return]
+    except (BadFrame, CellboxError) as exc:
+        return _body_error(exc)
 
-    async def guarded(request: Request, work: Any) -> Response:
+
+async def execute(request: Request) -> Response:
+    async def work(agent: link.Agent) -> Response:
+        gen = frames(agent, _exec_args(await _json(request)))
         try:
-            return await work(await interp.agent(request))  # type: ignore[no-any-return]
-        except (BadFrame, CellboxError) as exc:
-            return _body_error(exc)
+            first = await _first(gen)
+        except BadFrame as exc:  # a broken kernel is the execution's error, as mid-stream
+            first = {"type": "cbx_error", "code": "KERNEL_PROTOCOL", "value": str(exc)}
+        if first is None or first["type"] != "cbx_accepted":
+            await gen.aclose()  # type: ignore[attr-defined]
+            first = first or {"type": "cbx_error", "value": "the sandbox's kernel sent nothing"}
+            if first.get("code") in _STATUS:  # the caller's mistake: an HTTP error
+                return _error_response(first)
+            return StreamingResponse(_lines(_just(first)), media_type="application/x-ndjson")
+        return StreamingResponse(_lines(gen), media_type="application/x-ndjson")
 
-    async def execute(request: Request) -> Response:
+    return await _guarded(request, work)
+
+
+async def create(request: Request) -> Response:
+    async def work(agent: link.Agent) -> Response:
+        doc = await _json(request)
+        _language(doc)
+        ctx = secrets.token_hex(8)
+        got = [f async for f in frames(agent, ["create", ctx, _opt_str(doc, "cwd", 4096)])]
+        made = next((f for f in got if f["type"] == "cbx_context"), None)
+        if made is None:
+            return _error_response(next((f for f in got if f["type"] == "cbx_error"), {}))
+        return JSONResponse({"id": made["id"], "language": made["language"], "cwd": made["cwd"]})
+
+    return await _guarded(request, work)
+
+
+async def listing(request: Request) -> Response:
+    async def work(agent: link.Agent) -> Response:
+        found: list[dict[str, Any]] = []
+        async for f in frames(agent, ["list"]):
+            if f["type"] == "cbx_context" and len(found) < MAX_CONTEXTS:
+                found.append({"id": f["id"], "language": f["language"], "cwd": f["cwd"]})
+        return JSONResponse(found)
+
+    return await _guarded(request, work)
+
+
+def on_context(mode: str) -> Any:
+    """DELETE /contexts/{id} (``remove``) and POST /contexts/{id}/restart."""
+
+    async def handler(request: Request) -> Response:
+        ctx = request.path_params["ctx"]
+        if not CONTEXT_ID.fullmatch(ctx):
+            return _deny(400, "INVALID_ARGUMENT", "context id: lower-case letters, digits and '-'")
+
         async def work(agent: link.Agent) -> Response:
-            gen = frames(agent, _exec_args(await _json(request)))
-            try:
-                first = await _first(gen)
-            except BadFrame as exc:  # a broken kernel is the execution's error, as mid-stream
-                first = {"type": "cbx_error", "code": "KERNEL_PROTOCOL", "value": str(exc)}
-            if first is None or first["type"] != "cbx_accepted":
-                await gen.aclose()  # type: ignore[attr-defined]
-                first = first or {"type": "cbx_error", "value": "the sandbox's kernel sent nothing"}
-                if first.get("code") in _STATUS:  # the caller's mistake: an HTTP error
-                    return _error_response(first)
-                return StreamingResponse(_lines(_just(first)), media_type="application/x-ndjson")
-            return StreamingResponse(_lines(gen), media_type="application/x-ndjson")
+            got = [f async for f in frames(agent, [mode, ctx])]
+            if any(f["type"] == "cbx_ok" for f in got):
+                return Response(status_code=204)
+            return _error_response(next((f for f in got if f["type"] == "cbx_error"), {}))
 
-        return await guarded(request, work)
+        return await _guarded(request, work)
 
-    async def create(request: Request) -> Response:
-        async def work(agent: link.Agent) -> Response:
-            doc = await _json(request)
-            _language(doc)
-            ctx = secrets.token_hex(8)
-            got = [f async for f in frames(agent, ["create", ctx, _opt_str(doc, "cwd", 4096)])]
-            made = next((f for f in got if f["type"] == "cbx_context"), None)
-            if made is None:
-                return _error_response(next((f for f in got if f["type"] == "cbx_error"), {}))
-            return JSONResponse({"id": made["id"], "language": made["language"], "cwd": made["cwd"]})
+    return handler
 
-        return await guarded(request, work)
 
-    async def listing(request: Request) -> Response:
-        async def work(agent: link.Agent) -> Response:
-            found: list[dict[str, Any]] = []
-            async for f in frames(agent, ["list"]):
-                if f["type"] == "cbx_context" and len(found) < MAX_CONTEXTS:
-                    found.append({"id": f["id"], "language": f["language"], "cwd": f["cwd"]})
-            return JSONResponse(found)
+async def health(request: Request) -> Response:
+    return Response(status_code=204)
 
-        return await guarded(request, work)
 
-    def on_context(mode: str) -> Any:
-        async def handler(request: Request) -> Response:
-            ctx = request.path_params["ctx"]
-            if not CONTEXT_ID.fullmatch(ctx):
-                return _deny(400, "INVALID_ARGUMENT", "context id: lower-case letters, digits and '-'")
-
-            async def work(agent: link.Agent) -> Response:
-                got = [f async for f in frames(agent, [mode, ctx])]
-                if any(f["type"] == "cbx_ok" for f in got):
-                    return Response(status_code=204)
-                return _error_response(next((f for f in got if f["type"] == "cbx_error"), {}))
-
-            return await guarded(request, work)
-
-        return handler
-
-    async def health(request: Request) -> Response:
-        return Response(status_code=204)
-
-    return Starlette(routes=[
+def build(env: Env) -> Starlette:
+    app = Starlette(routes=[
         Route("/execute", execute, methods=["POST"]),
         Route("/contexts", create, methods=["POST"]),
         Route("/contexts", listing, methods=["GET"]),
@@ -266,3 +274,5 @@ def build(env: Env) -> Starlette:
         Route("/contexts/{ctx}/restart", on_context("restart"), methods=["POST"]),
         Route("/health", health, methods=["GET"]),
     ])
+    app.state.interp = Interp(env)
+    return app

@@ -1,8 +1,10 @@
-"""The text of ``interp_kernel.py``: it runs in the sandbox as ``python3 -c SOURCE``,
-so it is read as a file, never imported by the host."""
+"""The program ``interp_app.py`` runs in the sandbox: ``interp_kernel.py`` then
+``interp_client.py``, as one text for ``python3 -S -c``. Read as files, never imported
+by the host."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("interp_kernel.py").read_text(encoding="utf-8")
+_HERE = Path(__file__).parent
+SOURCE = "\n".join((_HERE / name).read_text(encoding="utf-8") for name in ("interp_kernel.py", "interp_client.py"))

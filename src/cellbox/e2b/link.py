@@ -18,7 +18,9 @@ import httpx
 
 from ..agent import auth as agent_auth
 from ..auth.keys import Principal, Role
-from ..errors import CellboxError, NotFound
+from ..errors import NotFound
+from . import agent_sse
+from .agent_sse import AgentSaid  # noqa: F401 - its home was here; importers keep their path
 from .manager_api import SandboxService, agent_client, record
 from .records import ENV_KEY
 
@@ -42,14 +44,6 @@ async def close() -> None:
     if _http is not None:
         await _http.aclose()
         _http = None
-
-
-class AgentSaid(CellboxError):
-    """The agent answered a 4xx/5xx: its own JSON error, passed on to the E2B client."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message, code=code)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -84,8 +78,6 @@ class Agent:
 
     async def events(self, method: str, path: str, json_body: Any = None) -> AsyncIterator[dict[str, Any]]:
         """The JSON ``data:`` lines of an SSE answer (bare h11: ``agent_sse.py``)."""
-        from . import agent_sse
-
         async for event in agent_sse.events(self, method, path, json_body):
             yield event
 
