@@ -13,6 +13,9 @@ every create boots), then, alternating between the two clients so host noise hit
 The targets (issue 17): E2B create+first ≤ 1.2 × ours; E2B's echo p50 within 2 ms of ours.
 Prints a table and writes ``bench/results/e2b-*.json``.
 
+* **run_code** (e2b-code-interpreter, the kernel kept in the sandbox) vs ours running
+  ``python3 -c`` afresh each time: the interpreter's round trip against a process start.
+
 ``--before DIR`` (a copy of older code: ``git archive main src | tar -x -C DIR``) also
 starts a server from ``DIR/src`` on the same data directory and times the E2B echo on
 the same sandbox through its proxy, interleaved with the rest: before/after in one run.
@@ -76,6 +79,24 @@ def ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+def _run_code(samples: dict[str, list[float]], ours: object, runs: int) -> None:
+    """e2b-code-interpreter's run_code on a warm kernel vs a fresh python3 through ours."""
+    from e2b_code_interpreter import Sandbox as CodeSandbox
+
+    ci = CodeSandbox.create(timeout=600)
+    try:
+        ci.run_code("x = 1")  # starts the default context's kernel
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            assert ci.run_code("x + 1").text == "2"
+            samples["run_code x+1: e2b-code-interpreter"].append(ms(t0))
+            t0 = time.perf_counter()
+            ours.run("python3", ["-c", "print(1 + 1)"])  # type: ignore[attr-defined]
+            samples["python3 -c: ours"].append(ms(t0))
+    finally:
+        ci.kill()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=5, help="creates per client")
@@ -95,6 +116,7 @@ def main() -> None:
                                                         "echo: e2b", "echo: ours, bash -l -c", "echo: ours")}
     if before:
         samples["echo: e2b, before"] = []
+    samples.update({"run_code x+1: e2b-code-interpreter": [], "python3 -c: ours": []})
     try:
         for _ in range(args.n):
             t0 = time.perf_counter()
@@ -124,6 +146,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 ours.run("echo", ["hi"])
                 samples["echo: ours"].append(ms(t0))
+            _run_code(samples, ours, args.runs // 2)
         finally:
             sbx.kill()
             ours.terminate()

@@ -1,5 +1,6 @@
-"""The E2B view as the server starts it: tokens, the envd app, the REST handlers'
-state, and the proxy's resolver for port 49983 and E2B traffic tokens.
+"""The E2B view as the server starts it: tokens, the envd and code-interpreter apps,
+the REST handlers' state, and the proxy's resolver for ports 49983 / 49999 and E2B
+traffic tokens.
 
 ``cellbox.server`` calls ``E2BView.start`` / ``stop`` and hands ``wrap`` the proxy's
 resolver; that is the whole hook. ``CELLBOX_E2B=0`` leaves it out.
@@ -8,7 +9,6 @@ resolver; that is the whole hook. ``CELLBOX_E2B=0`` leaves it out.
 from __future__ import annotations
 
 import hmac
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,7 +19,7 @@ from ..errors import NotFound
 from .manager_api import SandboxService, record
 from .context import ENVD_PORT, Env
 from ..proxy.local_app import LocalApp
-from .envd_app import EnvdServer, build
+from .envd_app import build
 from . import interp_app, link
 from .link import AGENT_PORT
 from .rest import E2BRest
@@ -35,19 +35,14 @@ class E2BView:
         self.tokens = TokenKey(settings.data_dir)
         self.rest = E2BRest(self.tokens, domain or LOCAL_DOMAIN)
         env = Env(service, self.tokens, domain)
-        # In the proxy's process (proxy/local_app.py); a loopback uvicorn only to
-        # measure the difference (bench/e2b.py --loopback).
-        self.envd = EnvdServer(env) if os.environ.get("CELLBOX_E2B_LOOPBACK") == "1" else None
+        # Both served in the proxy's own process (proxy/local_app.py).
         self.local = LocalApp(build(env))
         self.interp = LocalApp(interp_app.build(env))  # e2b-code-interpreter (interp_app.py)
 
     async def start(self) -> None:
-        if self.envd is not None:
-            await self.envd.start()
+        pass  # nothing to listen on: the proxy runs the apps
 
     async def stop(self) -> None:
-        if self.envd is not None:
-            await self.envd.stop()
         await link.close()
 
     def wrap(self, resolver: Resolver) -> Resolver:
@@ -61,8 +56,6 @@ class E2BView:
             if port == ENVD_PORT:
                 if not ids.is_id(ref):  # envd tokens are per sandbox ID, never per name
                     raise NotFound(f"sandbox {ref!r} not found", code="SANDBOX_NOT_FOUND")
-                if self.envd is not None:
-                    return "127.0.0.1", self.envd.port, ref
                 return self.local, 0, ref
             if port == interp_app.INTERP_PORT and ids.is_id(ref) and (
                     credential is None or self._traffic_ok(ref, credential)):

@@ -64,6 +64,7 @@ class _Bridge:
         self.client = client
         self.ticker = ticker
         self.body_done = False
+        self.owe_end = False
         self.gone = asyncio.Event()
         self.watcher: asyncio.Task[None] | None = None
         self.head: dict[str, Any] | None = None
@@ -71,6 +72,9 @@ class _Bridge:
         self.out = bytearray()
 
     async def receive(self) -> dict[str, Any]:
+        if self.owe_end:  # the (empty) body was taken before the app started
+            self.owe_end = False
+            return {"type": "http.request", "body": b"", "more_body": False}
         if not self.body_done:
             event = await self.client.next_body_event()
             if isinstance(event, h11.Data):
@@ -147,9 +151,18 @@ class _Bridge:
                 raise ClientGone(f"client connection lost: {exc!r}") from None
 
 
+def _bodiless(request: h11.Request) -> bool:
+    """No body by HTTP's framing rules: no Transfer-Encoding, Content-Length absent or 0."""
+    names = {k: v for k, v in request.headers}
+    return b"transfer-encoding" not in names and names.get(b"content-length", b"0").strip() == b"0"
+
+
 async def serve(client: ClientConnection, request: h11.Request, app: ASGIApp, ticker: ActivityTicker) -> bool:
     """Run ``app`` for ``request``; True if the connection may carry another request."""
     bridge = _Bridge(client, ticker)
+    if _bodiless(request) and isinstance(client.h11.next_event(), h11.EndOfMessage):
+        bridge.body_done = bridge.owe_end = True  # complete already: watch for the client
+        bridge._watch()  # going from the start (an app may never call receive)
     task = asyncio.ensure_future(app(_scope(request, client), bridge.receive, bridge.send))
     try:
         await _run(bridge, task)
