@@ -166,3 +166,12 @@ def test_a_hostile_kernel_gets_clear_errors(sbx):
         assert message in ex.error.value, (name, ex.error.value)
     sbx.commands.run("rm /usr/local/bin/python3")
     assert sbx.run_code("6 * 7").text == "42"  # the real kernel, still fine
+
+
+@calls("code_interpreter: state across Sandbox.pause / connect")
+def test_kernel_state_survives_pause_and_resume(sbx):
+    """The kernel is a process in the sandbox: CRIU's memory state brings it back whole."""
+    sbx.run_code("import random\nrandom.seed(7)\nkept = [random.random() for _ in range(3)]")
+    assert sbx.pause() is True
+    back = Sandbox.connect(sbx.sandbox_id)
+    assert back.run_code("len(kept), random.random() < 1").text == "(3, True)"
