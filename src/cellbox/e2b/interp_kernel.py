@@ -316,12 +316,13 @@ def kernel_main(ctx, cwd):
     path = sock_path(ctx)
     if os.path.exists(path):
         os.unlink(path)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path + ".tmp")
-    listener.listen(16)
     with open(meta_path(ctx) + ".tmp", "w") as f:
         json.dump({"id": ctx, "language": "python", "cwd": cwd, "pid": os.getpid()}, f)
     os.rename(meta_path(ctx) + ".tmp", meta_path(ctx))
-    os.rename(path + ".tmp", path)  # ready: clients connect from now on
+    # Bound at its final name, not renamed into place: CRIU (pause/resume) re-creates a
+    # listening socket at the name it was bound to. Clients retry until listen().
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
     sys.path.insert(0, "")
     kernel.serve(listener)
