@@ -164,6 +164,10 @@ def test_a_hostile_kernel_gets_clear_errors(sbx):
         ex = sbx.run_code("1")
         assert ex.error is not None and ex.error.name == "CellboxKernelError", (name, ex)
         assert message in ex.error.value, (name, ex.error.value)
+    # A flood of frames where a short answer is due: a clear error, bounded on the host.
+    sbx.files.write("/usr/local/bin/python3", "#!/bin/sh\nyes '={\"type\": \"cbx_ok\"}'\n")
+    with pytest.raises(SandboxException, match="over 1000 frames"):
+        sbx.list_code_contexts()
     sbx.commands.run("rm /usr/local/bin/python3")
     assert sbx.run_code("6 * 7").text == "42"  # the real kernel, still fine
 

@@ -104,6 +104,20 @@ async def _just(frame: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     yield frame if frame.get("type") == "cbx_error" else {"type": "cbx_error", "value": "the kernel refused the code"}
 
 
+async def _collect(gen: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    """All frames of a short answer (contexts), at most ``MAX_CONTEXTS``: a kernel that
+    floods is a protocol error, not host memory."""
+    got: list[dict[str, Any]] = []
+    try:
+        async for frame in gen:
+            got.append(frame)
+            if len(got) > MAX_CONTEXTS:
+                raise BadFrame(f"the sandbox's kernel sent over {MAX_CONTEXTS} frames for one answer")
+    finally:
+        await gen.aclose()  # type: ignore[attr-defined]
+    return got
+
+
 async def _first(gen: AsyncIterator[dict[str, Any]]) -> dict[str, Any] | None:
     async for frame in gen:
         return frame
@@ -222,7 +236,7 @@ async def create(request: Request) -> Response:
         doc = await _json(request)
         _language(doc)
         ctx = secrets.token_hex(8)
-        got = [f async for f in frames(agent, ["create", ctx, _opt_str(doc, "cwd", 4096)])]
+        got = await _collect(frames(agent, ["create", ctx, _opt_str(doc, "cwd", 4096)]))
         made = next((f for f in got if f["type"] == "cbx_context"), None)
         if made is None:
             return _error_response(next((f for f in got if f["type"] == "cbx_error"), {}))
@@ -233,11 +247,9 @@ async def create(request: Request) -> Response:
 
 async def listing(request: Request) -> Response:
     async def work(agent: link.Agent) -> Response:
-        found: list[dict[str, Any]] = []
-        async for f in frames(agent, ["list"]):
-            if f["type"] == "cbx_context" and len(found) < MAX_CONTEXTS:
-                found.append({"id": f["id"], "language": f["language"], "cwd": f["cwd"]})
-        return JSONResponse(found)
+        got = await _collect(frames(agent, ["list"]))
+        return JSONResponse([{"id": f["id"], "language": f["language"], "cwd": f["cwd"]}
+                             for f in got if f["type"] == "cbx_context"])
 
     return await _guarded(request, work)
 
@@ -251,7 +263,7 @@ def on_context(mode: str) -> Any:
             return _deny(400, "INVALID_ARGUMENT", "context id: lower-case letters, digits and '-'")
 
         async def work(agent: link.Agent) -> Response:
-            got = [f async for f in frames(agent, [mode, ctx])]
+            got = await _collect(frames(agent, [mode, ctx]))
             if any(f["type"] == "cbx_ok" for f in got):
                 return Response(status_code=204)
             return _error_response(next((f for f in got if f["type"] == "cbx_error"), {}))
