@@ -46,8 +46,9 @@ class E2BView:
         await link.close()
 
     def wrap(self, resolver: Resolver) -> Resolver:
-        """Port 49983 of a sandbox goes to the envd app (which checks the envd token);
-        any other port is reachable with the sandbox's traffic token in
+        """Port 49983 of a sandbox is the envd app (which checks the envd token), port
+        49999 without a cellbox key the code-interpreter app (it checks the traffic or
+        envd token), both run by the proxy itself (``LocalApp``); any other port is reachable with the sandbox's traffic token in
         ``e2b-traffic-access-token`` (E2B's header; the proxy passes it as the
         credential when there is no Authorization), as E2B's SDK users expect of
         every port; everything else is the resolver's as before."""
