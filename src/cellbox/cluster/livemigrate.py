@@ -162,6 +162,8 @@ class Outbound:
             await _put(self.http, f"/{self.mid}/base", ["btrfs", "send", "-q", str(self.scratch / "base")])
             self.timing["rootfs_s"] = time.monotonic() - t0
             async with mem._lock(rec.id):  # cluster: no suspend/snapshot/dump meanwhile
+                # A lazy restore still streaming pages into it must finish before a dump.
+                await mem.assembler.runtime.settled(ids.container(rec.id))
                 new_local = await self._frozen(rec)
         except BaseException:
             with contextlib.suppress(Exception):

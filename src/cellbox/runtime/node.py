@@ -8,11 +8,13 @@ calls, not on how they are made (and tests can hand it a fake).
 from __future__ import annotations
 
 import asyncio
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import _proc
-from . import checkpoint, lazymig, nethook, userns
+from . import checkpoint, lazy_restore, lazymig, nethook, userns
 from .runc import Runc, State
 
 
@@ -21,17 +23,39 @@ class NodeRuntime:
         self.runc = runc
         self.bin_dir = bin_dir
         self._nethook: Path | None = None
+        self.tails = lazy_restore.Tails()
 
     async def run(self, container_id: str, bundle: Path) -> int:
         return await self.runc.run_detached(container_id, bundle)
 
-    async def restore(self, container_id: str, bundle: Path, images: Path, work: Path,
-                      remote: dict[str, Any] | None = None) -> int:
-        """With ``remote`` (live migration: the source's page server), memory is
-        fetched from there by a ``criu lazy-pages`` daemon that outlives this call
+    async def restore(self, container_id: str, bundle: Path, images: Path, work: Path, *, lazy: bool = False,
+                      cleanup: Sequence[Path] = (), remote: dict[str, Any] | None = None) -> int:
+        """CRIU restore; ``cleanup`` is removed once the images are no longer read (at
+        once for an eager restore, after the page stream for a lazy one).
+
+        With ``remote`` (live migration: the source's page server), memory is fetched
+        from there by a ``criu lazy-pages`` daemon that outlives this call
         (``lazymig.DAEMONS``, keyed by ``remote["images"]``, which it reads)."""
-        if remote is None:
+        if remote is not None:
+            return await self._restore_remote(container_id, bundle, images, work, cleanup, remote)
+        if lazy:
+            return await self.tails.restore(self.runc, container_id, bundle, images, work, cleanup)
+        try:
             return await checkpoint.restore(self.runc, container_id, bundle, images, work)
+        finally:
+            for p in cleanup:
+                await asyncio.to_thread(shutil.rmtree, p, True)
+
+    async def settled(self, container_id: str) -> None:
+        """Wait until no lazy restore is streaming pages into the container (before a dump)."""
+        await self.tails.settled(container_id)
+
+    async def settle_all(self) -> None:
+        """Wait for every lazy restore's page stream (tests and shutdown)."""
+        await self.tails.settle_all()
+
+    async def _restore_remote(self, container_id: str, bundle: Path, images: Path, work: Path,
+                              cleanup: Sequence[Path], remote: dict[str, Any]) -> int:
         lazy = await lazymig.start_remote_daemon(Path(remote["images"]), work, remote["address"],
                                                  int(remote["port"]), list(remote["tls_args"]))
         try:
@@ -39,9 +63,13 @@ class NodeRuntime:
         except BaseException:
             await lazy.kill()
             raise
+        finally:
+            for p in cleanup:
+                await asyncio.to_thread(shutil.rmtree, p, True)
 
     async def destroy(self, container_id: str) -> None:
         await self.runc.destroy(container_id)
+        await self.tails.drop(container_id)
 
     async def state(self, container_id: str) -> State | None:
         return await self.runc.state(container_id)
