@@ -4,7 +4,7 @@
 #   1. Debian packages (runc, btrfs-progs, nftables, mmdebstrap, buildah/skopeo, python3-venv;
 #      --test: docker-registry and apache2-utils for the image tests)
 #   2. CRIU >= 4 (built from source if needed: Debian 12's 3.17 fails on recent kernels)
-#   3. kernel settings cellbox needs (pipe size for CRIU lazy pages)
+#   3. kernel settings cellbox needs (pipe size for CRIU lazy pages; a tmpfs for CRIU's kernel cache)
 #   4. the project's virtualenv (.venv) with pinned dependencies (--test: and test tools)
 #   5. `cellbox setup`: data dir, storage pool, agent runtime, default image, network
 set -euo pipefail
@@ -60,6 +60,11 @@ step "kernel settings"
 cur=$(cat /proc/sys/fs/pipe-max-size)
 [ "$cur" -ge 4194304 ] || echo 4194304 > /proc/sys/fs/pipe-max-size
 echo "fs.pipe-max-size=$(cat /proc/sys/fs/pipe-max-size)"
+# CRIU caches its kernel probes only on a tmpfs (runtime/criu_cache.py): /run/cellbox/criu.
+mkdir -p -m 0700 /run/cellbox/criu
+[ "$(stat -f -c %T /run/cellbox/criu)" = tmpfs ] \
+    || mount -t tmpfs -o size=1m,mode=0700,nosuid,nodev,noexec cellbox-criu /run/cellbox/criu
+echo "CRIU kernel cache: /run/cellbox/criu ($(stat -f -c %T /run/cellbox/criu))"
 
 step "virtualenv (.venv)"
 if [ ! -x .venv/bin/python ]; then

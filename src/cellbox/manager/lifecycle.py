@@ -24,7 +24,7 @@ from ..errors import NameTaken, SandboxNotRunning
 from ..network import dns
 from ..network.egress import EgressControl, Resolved
 from ..network.node import NodeNetwork
-from ..runtime import agentfs, cgroups, checkpoint
+from ..runtime import agentfs, cgroups, checkpoint, criu_cache
 from ..runtime.node import NodeRuntime
 from ..runtime.runc import Runc
 from ..storage import images as images_mod
@@ -87,6 +87,7 @@ class SandboxManager:
         await self._dns.start()
         self._agentfs_tree()
         checkpoint.write_criu_config(self.settings.data_dir / "criu.conf")
+        criu_cache.ensure()  # speed (issue 15): CRIU probes the kernel once per boot
         await self.volumes.sweep()  # volumes hook: host-side mounts of ended sandboxes
         if self.settings.warm_pool_size > 0:
             self.warm = self.open_pool(None, self.settings.warm_pool_size)
