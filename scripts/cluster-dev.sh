@@ -17,6 +17,11 @@
 #
 # State: $CLUSTER_DEV (default /var/lib/cellbox-cluster-dev). Needs root and a host set
 # up by scripts/setup.sh --test (postgresql, the default image to copy).
+#
+# One dev cluster at a time per machine: the names above (cxdev0, cbx-node-K, the
+# subnets) are fixed, so `up` takes the lock $CLUSTER_DEV_LOCK (flock, default
+# /tmp/cluster-dev.lock; waits up to $CLUSTER_DEV_LOCK_WAIT s, default 1800) and a
+# holder process keeps it until `down`. Tests and benches get it through this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${CLUSTER_DEV:-/var/lib/cellbox-cluster-dev}
@@ -36,6 +41,24 @@ DSN_NODE="postgresql://postgres@$NET.1:$PG_PORT/cellbox"
 # PyPI), on the cluster bridge's address; any S3 works in its place.
 S3="http://$NET.1:$S3_PORT"
 export AWS_ACCESS_KEY_ID=cellbox-dev AWS_SECRET_ACCESS_KEY=cellbox-dev AWS_REGION=us-east-1
+
+LOCK=${CLUSTER_DEV_LOCK:-/tmp/cluster-dev.lock}
+LOCK_WAIT=${CLUSTER_DEV_LOCK_WAIT:-1800}
+
+take_lock() {  # pidfile: a holder process keeps the lock from up to down
+    local f=$1 holder
+    rm -f "$f"
+    # flock ties the lock to an open file: a process must hold it for the cluster's life
+    # (sleep, ended by PID at down; its day is the bound if down never comes).
+    flock -w "$LOCK_WAIT" "$LOCK" sh -c 'echo $$ > "$1.tmp" && mv "$1.tmp" "$1" && exec sleep 86400' sh "$f" \
+        </dev/null >/dev/null 2>&1 &
+    holder=$!
+    while [ ! -s "$f" ]; do
+        kill -0 "$holder" 2>/dev/null || { echo "cluster-dev: $LOCK still held after ${LOCK_WAIT}s" \
+            "(another dev cluster is up)" >&2; exit 1; }
+        sleep 0.2
+    done
+}
 
 as_pg() { runuser -u postgres -- "$@"; }
 
@@ -99,8 +122,10 @@ up_node() {
 cmd_up() {
     local n=${1:?usage: cluster-dev.sh up N}
     [ ! -e "$BASE" ] || { echo "cluster-dev: $BASE exists: run down first" >&2; exit 1; }
+    take_lock "$BASE.lock-pid"
     mkdir -p "$BASE"; chmod 711 "$BASE"  # postgres must traverse it to its own pg/
     touch "$BASE/.cluster-dev"
+    mv "$BASE.lock-pid" "$BASE/lock.pid"
     ip link add $BR type bridge
     ip addr add "$NET.1/24" dev $BR
     ip link set $BR up
@@ -162,6 +187,7 @@ cmd_down() {
         as_pg "$PGBIN/pg_ctl" -D "$BASE/pg/data" -m immediate -w stop >/dev/null || true
     fi
     ip link del $BR 2>/dev/null || true
+    stop_pid "$BASE/lock.pid"  # the next dev cluster may start
     rm -rf "$BASE"
     echo "cluster-dev: removed"
 }
