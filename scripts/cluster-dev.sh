@@ -134,8 +134,8 @@ cmd_up() {
     echo $! > "$BASE/s3.pid"
     wait_port "$NET.1" "$S3_PORT" 60
     "$PY" -c "import boto3; boto3.client('s3', endpoint_url='$S3').create_bucket(Bucket='cellbox')"
-    CELLBOX_DATA_DIR="$BASE/control" "$PY" -m cellbox.cluster.devhost prepare-control
     "$PY" -c "from cellbox.cluster import migrate; migrate.upgrade('$DSN_ROOT')"
+    CELLBOX_DATA_DIR="$BASE/control" CELLBOX_CLUSTER="$DSN_ROOT" "$PY" -m cellbox.cluster.devhost prepare-control
     "$PY" -c "from cellbox.cluster.nodeauth import load_key; from pathlib import Path; load_key(Path('$BASE/cluster.key'))"
     cp "$BASE/cluster.key" "$BASE/control/cluster.key"
     for ((k = 1; k <= n; k++)); do up_node "$k"; done

@@ -78,14 +78,21 @@ class DevCluster:
         return 200, "\n".join(e["line"] for e in lines if "line" in e)
 
     def member_key(self, project: str) -> str:
-        """A member key of another project, made in the control plane's door."""
+        """A member key of another project, made in the cluster's door (PostgreSQL)."""
         from cellbox.auth.keys import Role, new_key
-        from cellbox.auth.store import AuthStore
+        from cellbox.cluster.keystore import PgAuthStore
 
         key_id, full, digest = new_key()
-        with sqlite3.connect(self.base / "control" / "cellbox.db") as db:
-            AuthStore(db).add_key(key_id, digest, project, Role.MEMBER)
+        store = PgAuthStore(self.dsn)
+        try:
+            store.add_key(key_id, digest, project, Role.MEMBER)
+        finally:
+            store.close()
         return full
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.env['CLUSTER_PG_PORT']}/cellbox"
 
     def local_status(self, k: int, sandbox_id: str) -> str | None:
         """The sandbox's status in node ``k``'s own SQLite (its cache)."""
