@@ -6,6 +6,9 @@
 #   scripts/cluster-dev.sh down     remove everything `up` made
 #   scripts/cluster-dev.sh env      print the variables a client needs
 #
+#   CLUSTER_WARM_POOL=K (default 0): each node keeps a warm pool of K sandboxes (its floor;
+#   it sizes itself from demand) and cluster creates claim from it.
+#
 # Topology (all private to this script, on 10.240.0.0/24; nothing routed anywhere else
 # and no host route or policy touched but the link route of that /24 on its bridge):
 #
@@ -66,7 +69,7 @@ node_env() {  # the CELLBOX_* settings of node $1 (cellbox/config.py)
     local k=$1
     echo CELLBOX_DATA_DIR="$BASE/node-$k" CELLBOX_POOL_SIZE_GB=4 CELLBOX_BRIDGE=cbxn0 \
          CELLBOX_SUBNET="10.241.$k.0/24" CELLBOX_NFT_TABLE=cbxnode CELLBOX_RUNC_ROOT="/run/cbx-node-$k/runc" \
-         CELLBOX_RUN_DIR="/run/cbx-node-$k" CELLBOX_WARM_POOL=0
+         CELLBOX_RUN_DIR="/run/cbx-node-$k" CELLBOX_WARM_POOL="${CLUSTER_WARM_POOL:-0}"
 }
 
 in_node() {  # run "$@" in node $1's network namespace, with a private /run/netns

@@ -43,17 +43,21 @@ class Replica:
 @dataclass
 class Replicas:
     dsn: str
+    # The data dir whose key files (cluster.key, secrets.key) every replica copies; None:
+    # the first replica's own (it makes them and the first admin key).
+    keys_from: Path | None = None
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cellbox-replicas-")))
     running: list[Replica] = field(default_factory=list)
 
     def start(self) -> Replica:
-        """One more replica; the first makes the admin key and the key files, the others copy them."""
+        """One more replica, with the shared key files."""
         k = len(self.running)
         data = self.base / f"r{k}"
         data.mkdir()
-        if self.running:
+        source = self.keys_from or (self.running[0].data_dir if self.running else None)
+        if source is not None:
             for name in ("secrets.key", "cluster.key"):
-                shutil.copy2(self.running[0].data_dir / name, data / name)
+                shutil.copy2(source / name, data / name)
         api, proxy = free_port(), free_port()
         log = self.base / f"r{k}.log"
         env = {**os.environ, "CELLBOX_DATA_DIR": str(data)}
