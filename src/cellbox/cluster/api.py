@@ -1,8 +1,8 @@
 """The control plane's HTTP API: a compact subset of the single-host routes
 (create, get, list, delete, suspend, resume), same keys and same error shape.
 
-More routes, and a 501 for every single-host route still not served here, are in
-``api_wide.py``.
+More routes, and a 501 for every single-host route still not served here, are added
+by ``api_wide.install`` (server_main.py calls it on this app).
 """
 
 from __future__ import annotations
@@ -91,7 +91,5 @@ def create_cluster_app(control: ControlPlane, door: Door, proxy_url: str) -> Fas
     async def resume(ref: str, request: Request) -> dict[str, Any]:
         return _wire(await control.resume(project(request), ref), proxy_url)
 
-    from . import api_wide  # the door's routes, the wider API and the 501s (after the routes above)
-    api_wide.install(app, door, control, proxy_url)
     app.add_middleware(AuthGate, authenticator=door.auth, audit=door.audit)
     return app

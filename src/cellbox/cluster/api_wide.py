@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
@@ -24,7 +25,7 @@ from ..api import images as image_routes
 from ..api import routes as single_host
 from ..auth.door import Door
 from ..errors import CellboxError
-from . import clusterdoor
+from . import clusterdoor, control_wide
 from .control import ControlPlane
 
 NAMESPACED = "/v1/namespaces/{namespace}"
@@ -83,10 +84,65 @@ def _namespaced(app: FastAPI) -> None:
                               status_code=route.status_code, include_in_schema=False)
 
 
+def _routes(app: FastAPI, control: ControlPlane, proxy_url: str) -> None:
+    """Snapshots, create-from-snapshot (``POST /sandboxes`` with ``snapshot_id``, in
+    control.py), copies, PATCH of the network policy, images (control_wide.py)."""
+    from ..api.models import SnapshotRequest
+    from .api import _body, _wire
+
+    def project(request: Request) -> str:
+        return request.scope["state"]["project"]  # type: ignore[no-any-return]
+
+    async def snapshot(ref: str, request: Request) -> dict[str, Any]:
+        body = control_wide.validated(SnapshotRequest, await _body(request))
+        row = await control_wide.snapshot(control, project(request), ref, body.kind())
+        return {"snapshot_id": row["id"], "status": "completed"}
+
+    async def list_snapshots(request: Request) -> dict[str, Any]:
+        return {"snapshots": [control_wide.snapshot_wire(r) for r in
+                              await control_wide.list_snapshots(control, project(request))]}
+
+    async def sandbox_snapshots(ref: str, request: Request) -> dict[str, Any]:
+        sb = await control.get(project(request), ref)
+        return {"snapshots": [control_wide.snapshot_wire(r) for r in
+                              await control_wide.list_snapshots(control, project(request), sb.id)]}
+
+    async def get_snapshot(sid: str, request: Request) -> dict[str, Any]:
+        return control_wide.snapshot_wire(await control_wide.get_snapshot(control, project(request), sid))
+
+    async def delete_snapshot(sid: str, request: Request) -> dict[str, Any]:
+        await control_wide.delete_snapshot(control, project(request), sid)
+        return {}
+
+    async def copy(ref: str, request: Request, times: int = 1) -> JSONResponse:
+        source, made = await control_wide.copy(control, project(request), ref, times)
+        entries = [_wire(m, proxy_url) if not isinstance(m, CellboxError) else
+                   {"id": "", "status": "failed", "reason": m.code, "error_details": {"message": m.message}}
+                   for m in made]
+        failed = any(e["status"] != "running" for e in entries)
+        return JSONResponse({"source_sandbox_id": source.id, "sandboxes": entries}, status_code=422 if failed else 200)
+
+    async def update(ref: str, request: Request) -> dict[str, Any]:
+        return _wire(await control_wide.update(control, project(request), ref, await _body(request)), proxy_url)
+
+    async def images(request: Request) -> dict[str, Any]:
+        return {"images": await control_wide.images(control)}
+
+    for method, path, handler in [
+        ("POST", "/sandboxes/{ref}/snapshot", snapshot), ("GET", "/snapshots", list_snapshots),
+        ("GET", "/snapshots/{sid}", get_snapshot), ("DELETE", "/snapshots/{sid}", delete_snapshot),
+        ("GET", "/sandboxes/{ref}/snapshots", sandbox_snapshots), ("POST", "/sandboxes/{ref}/copy", copy),
+        ("PATCH", "/sandboxes/{ref}", update), ("GET", "/images", images),
+    ]:
+        app.add_api_route(path, handler, methods=[method])
+
+
 def install(app: FastAPI, door: Door, control: ControlPlane, proxy_url: str) -> None:
-    """Error shapes, the door's routes, the namespaced forms, then a 501 for the rest."""
+    """Error shapes, the door's routes, the wider API, the namespaced forms, then a 501
+    for every single-host route still missing."""
     api_errors.install(app)
     clusterdoor.mount(app, door)
+    _routes(app, control, proxy_url)
     _namespaced(app)
     for method, path in unserved(app):
         app.add_api_route(path, _refuse(method, path), methods=[method], include_in_schema=False)

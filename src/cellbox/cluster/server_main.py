@@ -86,11 +86,14 @@ async def serve_cluster(dsn: str, opts: ServerOptions, settings: Settings | None
     control = ControlPlane(dsn)
     await control.start()
     proxy = SandboxProxy(proxy_resolver(cluster_resolver(control, key), door.auth), authorize=True)
+    from . import api_wide
     from .api import create_cluster_app
     try:
         await proxy.start(proxy_host, opts.proxy_port)
         proxy_url = _proxy_url(opts, opts.proxy_port)
-        web = _Uvicorn(uvicorn.Config(create_cluster_app(control, door, proxy_url), lifespan="off",
+        app = create_cluster_app(control, door, proxy_url)
+        api_wide.install(app, door, control, proxy_url)  # the door's routes, the wider API, the 501s
+        web = _Uvicorn(uvicorn.Config(app, lifespan="off",
                                       log_level=opts.log_level, access_log=opts.access_log))
         print(f"cellbox server (cluster): api http://{opts.host}:{api_sock.getsockname()[1]} proxy {proxy_url}",
               file=sys.stderr, flush=True)

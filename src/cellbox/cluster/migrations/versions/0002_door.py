@@ -51,13 +51,13 @@ CREATE TABLE audit (
 CREATE INDEX audit_project ON audit (project, seq DESC);
 ALTER TABLE commands DROP CONSTRAINT commands_kind_check;
 ALTER TABLE commands ADD CONSTRAINT commands_kind_check CHECK (kind IN ({KINDS_NEW}));
-ALTER TABLE snapshots ADD COLUMN name text;
-ALTER TABLE snapshots ADD COLUMN state text NOT NULL DEFAULT 'completed';
+-- A client's snapshot (listed by GET /snapshots) or a suspend image / a copy's
+-- intermediate (not listed): the same artifacts, the same catalog.
+ALTER TABLE snapshots ADD COLUMN listed boolean NOT NULL DEFAULT false;
 """
 
 DOWN = f"""
-ALTER TABLE snapshots DROP COLUMN state;
-ALTER TABLE snapshots DROP COLUMN name;
+ALTER TABLE snapshots DROP COLUMN listed;
 DELETE FROM commands WHERE kind NOT IN ({KINDS_OLD});
 ALTER TABLE commands DROP CONSTRAINT commands_kind_check;
 ALTER TABLE commands ADD CONSTRAINT commands_kind_check CHECK (kind IN ({KINDS_OLD}));
