@@ -168,14 +168,16 @@ async def update(cp: ControlPlane, project: str, ref: str, body: dict[str, Any])
     400 naming them (not served in cluster mode yet)."""
     if other := sorted(set(body) - {"network"}):
         raise NotSupported(f"PATCH of {', '.join(other)} is not served in cluster mode yet (only network)")
-    validated(UpdateSandboxRequest, body).to_changes()  # a bad policy is a 400 here, before a command
+    checked = validated(UpdateSandboxRequest, body)
+    checked.to_changes()  # a bad policy is a 400 here, before a command
+    network = checked.network.model_dump() if checked.network is not None else None  # as validated
     sb = await outbox.get_sandbox(cp.db, ref, project)
     if sb.state != "running":
         raise SandboxNotRunning(sb.id, sb.state)
-    payload = {"project": project, "local_id": sb.local_id, "network": body.get("network")}
+    payload = {"project": project, "local_id": sb.local_id, "network": network}
     cmd = await outbox.submit(cp.db, sb.id, project, "policy", sb.desired_state, payload)
     await cp._wait(cmd)
     async with cp.db.tx() as cur:
         await cur.execute("UPDATE sandboxes SET spec = spec || jsonb_build_object('network', %s::jsonb) "
-                          "WHERE id = %s", (json.dumps(body.get("network")), sb.id))
+                          "WHERE id = %s", (json.dumps(network), sb.id))
     return await outbox.get_sandbox(cp.db, sb.id, project)
