@@ -125,3 +125,31 @@ def test_every_single_host_route_is_served_or_a_501_naming_it(two: Replicas) -> 
     assert ("GET", "/sandboxes/{sandbox_id}/logs") in not_served
     assert ("GET", "/v1/namespaces/{namespace}/sandboxes/{sandbox_id}/logs") in not_served
     assert ("GET", "/keys") not in not_served and ("POST", "/sandboxes") not in not_served
+
+
+def test_quotas_are_enforced_at_a_cluster_create(two: Replicas, dsn: str) -> None:
+    """Limits set through one replica bind creates through the other, before any node is
+    asked (this cluster has none: an admitted create is refused NO_NODE, after admission)."""
+    import psycopg
+
+    a, b = two.running
+    admin = two.admin_key()
+    with a.client(admin) as ca:
+        _, key = _member(ca, "q1")
+        assert ca.put("/quotas/q1", json={"running_sandboxes": 1, "memory_mb": 1024}).status_code == 200
+    with b.client(key) as mb:
+        r = mb.post("/sandboxes", json={"memory_mb": 2048})
+        assert r.status_code == 403 and r.json()["code"] == "QUOTA_EXCEEDED" and "memory_mb" in r.json()["error"]
+        r = mb.post("/sandboxes", json={"memory_mb": 512})
+        assert r.status_code == 429 and r.json()["code"] == "NO_NODE"  # admitted; no node to place it on
+        with psycopg.connect(dsn, autocommit=True) as db:  # one running sandbox of q1 (a row, no node needed)
+            db.execute("INSERT INTO sandboxes (id, project, state, desired_state, memory_mb) "
+                       "VALUES ('q1running', 'q1', 'running', 'running', 256)")
+        r = mb.post("/sandboxes", json={"memory_mb": 256})
+        assert r.status_code == 403 and "running_sandboxes" in r.json()["error"]
+        assert mb.get("/quotas/q1").json()["usage"]["running_sandboxes"] == 1
+    with a.client(admin) as ca:
+        assert ca.put("/quotas/q1", json={"creates_per_minute": 0, "running_sandboxes": None}).status_code == 200
+    with b.client(key) as mb:
+        r = mb.post("/sandboxes", json={"memory_mb": 256})
+        assert r.status_code == 429 and r.json()["code"] == "RATE_LIMITED" and r.headers["retry-after"] == "60"

@@ -20,7 +20,7 @@ import psycopg
 from .. import ids
 from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, NotFound
 from ..images import refs
-from . import nodes, outbox, placement
+from . import nodes, outbox, placement, quota
 from .db import Db
 from .records import ClusterSandbox, Command
 
@@ -55,6 +55,8 @@ class ControlPlane:
 
     async def create(self, project: str, spec: dict[str, Any]) -> ClusterSandbox:
         spec = _check_spec(spec)
+        async with self.db.tx() as cur:  # over quota says so before "no node"; outbox.create checks again
+            await quota.admit(cur, project, spec)
         if spec.get("snapshot_id"):
             from . import control_wide  # restore from a catalogued snapshot
             return await control_wide.create_from_snapshot(self, project, spec)

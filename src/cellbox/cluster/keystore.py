@@ -28,6 +28,7 @@ from ..auth.keys import Role
 from ..auth.store import KeyRow, now_ms
 from ..errors import CellboxError
 from .db import check_dsn
+from .quota import USAGE_SQL, usage_args
 
 T = TypeVar("T")
 _KEY_COLS = "id, hash, project, role, name, created_at, expires_at, last_used_at, revoked_at"
@@ -75,7 +76,7 @@ class PgAuthStore:
                         raise DatabaseUnavailable(f"the cluster database is unavailable: {exc}".strip()) from None
             raise AssertionError("unreachable")
 
-    def _rows(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+    def _rows(self, sql: str, args: tuple[Any, ...] | list[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         return self._run(lambda c: c.execute(sql, args).fetchall())
 
     def _exec(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> int:
@@ -126,12 +127,8 @@ class PgAuthStore:
                    "ON CONFLICT (project) DO UPDATE SET doc = EXCLUDED.doc", (project, json.dumps(limits)))
 
     def usage(self, project: str) -> dict[str, float]:
-        """What a project's placed, not suspended sandboxes use, from the cluster's rows."""
-        row = self._rows(
-            """SELECT count(*), COALESCE(sum((spec->>'cpus')::float), 0), COALESCE(sum(memory_mb), 0),
-                      COALESCE(sum((spec->>'disk_mb')::bigint), 0)
-               FROM sandboxes WHERE project = %s AND state NOT IN ('terminated', 'failed', 'suspended')""",
-            (project,))[0]
+        """What a project's placed, not suspended sandboxes use (the rows quota.py admits on)."""
+        row = self._rows(USAGE_SQL, usage_args(project))[0]
         return {"running_sandboxes": row[0], "vcpus": float(row[1]), "memory_mb": int(row[2]),
                 "disk_mb": int(row[3])}
 
