@@ -5,6 +5,7 @@ PostgreSQL, then the three queries the control plane and the nodes run most.
 
 * list-by-project page: the newest 50 of one project (index sandboxes_project_page)
 * get-by-id: one sandbox by primary key, scoped to its project
+* key by id: the door's read of an API key (primary key), among 100,000 keys
 * claim: a node takes its oldest queued command, FOR UPDATE SKIP LOCKED (index
   commands_queue, partial: only queued rows), rolled back so every sample sees the
   same queue
@@ -36,6 +37,9 @@ NODES = 50
 
 LIST = ("SELECT * FROM sandboxes WHERE project = %s ORDER BY created_at DESC, id DESC LIMIT 50")
 GET = "SELECT * FROM sandboxes WHERE id = %s AND project = %s"
+KEY = ("SELECT id, hash, project, role, name, created_at, expires_at, last_used_at, revoked_at "
+       "FROM api_keys WHERE id = %s")  # the door's read (cluster/keystore.py), once per key per 0.5 s
+KEYS = 100_000
 CLAIM = """UPDATE commands SET state = 'claimed', claimed_epoch = 1, claimed_at = now()
     WHERE id = (SELECT c.id FROM commands c
                 JOIN nodes n ON n.id = c.node_id AND n.epoch = 1 AND n.lease_until > now() AND n.state <> 'dead'
@@ -76,12 +80,17 @@ def generate(conn: psycopg.Connection, rows: int) -> dict[str, float]:
                      SELECT 'sb' || i, 'n' || (1 + (i / 5) % {NODES}), 'create', 1,
                             CASE WHEN (i / 5) % 20 = 0 THEN 'queued' ELSE 'done' END
                      FROM generate_series(1, {rows}, 5) i""")
+    conn.execute(f"""INSERT INTO api_keys (id, hash, project, role, created_at)
+                     SELECT lpad(to_hex(i), 16, '0'), md5(i::text) || md5(i::text), 'p' || (i % {PROJECTS}),
+                            'member', 0
+                     FROM generate_series(1, {KEYS}) i""")
     t1 = time.monotonic()
     for ddl in indexes:
         conn.execute(ddl)
     conn.execute("SET session_replication_role = origin")
     conn.execute("VACUUM ANALYZE sandboxes")
     conn.execute("VACUUM ANALYZE commands")
+    conn.execute("VACUUM ANALYZE api_keys")
     t2 = time.monotonic()
     return {"rows_s": t1 - t0, "indexes_and_analyze_s": t2 - t1, "total_s": t2 - t0}
 
@@ -120,6 +129,7 @@ def main() -> None:
                 "list page (50)": (LIST, lambda i: (f"p{i % PROJECTS}",), False),
                 "get by id": (GET, lambda i: (f"sb{1 + (i * 7919) % args.rows}", f"p{(1 + (i * 7919) % args.rows) % PROJECTS}"), False),
                 "claim (skip locked)": (CLAIM, lambda i: (f"n{1 + i % NODES}",), True),
+                f"key by id ({KEYS:,} keys)": (KEY, lambda i: (f"{1 + (i * 7919) % KEYS:016x}",), False),
             }
             results, plans = {}, {}
             for name, (sql, params_of, rb) in cases.items():
