@@ -59,6 +59,11 @@ def leftovers(settings: Settings, sandbox_ids: set[str] | None = None, *, orphan
     ports = [e for item in (json.loads(walls.stdout)["nftables"] if walls.returncode == 0 else [])
              for e in item.get("set", {}).get("elem", []) if isinstance(e, str)]
     found["walls_ports"] = [n for n in ports if keep(n[2:])]  # network/walls.py, keyed by veth name
+    # CRIU's network lock (an nft table "CRIU-<id>") belongs in the sandbox's own netns
+    # and goes with it; one in the host's netns is a lock a dump or restore left behind.
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
+    found["criu_nft_tables"] = [line.split()[-1] for line in tables.stdout.splitlines()
+                                if line.split()[-1:] and line.split()[-1].startswith("CRIU-") and sandbox_ids is None]
     egress_dir = settings.run_dir / "egress"
     found["egress_policies"] = [p.stem for p in egress_dir.glob("*.json") if keep(p.stem)] if egress_dir.is_dir() else []
     mounts = Path("/proc/self/mounts").read_text().splitlines()
