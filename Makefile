@@ -1,7 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make run    set up this host if needed, then start the server in the foreground
 #   make test   set up this host (with test tools) if needed, then run the whole suite
-.PHONY: run test test-cluster lint setup setup-test bench compat-e2b envd-stubs
+.PHONY: run test test-cluster lint setup setup-test bench compat-e2b compat-tensorlake envd-stubs
 
 setup:
 	bash scripts/setup.sh
@@ -41,7 +41,13 @@ bench: setup-test
 # The E2B compatibility suite; writes docs/compat-e2b.md (call -> status) from its results.
 compat-e2b: setup-test
 	E2B_COMPAT_TABLE=docs/compat-e2b.md .venv/bin/python -m pytest -q tests/compat/test_e2b_sdk.py \
-		tests/compat/test_e2b_examples.py tests/compat/test_e2b_tls.py
+		tests/compat/test_e2b_examples.py tests/compat/test_e2b_tls.py \
+		tests/compat/test_e2b_code_interpreter.py
+
+# The tensorlake compatibility suite; writes docs/compat-tensorlake.md (every public method of
+# the installed SDK -> served / refused / not covered, as observed in the run: tests/compat/tl_table.py).
+compat-tensorlake: setup-test
+	TENSORLAKE_COMPAT_TABLE=docs/compat-tensorlake.md .venv/bin/python -m pytest -q tests/compat/test_tensorlake_*.py
 
 # envd's protos from the pinned e2b SDK's descriptors, then our stubs from them (cellbox/e2b/gen/).
 envd-stubs: setup-test

@@ -60,6 +60,16 @@ def client(live_server: LiveServer):
 from . import e2b_table  # noqa: E402
 from .e2b_env import e2b_env  # noqa: E402,F401  (fixture for test_e2b_*.py)
 
+# -- tensorlake compat table (tests/compat/tl_table.py): only in `make compat-tensorlake` --
+from . import tl_table  # noqa: E402
+
+if tl_table.enabled():
+    tl_table.instrument()  # before the test modules import the SDK's names
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    tl_table.start(item)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     e2b_table.configure(config)
@@ -69,7 +79,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield
     e2b_table.record(item, outcome.get_result())
+    tl_table.record(item, outcome.get_result())
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     e2b_table.write(session)
+    tl_table.write()

@@ -55,12 +55,22 @@ def test_mount_attach_detach_through_the_sdk(made, volume, live_server):
     assert reader.run("sh", ["-c", "test -e /mnt/ro/note || echo gone"]).stdout.strip() == "gone"
 
 
-def test_filesystem_client_is_not_served(live_server):
-    """The SDK's Artifact Storage client gets a clean 404 (no hang, no 500)."""
+def test_filesystem_client_is_refused_clearly(live_server):
+    """The SDK's Artifact Storage client (its first call mints a storage token) gets a
+    400 NOT_SUPPORTED naming what to use instead (no hang, no 500, no bare 404)."""
     from tensorlake.filesystem import FilesystemClient
     from tensorlake.filesystem.exceptions import FilesystemAPIError
 
-    client = FilesystemClient(api_key="unused", api_url=live_server.api_url)
+    from ..keys import admin_key
+
+    client = FilesystemClient(api_key=admin_key(), api_url=live_server.api_url)
+    for call in (lambda: client.create("nope"), client.list, lambda: client.fork("a", "b")):
+        with pytest.raises(FilesystemAPIError) as err:
+            call()
+        assert err.value.status_code == 400 and "NOT_SUPPORTED" in str(err.value), err.value
+        assert "volumes" in str(err.value)
+    # A key is still needed to learn even that.
+    anon = FilesystemClient(api_key="unused", api_url=live_server.api_url)
     with pytest.raises(FilesystemAPIError) as err:
-        client.create("nope")
-    assert err.value.status_code in (401, 404)
+        anon.list()
+    assert err.value.status_code == 401

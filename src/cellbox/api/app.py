@@ -25,6 +25,10 @@ from . import door as door_routes
 from . import images as image_routes
 from . import errors
 from .auth import AuthGate
+from .cas_builds import Builds
+from .image_service import UPLOAD_PREFIX
+from .image_service import router as image_service_router
+from .tl_cloud import router as tl_cloud_router
 from .images import BUILD_PATH_SUFFIX
 from .routes import router
 
@@ -56,7 +60,11 @@ def create_app(service: SandboxService, door: Door | None, e2b: Any = None,
     app.state.pools = pools if pools is not None or service is None else PoolService(service)
     # Logs kept past a sandbox's end (issue 14); a stand-in service (unit tests) has none.
     app.state.logs = LogService(service) if isinstance(service, SandboxService) else None
+    app.state.cas_builds = Builds()  # Tensorlake's Image Service view (api/image_service.py)
     errors.install(app)
+    # First: its /images/v4/... paths would otherwise be image names of GET /images/{name}.
+    app.include_router(image_service_router(), generate_unique_id_function=lambda r: f"cas_{r.name}")
+    app.include_router(tl_cloud_router(), generate_unique_id_function=_flat_id)
     routes = router()
     app.include_router(
         routes,
@@ -106,8 +114,9 @@ class BodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "POST" and scope["path"].endswith(BUILD_PATH_SUFFIX):
-            # A build's body is the context archive (api/images.py caps and checks it).
+        if (scope["method"] == "POST" and scope["path"].endswith(BUILD_PATH_SUFFIX)) or (
+                scope["method"] == "PUT" and scope["path"].startswith(UPLOAD_PREFIX)):
+            # A build's body is the context archive (api/images.py, api/image_service.py cap and check it).
             await self.app(scope, receive, send)
             return
         for key, value in scope["headers"]:

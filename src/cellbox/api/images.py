@@ -26,8 +26,8 @@ from fastapi import Body, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
-from ..errors import AdminRequired, CellboxError, InvalidContext, InvalidRequest, PayloadTooLarge
-from ..images.build import BuildRequest, validate
+from ..errors import AdminRequired, CellboxError, ImageNotFound, InvalidContext, InvalidRequest, PayloadTooLarge
+from ..images.build import BuildRequest, base_images, validate
 from ..manager.images import ImageInfo, ImageManager
 from . import image_access as access
 from .models import _Model
@@ -141,7 +141,7 @@ async def build_image(
         context = await _receive_context(request, tmp)
         req = BuildRequest(name=name, context=context, dockerfile=dockerfile, build_args=args, target=target,
                            no_cache=no_cache)
-        validate(req)
+        check_bases(request, validate(req), args)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -157,6 +157,14 @@ async def build_image(
     return _stream(images, work)
 
 
+def check_bases(request: Request, dockerfile: Path, build_args: dict[str, str]) -> None:
+    """Every ``FROM`` must be an image the project may boot: another project's private
+    image is not a base (the same 400 as a name nobody has)."""
+    for base in base_images(dockerfile.read_text(errors="replace"), build_args):
+        if not access.visible(request, base):
+            raise ImageNotFound(base, base_of=True)
+
+
 async def _receive_context(request: Request, tmp: Path) -> Path:
     """Save the uploaded archive and unpack it, refusing anything that would land
     outside the context (``_safe_members``)."""
@@ -170,6 +178,16 @@ async def _receive_context(request: Request, tmp: Path) -> Path:
             f.write(chunk)
     if size == 0:
         raise InvalidContext("send the build context as a tar archive")
+    try:
+        return await extract_context(archive, tmp)
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+async def extract_context(archive: Path, tmp: Path) -> Path:
+    """Unpack a context tar into ``tmp/context`` (also the CAS view's, api/image_service.py)."""
+    if archive.stat().st_size == 0:
+        raise InvalidContext("send the build context as a tar archive")
     context = tmp / "context"
     context.mkdir()
 
@@ -181,8 +199,6 @@ async def _receive_context(request: Request, tmp: Path) -> Path:
         await asyncio.to_thread(extract)
     except (tarfile.TarError, OSError) as exc:
         raise InvalidContext(f"the build context is not a usable tar archive: {exc}") from None
-    finally:
-        archive.unlink(missing_ok=True)
     return context
 
 
@@ -332,6 +348,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/sandbox-templates", list_templates),
     ("POST", "/sandbox-templates", register_template),
     ("GET", "/sandbox-templates/by-name/{name:path}", get_template),
+    ("DELETE", "/sandbox-templates/by-name/{name:path}", delete_template),
     ("DELETE", "/sandbox-templates/{name:path}", delete_template),
 ]
 # Tensorlake's own paths for the same catalog (what its Rust client sends with an API
@@ -342,5 +359,6 @@ PLATFORM_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/platform/v1/sandbox-templates", list_templates),
     ("POST", "/platform/v1/sandbox-templates", register_template),
     ("GET", "/platform/v1/sandbox-templates/by-name/{name:path}", get_template),
+    ("DELETE", "/platform/v1/sandbox-templates/by-name/{name:path}", delete_template),
     ("DELETE", "/platform/v1/sandbox-templates/{name:path}", delete_template),
 ]

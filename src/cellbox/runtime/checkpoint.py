@@ -30,10 +30,11 @@ from pathlib import Path
 from .. import _proc, ids
 from ..errors import CommandFailed
 from . import freezer
-from .runc import Runc
+from .runc import Runc, criu_binary
 
 CRIU_CONFIG_ANNOTATION = "org.criu.config"
 CRIU_CONFIG = "tcp-close\nskip-in-flight\n"
+LAZY_START_TIMEOUT = 15.0  # seconds for a lazy-pages daemon to open its socket
 
 
 def write_criu_config(path: Path) -> Path:
@@ -169,10 +170,13 @@ class LazyPages:
         sock.unlink(missing_ok=True)
         with open(os.devnull, "r+b") as null:
             proc = await asyncio.create_subprocess_exec(
-                "criu", "lazy-pages", "--images-dir", str(images), "--work-dir", str(work),
+                criu_binary(), "lazy-pages", "--images-dir", str(images), "--work-dir", str(work),
                 "-o", "lazy-pages.log", stdin=null, stdout=null, stderr=null,
             )
-        for _ in range(500):  # the daemon is ready once its socket exists
+        # The daemon is ready once its socket exists: ~10-40 ms here, but more than the
+        # 1 s this used to allow at a load average of 60 on 2 cores (bench/memspeed.py).
+        deadline = time.monotonic() + LAZY_START_TIMEOUT
+        while time.monotonic() < deadline:
             if sock.exists():
                 return cls(proc, work)
             if proc.returncode is not None:

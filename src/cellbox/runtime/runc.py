@@ -32,7 +32,7 @@ class Runc:
         self.root = root
 
     def _argv(self, *args: str) -> list[str]:
-        return [self.binary, "--root", str(self.root), *args]
+        return [self.binary, "--root", str(self.root), "--criu", criu_binary(), *args]
 
     async def run_detached(self, container_id: str, bundle: Path) -> int:
         """Create and start the container; returns its init's PID.
@@ -91,6 +91,12 @@ class Runc:
                 return
             await asyncio.sleep(0.005)
         await _proc.run(self._argv("delete", "--force", container_id))
+
+
+def criu_binary() -> str:
+    """The CRIU that runc drives and that serves lazy pages: ``CELLBOX_CRIU`` (read per
+    call: ``bench/memspeed.py`` runs two builds side by side), else ``criu`` on PATH."""
+    return os.environ.get("CELLBOX_CRIU") or "criu"
 
 
 def _errors(runc_log: Path) -> str:
