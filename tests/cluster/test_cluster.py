@@ -249,7 +249,7 @@ def _tamper(c: DevCluster, digest: str) -> None:
 
 def test_drain_moves_named_sandboxes_off_a_node(cluster: DevCluster) -> None:
     """cellbox node drain: the running named sandbox goes on on the other node, counting;
-    the ephemeral one stays (it cannot be suspended); nothing new lands there."""
+    the ephemeral one moves too (live migration); nothing new lands there."""
     placed = [_create(cluster, name=f"drain{i}") for i in range(2)] + [_create(cluster) for _ in range(2)]
     named = next(s for s in placed if s["name"] and s["node_id"] == "node-1")
     eph = next(s for s in placed if not s["name"] and s["node_id"] == "node-1")
@@ -259,7 +259,7 @@ def test_drain_moves_named_sandboxes_off_a_node(cluster: DevCluster) -> None:
     cli = [str(Path(sys.executable).parent / "cellbox"), "node", "drain", "node-1", "--cluster", dsn]
     out = subprocess.run(cli, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert f"moved {named['id']} -> node-2" in out.stdout and f"left {eph['id']}" in out.stdout
+    assert f"moved {named['id']} -> node-2" in out.stdout and f"moved {eph['id']} -> node-2" in out.stdout
     try:
         with cluster.client() as http:
             assert http.get(f"/sandboxes/{named['id']}").json()["node_id"] == "node-2"

@@ -67,7 +67,7 @@ def _check(cluster: str) -> None:
 @click.option("--undo", is_flag=True, help="take the node back (new sandboxes may land on it again)")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: {node, moved, left, undo}.")
 def drain(node_name: str, cluster: str, undo: bool, as_json: bool) -> None:
-    """Move the running named sandboxes off NODE_NAME and place nothing new on it."""
+    """Move the running sandboxes off NODE_NAME (live migration) and place nothing new on it."""
     import asyncio
     import json
 
@@ -93,7 +93,7 @@ def drain(node_name: str, cluster: str, undo: bool, as_json: bool) -> None:
     for line in out["moved"]:
         click.echo(f"moved {line}")
     for sid in out["left"]:
-        click.echo(f"left {sid} (ephemeral: cannot be suspended; it ends there)")
+        click.echo(f"left {sid} (ephemeral, and its live migration failed: it ends there)")
     click.echo(f"node {node_name}: {'taking sandboxes again' if undo else 'drained'}")
 
 

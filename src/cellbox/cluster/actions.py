@@ -99,8 +99,14 @@ async def _migrate(service: SandboxService, cmd: Command, ctx: livemigrate.NodeC
                    result={"timing": out.timing}, after=after)
 
 
+# More command kinds (actions_wide.dispatch): an outcome, or None for "not mine".
+More = Callable[[SandboxService, Command, "ArtifactStore | None"], Awaitable["Outcome | None"]]
+
+
 async def _dispatch(service: SandboxService, cmd: Command, store: ArtifactStore | None,
-                    ctx: livemigrate.NodeCtx | None = None) -> Outcome:
+                    more: More | None = None, ctx: livemigrate.NodeCtx | None = None) -> Outcome:
+    if more is not None and (out := await more(service, cmd, store)) is not None:
+        return out
     project = cmd.payload.get("project", "")
     local = cmd.payload.get("local_id") or cmd.sandbox_id  # the node's own ID for it
     if cmd.kind == "create":
@@ -127,11 +133,11 @@ async def _dispatch(service: SandboxService, cmd: Command, store: ArtifactStore 
 
 
 async def execute(service: SandboxService, cmd: Command, store: ArtifactStore | None = None,
-                  migrate_ctx: livemigrate.NodeCtx | None = None) -> Outcome:
+                  more: More | None = None, migrate_ctx: livemigrate.NodeCtx | None = None) -> Outcome:
     """Run one command; every error becomes an outcome (the node loop never dies of one).
     ``migrate_ctx``: the cluster key and this node's data-path address (live migration)."""
     try:
-        return await _dispatch(service, cmd, store, migrate_ctx)
+        return await _dispatch(service, cmd, store, more, migrate_ctx)
     except Tampered as exc:  # never restore it: report, loudly
         return Outcome(False, None, error=f"ARTIFACT_TAMPERED: {exc}", result={"status": 409})
     except CellboxError as exc:

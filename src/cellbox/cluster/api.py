@@ -1,8 +1,8 @@
 """The control plane's HTTP API: a compact subset of the single-host routes
 (create, get, list, delete, suspend, resume) and live migration, same keys and same error shape.
 
-Only these routes in this slice: the full Tensorlake surface (PATCH, snapshots, copy,
-logs) still runs on one host; in cluster mode each would be one more command kind.
+More routes, and a 501 for every single-host route still not served here, are added
+by ``api_wide.install`` (server_main.py calls it on this app).
 """
 
 from __future__ import annotations
@@ -100,5 +100,5 @@ def create_cluster_app(control: ControlPlane, door: Door, proxy_url: str) -> Fas
             raise InvalidRequest("to: a node ID (a string)")
         return _wire(await control.migrate(project(request), ref, body.get("to")), proxy_url)
 
-    app.add_middleware(AuthGate, authenticator=door.auth)
+    app.add_middleware(AuthGate, authenticator=door.auth, audit=door.audit)
     return app

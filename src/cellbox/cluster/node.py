@@ -16,7 +16,7 @@ import logging
 import psycopg
 
 from ..manager.service import SandboxService
-from . import actions, livemigrate, nodes, outbox
+from . import actions, actions_wide, livemigrate, nodes, outbox
 from .artifacts import ArtifactStore
 from .db import Db
 from .records import Command, Lease, NodeInfo
@@ -156,7 +156,7 @@ class NodeAgent:
         assert lease is not None
         log.info("command %d: %s %s (generation %d)", cmd.id, cmd.kind, cmd.sandbox_id, cmd.generation)
         ctx = livemigrate.NodeCtx(self.key, self.info.address, self.db) if self.key is not None else None
-        out = await actions.execute(self.service, cmd, self.artifacts, ctx)
+        out = await actions.execute(self.service, cmd, self.artifacts, more=actions_wide.dispatch, migrate_ctx=ctx)
         accepted = await self._report(lease, cmd, out)
         if out.after is not None:  # live migration: the source's part after the handover
             await out.after(accepted)
