@@ -41,7 +41,8 @@ bench: setup-test
 # The E2B compatibility suite; writes docs/compat-e2b.md (call -> status) from its results.
 compat-e2b: setup-test
 	E2B_COMPAT_TABLE=docs/compat-e2b.md .venv/bin/python -m pytest -q tests/compat/test_e2b_sdk.py \
-		tests/compat/test_e2b_examples.py tests/compat/test_e2b_tls.py
+		tests/compat/test_e2b_examples.py tests/compat/test_e2b_tls.py \
+		tests/compat/test_e2b_code_interpreter.py
 
 # The tensorlake compatibility suite; writes docs/compat-tensorlake.md (every public method of
 # the installed SDK -> served / refused / not covered, as observed in the run: tests/compat/tl_table.py).

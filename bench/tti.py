@@ -46,6 +46,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Where each TTI went (issue 15's profile): the create call and the `node -v` after it,
+# in ms, and the refusals (503/429 with Retry-After: overload, not failure of a sandbox).
+SPLIT: dict[str, list[float]] = {"create_ms": [], "run_ms": []}
+REFUSED: list[int] = []
+
+
 async def tti(client: httpx.AsyncClient, api: str, proxy: str) -> tuple[float | None, str | None]:
     t0 = time.perf_counter()
     sid = None
@@ -55,10 +61,16 @@ async def tti(client: httpx.AsyncClient, api: str, proxy: str) -> tuple[float | 
         body = r.json()
         sid = body.get("sandbox_id")
         if r.status_code != 200 or body.get("status") != "running":
+            if r.status_code in (429, 503):
+                REFUSED.append(r.status_code)
             print("  create failed:", r.status_code, str(body)[:200], file=sys.stderr)
             return None, sid
+        t1 = time.perf_counter()
         ok = await node_v_through_proxy(client, proxy, sid)
-        return ((time.perf_counter() - t0) * 1000 if ok else None), sid
+        t2 = time.perf_counter()
+        SPLIT["create_ms"].append((t1 - t0) * 1000)
+        SPLIT["run_ms"].append((t2 - t1) * 1000)
+        return ((t2 - t0) * 1000 if ok else None), sid
     except Exception as exc:  # noqa: BLE001 - a failure is a data point
         print("  failure:", type(exc).__name__, exc, file=sys.stderr)
         return None, sid
@@ -131,6 +143,7 @@ async def run_burst(client: httpx.AsyncClient, api: str, proxy: str, server: sub
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
     samples = [ms for ms, _ in outs if ms is not None]
+    split = _take_split()
     sandbox_cpu = sum(sandbox_cpu_seconds(sid) - before.get(sid, 0.0) for _, sid in outs if sid)
     return {
         "samples_ms": samples, "wall_ms": (time.perf_counter() - t0) * 1000,
@@ -139,8 +152,20 @@ async def run_burst(client: httpx.AsyncClient, api: str, proxy: str, server: sub
         # sandboxes (agent + node, after the claim); 2 cores
         "cpu_s": {"server": cpu1[0] - cpu0[0], "server_commands": cpu1[2] - cpu0[2],
                   "client": cpu1[1] - cpu0[1], "sandboxes": sandbox_cpu},
-        "time_to_first_ready_ms": min(samples) if samples else None,
+        "time_to_first_ready_ms": min(samples) if samples else None, **split,
         **summarize(samples, len(outs) - len(samples)), "sids": [sid for _, sid in outs]}
+
+
+def _take_split() -> dict:
+    """The create / `node -v` medians and the refusals since the last call (then reset)."""
+    import statistics
+
+    out = {f"{k}_p50": (statistics.median(v) if v else None) for k, v in SPLIT.items()}
+    out["refused"] = len(REFUSED)
+    for v in SPLIT.values():
+        v.clear()
+    REFUSED.clear()
+    return out
 
 
 async def main() -> None:
@@ -183,7 +208,7 @@ async def main() -> None:
                 fails += ms is None
                 await cleanup([sid])
             if "sequential" in modes:
-                results[f"sequential x{args.n}"] = {"samples_ms": samples, **summarize(samples, fails)}
+                results[f"sequential x{args.n}"] = {"samples_ms": samples, **_take_split(), **summarize(samples, fails)}
                 print(f"  sequential done: median {results[f'sequential x{args.n}']['p50']:.0f} ms", file=sys.stderr)
                 await wait_pool(pool_floor)
 
@@ -224,6 +249,9 @@ async def main() -> None:
     for k, v in results.items():
         if "wall_ms" in v:
             print(f"  {k}: wall clock {v['wall_ms'] / 1000:.1f} s")
+        if v.get("create_ms_p50") is not None:
+            print(f"  {k}: create p50 {v['create_ms_p50']:.0f} ms, `node -v` p50 {v['run_ms_p50']:.0f} ms, "
+                  f"refused (429/503) {v['refused']}")
         if "cpu_s" in v:
             print(f"  {k}: CPU s " + ", ".join(f"{n} {c:.2f}" for n, c in v["cpu_s"].items()))
     path = write("tti", {"args": vars(args), "results": results})

@@ -21,7 +21,12 @@ SUITES=${CRIU_SUITES:-"sid forky"}
 MIN_MINOR=2
 PATCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/criu-patches"
 STAMP="$PREFIX/share/cellbox/criu-patches.sha256"
-patches_hash() { cat "$PATCH_DIR"/*.patch 2>/dev/null | sha256sum | cut -d' ' -f1; }
+# Build options (part of the stamp, so a change rebuilds). RUNDIR: CRIU caches its
+# kernel probes in RUNDIR/criu.kdat only on a tmpfs; /run is not one on every host, so
+# it is /run/cellbox/criu, which cellbox mounts as a tmpfs (runtime/criu_cache.py).
+KDAT_RUNDIR=/run/cellbox/criu
+MAKE_OPTS=(NETWORK_LOCK_DEFAULT=NETWORK_LOCK_NFTABLES "RUNDIR=$KDAT_RUNDIR")
+patches_hash() { { cat "$PATCH_DIR"/*.patch 2>/dev/null; echo "${MAKE_OPTS[*]}"; } | sha256sum | cut -d' ' -f1; }
 export PATH="$PREFIX/sbin:$PATH" DEBIAN_FRONTEND=noninteractive
 
 criu_ok() {
@@ -72,7 +77,7 @@ for p in "$PATCH_DIR"/*.patch; do
         || { echo "ensure-criu: $(basename "$p") does not apply to $srcdir" >&2; exit 1; }
 done
 # Lock the network with nftables, not iptables (no iptables-restore on the host).
-make -C "$srcdir" -j"$(nproc)" criu NETWORK_LOCK_DEFAULT=NETWORK_LOCK_NFTABLES >build.log 2>&1 \
+make -C "$srcdir" -j"$(nproc)" criu "${MAKE_OPTS[@]}" >build.log 2>&1 \
     || { tail -n 40 build.log >&2; exit 1; }
 # Installed by rename, not by `make install` (which unlinks then copies): a criu that
 # a running server starts at that moment must be the old one or the new one, never none.

@@ -4,7 +4,7 @@
 #   1. Debian packages (runc, btrfs-progs, nftables, mmdebstrap, buildah/skopeo, python3-venv;
 #      --test: docker-registry and apache2-utils for the image tests)
 #   2. CRIU >= 4 (built from source if needed: Debian 12's 3.17 fails on recent kernels)
-#   3. kernel settings cellbox needs (pipe size for CRIU lazy pages)
+#   3. kernel settings cellbox needs (pipe size for CRIU lazy pages; a tmpfs for CRIU's kernel cache)
 #   4. the project's virtualenv (.venv) with pinned dependencies (--test: and test tools)
 #   5. `cellbox setup`: data dir, storage pool, agent runtime, default image, network
 set -euo pipefail
@@ -26,6 +26,9 @@ PACKAGES=(runc btrfs-progs nftables mmdebstrap iproute2 util-linux tar xz-utils 
 # distribution server) and htpasswd for its auth.
 # postgresql: the cluster tests start throwaway PostgreSQL 15 servers of their own (tests/cluster/pg.py).
 [ $WITH_TEST = 1 ] && PACKAGES+=(docker-registry apache2-utils postgresql)
+# --test: xfsprogs for bench/pool_backing.py (it measures XFS with reflink as a pool backing),
+# crun for bench/runtimes.py (runc vs crun side by side; cellbox itself runs runc).
+[ $WITH_TEST = 1 ] && PACKAGES+=(xfsprogs crun)
 # --test: the web console's browser tests drive Debian's Chromium (Playwright with
 # executable_path; never a downloaded browser).
 [ $WITH_TEST = 1 ] && PACKAGES+=(chromium chromium-driver)
@@ -57,6 +60,11 @@ step "kernel settings"
 cur=$(cat /proc/sys/fs/pipe-max-size)
 [ "$cur" -ge 4194304 ] || echo 4194304 > /proc/sys/fs/pipe-max-size
 echo "fs.pipe-max-size=$(cat /proc/sys/fs/pipe-max-size)"
+# CRIU caches its kernel probes only on a tmpfs (runtime/criu_cache.py): /run/cellbox/criu.
+mkdir -p -m 0700 /run/cellbox/criu
+[ "$(stat -f -c %T /run/cellbox/criu)" = tmpfs ] \
+    || mount -t tmpfs -o size=1m,mode=0700,nosuid,nodev,noexec cellbox-criu /run/cellbox/criu
+echo "CRIU kernel cache: /run/cellbox/criu ($(stat -f -c %T /run/cellbox/criu))"
 
 step "virtualenv (.venv)"
 if [ ! -x .venv/bin/python ]; then

@@ -36,8 +36,10 @@ def test_filters_paging_and_processes(api: Api):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert bodies(logs(api, sid, body="NEEDLE")) == ["needle-A", "needle-b"]  # case-insensitive substring
-    assert bodies(logs(api, sid, level=["info"])) and logs(api, sid, level=["error"])["logs"] == []
-    assert logs(api, sid, level=[3, 5])["logs"]
+    # levels: stdout is info, stderr error (manager/log_levels.py)
+    assert "needle-b" not in bodies(logs(api, sid, level=["info"])) and "needle-A" in bodies(logs(api, sid, level=["info"]))
+    assert bodies(logs(api, sid, level=["error"])) == ["needle-b"] and logs(api, sid, level=["warn"])["logs"] == []
+    assert [e["level"] for e in logs(api, sid, level=[3, 5], tail=2)["logs"]] == [3, 5]
     procs = api.request("GET", f"/sandboxes/{sid}/processes").json()["processes"]
     entry = next(p for p in procs if p["processCommand"] == "/bin/sh")
     assert entry["logCount"] == 27 and entry["firstSeen"] <= entry["lastSeen"]

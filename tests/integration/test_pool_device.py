@@ -55,6 +55,12 @@ def test_blank_device_becomes_the_pool_and_is_mounted_again_unformatted(tmp_path
     assert pool.is_btrfs(mnt) and btrfs.quota_mode(mnt) == "squota"
     assert all((mnt / sub).is_dir() for sub in pool.SUBDIRS)
     assert not s.pool_image.exists(), "no loop file is made when a device is given"
+    # The pool's format (storage/btrfs.py MKFS): 4 KiB nodes, one copy of metadata.
+    sb = subprocess.run(["btrfs", "inspect-internal", "dump-super", str(device)],
+                        check=True, capture_output=True, text=True).stdout
+    assert any(line.split() == ["nodesize", "4096"] for line in sb.splitlines()), sb
+    usage = subprocess.run(["btrfs", "filesystem", "df", str(mnt)], check=True, capture_output=True, text=True).stdout
+    assert "Metadata, single" in usage, usage
     (mnt / "images" / "marker").write_text("kept")
     pool.ensure_pool(s)  # idempotent while mounted
     subprocess.run(["umount", str(mnt)], check=True)

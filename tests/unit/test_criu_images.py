@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -35,3 +36,18 @@ def test_retarget_refuses_a_dump_without_a_user_namespace(tmp_path):
     with pytest.raises(InternalFailure):
         criu_images.retarget(tmp_path / "mem", 0x10050000, 65536, "x")
     assert not (tmp_path / "mem.x").exists()
+
+
+def test_link_copy_is_private_links_that_outlive_the_source(tmp_path):
+    images = tmp_path / "mem"
+    images.mkdir()
+    (images / "pages-1.img").write_bytes(b"p" * 8192)
+    (images / "pagemap-1.img").write_bytes(b"m")
+    (images / "work").mkdir()  # CRIU's work dir is not an image: not linked
+    out = criu_images.link_copy(images, "sbx")
+    assert out == tmp_path / "mem.sbx"
+    assert (out.stat().st_mode & 0o777) == 0o700
+    assert sorted(p.name for p in out.iterdir()) == ["pagemap-1.img", "pages-1.img"]
+    assert (out / "pages-1.img").stat().st_ino == (images / "pages-1.img").stat().st_ino  # no data copied
+    shutil.rmtree(images)  # a clone's capture goes as soon as its copies are up
+    assert (out / "pages-1.img").read_bytes() == b"p" * 8192

@@ -24,6 +24,7 @@ from .env_api import EnvAPI
 from .files import FileRoot
 from .files_api import FileAPI
 from .oom import OomCounter
+from .journal_api import JournalAPI
 from .proc_api import ProcessAPI
 from .processes import ProcessManager
 from .routes import Lazy, Router
@@ -114,6 +115,7 @@ async def serve(cfg: Config, listen_fd: int, t0: float) -> int:
     RotateAPI(secret).register(router)
     proc_api = ProcessAPI(pm, cfg.keepalive)
     proc_api.register(router)
+    JournalAPI(pm.journal).register(router)  # the host's log collector (issue 14)
     FileAPI(FileRoot(cfg.root)).register(router)
     EnvAPI().register(router)
 

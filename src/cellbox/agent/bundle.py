@@ -75,6 +75,8 @@ def build(dest: str, compile_: bool = True) -> str:
         for path in files + [init]:
             if path.endswith(".py"):
                 py_compile.compile(path, doraise=True)
+                # The agent runs with -OO (runtime/agentfs.agent_argv): its .opt-2.pyc
+                py_compile.compile(path, doraise=True, optimize=2)
     return launcher
 
 

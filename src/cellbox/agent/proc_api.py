@@ -235,11 +235,14 @@ class ProcessAPI:
             # logs route never has to take a whole process's output in one answer.
             tail = _opt_count(request.query("tail"), "tail")
             max_bytes = _opt_count(request.query("max_bytes"), "max_bytes")
-            lines = proc.log.lines(streams)
+            entries = [e for e in proc.log.since(0)[0] if e.stream in streams]
+            lines = [e.line for e in entries]
             cut = False
             if tail is not None or max_bytes is not None:
                 lines, cut = _newest(lines, tail, max_bytes)
-            body = {"pid": proc.pid, "lines": lines, "line_count": len(lines)}
+            body: dict[str, Any] = {"pid": proc.pid, "lines": lines, "line_count": len(lines)}
+            if request.query("streams") == "1":  # ours, additive: the host's log levels (stderr)
+                body["streams"] = [e.stream for e in entries[len(entries) - len(lines):]]
             if proc.log.truncated or cut:  # older lines were dropped (budget) or left out
                 body.update(truncated=True, dropped_lines=proc.log.dropped)  # extra keys: clients ignore them
             return json_response(body)

@@ -43,6 +43,7 @@ from typing import Any, Callable
 from . import oomadj
 from .budget import OutputBudget
 from .errors import APIError
+from .journal import Journal
 from .oom import OomCounter
 from .output import STDERR, STDOUT, LineSplitter, OutputLog
 from .spawn import SpawnSpec, close_fd, spawn_child
@@ -181,6 +182,7 @@ class ProcessManager:
         self._finished_budget = finished_bytes_budget
         self._drain_grace = drain_grace
         self._next_handle = 1
+        self.journal = Journal()
         self._procs: dict[int, Process] = {}  # handle -> process (insertion = start order)
         self._by_pid: dict[int, Process] = {}  # newest process per pid
         self._running: dict[int, Process] = {}  # pid -> not-yet-reaped process
@@ -284,6 +286,11 @@ class ProcessManager:
             self._evict()
 
     # ----------------------------------------------------------------- output
+    def _emit(self, proc: Process, stream: str, line: str, ts: int) -> None:
+        """A line into the process's log and the host collector's journal (journal.py)."""
+        proc.log.append(stream, line, ts)
+        self.journal.add(proc.pid, proc.name, proc.command, stream, ts, line)
+
     def _on_readable(self, proc: Process, pipe: _Pipe) -> None:
         try:
             data = os.read(pipe.fd, READ_CHUNK)
@@ -294,7 +301,7 @@ class ProcessManager:
         if data:
             ts = now_ms()
             for line in pipe.splitter.feed(data):
-                proc.log.append(pipe.stream, line, ts)
+                self._emit(proc, pipe.stream, line, ts)
             return
         self._close_pipe(proc, pipe)
         self._maybe_finish(proc)
@@ -304,7 +311,7 @@ class ProcessManager:
         close_fd(pipe.fd)
         ts = now_ms()
         for line in pipe.splitter.flush():
-            proc.log.append(pipe.stream, line, ts)
+            self._emit(proc, pipe.stream, line, ts)
         proc.pipes.remove(pipe)
 
     def _drain_now(self, proc: Process) -> None:
@@ -322,7 +329,7 @@ class ProcessManager:
                     break
                 ts = now_ms()
                 for line in pipe.splitter.feed(data):
-                    proc.log.append(pipe.stream, line, ts)
+                    self._emit(proc, pipe.stream, line, ts)
 
     # ---------------------------------------------------------------- reaping
     def reap(self) -> None:
@@ -383,7 +390,7 @@ class ProcessManager:
         ts = now_ms()
         for pipe in proc.pipes:  # still held open by a grandchild: emit the partial tail
             for line in pipe.splitter.flush():
-                proc.log.append(pipe.stream, line, ts)
+                self._emit(proc, pipe.stream, line, ts)
         proc.finished.set()
         if proc.managed is None:
             proc.log.finish()

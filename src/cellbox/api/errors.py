@@ -79,7 +79,9 @@ def validation_message(errors: list[dict[str, Any]]) -> str:
 
 async def _cellbox_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CellboxError)
-    if exc.status >= 500:
+    if exc.status == 503:  # a refusal under load (OVERLOADED): expected, the client retries
+        log.warning("%s %s refused: %s", request.method, request.url.path, exc)
+    elif exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
     return error_response(exc.status, exc.code, exc.message, exc.headers or None)
 

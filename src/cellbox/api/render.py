@@ -127,7 +127,7 @@ def log_signals(rec: SandboxRecord, lines: list[tuple[int, LogLine]], next_token
                 "logAttributes": "{}",
                 "allocations": [],
                 "functionRuns": [],
-                "level": 3,
+                "level": line.level,
             }
             for i, line in lines
         ]

@@ -55,6 +55,12 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(fn)
 
 
+def json_always_option(fn: F) -> F:
+    """``--json`` for a verb whose output is JSON anyway: accepted, so scripts can pass
+    ``--json`` to every verb (tests/cli/test_json_everywhere.py)."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (this verb always does).")(fn)
+
+
 def handle_errors(fn: F) -> F:
     """Print SDK errors as one ``error:`` line on stderr and exit 1 (no traceback)."""
 
@@ -129,20 +135,27 @@ def sandbox_row(info: SandboxInfo) -> list[Any]:
 SANDBOX_COLUMNS = ["ID", "Name", "Status", "Image", "CPUs", "Memory", "Disk", "Created At"]
 
 
-def for_each(refs: Sequence[str], action: Callable[[str], object]) -> None:
+def for_each(refs: Sequence[str], action: Callable[[str], object], as_json: bool = False) -> None:
     """Apply ``action`` to every ref, printing each that worked and an error line for each
-    that did not; exit 1 if any failed (the others are still done)."""
+    that did not; exit 1 if any failed (the others are still done). With ``as_json`` one
+    list instead: ``[{"id", "ok", "error"?}]`` (errors also on stderr)."""
     from ..errors import CellboxError
 
     failed = False
+    results: list[dict[str, Any]] = []
     for ref in refs:
         try:
             action(ref)
         except CellboxError as exc:
             click.echo(f"error: {ref}: {exc.message}", err=True)
+            results.append({"id": ref, "ok": False, "error": exc.message})
             failed = True
         else:
-            click.echo(ref)
+            results.append({"id": ref, "ok": True})
+            if not as_json:
+                click.echo(ref)
+    if as_json:
+        print_json(results)
     if failed:
         sys.exit(1)
 

@@ -65,9 +65,11 @@ def _check(cluster: str) -> None:
 @click.argument("node_name")
 @click.option("--cluster", envvar="CELLBOX_CLUSTER", required=True, metavar="POSTGRESQL_URL")
 @click.option("--undo", is_flag=True, help="take the node back (new sandboxes may land on it again)")
-def drain(node_name: str, cluster: str, undo: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {node, moved, left, undo}.")
+def drain(node_name: str, cluster: str, undo: bool, as_json: bool) -> None:
     """Move the running named sandboxes off NODE_NAME and place nothing new on it."""
     import asyncio
+    import json
 
     from ..cluster.control import ControlPlane
     from ..errors import CellboxError
@@ -85,6 +87,9 @@ def drain(node_name: str, cluster: str, undo: bool) -> None:
         out = asyncio.run(go())
     except CellboxError as exc:
         raise click.ClickException(exc.message) from None
+    if as_json:
+        click.echo(json.dumps({"node": node_name, "undo": undo, **out}, indent=2, sort_keys=True))
+        return
     for line in out["moved"]:
         click.echo(f"moved {line}")
     for sid in out["left"]:

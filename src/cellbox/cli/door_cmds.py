@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from ._common import api_url_option, client, format_time, handle_errors, json_option, print_json, print_table
+from ._common import (api_url_option, client, for_each, format_time, handle_errors, json_always_option, json_option,
+                      print_json, print_table)
 
 
 @click.group("key")
@@ -54,13 +55,12 @@ def key_ls(project: str | None, api_url: str | None, as_json: bool) -> None:
 @key.command("revoke")
 @click.argument("key_ids", nargs=-1, required=True)
 @api_url_option
+@json_option
 @handle_errors
-def key_revoke(key_ids: tuple[str, ...], api_url: str | None) -> None:
+def key_revoke(key_ids: tuple[str, ...], api_url: str | None, as_json: bool) -> None:
     """Revoke keys by ID: their next request, on any server process, is refused."""
     with client(api_url) as c:
-        for key_id in key_ids:
-            c.revoke_key(key_id)
-            click.echo(key_id)
+        for_each(key_ids, c.revoke_key, as_json)
 
 
 @click.group("secret")
@@ -71,15 +71,19 @@ def secret() -> None:
 @secret.command("set")
 @click.argument("name")
 @api_url_option
+@json_option
 @handle_errors
-def secret_set(name: str, api_url: str | None) -> None:
+def secret_set(name: str, api_url: str | None, as_json: bool) -> None:
     """Store NAME with the value read from stdin (one trailing newline is dropped)."""
     value = sys.stdin.read()
     if value.endswith("\n"):
         value = value[:-1]
     with client(api_url) as c:
         c.set_secret(name, value)
-    click.echo(name)
+    if as_json:
+        print_json({"name": name, "ok": True})
+    else:
+        click.echo(name)
 
 
 @secret.command("ls")
@@ -99,12 +103,11 @@ def secret_ls(api_url: str | None, as_json: bool) -> None:
 @secret.command("rm")
 @click.argument("names", nargs=-1, required=True)
 @api_url_option
+@json_option
 @handle_errors
-def secret_rm(names: tuple[str, ...], api_url: str | None) -> None:
+def secret_rm(names: tuple[str, ...], api_url: str | None, as_json: bool) -> None:
     with client(api_url) as c:
-        for name in names:
-            c.delete_secret(name)
-            click.echo(name)
+        for_each(names, c.delete_secret, as_json)
 
 
 @click.group("quota")
@@ -115,8 +118,9 @@ def quota() -> None:
 @quota.command("get")
 @click.argument("project", default="default")
 @api_url_option
+@json_always_option
 @handle_errors
-def quota_get(project: str, api_url: str | None) -> None:
+def quota_get(project: str, api_url: str | None, as_json: bool) -> None:
     with client(api_url) as c:
         print_json(c.get_quota(project))
 
@@ -128,8 +132,9 @@ _LIMITS = ("running_sandboxes", "vcpus", "memory_mb", "disk_mb", "snapshots", "s
 @click.argument("project")
 @click.argument("limits", nargs=-1, required=True, metavar="NAME=VALUE...")
 @api_url_option
+@json_always_option
 @handle_errors
-def quota_set(project: str, limits: tuple[str, ...], api_url: str | None) -> None:
+def quota_set(project: str, limits: tuple[str, ...], api_url: str | None, as_json: bool) -> None:
     """Set limits, e.g. ``running_sandboxes=5 vcpus=8``; ``NAME=none`` removes one."""
     body: dict[str, float | int | None] = {}
     for item in limits:
@@ -163,21 +168,27 @@ def audit(project: str | None, limit: int, api_url: str | None, as_json: bool) -
 
 
 @click.command("login")
+@json_option
 @handle_errors
-def login() -> None:
+def login(as_json: bool) -> None:
     """Store an API key (read from stdin) in ~/.config/cellbox/credentials (mode 0600)."""
     from ..credentials import save_credentials
 
     value = sys.stdin.readline().strip()
     if not value.startswith("cbx_"):
         raise click.BadParameter("expected a cellbox key (cbx_...) on stdin")
-    click.echo(f"saved to {save_credentials(value)}")
+    path = save_credentials(value)
+    if as_json:
+        print_json({"saved_to": str(path)})
+    else:
+        click.echo(f"saved to {path}")
 
 
 @click.command("whoami")
 @api_url_option
+@json_always_option
 @handle_errors
-def whoami(api_url: str | None) -> None:
+def whoami(api_url: str | None, as_json: bool) -> None:
     """The key in use: its ID, role and project."""
     with client(api_url) as c:
         print_json(c.whoami())

@@ -7,7 +7,7 @@ import re
 
 import click
 
-from ._common import api_url_option, client, handle_errors
+from ._common import api_url_option, client, handle_errors, json_option, print_json
 
 # ``<sandbox id or name>:/absolute/path``; IDs and names are lowercase letters, digits and '-'.
 _REMOTE = re.compile(r"^([a-z0-9][a-z0-9-]*):(/.*)$")
@@ -25,8 +25,9 @@ def parse_location(spec: str) -> tuple[str | None, str]:
 @click.argument("src")
 @click.argument("dst")
 @api_url_option
+@json_option
 @handle_errors
-def cp(src: str, dst: str, api_url: str | None) -> None:
+def cp(src: str, dst: str, api_url: str | None, as_json: bool) -> None:
     """Copy SRC to DST, where exactly one of them is SANDBOX:/path.
 
     \b
@@ -49,4 +50,7 @@ def cp(src: str, dst: str, api_url: str | None) -> None:
             if os.path.isdir(dst_path) or dst_path.endswith(os.sep):
                 dst_path = os.path.join(dst_path, os.path.basename(src_path.rstrip("/")))
             size = c.connect(src_sbx).download_file(src_path, dst_path)
-    click.echo(f"{size} bytes", err=True)
+    if as_json:
+        print_json({"source": src, "destination": dst, "bytes": size})
+    else:
+        click.echo(f"{size} bytes", err=True)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ._common import (
-    api_url_option, client, for_each, format_time, handle_errors, json_option, print_json, print_table,
+    api_url_option, client, for_each, format_time, handle_errors, json_always_option, json_option, print_json,
+    print_table,
 )
 
 if TYPE_CHECKING:
@@ -133,8 +134,9 @@ def ls(api_url: str | None, as_json: bool) -> None:
 @image.command("describe")
 @click.argument("name")
 @api_url_option
+@json_always_option
 @handle_errors
-def describe(name: str, api_url: str | None) -> None:
+def describe(name: str, api_url: str | None, as_json: bool) -> None:
     """Show everything known about an image (JSON)."""
     with client(api_url) as c:
         print_json(c.images.get(name).raw)
@@ -143,11 +145,12 @@ def describe(name: str, api_url: str | None) -> None:
 @image.command("rm")
 @click.argument("names", nargs=-1, required=True)
 @api_url_option
+@json_option
 @handle_errors
-def rm(names: tuple[str, ...], api_url: str | None) -> None:
+def rm(names: tuple[str, ...], api_url: str | None, as_json: bool) -> None:
     """Remove images (refused while a sandbox uses one)."""
     with client(api_url) as c:
-        for_each(names, c.images.delete)
+        for_each(names, c.images.delete, as_json)
 
 
 @image.command("register")
@@ -193,11 +196,16 @@ def warm(name: str, size: int, api_url: str | None, as_json: bool) -> None:
 
 @image.command("prune")
 @api_url_option
+@json_option
 @handle_errors
-def prune(api_url: str | None) -> None:
+def prune(api_url: str | None, as_json: bool) -> None:
     """Drop the build cache (and anything no image uses); prints how many cached images went."""
     with client(api_url) as c:
-        click.echo(c.images.prune())
+        removed = c.images.prune()
+    if as_json:
+        print_json({"removed": removed})
+    else:
+        click.echo(removed)
 
 
 # Tensorlake's and Docker's words for the same verbs (issue 14 item 9): one command, two names.

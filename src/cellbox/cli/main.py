@@ -7,6 +7,7 @@ import click
 from collections.abc import Sequence
 
 from . import door_cmds, file_cmds, logs_cmds, memstate_cmds, pool_cmds, process_cmds, sandbox_cmds, terminal_cmds
+from .pty_cmds import pty
 from .image_cmds import image
 from .mcp_cmd import mcp
 from .server_cmd import server
@@ -39,9 +40,11 @@ VERBS: list[tuple[click.Command, Sequence[str]]] = [
     (process_cmds.run, ("run",)),
     (process_cmds.ps, ("ps",)),
     (process_cmds.kill, ("kill",)),
+    (process_cmds.restart, ("restart",)),  # a managed process (tl sbx restart)
     (file_cmds.cp, ("cp",)),
     (terminal_cmds.ssh, ("ssh",)),
     (terminal_cmds.tunnel, ("tunnel",)),
+    (pty, ("pty",)),
     (memstate_cmds.suspend, ("suspend",)),
     (memstate_cmds.resume, ("resume",)),
     (memstate_cmds.snapshot, ("snapshot", "checkpoint")),
@@ -59,6 +62,17 @@ VERBS: list[tuple[click.Command, Sequence[str]]] = [
     (logs_cmds.archived, ("archived",)),
     (pool_cmds.pool, ("pool",)),
 ]
+# The verbs without ``--json`` (tests/cli/test_json_everywhere.py), and why: each runs
+# for as long as someone uses it or prints for a person, not a script.
+NO_JSON: dict[str, str] = {
+    "setup": "prepares this host (root, local): a progress log, no API answer",
+    "server": "runs the server in the foreground until stopped",
+    "node": "runs a cluster node in the foreground until stopped",
+    "ssh": "an interactive terminal",
+    "pty attach": "an interactive terminal",
+    "tunnel": "forwards a port until interrupted",
+    "mcp": "speaks MCP (JSON-RPC) on stdio or HTTP itself",
+}
 for _command, _names in VERBS:
     for _verb in _names:
         cli.add_command(_command, _verb)

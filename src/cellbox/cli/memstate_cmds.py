@@ -169,11 +169,12 @@ def snapshot_ls(sandbox: str | None, quiet: bool, api_url: str | None, as_json: 
 @snapshot.command("rm")
 @click.argument("snapshots", nargs=-1, required=True)
 @api_url_option
+@json_option
 @handle_errors
-def snapshot_rm(snapshots: tuple[str, ...], api_url: str | None) -> None:
+def snapshot_rm(snapshots: tuple[str, ...], api_url: str | None, as_json: bool) -> None:
     """Delete one or more snapshots; prints each ID (one already gone counts as deleted)."""
     with client(api_url) as c:
-        for_each(snapshots, c.delete_snapshot)
+        for_each(snapshots, c.delete_snapshot, as_json)
 
 
 # -- copies -------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .supervise_opts import Supervision, supervision_options
 from ._common import (
     api_url_option,
     client,
@@ -48,11 +49,18 @@ def _exec(
     workdir: str | None,
     env: dict[str, str],
     user: str | None,
+    as_json: bool = False,
 ) -> int:
+    """Run and return the shell's exit status; with ``as_json`` the output is collected
+    and printed once, as ``{exit_code, signal, timed_out, stdout, stderr}``."""
     result = sbx.run(
-        list(argv), env=env or None, working_dir=workdir, timeout=timeout, user=user, on_output=_print_line
+        list(argv), env=env or None, working_dir=workdir, timeout=timeout, user=user,
+        on_output=None if as_json else _print_line,
     )
-    if result.timed_out:
+    if as_json:
+        print_json({"exit_code": result.exit_code, "signal": result.signal, "timed_out": result.timed_out,
+                    "stdout": result.stdout, "stderr": result.stderr})
+    elif result.timed_out:
         click.echo(f"cellbox: command timed out after {timeout:g}s", err=True)
     return exit_status(result.exit_code, result.signal)
 
@@ -63,7 +71,9 @@ def _exec(
 @click.option("-e", "--env", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
 @click.option("--user", default=None, help="Run as this user (name, uid or uid:gid).")
 @click.option("--detach", is_flag=True, help="Start in the background and print the PID.")
+@supervision_options
 @api_url_option
+@json_option
 @click.argument("sandbox")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @handle_errors
@@ -75,18 +85,29 @@ def exec_(
     env: tuple[str, ...],
     user: str | None,
     detach: bool,
+    supervise: Supervision | None,
     api_url: str | None,
+    as_json: bool,
 ) -> None:
-    """Run COMMAND in SANDBOX, streaming its output; exit with its exit code."""
+    """Run COMMAND in SANDBOX, streaming its output; exit with its exit code.
+
+    With --name, --restart or a --health-* flag it is a managed process the agent
+    supervises: started in the background (as with --detach), its PID printed.
+    """
     command = _argv(command)
     environ = parse_env(env)
     with client(api_url) as c:
         sbx = c.connect(sandbox)
-        if detach:
-            proc = sbx.start_process(list(command), env=environ or None, working_dir=workdir, user=user)
-            click.echo(proc.pid)
+        if detach or supervise is not None:
+            s = supervise or Supervision(None, None, None)
+            proc = sbx.start_process(list(command), env=environ or None, working_dir=workdir, user=user,
+                                     name=s.name, restart=s.restart, health_check=s.health_check)
+            if as_json:
+                print_json(proc.info().raw)
+            else:
+                click.echo(proc.pid)
             return
-        code = _exec(sbx, command, timeout, workdir, environ, user)
+        code = _exec(sbx, command, timeout, workdir, environ, user, as_json)
     sys.exit(code)
 
 
@@ -103,6 +124,7 @@ def exec_(
 @click.option("-x", "--expose", type=int, multiple=True, help="Expose a port (repeatable).")
 @click.option("-N", "--no-internet", is_flag=True, help="Block all egress.")
 @api_url_option
+@json_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @handle_errors
 def run(
@@ -119,6 +141,7 @@ def run(
     expose: tuple[int, ...],
     no_internet: bool,
     api_url: str | None,
+    as_json: bool,
 ) -> None:
     """Create a sandbox, run COMMAND in it, and terminate it (unless --keep)."""
     command = _argv(command)
@@ -135,7 +158,7 @@ def run(
         )
         try:
             sbx = c.connect(info.id)
-            code = _exec(sbx, command, timeout, workdir, environ, user)
+            code = _exec(sbx, command, timeout, workdir, environ, user, as_json)
         finally:
             if keep:
                 click.echo(f"sandbox: {info.id}", err=True)
@@ -146,39 +169,79 @@ def run(
 
 @click.command("ps")
 @click.argument("sandbox")
-@click.argument("process", required=False, type=int)
+@click.argument("process", required=False)
 @api_url_option
 @json_option
 @handle_errors
-def ps(sandbox: str, process: int | None, api_url: str | None, as_json: bool) -> None:
-    """List the processes in SANDBOX (or show one PROCESS)."""
+def ps(sandbox: str, process: str | None, api_url: str | None, as_json: bool) -> None:
+    """List the processes in SANDBOX (or show one PROCESS: a PID or a managed process's name)."""
     with client(api_url) as c:
         sbx = c.connect(sandbox)
-        procs = [sbx.get_process(process).info()] if process is not None else sbx.list_processes()
+        procs = [sbx.get_process(_process_ref(process)).info()] if process is not None else sbx.list_processes()
     if as_json:
         print_json([p.raw for p in procs] if process is None else procs[0].raw)
         return
     rows = []
     for p in procs:
         ended = p.exit_code if p.exit_code is not None else (f"signal {p.signal}" if p.signal else None)
-        rows.append([p.pid, p.status, ended, " ".join([p.command, *p.args])])
-    print_table(["PID", "Status", "Exit", "Command"], rows)
+        managed = p.managed or {}
+        supervised = f"{p.name or '-'} {managed.get('status')} r{p.restart_count} {p.health_status}" if managed else None
+        rows.append([p.pid, p.status, ended, supervised, " ".join([p.command, *p.args])])
+    print_table(["PID", "Status", "Exit", "Managed", "Command"], rows)
+
+
+def _process_ref(value: str) -> int | str:
+    """A PID (all digits) or a managed process's name (Tensorlake's ``ProcessRef``)."""
+    if value.isdigit():
+        return int(value)
+    if not value or "/" in value:
+        raise click.BadParameter(f"{value!r}: expected a PID or a process name (no '/')", param_hint="PROCESS")
+    return value
 
 
 @click.command("kill")
 @click.argument("sandbox")
-@click.argument("process", type=int)
+@click.argument("process")
 @click.option("-s", "--signal", "sig", default=None, help="Send this signal (name or number) instead of SIGKILL.")
 @api_url_option
+@json_option
 @handle_errors
-def kill(sandbox: str, process: int, sig: str | None, api_url: str | None) -> None:
-    """Kill PROCESS (a PID) in SANDBOX."""
+def kill(sandbox: str, process: str, sig: str | None, api_url: str | None, as_json: bool) -> None:
+    """Kill PROCESS (a PID, or the name of a managed process) in SANDBOX.
+
+    A managed process gets SIGTERM, then SIGKILL after its grace time, and is not
+    restarted; a name that no process has is an error (exit 1).
+    """
+    ref = _process_ref(process)
+    number = None if sig is None else _signal_number(sig)
     with client(api_url) as c:
-        proc = c.connect(sandbox).get_process(process)
-        if sig is None:
+        proc = c.connect(sandbox).get_process(ref)
+        if number is None:
             proc.kill()
         else:
-            proc.send_signal(_signal_number(sig))
+            proc.send_signal(number)
+    if as_json:
+        print_json({"process": ref, "signal": number if number is not None else int(_signal.SIGKILL)})
+
+
+@click.command("restart")
+@click.argument("sandbox")
+@click.argument("process")
+@api_url_option
+@json_option
+@handle_errors
+def restart(sandbox: str, process: str, api_url: str | None, as_json: bool) -> None:
+    """Restart the managed PROCESS (PID or name) in SANDBOX now; print its new PID.
+
+    As ``tl sbx restart``: SIGTERM, SIGKILL after the grace time, a new incarnation at
+    once (a stopped one is revived). A process started without supervision is refused.
+    """
+    with client(api_url) as c:
+        info = c.connect(sandbox).get_process(_process_ref(process)).restart()
+    if as_json:
+        print_json(info.raw)
+    else:
+        click.echo(info.pid)
 
 
 def _signal_number(sig: str) -> int:

@@ -156,11 +156,12 @@ def describe(sandbox: str, api_url: str | None, as_json: bool) -> None:
 @click.command("terminate")
 @click.argument("sandboxes", nargs=-1, required=True)
 @api_url_option
+@json_option
 @handle_errors
-def terminate(sandboxes: tuple[str, ...], api_url: str | None) -> None:
+def terminate(sandboxes: tuple[str, ...], api_url: str | None, as_json: bool) -> None:
     """Terminate one or more sandboxes."""
     with client(api_url) as c:
-        for_each(sandboxes, c.delete)
+        for_each(sandboxes, c.delete, as_json)
 
 
 @click.command("name")
@@ -250,23 +251,31 @@ def port_ls(sandbox: str, api_url: str | None, as_json: bool) -> None:
 @click.argument("sandbox")
 @click.argument("ports", nargs=-1, type=int, required=True)
 @api_url_option
+@json_option
 @handle_errors
-def port_expose(sandbox: str, ports: tuple[int, ...], api_url: str | None) -> None:
+def port_expose(sandbox: str, ports: tuple[int, ...], api_url: str | None, as_json: bool) -> None:
     """Expose PORTS (in addition to those already exposed)."""
     with client(api_url) as c:
         info = c.get(sandbox)
         info = c.update(info.id, exposed_ports=set(info.exposed_ports) | set(ports), allow_unauthenticated_access=True)
-    click.echo(" ".join(map(str, info.exposed_ports)))
+    if as_json:
+        print_json(info.exposed_ports)
+    else:
+        click.echo(" ".join(map(str, info.exposed_ports)))
 
 
 @port.command("rm")
 @click.argument("sandbox")
 @click.argument("ports", nargs=-1, type=int, required=True)
 @api_url_option
+@json_option
 @handle_errors
-def port_rm(sandbox: str, ports: tuple[int, ...], api_url: str | None) -> None:
+def port_rm(sandbox: str, ports: tuple[int, ...], api_url: str | None, as_json: bool) -> None:
     """Stop exposing PORTS."""
     with client(api_url) as c:
         info = c.get(sandbox)
         info = c.update(info.id, exposed_ports=set(info.exposed_ports) - set(ports))
-    click.echo(" ".join(map(str, info.exposed_ports)))
+    if as_json:
+        print_json(info.exposed_ports)
+    else:
+        click.echo(" ".join(map(str, info.exposed_ports)))

@@ -1,26 +1,25 @@
-"""The envd view: one ASGI app (Connect services + HTTP file routes) on a loopback port.
+"""The envd view: one ASGI app (Connect services + HTTP file routes), run by the proxy.
 
-The proxy sends every request for port 49983 of a sandbox here (``proxy_hook.py``), so
+The proxy serves every request for port 49983 of a sandbox with this app in its own
+process (``proxy/local_app.py``; ``view.py`` answers the proxy's resolver with it), so
 TLS, routing by ``{port}-{id}.{domain}`` or ``E2b-Sandbox-Id``, streaming and
-keep-alive stay the proxy's; this app sees plain HTTP/1.1 from the proxy only. The
+keep-alive stay the proxy's. ``EnvdServer`` (a loopback uvicorn the proxy forwards to,
+the first design) stays for the before/after bench: ``CELLBOX_E2B_LOOPBACK=1``. The
 Connect protocol (unary and server streaming, binary protobuf and JSON, envelopes,
 errors) is connectrpc's, from stubs generated out of ``proto/envd``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
 from typing import Any
 
-import uvicorn
 from connectrpc.codec import proto_binary_codec, proto_json_codec
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from starlette.types import Receive, Scope, Send
 
-from . import files_http, link
+from . import files_http
 from .context import Env
 from .fs_svc import FilesystemService
 from .gen.filesystem.filesystem_connect import FilesystemASGIApplication
@@ -69,47 +68,3 @@ def build(env: Env) -> Any:
             await files(scope, receive, send)
 
     return app
-
-
-class EnvdServer:
-    """uvicorn serving ``build(env)`` on 127.0.0.1:<ephemeral>, on the server's loop."""
-
-    def __init__(self, env: Env) -> None:
-        self.env = env
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)
-        self.sock.setblocking(False)
-        self.port: int = self.sock.getsockname()[1]
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        config = uvicorn.Config(build(self.env), lifespan="off", log_level="warning", access_log=False,
-                                server_header=False, timeout_graceful_shutdown=2)
-        server = _Quiet(config)
-        self._server = server
-        self._task = asyncio.ensure_future(server.serve(sockets=[self.sock]))
-        while not server.started and not self._task.done():
-            await asyncio.sleep(0.01)
-        log.info("envd view listening on 127.0.0.1:%d", self.port)
-
-    async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await asyncio.wait({self._task}, timeout=5)
-        self.sock.close()
-        await link.close()
-
-
-class _Quiet(uvicorn.Server):
-    """No signal handlers of its own: the cellbox server owns them (see server.py)."""
-
-    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
-        pass
-
-    def capture_signals(self) -> Any:
-        import contextlib
-
-        return contextlib.nullcontext()

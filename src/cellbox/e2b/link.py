@@ -18,13 +18,14 @@ import httpx
 
 from ..agent import auth as agent_auth
 from ..auth.keys import Principal, Role
-from ..errors import CellboxError, NotFound
+from ..errors import NotFound
+from . import agent_sse
+from .agent_sse import AgentSaid  # noqa: F401 - its home was here; importers keep their path
 from .manager_api import SandboxService, agent_client, record
 from .records import ENV_KEY
 
 AGENT_PORT = 9501
 MAX_BODY = 64 << 20  # a file read through the view (the agent caps writes itself)
-MAX_LINE = 1 << 20
 _http: httpx.AsyncClient | None = None
 
 
@@ -43,14 +44,6 @@ async def close() -> None:
     if _http is not None:
         await _http.aclose()
         _http = None
-
-
-class AgentSaid(CellboxError):
-    """The agent answered a 4xx/5xx: its own JSON error, passed on to the E2B client."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message, code=code)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -84,20 +77,9 @@ class Agent:
         return agent_client.parse_json(body) if body else None
 
     async def events(self, method: str, path: str, json_body: Any = None) -> AsyncIterator[dict[str, Any]]:
-        """The JSON ``data:`` lines of an SSE answer."""
-        async with self.stream(method, path, json_body=json_body) as resp:
-            pending = bytearray()
-            async for chunk in resp.aiter_raw():
-                pending += chunk
-                while (nl := pending.find(b"\n")) >= 0:
-                    line = bytes(pending[:nl]).rstrip(b"\r")
-                    del pending[: nl + 1]
-                    if line.startswith(b"data:"):
-                        event = agent_client.parse_json(line[5:])
-                        if isinstance(event, dict):
-                            yield event
-                if len(pending) > MAX_LINE:
-                    raise agent_client.AgentError("an event over 1 MiB", code="AGENT_RESPONSE_TOO_LARGE")
+        """The JSON ``data:`` lines of an SSE answer (bare h11: ``agent_sse.py``)."""
+        async for event in agent_sse.events(self, method, path, json_body):
+            yield event
 
 
 class _Stream:

@@ -11,6 +11,9 @@ from .manager_api import SandboxRecord, Status
 ENVD_VERSION = "0.5.7"  # the envd features we serve: stdin, close_stdin, octet-stream uploads
 CLIENT_ID = "cellbox"
 DEFAULT_TEMPLATE = "base"  # E2B's default template: our default image
+# e2b-code-interpreter's default template: our default image too (it has python3; the
+# interpreter's kernel is cellbox's, interp_kernel.py, not a template's Jupyter).
+CODE_INTERPRETER_TEMPLATE = "code-interpreter-v1"
 META_KEY = "e2b_metadata"
 TEMPLATE_KEY = "e2b_template"
 

@@ -138,7 +138,7 @@ async def create(request: Request) -> Response:
 def _template(svc: SandboxService, template: str, project: str) -> tuple[str | None, str | None]:
     """(image, snapshot ID) for a templateID: ``base``, a snapshot of the project (E2B's
     snapshots are templates), or an image name (unknown: the create's own 404)."""
-    if template == render.DEFAULT_TEMPLATE:
+    if template in (render.DEFAULT_TEMPLATE, render.CODE_INTERPRETER_TEMPLATE):
         return None, None
     try:
         return None, svc.get_snapshot(template, project).id

@@ -14,6 +14,7 @@ parsed defensively and a line that is not ours is skipped.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -23,7 +24,8 @@ from ..manager.logs import LogLine
 
 DEFAULT_MAX_BYTES = int(os.environ.get("CELLBOX_LOG_KEEP_BYTES", str(8 << 20)))
 CURRENT, PREVIOUS = "current.jsonl", "previous.jsonl"
-SUSPENDED = "suspended.jsonl"  # what the agent held when it was last suspended (replaced each time)
+SUSPENDED = "suspended.jsonl"
+LOCK = ".collector.lock"  # held by the one server process collecting the sandbox  # what the agent held when it was last suspended (replaced each time)
 
 
 class LogKeeper:
@@ -36,9 +38,20 @@ class LogKeeper:
             raise ValueError(f"not a sandbox ID: {sandbox_id!r}")
         return self.base / sandbox_id
 
-    @staticmethod
-    def _entry(line: LogLine) -> str:
-        return json.dumps({"t": line.timestamp, "b": line.body, "p": line.pid, "c": line.command}) + "\n"
+    def _entry(self, line: LogLine, seq: int | None = None) -> str:
+        """One JSON line (a body's newlines are escaped: one entry can never become two).
+        An entry is at most an eighth of the cap: a huge line is cut, so no single write
+        takes the file past it."""
+        doc: dict[str, object] = {"t": line.timestamp, "b": line.body, "p": line.pid, "c": line.command,
+                                  "l": line.level}
+        if seq is not None:
+            doc["s"] = seq
+        entry = json.dumps(doc) + "\n"
+        limit = max(256, self.max_bytes // 8)
+        while len(entry) > limit:  # ensure_ascii: up to 12 bytes a character
+            doc["b"] = line.body[: max(0, len(str(doc["b"])) * limit // len(entry) - 64)] + " [cut by cellbox]"
+            entry = json.dumps(doc) + "\n"
+        return entry
 
     def snapshot(self, sandbox_id: str, lines: list[LogLine]) -> None:
         """Replace the suspend-time copy (the agent's output survives a suspend in its
@@ -59,24 +72,68 @@ class LogKeeper:
             f.writelines(reversed(keep))
         os.replace(tmp, d / SUSPENDED)
 
-    def append(self, sandbox_id: str, lines: list[LogLine]) -> None:
+    def append(self, sandbox_id: str, lines: list[LogLine], seqs: list[int] | None = None) -> None:
+        """Append ``lines`` (with the agent journal's sequence numbers, from the collector),
+        rotating at the cap: one sandbox holds at most twice ``max_bytes`` here."""
         d = self._dir(sandbox_id)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for line in lines:
-            entry = self._entry(line)
-            self._rotate_if_full(d, len(entry.encode()))
+        entries = [self._entry(ln, seqs[i] if seqs else None) for i, ln in enumerate(lines)]
+        while entries:
+            size = self._size(d / CURRENT)
+            batch: list[str] = []
+            room = self.max_bytes - size
+            while entries and (len(entries[0]) <= room or (not batch and size == 0)):
+                room -= len(entries[0])
+                batch.append(entries.pop(0))
+            if not batch:
+                os.replace(d / CURRENT, d / PREVIOUS)
+                continue
             # 0600: a process may print what it should not (a secret's value); root's alone.
-            fd = os.open(d / CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(d / CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "a", encoding="utf-8") as f:
-                f.write(entry)
+                f.writelines(batch)
 
-    def _rotate_if_full(self, d: Path, adding: int) -> None:
+    @staticmethod
+    def _size(path: Path) -> int:
         try:
-            size = (d / CURRENT).stat().st_size
+            return path.stat().st_size
         except FileNotFoundError:
-            return
-        if size + adding > self.max_bytes:
-            os.replace(d / CURRENT, d / PREVIOUS)
+            return 0
+
+    def lock(self, sandbox_id: str) -> int | None:
+        """Take the sandbox's collector lock (``flock``, released when the fd closes or the
+        process dies): servers sharing a data dir must not both collect one sandbox, or
+        every line would be written twice. The fd, or None if another process holds it."""
+        d = self._dir(sandbox_id)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(d / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def last_seq(self, sandbox_id: str) -> int | None:
+        """The journal sequence number of the newest collected line (where the collector
+        goes on after a server restart), None if none was collected."""
+        d = self._dir(sandbox_id)
+        for name in (CURRENT, PREVIOUS):
+            try:
+                with (d / name).open("rb") as f:
+                    size = f.seek(0, 2)
+                    f.seek(max(0, size - (self.max_bytes // 8 + 4096)))
+                    tail = f.read().decode("utf-8", "replace").splitlines()
+            except FileNotFoundError:
+                continue
+            for raw in reversed(tail):
+                try:
+                    seq = json.loads(raw).get("s")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(seq, int) and not isinstance(seq, bool):
+                    return seq
+        return None
 
     def read(self, sandbox_id: str) -> list[LogLine]:
         d = self._dir(sandbox_id)
@@ -90,9 +147,11 @@ class LogKeeper:
             for raw in text.splitlines():
                 try:
                     e = json.loads(raw)
+                    level = e.get("l", 3)
                     out.append(LogLine(int(e["t"]), str(e["b"]),
                                        e["p"] if isinstance(e["p"], int) else None,
-                                       e["c"] if isinstance(e["c"], str) else None))
+                                       e["c"] if isinstance(e["c"], str) else None,
+                                       level if isinstance(level, int) and 1 <= level <= 6 else 3))
                 except (ValueError, KeyError, TypeError):
                     continue
         return out

@@ -2,8 +2,9 @@
 ``processId``, ``body``, ``head``/``tail`` and ``nextToken`` paging, and the
 processes summary of ``GET …/processes`` (the log-processes route).
 
-Levels: cellbox keeps stdout and stderr as one ordered stream and does not parse
-severities, so every line is ``info`` (3); a filter without 3 selects nothing.
+Levels: each line has one (``manager/log_levels.py``: a level word at its start,
+else ``error`` for stderr and ``info`` for stdout; the runtime's lines by runc's own
+level), and ``level`` selects by it.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidRequest
+from ..manager.log_levels import NAMES
 from ..manager.logs import LogLine
 
-INFO = 3
-LEVELS = {"trace": 1, "debug": 2, "info": 3, "warn": 4, "error": 5, "fatal": 6}
+LEVELS = NAMES
 PAGE = 1000  # lines per answer without head
 
 
@@ -40,11 +41,10 @@ def select(lines: list[LogLine], *, levels: set[int], process_ids: list[str], bo
 
     Indexes are positions in the sandbox's whole log (stable UUIDs). The token is the
     index to go on from: lines only get appended, so a later page never skips one."""
-    if levels and INFO not in levels:
-        return [], None
     wanted = set(process_ids)
     picked = [(i, ln) for i, ln in enumerate(lines)
-              if (not wanted or str(ln.pid) in wanted or (ln.pid is None and "init" in wanted))
+              if (not levels or ln.level in levels)
+              and (not wanted or str(ln.pid) in wanted or (ln.pid is None and "init" in wanted))
               and (body is None or body.lower() in ln.body.lower())]
     if tail is not None:
         picked = picked[len(picked) - tail:] if tail else []

@@ -61,12 +61,11 @@ def purge(store: Store, retention_secs: int, state_dirs: list[Path]) -> int:
     how many went."""
     cutoff = now_ms() - retention_secs * 1000
     gone = 0
-    for rec in store.list():
-        if rec.status.is_final and archived_at(rec) < cutoff:
-            store.delete(rec.id)
-            for base in state_dirs:
-                shutil.rmtree(base / rec.id, ignore_errors=True)
-            gone += 1
+    for sid in store.final_before(cutoff):
+        store.delete(sid)
+        for base in state_dirs:
+            shutil.rmtree(base / sid, ignore_errors=True)
+        gone += 1
     if gone:
         log.info("purged %d archived sandbox(es) older than %ss", gone, retention_secs)
     return gone

@@ -44,7 +44,7 @@ from ..network.egress import Resolved
 from ..network.policy import EgressPolicy
 from ..runtime import bundle, userns
 from ..storage import rootfs as rootfs_files
-from . import agent_client, limits
+from . import addresses, agent_client, limits
 from .ports import Agent, Network, Runtime, Storage
 from .records import SandboxRecord, Status, now_ms
 from .sources import Plan, Source
@@ -210,13 +210,11 @@ class Assembler:
         async with self._ip_lock:
             for _ in range(64):
                 used = self.store.ips_in_use()
-                gateway = self.settings.gateway
-                for addr in self.settings.subnet.hosts():
-                    if addr != gateway and str(addr) not in used:
-                        rec.ip = str(addr)
-                        break
-                else:
+                addresses.check_room(self.settings.subnet, self.store.on_bridge())
+                addr = addresses.lowest_free(self.settings.subnet, self.settings.gateway, used)
+                if addr is None:
                     raise LimitExceeded("no free sandbox address left in " + str(self.settings.subnet))
+                rec.ip = str(addr)
                 if rec.name and self.store.get_by_name(rec.namespace, rec.name):
                     raise NameTaken(rec.name)
                 try:

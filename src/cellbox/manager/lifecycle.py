@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from ..errors import NameTaken, SandboxNotRunning
 from ..network import dns
 from ..network.egress import EgressControl, Resolved
 from ..network.node import NodeNetwork
-from ..runtime import agentfs, cgroups, checkpoint
+from ..runtime import agentfs, cgroups, checkpoint, criu_cache
 from ..runtime.node import NodeRuntime
 from ..runtime.runc import Runc
 from ..storage import images as images_mod
@@ -32,6 +33,7 @@ from ..storage.node import NodeStorage
 from . import limits, spec as spec_mod, warm_sizing
 from .agent_client import AgentClient
 from .assemble import Assembler, no_space
+from .cold_gate import ColdGate
 from .image_catalog import MAX_WARM_POOL
 from .images import Hooks, ImageManager
 from .memstate import MemoryState
@@ -60,6 +62,7 @@ class SandboxManager:
         self.assembler = Assembler(settings, store, NodeRuntime(self.runc, settings.bin_dir),
                                    NodeStorage(settings.pool), NodeNetwork(settings, self.egress), self.agent)
         self.warm: WarmPool | None = None
+        self.cold_gate = ColdGate()  # speed (issue 15): cold creates a few at a time, the rest queued
         self.memory = MemoryState(self.assembler, self.runc, self.egress)
         self.volumes = VolumeManager(self)  # volumes hook: manager/volumes.py
         self.memory.volumes = self.volumes
@@ -84,6 +87,7 @@ class SandboxManager:
         await self._dns.start()
         self._agentfs_tree()
         checkpoint.write_criu_config(self.settings.data_dir / "criu.conf")
+        criu_cache.ensure()  # speed (issue 15): CRIU probes the kernel once per boot
         await self.volumes.sweep()  # volumes hook: host-side mounts of ended sandboxes
         if self.settings.warm_pool_size > 0:
             self.warm = self.open_pool(None, self.settings.warm_pool_size)
@@ -95,7 +99,8 @@ class SandboxManager:
         # capped at MAX_WARM_POOL (the memory budget is per pool)
         cap = 0 if image is None else MAX_WARM_POOL
         pool = WarmPool(size, image=image, build=self._build_warm, destroy=self._destroy_warm,
-                        rootfs=self.assembler.storage.rootfs_path, sizer=warm_sizing.sizer_for(size, cap))
+                        rootfs=self.assembler.storage.rootfs_path, sizer=warm_sizing.sizer_for(size, cap),
+                        cold_busy=self.cold_gate.busy)
         pool.fill()
         return pool
 
@@ -173,7 +178,24 @@ class SandboxManager:
             rec = await self.claim_warm(pool, spec, pool.image_mb, resolved)
             if rec is not None:
                 return rec
-        return await self.create_from(spec, preboot=preboot, resolved=resolved)
+        if pool is None or not pool.fits(spec):
+            pool = None
+        # speed (issue 15): a cold create waits its turn at the gate (429/503 before
+        # anything is made when the host is too far behind), and takes a warm sandbox
+        # instead if its pool has one ready first.
+        ticket = self.cold_gate.enter()
+        try:
+            while not await ticket.wait(pool.has_ready if pool is not None else None):
+                assert pool is not None
+                rec = await self.claim_warm(pool, spec, pool.image_mb, resolved)
+                if rec is not None:
+                    return rec
+            started = time.monotonic()
+            rec = await self.create_from(spec, preboot=preboot, resolved=resolved)
+            ticket.done(time.monotonic() - started)
+            return rec
+        finally:
+            ticket.close()
 
     async def plan(self, spec: CreateSpec, *, preboot: bool = True) -> Plan:
         """How a sandbox of ``spec.image`` (None: the default image) is made."""

@@ -8,6 +8,7 @@ untrusted (it is the tenant's PID 1): bad shapes give no lines, not an error.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from . import agent_client
 from .agent_client import AgentClient
+from .log_levels import INFO, level_of
 from .records import SandboxRecord, Status
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,11 @@ INIT_LOG_BYTES = 256 << 10  # of the runtime's own log file, from its end
 
 @dataclass(frozen=True)
 class LogLine:
-    timestamp: int  # ms; the start of the process that printed it
+    timestamp: int  # ms; the start of the process that printed it (collected lines: when printed)
     body: str
     pid: int | None
     command: str | None
+    level: int = INFO  # Tensorlake's 1-6 (log_levels.py)
 
 
 async def read(agent: AgentClient, agent_port: int, sandboxes_dir: Path, rec: SandboxRecord, *,
@@ -49,7 +52,7 @@ async def read(agent: AgentClient, agent_port: int, sandboxes_dir: Path, rec: Sa
     """
     want = LOG_MAX_LINES if tail is None else min(tail, LOG_MAX_LINES)
     budget = LOG_MAX_BYTES
-    init = [LogLine(rec.created_at, line, None, "init") for line in _init_log(sandboxes_dir, rec)]
+    init = [LogLine(rec.created_at, line, None, "init", level) for line, level in _init_log(sandboxes_dir, rec)]
     if rec.status != Status.RUNNING or not rec.ip:
         return (init[len(init) - want:] if want else []), len(init) > want
     cut = False
@@ -67,13 +70,14 @@ async def read(agent: AgentClient, agent_port: int, sandboxes_dir: Path, rec: Sa
                 cut = True
                 break
             out = await agent.get_json(ip, port, key,
-                                       f"/api/v1/processes/{pid}/output?tail={want}&max_bytes={budget}",
-                                       timeout=5, max_bytes=2 * budget + (64 << 10))
-            lines = [x for x in out["lines"] if isinstance(x, str)][-want:]
+                                       f"/api/v1/processes/{pid}/output?tail={want}&max_bytes={budget}&streams=1",
+                                       timeout=5, max_bytes=3 * budget + (64 << 10))
+            pairs = _with_streams(out)[-want:]
+            lines = [x for x, _ in pairs]
             cut = cut or bool(out.get("truncated"))
             started = _int_or(proc.get("started_at"), rec.created_at)
             command = proc.get("command") if isinstance(proc.get("command"), str) else None
-            chunks.append([LogLine(started, line, pid, command) for line in lines])
+            chunks.append([LogLine(started, line, pid, command, level_of(line, stream)) for line, stream in pairs])
             want -= len(lines)
             budget -= sum(len(x) + 1 for x in lines)
     except (agent_client.AgentError, KeyError, TypeError, AttributeError) as exc:
@@ -83,8 +87,17 @@ async def read(agent: AgentClient, agent_port: int, sandboxes_dir: Path, rec: Sa
     cut = cut or len(init) > max(0, room)
     return (init[len(init) - room:] if room > 0 else []) + merged, cut
 
-def _init_log(sandboxes_dir: Path, rec: SandboxRecord) -> list[str]:
-    path = sandboxes_dir / rec.id / "agent.log"
+def _with_streams(out: Any) -> list[tuple[str, str | None]]:
+    """(line, stream) pairs of an ``/output?streams=1`` answer; an agent from before
+    ``streams`` (a restored old image) sends none: the stream is then unknown."""
+    lines = out["lines"]
+    streams = out.get("streams")
+    if not isinstance(streams, list) or len(streams) != len(lines):
+        streams = [None] * len(lines)
+    return [(x, s if s in ("stdout", "stderr") else None) for x, s in zip(lines, streams) if isinstance(x, str)]
+
+
+def _tail_lines(path: Path) -> list[str]:
     try:
         with path.open("rb") as f:
             size = f.seek(0, 2)
@@ -92,6 +105,21 @@ def _init_log(sandboxes_dir: Path, rec: SandboxRecord) -> list[str]:
             return f.read(INIT_LOG_BYTES).decode("utf-8", "replace").splitlines()
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+def _init_log(sandboxes_dir: Path, rec: SandboxRecord) -> list[tuple[str, int]]:
+    """The runtime's own lines with their levels: runc's JSON log (``{"level", "msg"}``:
+    why a container failed to start or died) and the agent's log if one was kept."""
+    out: list[tuple[str, int]] = []
+    for raw in _tail_lines(sandboxes_dir / rec.id / "runc.log"):
+        try:
+            entry = json.loads(raw)
+            msg, level = str(entry["msg"]), str(entry.get("level", "info")).lower()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        out.append((f"runc: {msg}", level_of(level, None)))
+    out += [(line, level_of(line, None)) for line in _tail_lines(sandboxes_dir / rec.id / "agent.log")]
+    return out
 
 
 def _int_or(value: Any, default: int) -> int:

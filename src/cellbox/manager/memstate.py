@@ -67,6 +67,7 @@ class MemoryState(Snapshots):
             self.store.update(rec)
             faults.hit("suspend.after_status")
             try:
+                await self.assembler.runtime.settled(ids.container(rec.id))  # a lazy restore's pages are in
                 faults.hit("suspend.dump")  # :fail = CRIU failing mid-dump
                 timing = await self._dump(rec.id, new)
             except BaseException as exc:
@@ -219,6 +220,7 @@ class MemoryState(Snapshots):
     async def settle(self) -> None:
         """Wait for background page transfers (tests and shutdown)."""
         await self._background.settle()
+        await self.assembler.runtime.settle_all()
 
     async def recover(self, rec: SandboxRecord) -> SandboxRecord:
         """Settle a record a crash left in ``suspending`` or ``snapshotting``.

@@ -11,6 +11,7 @@ makes; the real implementations are ``runtime/node.py``, ``storage/node.py`` and
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +26,12 @@ class Runtime(Protocol):
 
     async def run(self, container_id: str, bundle: Path) -> int: ...
 
-    async def restore(self, container_id: str, bundle: Path, images: Path, work: Path) -> int: ...
+    async def restore(self, container_id: str, bundle: Path, images: Path, work: Path, *, lazy: bool = False,
+                      cleanup: Sequence[Path] = ()) -> int: ...
+
+    async def settled(self, container_id: str) -> None: ...
+
+    async def settle_all(self) -> None: ...
 
     async def destroy(self, container_id: str) -> None: ...
 

@@ -18,7 +18,9 @@ range, a disk shrink (a quota below what the subvolume holds would make every wr
 fail), memory below what the sandbox holds now (anonymous memory and tmpfs, which
 cannot be reclaimed without swap: the kernel would OOM-kill its processes), a
 project quota it would pass. A kernel write that still fails rolls the old limits
-back and is reported as a ``failed`` generation.
+back and is reported as a ``failed`` generation. ``/dev/shm`` follows the memory
+(``bundle.shm_kib``, reconfigured from the host by ``storage/shm.py``); one that holds
+more than its new size refuses the shrink.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ids
 from ..errors import Conflict, InvalidRequest, QuotaExceeded
-from ..runtime import cgroups
+from ..runtime import bundle, cgroups
+from ..storage import shm
 from .records import SandboxRecord, Status
 from . import limits
 
@@ -126,17 +129,38 @@ def _write(manager: "SandboxManager", rec: SandboxRecord, cpus: float, memory_mb
                  pids_limit=rec.pids_limit, writable_mb=max(16, disk_mb - image_mb))
 
 
+def _shm(rec: SandboxRecord, size_kib: int) -> None:
+    if rec.init_pid:
+        shm.resize(rec.init_pid, rec.id, size_kib)
+
+
 def apply(manager: "SandboxManager", rec: SandboxRecord, cpus: float, memory_mb: int, disk_mb: int) -> str | None:
-    """Write the new limits; on failure put the old ones back. Returns an error or None."""
+    """Write the new limits and size /dev/shm to the new memory (``bundle.shm_kib``); on
+    failure put the old ones back. Returns an error or None.
+
+    A /dev/shm that must shrink shrinks first: if it holds more than its new size the
+    kernel refuses, and the resize is refused (``Conflict``) before anything changed."""
+    old_shm = (shm.current_kib(rec.init_pid) if rec.init_pid else None) or bundle.shm_kib(rec.memory_mb)
+    new_shm = bundle.shm_kib(memory_mb)
+    if new_shm < old_shm:
+        try:
+            _shm(rec, new_shm)
+        except shm.ShmError as exc:
+            raise Conflict(f"cannot shrink memory to {memory_mb} MB: {exc} ({new_shm} KiB); "
+                           "free some of /dev/shm first") from None
     try:
         _write(manager, rec, cpus, memory_mb, disk_mb)
+        if new_shm > old_shm:
+            _shm(rec, new_shm)
         return None
-    except OSError as exc:
-        problem = f"the kernel refused the new limits: {exc.strerror or exc}"
+    except (OSError, shm.ShmError) as exc:
+        problem = f"the kernel refused the new limits: {getattr(exc, 'strerror', None) or exc}"
         log.warning("sandbox %s: resize failed (%s); restoring the old limits", rec.id, problem)
     try:
         _write(manager, rec, rec.cpus, rec.memory_mb, rec.disk_mb)
-    except OSError as exc:  # the cgroup is gone: the sweep finds the dead sandbox
+        if new_shm != old_shm:
+            _shm(rec, old_shm)
+    except (OSError, shm.ShmError) as exc:  # the cgroup is gone: the sweep finds the dead sandbox
         log.error("sandbox %s: restoring limits after a failed resize failed: %s", rec.id, exc)
     return problem
 

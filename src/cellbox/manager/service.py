@@ -32,7 +32,7 @@ from ..errors import (
     SandboxTerminated,
 )
 from ..network.policy import EgressPolicy
-from . import agent_client
+from . import addresses, agent_client
 from . import resize as live_resize
 from .logs import LogLine
 from .records import SandboxRecord, Status, now_ms
@@ -144,6 +144,10 @@ class SandboxService(ServiceCore):
 
     async def _resume(self, sandbox_id: str) -> SandboxRecord:
         async with self._lock(sandbox_id):
+            current = self.store.get(sandbox_id)
+            if current is not None and current.status == Status.SUSPENDED:
+                # a suspended sandbox has no bridge port; resuming takes one (addresses.py)
+                addresses.check_room(self.manager.settings.subnet, self.store.on_bridge(), resuming=True)
             with observe.timed("resume"):  # metrics hook (cellbox/metrics)
                 out = await self.manager.memory.resume(sandbox_id)
             self.on_activity(sandbox_id)

@@ -116,6 +116,7 @@ class ServiceCore:
         # timeout) or suspends it: issue 14's log keeper (logs/service.py) saves its output.
         self.before_terminate: list[Callable[[SandboxRecord], Awaitable[None]]] = []
         self.before_suspend: list[Callable[[SandboxRecord], Awaitable[None]]] = []
+        self.on_close: list[Callable[[], Awaitable[None]]] = []  # issue 14: the log collector's
 
     # -- create -------------------------------------------------------------------------
 
@@ -342,6 +343,8 @@ class ServiceCore:
         if pending:
             log.info("waiting for %d create(s) in flight", len(pending))
             await asyncio.wait(pending, timeout=STOP_WAIT)
+        for hook in self.on_close:
+            await hook()
 
     @asynccontextmanager
     async def _lock(self, sandbox_id: str) -> AsyncIterator[None]:

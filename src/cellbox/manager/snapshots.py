@@ -85,6 +85,7 @@ class Snapshots:
         """
         cid = ids.container(rec.id)
         dest.mkdir(parents=True, exist_ok=True)
+        await self.assembler.runtime.settled(cid)  # a lazy restore's pages must all be in first
         await checkpoint.pause(self.runc, cid)
         try:
             faults.hit("capture.after_pause")

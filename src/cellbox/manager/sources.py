@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Awaitable, Callable
@@ -22,7 +21,7 @@ from ..config import Settings
 from ..errors import InvalidRequest
 from ..network import policy as policy_mod
 from ..network.policy import EgressPolicy
-from ..runtime import bundle, criu_images, userns
+from ..runtime import bundle, criu_images, lazy_restore, userns
 from ..storage.images import Image, ImageConfig
 from . import agent_client
 from . import spec as spec_mod
@@ -148,19 +147,22 @@ class RestoreSource:
         if not self.memory:
             return await runtime.run(ids.container(rec.id), state_dir)
         mem_dir = self.mem_dir or self.snap_dir / "mem"
-        work = state_dir / "restore"
-        images = mem_dir
+        lazy = lazy_restore.enabled()
+        # The restore reads a directory of its own (hard links): with a user namespace
+        # its mapping is rewritten (criu_images.retarget); a lazy restore reads it after
+        # returning, when the shared images may be gone (a clone's capture).
         if identity["userns_base"] is not None:  # CRIU restores the dump's mapping: give it ours
             images = await asyncio.to_thread(criu_images.retarget, mem_dir, identity["userns_base"],
                                              userns.SIZE, rec.id)
-        try:
-            pid = await runtime.restore(ids.container(rec.id), state_dir, images, work)
-            faults.hit("clone.after_restore")
-        finally:
-            if images != mem_dir:
-                await asyncio.to_thread(shutil.rmtree, images, True)
+        elif lazy:
+            images = await asyncio.to_thread(criu_images.link_copy, mem_dir, rec.id)
+        else:
+            images = mem_dir
+        work = state_dir / "restore"
+        cleanup = [work] if images == mem_dir else [images, work]
+        pid = await runtime.restore(ids.container(rec.id), state_dir, images, work, lazy=lazy, cleanup=cleanup)
+        faults.hit("clone.after_restore")
         await runtime.set_hostname(pid, rec.id)  # the UTS namespace came back with the source's
-        shutil.rmtree(work, ignore_errors=True)
         return pid
 
     def agent_key(self, cfg: dict[str, Any]) -> bytes | None:

@@ -101,6 +101,25 @@ class Store:
         sql += " ORDER BY created_at, id"
         return [self._row(r[0]) for r in self.db.execute(sql, args)]
 
+    def with_status(self, statuses: builtins.list[str], namespace: str | None = None) -> builtins.list[SandboxRecord]:
+        """Records in any of ``statuses`` (the status index): what the once-a-second sweep
+        needs is the running ones, and loading every live record instead made it parse
+        100,000 suspended ones each second (bench/store_scale.py)."""
+        sql = f"SELECT doc FROM sandboxes WHERE status IN ({','.join('?' * len(statuses))})"
+        args = list[object](statuses)
+        if namespace is not None:
+            sql += " AND namespace=?"
+            args.append(namespace)
+        return [self._row(r[0]) for r in self.db.execute(sql + " ORDER BY created_at, id", args)]
+
+    def final_before(self, cutoff_ms: int) -> builtins.list[str]:
+        """IDs of terminated/failed records that ended (or, without an end, began) before
+        ``cutoff_ms``: the archive's purge, without parsing every record."""
+        rows = self.db.execute(
+            "SELECT id FROM sandboxes WHERE status IN ('terminated','failed')"
+            " AND coalesce(json_extract(doc, '$.terminated_at'), created_at) < ?", (cutoff_ms,))
+        return [r[0] for r in rows]
+
     def list_page(
         self,
         namespace: str,
@@ -118,8 +137,11 @@ class Store:
         if live_only:
             sql += " AND status NOT IN ('terminated','failed')"
         if after is not None:
-            sql += " AND (created_at > ? OR (created_at = ? AND id > ?))"
-            args += [after[0], after[0], after[1]]
+            # A row value, not "created_at > ? OR (created_at = ? AND id > ?)": SQLite
+            # seeks the index to the cursor only for the row value; the OR form walked
+            # the namespace from its start (page 500 of 100,000 records: 8.6 -> 0.13 ms).
+            sql += " AND (created_at, id) > (?, ?)"
+            args += [after[0], after[1]]
         sql += " ORDER BY created_at, id LIMIT ?"
         args.append(limit)
         return [self._row(r[0]) for r in self.db.execute(sql, args)]
@@ -132,6 +154,17 @@ class Store:
             (rec.namespace, rec.name, rec.status.value, rec.ip, rec.created_at, self._doc(rec), rec.id, expected.value),
         )
         return cur.rowcount == 1
+
+    def on_bridge(self) -> int:
+        """Records whose sandbox has (or is getting) a port on the bridge: live ones
+        with an address, but not suspended ones (their netns and veth are gone)."""
+        row = self.db.execute("SELECT count(*) FROM sandboxes WHERE ip IS NOT NULL"
+                              " AND status NOT IN ('terminated','failed','suspended')").fetchone()
+        return int(row[0])
+
+    def live_ids(self) -> set[str]:
+        """IDs of the live records, without parsing them (reconcile's leftover checks)."""
+        return {r[0] for r in self.db.execute("SELECT id FROM sandboxes WHERE status NOT IN ('terminated','failed')")}
 
     def ips_in_use(self) -> set[str]:
         rows = self.db.execute(

@@ -63,6 +63,8 @@ CLAIMS_RECENT = 5.0  # the idle test applies this long after a claim (not to the
 # not compete with it. Per build (an earlier try) it let a host loaded by others grow
 # the pool by one sandbox per 15 s: the next burst found it nearly empty.
 GROW_MAX_WAIT = 15.0
+GROW_AFTER_COLD = 1.0  # with a cold-gate signal (``cold_busy``): wait for idle CPUs this long once it is idle
+BUILD_PARALLEL = max(1, os.cpu_count() or 1)  # refill builds at once (the build slot)
 RESIZE_EVERY = 5.0  # seconds between checks of a sized pool's target (grow after a burst, shrink when idle)
 # Files a first command is likely to read, pre-read into a warm sandbox's page cache.
 # Why: btrfs snapshots share data blocks but not inodes, so each sandbox has its own
@@ -132,8 +134,9 @@ class WarmPool:
 
     def __init__(self, size: int, *, build: Build, destroy: Destroy, rootfs: Callable[[str], Path],
                  image: str | None = None, preread: Callable[[Path], Awaitable[object]] | None = None,
-                 sizer: "WarmSizer | None" = None) -> None:
+                 sizer: "WarmSizer | None" = None, cold_busy: Callable[[], bool] | None = None) -> None:
         self.sizer = sizer  # speed (issue 15): demand-driven size; None = fixed ``size``
+        self._cold_busy = cold_busy  # whether cold creates are in flight or queued (manager/cold_gate.py)
         self._resizer: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._build = build
@@ -143,12 +146,19 @@ class WarmPool:
         self.size = size
         self.image = image
         self._ready: list[SandboxRecord] = []
+        # Set while a sandbox is ready: creates queued at the cold gate wake on it and
+        # take that one instead of booting their own (manager/cold_gate.py).
+        self.has_ready = asyncio.Event()
         self._building = 0
+        self._slotted = 0  # builds past the build slot (at most ``_build_slot``'s value)
         self._tasks = TaskSet("warm-pool build")
         self._closed = False
-        # Refills are built one at a time: a burst of claims would otherwise start as
+        # Refills are built a few at a time (one per CPU: a build waits on runc, btrfs
+        # and its agent part of the time): a burst of claims would otherwise start as
         # many cold builds at once, and they would compete with the burst for the CPU.
-        self._build_slot = asyncio.Semaphore(1)
+        # One at a time (before issue 15's cold path) a grown pool refilled at ~2-3
+        # sandboxes/s on a loaded host: 100 took longer than the 45 s between bursts.
+        self._build_slot = asyncio.Semaphore(BUILD_PARALLEL)
         # ... and not while claims are coming in: a build costs ~150 ms of CPU (runc, the
         # agent's Python start) that the burst being served needs more.
         self._last_claim = float("-inf")  # loop time of the last claim
@@ -194,6 +204,13 @@ class WarmPool:
         their first command), or ``REFILL_MAX_WAIT`` seconds were spent waiting for it."""
         loop = asyncio.get_running_loop()
         if self._growing():  # speed: growth waits for idle CPUs, until GROW_MAX_WAIT after the last claim
+            if self._cold_busy is not None:
+                # ... or, told when the host's cold creates are done (the burst is served),
+                # until shortly after that: growth then has the gap before the next burst.
+                while not self._closed and self._cold_busy():
+                    await asyncio.sleep(IDLE_WINDOW)
+                await self._idle_cpus(loop.time() + GROW_AFTER_COLD)
+                return
             await self._idle_cpus(self._last_claim + GROW_MAX_WAIT)
             return
         if not self._bursting():
@@ -206,9 +223,9 @@ class WarmPool:
 
     def _growing(self) -> bool:
         """Whether this build takes a sized pool beyond its fixed floor."""
-        # Builds run one at a time (``_build_slot``), so the one asking is the next to be
-        # ready: growth if the ready ones plus it exceed the floor.
-        return self.sizer is not None and len(self._ready) + 1 > self.size
+        # The builds holding a build slot (this one included) are the next to be ready:
+        # growth if the ready ones plus them exceed the floor.
+        return self.sizer is not None and len(self._ready) + self._slotted > self.size
 
     async def _idle_cpus(self, give_up: float) -> None:
         """Return when the CPUs were half idle over ``IDLE_WINDOW``, or at loop time ``give_up``."""
@@ -234,21 +251,36 @@ class WarmPool:
                 return
             await self._preread(self._rootfs(rec.id))
             self._ready.append(rec)
+            self.has_ready.set()
         finally:
             self._building -= 1
 
     async def _build_slotted(self) -> SandboxRecord | None:
         try:
             async with self._build_slot:
-                await self._quiet()
-                if self._closed:
-                    return None
-                spec = CreateSpec(namespace=WARM_NAMESPACE, cpus=float(_host_cpus()), cpu_shares=bundle.MIN_SHARES,
-                                  image=self.image)
-                return await self._build(spec)
+                self._slotted += 1
+                try:
+                    await self._quiet()
+                    if self._closed:
+                        return None
+                    spec = CreateSpec(namespace=WARM_NAMESPACE, cpus=float(_host_cpus()),
+                                      cpu_shares=bundle.MIN_SHARES, image=self.image)
+                    return await self._build(spec)
+                finally:
+                    self._slotted -= 1
         except Exception as exc:  # noqa: BLE001 - a failed warm build only means a cold create later
             log.warning("warm pool: building a sandbox failed: %s", exc)
             return None
+
+    def _pop(self, index: int = -1) -> SandboxRecord:
+        rec = self._ready.pop(index)
+        if not self._ready:
+            self.has_ready.clear()
+        return rec
+
+    def fits(self, spec: CreateSpec) -> bool:
+        """Whether a sandbox of this pool can serve ``spec`` (image and /dev/shm size)."""
+        return spec.memory_mb >= bundle.SHM_FULL_AT_MB and spec.image == self.image
 
     def can_serve(self, spec: CreateSpec) -> bool:
         # Warm sandboxes booted with the pool's memory, so their /dev/shm has its full
@@ -279,7 +311,7 @@ class WarmPool:
         sandbox found dead goes to ``discard``; one whose limits fail is destroyed.
         """
         while self._ready:
-            rec = self._ready.pop()
+            rec = self._pop()
             self._claimed()
             if not _procfs.in_cgroup(rec.init_pid, ids.cgroup_path(rec.id)):
                 await discard(rec)  # dead, or its PID recycled into another cgroup
@@ -301,7 +333,7 @@ class WarmPool:
     async def trim(self) -> None:
         """Destroy ready sandboxes above the target (the sizer shrank it: idle)."""
         while len(self._ready) > self.target() and not self._closed:
-            rec = self._ready.pop(0)  # the oldest first
+            rec = self._pop(0)  # the oldest first
             await self._destroy(rec, "pool_shrunk")
 
     async def _follow_target(self) -> None:

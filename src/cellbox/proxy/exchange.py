@@ -29,6 +29,8 @@ from ..errors import CellboxError
 from . import errors, headers, routing
 from .activity import ActivityCallback, ActivityTicker
 from .client import ClientConnection, ClientGone
+from .local_app import AppBroken, LocalApp
+from . import local_app
 from .splice import splice
 from .upstream import Upstream
 
@@ -96,6 +98,8 @@ class Exchange:
                 target = routing.target_of(self.request.headers, self.hooks.domain)
                 ip, port, sandbox_id, self.key = await self._resolve(target)
                 ticker = ActivityTicker(self.hooks.on_activity, sandbox_id, self.hooks.activity_interval)
+                if isinstance(ip, LocalApp):  # served here, not forwarded (local_app.py)
+                    return await local_app.serve(self.client, self.request, ip.app, ticker)
                 upstream = await self._connect(ip, port, sandbox_id)
             except errors.ProxyError as err:
                 await self.client.send_error(err)
@@ -106,7 +110,7 @@ class Exchange:
             return keep
         except ClientGone:
             return False
-        except UpstreamBroken as exc:
+        except (UpstreamBroken, AppBroken) as exc:
             log.info("%s", exc)
             self.client.broken = True  # a FIN could pass a truncated body off as complete
             return False
@@ -122,7 +126,7 @@ class Exchange:
             if upstream is not None:  # no-op after release(); abort if the exchange broke off
                 upstream.close(abort=upstream.h11.their_state not in _FINISHED)
 
-    async def _resolve(self, target: routing.Target) -> tuple[str, int, str, bytes | None]:
+    async def _resolve(self, target: routing.Target) -> tuple[Any, int, str, bytes | None]:
         try:
             if self.hooks.authorize:
                 credential = headers.value(self.request.headers, b"authorization")

@@ -252,6 +252,10 @@ def set_limits(bundle_dir: Path, limits: Limits) -> None:
     path = bundle_dir / "config.json"
     cfg = json.loads(path.read_text())
     cfg["linux"]["resources"].update(resources(limits))
+    for mount in cfg.get("mounts", []):  # /dev/shm follows memory (a live resize changes it too)
+        if mount.get("destination") == "/dev/shm":
+            mount["options"] = [o for o in mount.get("options", []) if not o.startswith("size=")] + [
+                f"size={shm_kib(limits.memory_mb)}k"]
     write(bundle_dir, cfg)
 
 

@@ -107,6 +107,23 @@ def userns_images(images: Path) -> list[Path]:
     return sorted(images.glob("userns-*.img"))
 
 
+def link_copy(images: Path, tag: str) -> Path:
+    """A private directory ``<images>.<tag>`` of hard links to every image (no data
+    copied), root's alone: a lazy restore's daemon reads it after the restore returns,
+    while the shared images (a clone's tmpfs capture) may already be gone."""
+    out = images.with_name(f"{images.name}.{tag}")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(mode=0o700)
+    try:
+        for entry in os.scandir(images):
+            if entry.is_file(follow_symlinks=False):
+                os.link(entry.path, out / entry.name)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return out
+
+
 def retarget(images: Path, base: int, size: int, tag: str) -> Path:
     """A new image directory ``<images>.<tag>`` whose user namespace maps 0..size-1 to
     ``base``, reachable by that range only (the caller removes it after the restore).

@@ -8,11 +8,13 @@ calls, not on how they are made (and tests can hand it a fake).
 from __future__ import annotations
 
 import asyncio
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import _proc
-from . import checkpoint, nethook, userns
+from . import checkpoint, lazy_restore, nethook, userns
 from .runc import Runc, State
 
 
@@ -21,15 +23,34 @@ class NodeRuntime:
         self.runc = runc
         self.bin_dir = bin_dir
         self._nethook: Path | None = None
+        self.tails = lazy_restore.Tails()
 
     async def run(self, container_id: str, bundle: Path) -> int:
         return await self.runc.run_detached(container_id, bundle)
 
-    async def restore(self, container_id: str, bundle: Path, images: Path, work: Path) -> int:
-        return await checkpoint.restore(self.runc, container_id, bundle, images, work)
+    async def restore(self, container_id: str, bundle: Path, images: Path, work: Path, *, lazy: bool = False,
+                      cleanup: Sequence[Path] = ()) -> int:
+        """CRIU restore; ``cleanup`` is removed once the images are no longer read (at
+        once for an eager restore, after the page stream for a lazy one)."""
+        if lazy:
+            return await self.tails.restore(self.runc, container_id, bundle, images, work, cleanup)
+        try:
+            return await checkpoint.restore(self.runc, container_id, bundle, images, work)
+        finally:
+            for p in cleanup:
+                await asyncio.to_thread(shutil.rmtree, p, True)
+
+    async def settled(self, container_id: str) -> None:
+        """Wait until no lazy restore is streaming pages into the container (before a dump)."""
+        await self.tails.settled(container_id)
+
+    async def settle_all(self) -> None:
+        """Wait for every lazy restore's page stream (tests and shutdown)."""
+        await self.tails.settle_all()
 
     async def destroy(self, container_id: str) -> None:
         await self.runc.destroy(container_id)
+        await self.tails.drop(container_id)
 
     async def state(self, container_id: str) -> State | None:
         return await self.runc.state(container_id)

@@ -30,6 +30,7 @@ from ._errors import (
     WaitTimeout,
 )
 from ._image import Image
+from ._process_models import HealthCheck, PtySession, RestartPolicy
 from ._models import CommandResult, DirectoryEntry, ImageInfo, OutputLine, ProcessInfo, SandboxInfo, SnapshotInfo
 from ._sync import Images, Process, Pty, Sandbox, SandboxClient, Tunnel, Volumes
 from ._volume_models import VolumeInfo, VolumeMount, VolumeVersion
@@ -47,6 +48,7 @@ __all__ = [
     "Conflict",
     "CopyError",
     "DirectoryEntry",
+    "HealthCheck",
     "Image",
     "ImageBuildError",
     "ImageInfo",
@@ -61,6 +63,8 @@ __all__ = [
     "Process",
     "ProcessInfo",
     "Pty",
+    "PtySession",
+    "RestartPolicy",
     "Sandbox",
     "SandboxClient",
     "SandboxConnectionError",

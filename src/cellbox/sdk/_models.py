@@ -143,11 +143,23 @@ class ProcessInfo:
     started_at: int | None = None
     ended_at: int | None = None
     name: str | None = None
+    managed: dict[str, Any] | None = None  # supervised processes: status, restart_count, health_status, …
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    @property
+    def restart_count(self) -> int:
+        count = (self.managed or {}).get("restart_count")
+        return count if isinstance(count, int) else 0
+
+    @property
+    def health_status(self) -> str | None:
+        """``disabled``, ``starting``, ``healthy`` or ``unhealthy``; None if not managed."""
+        status = (self.managed or {}).get("health_status")
+        return status if isinstance(status, str) else None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProcessInfo:
@@ -164,6 +176,7 @@ class ProcessInfo:
             started_at=_opt_int(data.get("started_at")),
             ended_at=_opt_int(data.get("ended_at")),
             name=managed.get("name") if isinstance(managed, dict) else None,
+            managed=dict(managed) if isinstance(managed, dict) and managed else None,
             raw=dict(data),
         )
 

@@ -201,6 +201,13 @@ def process_ref(pid_or_name: int | str) -> str:
     return str(pid_or_name) if isinstance(pid_or_name, int) else quote(str(pid_or_name), safe="")
 
 
+def pty_session_ref(session_id: str) -> str:
+    """A PTY session ID as one path segment (a caller's string must not add segments)."""
+    if not session_id or session_id in (".", ".."):
+        raise InvalidRequest("PTY session ID must not be empty")
+    return quote(str(session_id), safe="")
+
+
 def command_argv(command: str | Sequence[str], args: Sequence[str] | None) -> tuple[str, list[str]]:
     """``run("ls", ["-l"])`` and ``run(["ls", "-l"])`` both mean program ``ls`` with ``-l``."""
     if isinstance(command, str):

@@ -57,7 +57,7 @@ def ensure_pool(settings: Settings) -> Path:
         if not image.exists():
             with open(image, "wb") as f:
                 f.truncate(settings.pool_size_gb << 30)
-            _proc.run_sync(["mkfs.btrfs", "-q", str(image)])
+            _proc.run_sync([*btrfs.MKFS, str(image)])
         # A loop mount is a mount like any other: after a host reboot, `cellbox setup`
         # (or the server at start-up) mounts it again from the same file.
         _proc.run_sync(["mount", "-o", "loop,noatime", str(image), str(pool)])

@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 from .. import _proc
+from . import btrfs
 from ..errors import InternalFailure
 
 MOUNT_OPTIONS = "noatime"  # no atime writes on reads: the same as the loop pool
@@ -81,7 +82,7 @@ def ensure(device: Path, pool: Path, pool_image: Path) -> None:
                               "CELLBOX_POOL_DEVICE is for new installs (migrate its subvolumes first)")
     kind = probe(device)
     if kind == "":
-        _proc.run_sync(["mkfs.btrfs", "-q", str(device)])
+        _proc.run_sync([*btrfs.MKFS, str(device)])
     elif kind != "btrfs":
         raise InternalFailure(f"CELLBOX_POOL_DEVICE={device} holds {kind}: cellbox formats only a blank device "
                               f"(clear it with `wipefs -a {device}` if it really is spare)")

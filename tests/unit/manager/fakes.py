@@ -9,6 +9,7 @@ dir): only what needs root (runc, btrfs, ip, nft) is faked.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,18 @@ class FakeRuntime:
         self.next_pid += 1
         return self.next_pid
 
-    async def restore(self, container_id: str, bundle: Path, images: Path, work: Path) -> int:
+    async def restore(self, container_id: str, bundle: Path, images: Path, work: Path, *, lazy: bool = False,
+                      cleanup: Sequence[Path] = ()) -> int:
         self.w.add("container", container_id)
         self.w.call("restore")
         self.next_pid += 1
         return self.next_pid
+
+    async def settled(self, container_id: str) -> None:
+        self.w.call("settled")
+
+    async def settle_all(self) -> None:
+        pass
 
     async def destroy(self, container_id: str) -> None:
         self.w.call("destroy")

@@ -82,3 +82,20 @@ def test_a_dead_servers_warm_sandbox_is_destroyed(node) -> None:
     assert report.reclaimed == [rec.id] and node.world.alive() == {}
     stored = node.store.get(rec.id)
     assert stored is not None and stored.status == Status.TERMINATED and stored.termination_reason == "pool_discarded"
+
+
+def test_a_suspended_record_no_resume_touched_is_left_without_asking_runc(node) -> None:
+    """At 100,000 suspended records reconcile must not ask ``runc state`` (nor walk /proc)
+    per record: one ``runc list`` and one /proc walk decide which need ``recover_suspended``."""
+    rec = _record(node, Status.SUSPENDED)
+    sandboxes = node.settings.sandboxes_dir
+    assert reconcile.settled_suspended(sandboxes, rec, {}, set())
+    # its container exists (a resume got as far as restoring it): recover it
+    assert not reconcile.settled_suspended(sandboxes, rec, {ids.container(rec.id): "running"}, set())
+    # a lazy-pages daemon still serves its images
+    assert not reconcile.settled_suspended(sandboxes, rec, {}, {str(sandboxes / rec.id / "suspend")})
+    # a cut-short restore left its work dir
+    (sandboxes / rec.id / "restore-1").mkdir(parents=True)
+    assert not reconcile.settled_suspended(sandboxes, rec, {}, set())
+    running = _record(node, Status.RUNNING)
+    assert not reconcile.settled_suspended(sandboxes, running, {}, set())

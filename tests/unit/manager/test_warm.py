@@ -1,4 +1,4 @@
-"""Warm-pool rules without root: fill to size one build at a time, hand out only live
+"""Warm-pool rules without root: fill to size a few builds at a time, hand out only live
 sandboxes, fall back when limits fail, hold refills back during a burst of claims,
 destroy what is left (or finishes building) at close.
 
@@ -66,12 +66,15 @@ class Harness:
         return await self.pool.claim(CreateSpec(**kw), 4096, self.apply, self.discard)  # type: ignore[arg-type]
 
 
-def test_fills_to_size_one_build_at_a_time(monkeypatch) -> None:
+def test_fills_to_size_a_few_builds_at_a_time(monkeypatch) -> None:
     async def go() -> None:
-        h = Harness(3, monkeypatch)
+        h = Harness(6, monkeypatch)
         h.pool.fill()
+        assert h.pool.has_ready.is_set() is False
         await asyncio.wait_for(h.filled(), 10)
-        assert len(h.built) == 3 and h.max_running == 1
+        # at most one build per CPU at once (issue 15: one at a time refilled too slowly)
+        assert len(h.built) == 6 and 1 <= h.max_running <= warm.BUILD_PARALLEL
+        assert h.pool.has_ready.is_set()
         await h.pool.close()
 
     asyncio.run(go())
@@ -176,5 +179,37 @@ def test_close_destroys_ready_and_late_builds(monkeypatch) -> None:
         h.pool.fill()  # a closed pool builds nothing
         await asyncio.sleep(0.01)
         assert h.running == 0
+
+    asyncio.run(go())
+
+
+def test_growth_waits_for_the_cold_creates_then_builds_at_once(monkeypatch) -> None:
+    """Issue 15: a sized pool grows after a burst, but not while the host's cold creates
+    (the burst being served) are in flight or queued; once they are done it builds
+    without waiting GROW_MAX_WAIT after the last claim."""
+    from cellbox.manager.warm_sizing import SizingPolicy, WarmSizer
+
+    monkeypatch.setattr(warm, "GROW_AFTER_COLD", 0.0)
+
+    async def go() -> None:
+        h = Harness(1, monkeypatch)
+        busy = [True]
+        h.pool = warm.WarmPool(1, build=h.build, destroy=h.destroy, rootfs=lambda sid: None, preread=h.preread,
+                               sizer=WarmSizer(SizingPolicy(floor=1, budget_mb=1 << 20)), cold_busy=lambda: busy[0])
+        h.pool.fill()
+        await asyncio.wait_for(h.filled(), 10)
+        for _ in range(5):  # a burst of creates the pool saw (one claim, four misses)
+            if h.pool.can_serve(CreateSpec()):
+                assert await h.claim() is not None
+        assert h.pool.target() == 6  # 5 seen x 1.2
+        built = len(h.built)
+        await asyncio.sleep(0.3)
+        assert len(h.built) <= built + 1  # only the floor's refill: growth waits for the cold creates
+        busy[0] = False
+        t0 = asyncio.get_running_loop().time()
+        while h.pool.ready < 6:
+            await asyncio.sleep(0.01)
+        assert asyncio.get_running_loop().time() - t0 < warm.GROW_MAX_WAIT / 3
+        await h.pool.close()
 
     asyncio.run(go())

@@ -20,25 +20,43 @@ STREAMS = ("output", "stdout", "stderr")
 
 
 class AsyncProcess:
-    """A process in a sandbox, by PID. Its output is kept by the agent after it exits."""
+    """A process in a sandbox, by PID or, for a managed process, by name. Its output is
+    kept by the agent after it exits.
 
-    def __init__(self, sandbox: AsyncSandbox, pid: int, info: ProcessInfo | None = None) -> None:
+    ``ref`` is what requests name (``/processes/{ref}``): a name follows a managed
+    process across restarts (each restart is a new PID); ``pid`` is the PID as last
+    seen (None for a handle made from a name, until :meth:`info`).
+    """
+
+    def __init__(self, sandbox: AsyncSandbox, pid: int | str, info: ProcessInfo | None = None) -> None:
         self.sandbox = sandbox
-        self.pid = pid
+        self.ref: int | str = pid
+        self.pid: int | None = pid if isinstance(pid, int) else (info.pid if info else None)
         self._info = info
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} pid={self.pid} sandbox={self.sandbox.id}>"
+        return f"<{type(self).__name__} ref={self.ref!r} sandbox={self.sandbox.id}>"
 
     @property
     def _path(self) -> str:
-        return f"/api/v1/processes/{process_ref(self.pid)}"
+        return f"/api/v1/processes/{process_ref(self.ref)}"
+
+    def _seen(self, info: ProcessInfo) -> ProcessInfo:
+        self._info, self.pid = info, info.pid
+        return info
 
     async def info(self) -> ProcessInfo:
-        """The process's current state (status, exit code, signal)."""
+        """The process's current state (status, exit code, signal; ``managed`` for a
+        supervised one: restart count, health)."""
         response = await self.sandbox._agent("GET", self._path)
-        self._info = ProcessInfo.from_json(response.json())
-        return self._info
+        return self._seen(ProcessInfo.from_json(response.json()))
+
+    async def restart(self) -> ProcessInfo:
+        """Restart a managed process now (SIGTERM, then SIGKILL after its grace time, then
+        a new incarnation); also revives a stopped one. A process that is not managed is
+        refused (``InvalidRequest``, the agent's ``NOT_MANAGED``)."""
+        response = await self.sandbox._agent("POST", f"{self._path}/restart")
+        return self._seen(ProcessInfo.from_json(response.json()))
 
     async def output(self, stream: str = "output", *, tail: int | None = None,
                      max_bytes: int | None = None) -> list[str]:
@@ -86,7 +104,7 @@ class AsyncProcess:
                     return info.exit_code
                 return -(info.signal or 0)
             if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"process {self.pid} still running after {timeout:g}s")
+                raise WaitTimeout(f"process {self.ref} still running after {timeout:g}s")
             await sleep(delay)
             delay = min(delay * 2, poll_interval)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from .._errors import WaitTimeout
 from .._shared import PTY_DATA, PTY_EXIT, exit_code_from_close_reason, pty_decode, pty_input, pty_ready, pty_resize
@@ -31,7 +32,7 @@ class AsyncPty:
     async def attach(cls, sandbox: AsyncSandbox, session_id: str, token: str) -> AsyncPty:
         """Connect to an existing session's WebSocket and tell the agent we are ready."""
         ws = await AsyncWebSocket.connect(
-            sandbox._proxy(), f"/api/v1/pty/{session_id}/ws?token={token}", {"X-PTY-Token": token}
+            sandbox._proxy(), f"/api/v1/pty/{session_id}/ws?token={quote(token, safe='')}", {"X-PTY-Token": token}
         )
         pty = cls(sandbox, session_id, token, ws)
         await ws.send(pty_ready())

@@ -12,6 +12,7 @@ import httpx
 
 from .._errors import CopyError, SandboxConnectionError, map_transport_errors, raise_for_status
 from .._models import CommandResult, DirectoryEntry, OutputLine, ProcessInfo, SandboxInfo, SnapshotInfo
+from .._process_models import HealthCheck, PtySession, RestartPolicy, supervision
 from .._shared import (
     CHUNK,
     ProxyTarget,
@@ -21,6 +22,7 @@ from .._shared import (
     output_line,
     process_body,
     proxy_target,
+    pty_session_ref,
 )
 from .client import AsyncSandboxClient
 from .lookup import get_or_create
@@ -383,9 +385,18 @@ class AsyncSandbox:
         stdout_mode: str = "capture",
         stderr_mode: str = "capture",
         name: str | None = None,
+        restart: RestartPolicy | str | Mapping[str, Any] | None = None,
+        max_restarts: int | None = None,
+        health_check: HealthCheck | Mapping[str, Any] | None = None,
     ) -> AsyncProcess:
-        """Start a process in the background; ``stdin_mode="pipe"`` to write to its stdin later."""
-        extra: dict[str, Any] = {"name": name}
+        """Start a process in the background; ``stdin_mode="pipe"`` to write to its stdin later.
+
+        Any of ``name``, ``restart`` (a policy name or :class:`RestartPolicy`),
+        ``max_restarts`` or ``health_check`` makes it a managed process the agent
+        supervises: restarted by its policy (``on_failure`` by default), probed, and
+        reachable by ``name`` (``get_process(name)``, unique among live processes).
+        """
+        extra: dict[str, Any] = {"name": name, **supervision(restart, max_restarts, health_check)}
         if stdin_mode != "closed":
             extra["stdin_mode"] = stdin_mode
         if stdout_mode != "capture":
@@ -401,9 +412,9 @@ class AsyncSandbox:
         data = (await self._agent("GET", "/api/v1/processes")).json()
         return [ProcessInfo.from_json(p) for p in data.get("processes", [])]
 
-    def get_process(self, pid: int) -> AsyncProcess:
-        """A handle on process ``pid`` (no request is made)."""
-        return AsyncProcess(self, pid)
+    def get_process(self, pid_or_name: int | str) -> AsyncProcess:
+        """A handle on a process by PID or managed-process name (no request is made)."""
+        return AsyncProcess(self, pid_or_name)
 
     # -- files -------------------------------------------------------------------------------
 
@@ -513,6 +524,19 @@ class AsyncSandbox:
             body["working_dir"] = working_dir
         data = (await self._agent("POST", "/api/v1/pty", json=body)).json()
         return await AsyncPty.attach(self, data["session_id"], data["token"])
+
+    async def list_ptys(self) -> builtins.list[PtySession]:
+        """The terminal sessions of this sandbox, live and ended (no tokens)."""
+        data = (await self._agent("GET", "/api/v1/pty")).json()
+        return [PtySession.from_json(s) for s in data.get("sessions", []) if isinstance(s, dict)]
+
+    async def attach_pty(self, session_id: str, token: str) -> AsyncPty:
+        """Attach to an existing session with the token its creator got."""
+        return await AsyncPty.attach(self, pty_session_ref(session_id), token)
+
+    async def kill_pty(self, session_id: str) -> None:
+        """End a terminal session (its process group is killed)."""
+        await self._agent("DELETE", f"/api/v1/pty/{pty_session_ref(session_id)}")
 
     async def create_tunnel(self, remote_port: int, local_port: int = 0, local_host: str = "127.0.0.1") -> AsyncTunnel:
         """Listen on ``local_host:local_port`` (0: any free port) and relay each connection to

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from .._errors import WaitTimeout
 from .._shared import PTY_DATA, PTY_EXIT, exit_code_from_close_reason, pty_decode, pty_input, pty_ready, pty_resize
@@ -33,7 +34,7 @@ class Pty:
     def attach(cls, sandbox: Sandbox, session_id: str, token: str) -> Pty:
         """Connect to an existing session's WebSocket and tell the agent we are ready."""
         ws = WebSocket.connect(
-            sandbox._proxy(), f"/api/v1/pty/{session_id}/ws?token={token}", {"X-PTY-Token": token}
+            sandbox._proxy(), f"/api/v1/pty/{session_id}/ws?token={quote(token, safe='')}", {"X-PTY-Token": token}
         )
         pty = cls(sandbox, session_id, token, ws)
         ws.send(pty_ready())

@@ -14,6 +14,7 @@ import httpx
 
 from .._errors import CopyError, SandboxConnectionError, map_transport_errors, raise_for_status
 from .._models import CommandResult, DirectoryEntry, OutputLine, ProcessInfo, SandboxInfo, SnapshotInfo
+from .._process_models import HealthCheck, PtySession, RestartPolicy, supervision
 from .._shared import (
     CHUNK,
     ProxyTarget,
@@ -23,6 +24,7 @@ from .._shared import (
     output_line,
     process_body,
     proxy_target,
+    pty_session_ref,
 )
 from .client import SandboxClient
 from .lookup import get_or_create
@@ -385,9 +387,18 @@ class Sandbox:
         stdout_mode: str = "capture",
         stderr_mode: str = "capture",
         name: str | None = None,
+        restart: RestartPolicy | str | Mapping[str, Any] | None = None,
+        max_restarts: int | None = None,
+        health_check: HealthCheck | Mapping[str, Any] | None = None,
     ) -> Process:
-        """Start a process in the background; ``stdin_mode="pipe"`` to write to its stdin later."""
-        extra: dict[str, Any] = {"name": name}
+        """Start a process in the background; ``stdin_mode="pipe"`` to write to its stdin later.
+
+        Any of ``name``, ``restart`` (a policy name or :class:`RestartPolicy`),
+        ``max_restarts`` or ``health_check`` makes it a managed process the agent
+        supervises: restarted by its policy (``on_failure`` by default), probed, and
+        reachable by ``name`` (``get_process(name)``, unique among live processes).
+        """
+        extra: dict[str, Any] = {"name": name, **supervision(restart, max_restarts, health_check)}
         if stdin_mode != "closed":
             extra["stdin_mode"] = stdin_mode
         if stdout_mode != "capture":
@@ -403,9 +414,9 @@ class Sandbox:
         data = (self._agent("GET", "/api/v1/processes")).json()
         return [ProcessInfo.from_json(p) for p in data.get("processes", [])]
 
-    def get_process(self, pid: int) -> Process:
-        """A handle on process ``pid`` (no request is made)."""
-        return Process(self, pid)
+    def get_process(self, pid_or_name: int | str) -> Process:
+        """A handle on a process by PID or managed-process name (no request is made)."""
+        return Process(self, pid_or_name)
 
     # -- files -------------------------------------------------------------------------------
 
@@ -515,6 +526,19 @@ class Sandbox:
             body["working_dir"] = working_dir
         data = (self._agent("POST", "/api/v1/pty", json=body)).json()
         return Pty.attach(self, data["session_id"], data["token"])
+
+    def list_ptys(self) -> builtins.list[PtySession]:
+        """The terminal sessions of this sandbox, live and ended (no tokens)."""
+        data = (self._agent("GET", "/api/v1/pty")).json()
+        return [PtySession.from_json(s) for s in data.get("sessions", []) if isinstance(s, dict)]
+
+    def attach_pty(self, session_id: str, token: str) -> Pty:
+        """Attach to an existing session with the token its creator got."""
+        return Pty.attach(self, pty_session_ref(session_id), token)
+
+    def kill_pty(self, session_id: str) -> None:
+        """End a terminal session (its process group is killed)."""
+        self._agent("DELETE", f"/api/v1/pty/{pty_session_ref(session_id)}")
 
     def create_tunnel(self, remote_port: int, local_port: int = 0, local_host: str = "127.0.0.1") -> Tunnel:
         """Listen on ``local_host:local_port`` (0: any free port) and relay each connection to
