@@ -9,7 +9,7 @@
 # the bridge qbrINDEX (not cb*: every instance's walls match ports named cb*)
 # and the veth prefix. Needs a host set up by scripts/setup.sh (the default image to copy).
 NAME=${1:?usage: source bench/instance.sh NAME [INDEX]}
-IDX=${2:-6}
+IDX=${2:-9}
 PFX=$(printf "\\x$(printf %x $((97 + IDX % 26)))")
 export CELLBOX_DATA_DIR=/var/lib/cellbox-$NAME CELLBOX_POOL_SIZE_GB=16 CELLBOX_BRIDGE=qbr$IDX \
   CELLBOX_SUBNET=10.$((220 + IDX)).0.0/16 CELLBOX_NFT_TABLE=cellbox_$NAME CELLBOX_RUNC_ROOT=/run/cellbox-$NAME/runc \

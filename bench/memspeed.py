@@ -5,7 +5,8 @@ on the same sandboxes (one holding ``--mb`` MiB of touched memory, one holding
 ``--big-mb`` for the snapshot restore):
 
     before   the stock CRIU build (``--criu-before``: no kernel cache, 100 ms freeze
-             poll) and eager restores (``CELLBOX_LAZY_RESTORE=0``)
+             poll; once setup.sh has rebuilt /usr/local/sbin/criu, point this at a
+             saved copy of the old binary) and eager restores (``CELLBOX_LAZY_RESTORE=0``)
     criu     the new CRIU build (``--criu-after``), eager restores
     after    the new CRIU build and lazy restores (the default)
 

@@ -6,6 +6,9 @@
 #   scripts/cluster-dev.sh down     remove everything `up` made
 #   scripts/cluster-dev.sh env      print the variables a client needs
 #
+#   CLUSTER_WARM_POOL=K (default 0): each node keeps a warm pool of K sandboxes (its floor;
+#   it sizes itself from demand) and cluster creates claim from it.
+#
 # Topology (all private to this script, on 10.240.0.0/24; nothing routed anywhere else
 # and no host route or policy touched but the link route of that /24 on its bridge):
 #
@@ -17,6 +20,11 @@
 #
 # State: $CLUSTER_DEV (default /var/lib/cellbox-cluster-dev). Needs root and a host set
 # up by scripts/setup.sh --test (postgresql, the default image to copy).
+#
+# One dev cluster at a time per machine: the names above (cxdev0, cbx-node-K, the
+# subnets) are fixed, so `up` takes the lock $CLUSTER_DEV_LOCK (flock, default
+# /tmp/cluster-dev.lock; waits up to $CLUSTER_DEV_LOCK_WAIT s, default 1800) and a
+# holder process keeps it until `down`. Tests and benches get it through this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${CLUSTER_DEV:-/var/lib/cellbox-cluster-dev}
@@ -37,13 +45,31 @@ DSN_NODE="postgresql://postgres@$NET.1:$PG_PORT/cellbox"
 S3="http://$NET.1:$S3_PORT"
 export AWS_ACCESS_KEY_ID=cellbox-dev AWS_SECRET_ACCESS_KEY=cellbox-dev AWS_REGION=us-east-1
 
+LOCK=${CLUSTER_DEV_LOCK:-/tmp/cluster-dev.lock}
+LOCK_WAIT=${CLUSTER_DEV_LOCK_WAIT:-1800}
+
+take_lock() {  # pidfile: a holder process keeps the lock from up to down
+    local f=$1 holder
+    rm -f "$f"
+    # flock ties the lock to an open file: a process must hold it for the cluster's life
+    # (sleep, ended by PID at down; its day is the bound if down never comes).
+    flock -w "$LOCK_WAIT" "$LOCK" sh -c 'echo $$ > "$1.tmp" && mv "$1.tmp" "$1" && exec sleep 86400' sh "$f" \
+        </dev/null >/dev/null 2>&1 &
+    holder=$!
+    while [ ! -s "$f" ]; do
+        kill -0 "$holder" 2>/dev/null || { echo "cluster-dev: $LOCK still held after ${LOCK_WAIT}s" \
+            "(another dev cluster is up)" >&2; exit 1; }
+        sleep 0.2
+    done
+}
+
 as_pg() { runuser -u postgres -- "$@"; }
 
 node_env() {  # the CELLBOX_* settings of node $1 (cellbox/config.py)
     local k=$1
     echo CELLBOX_DATA_DIR="$BASE/node-$k" CELLBOX_POOL_SIZE_GB=4 CELLBOX_BRIDGE=cbxn0 \
          CELLBOX_SUBNET="10.241.$k.0/24" CELLBOX_NFT_TABLE=cbxnode CELLBOX_RUNC_ROOT="/run/cbx-node-$k/runc" \
-         CELLBOX_RUN_DIR="/run/cbx-node-$k" CELLBOX_WARM_POOL=0
+         CELLBOX_RUN_DIR="/run/cbx-node-$k" CELLBOX_WARM_POOL="${CLUSTER_WARM_POOL:-0}"
 }
 
 in_node() {  # run "$@" in node $1's network namespace, with a private /run/netns
@@ -99,8 +125,10 @@ up_node() {
 cmd_up() {
     local n=${1:?usage: cluster-dev.sh up N}
     [ ! -e "$BASE" ] || { echo "cluster-dev: $BASE exists: run down first" >&2; exit 1; }
+    take_lock "$BASE.lock-pid"
     mkdir -p "$BASE"; chmod 711 "$BASE"  # postgres must traverse it to its own pg/
     touch "$BASE/.cluster-dev"
+    mv "$BASE.lock-pid" "$BASE/lock.pid"
     ip link add $BR type bridge
     ip addr add "$NET.1/24" dev $BR
     ip link set $BR up
@@ -109,8 +137,8 @@ cmd_up() {
     echo $! > "$BASE/s3.pid"
     wait_port "$NET.1" "$S3_PORT" 60
     "$PY" -c "import boto3; boto3.client('s3', endpoint_url='$S3').create_bucket(Bucket='cellbox')"
-    CELLBOX_DATA_DIR="$BASE/control" "$PY" -m cellbox.cluster.devhost prepare-control
     "$PY" -c "from cellbox.cluster import migrate; migrate.upgrade('$DSN_ROOT')"
+    CELLBOX_DATA_DIR="$BASE/control" CELLBOX_CLUSTER="$DSN_ROOT" "$PY" -m cellbox.cluster.devhost prepare-control
     "$PY" -c "from cellbox.cluster.nodeauth import load_key; from pathlib import Path; load_key(Path('$BASE/cluster.key'))"
     cp "$BASE/cluster.key" "$BASE/control/cluster.key"
     for ((k = 1; k <= n; k++)); do up_node "$k"; done
@@ -162,6 +190,7 @@ cmd_down() {
         as_pg "$PGBIN/pg_ctl" -D "$BASE/pg/data" -m immediate -w stop >/dev/null || true
     fi
     ip link del $BR 2>/dev/null || true
+    stop_pid "$BASE/lock.pid"  # the next dev cluster may start
     rm -rf "$BASE"
     echo "cluster-dev: removed"
 }

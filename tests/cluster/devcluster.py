@@ -12,10 +12,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from .pg import free_port
+
+if TYPE_CHECKING:
+    from .replicas import Replica, Replicas
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "cluster-dev.sh"
@@ -29,15 +33,17 @@ class DevCluster:
     api: str
     proxy: str
     key: str
+    _replicas: "Replicas | None" = None
 
     @classmethod
-    def up(cls, n: int) -> "DevCluster":
+    def up(cls, n: int, **extra_env: str) -> "DevCluster":
+        """``cluster-dev.sh up n``; ``extra_env``: its CLUSTER_* settings (CLUSTER_WARM_POOL)."""
         parent = Path(tempfile.mkdtemp(prefix="cellbox-cluster-"))
         parent.chmod(0o711)  # PostgreSQL (user postgres) must traverse it to its data
         base = parent / "dev"  # the script makes it
         env = {**os.environ, "CLUSTER_DEV": str(base), "CLUSTER_PG_PORT": str(free_port()),
                "CLUSTER_API_PORT": str(free_port()), "CLUSTER_PROXY_PORT": str(free_port()),
-               "CLUSTER_S3_PORT": str(free_port())}
+               "CLUSTER_S3_PORT": str(free_port()), **extra_env}
         cluster = cls(base, env, f"http://127.0.0.1:{env['CLUSTER_API_PORT']}",
                       f"http://127.0.0.1:{env['CLUSTER_PROXY_PORT']}", "")
         try:
@@ -53,11 +59,22 @@ class DevCluster:
         """Remove the cluster; its logs are kept in LAST_LOGS for a failure's post-mortem."""
         with contextlib.suppress(OSError):
             LAST_LOGS.write_text(self.logs())
+        if self._replicas is not None:
+            self._replicas.stop()
         subprocess.run(["bash", str(SCRIPT), "down"], env=self.env, capture_output=True, timeout=300)
         self.base.parent.rmdir() if self.base.parent.exists() and not self.base.exists() else None
 
     def logs(self) -> str:
         return "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.base.glob("*.log")))
+
+    def add_replica(self) -> "Replica":
+        """A second (third…) control-plane replica on the same database and key files:
+        a process of its own on free ports, stopped by ``down``."""
+        from .replicas import Replicas
+
+        if self._replicas is None:
+            self._replicas = Replicas(self.dsn, keys_from=self.base / "control")
+        return self._replicas.start()
 
     def node_pid(self, k: int) -> int:
         return int((self.base / f"node-{k}.pid").read_text())
@@ -78,14 +95,21 @@ class DevCluster:
         return 200, "\n".join(e["line"] for e in lines if "line" in e)
 
     def member_key(self, project: str) -> str:
-        """A member key of another project, made in the control plane's door."""
+        """A member key of another project, made in the cluster's door (PostgreSQL)."""
         from cellbox.auth.keys import Role, new_key
-        from cellbox.auth.store import AuthStore
+        from cellbox.cluster.keystore import PgAuthStore
 
         key_id, full, digest = new_key()
-        with sqlite3.connect(self.base / "control" / "cellbox.db") as db:
-            AuthStore(db).add_key(key_id, digest, project, Role.MEMBER)
+        store = PgAuthStore(self.dsn)
+        try:
+            store.add_key(key_id, digest, project, Role.MEMBER)
+        finally:
+            store.close()
         return full
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.env['CLUSTER_PG_PORT']}/cellbox"
 
     def local_status(self, k: int, sandbox_id: str) -> str | None:
         """The sandbox's status in node ``k``'s own SQLite (its cache)."""

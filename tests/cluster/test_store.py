@@ -38,7 +38,7 @@ def test_migrations_are_idempotent_and_reversible(dsn: str) -> None:
         assert c.execute("SELECT to_regclass('commands')").fetchone()[0] is None
     migrate.upgrade(dsn)
     with psycopg.connect(dsn) as c:
-        assert c.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+        assert c.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
 
 
 def test_concurrent_upgrades_wait_on_each_other(dsn: str) -> None:

@@ -7,6 +7,7 @@ work unchanged on both hops) and the project (the local namespace).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +80,14 @@ async def _resume_from_store(service: SandboxService, cmd: Command, store: Artif
     return Outcome(True, "running", local_id=rec.id)
 
 
-async def _dispatch(service: SandboxService, cmd: Command, store: ArtifactStore | None) -> Outcome:
+# More command kinds (actions_wide.dispatch): an outcome, or None for "not mine".
+More = Callable[[SandboxService, Command, "ArtifactStore | None"], Awaitable["Outcome | None"]]
+
+
+async def _dispatch(service: SandboxService, cmd: Command, store: ArtifactStore | None,
+                    more: More | None = None) -> Outcome:
+    if more is not None and (out := await more(service, cmd, store)) is not None:
+        return out
     project = cmd.payload.get("project", "")
     local = cmd.payload.get("local_id") or cmd.sandbox_id  # the node's own ID for it
     if cmd.kind == "create":
@@ -103,10 +111,11 @@ async def _dispatch(service: SandboxService, cmd: Command, store: ArtifactStore 
     return Outcome(False, None, error=f"unknown command {cmd.kind!r}")
 
 
-async def execute(service: SandboxService, cmd: Command, store: ArtifactStore | None = None) -> Outcome:
+async def execute(service: SandboxService, cmd: Command, store: ArtifactStore | None = None,
+                  more: More | None = None) -> Outcome:
     """Run one command; every error becomes an outcome (the node loop never dies of one)."""
     try:
-        return await _dispatch(service, cmd, store)
+        return await _dispatch(service, cmd, store, more)
     except Tampered as exc:  # never restore it: report, loudly
         return Outcome(False, None, error=f"ARTIFACT_TAMPERED: {exc}", result={"status": 409})
     except CellboxError as exc:

@@ -1,8 +1,8 @@
 """The control plane's HTTP API: a compact subset of the single-host routes
 (create, get, list, delete, suspend, resume), same keys and same error shape.
 
-Only these routes in this slice: the full Tensorlake surface (PATCH, snapshots, copy,
-logs) still runs on one host; in cluster mode each would be one more command kind.
+More routes, and a 501 for every single-host route still not served here, are added
+by ``api_wide.install`` (server_main.py calls it on this app).
 """
 
 from __future__ import annotations
@@ -91,5 +91,5 @@ def create_cluster_app(control: ControlPlane, door: Door, proxy_url: str) -> Fas
     async def resume(ref: str, request: Request) -> dict[str, Any]:
         return _wire(await control.resume(project(request), ref), proxy_url)
 
-    app.add_middleware(AuthGate, authenticator=door.auth)
+    app.add_middleware(AuthGate, authenticator=door.auth, audit=door.audit)
     return app

@@ -20,7 +20,7 @@ import psycopg
 from .. import ids
 from ..errors import CellboxError, Conflict, InternalFailure, InvalidRequest, NotFound
 from ..images import refs
-from . import nodes, outbox, placement
+from . import nodes, outbox, placement, quota
 from .db import Db
 from .records import ClusterSandbox, Command
 
@@ -55,6 +55,11 @@ class ControlPlane:
 
     async def create(self, project: str, spec: dict[str, Any]) -> ClusterSandbox:
         spec = _check_spec(spec)
+        async with self.db.tx() as cur:  # over quota says so before "no node"; outbox.create checks again
+            await quota.admit(cur, project, spec)
+        if spec.get("snapshot_id"):
+            from . import control_wide  # restore from a catalogued snapshot
+            return await control_wide.create_from_snapshot(self, project, spec)
         image = refs.canonical(spec["image"], field="image") if spec.get("image") else None
         node = placement.place(await nodes.list_nodes(self.db),
                                placement.Want(memory_mb=spec.get("memory_mb", 1024), image=image))
@@ -228,7 +233,8 @@ class ControlPlane:
             await asyncio.sleep(SWEEP_S)
 
 
-_TYPES = {"image": str, "name": str, "cpus": (int, float), "memory_mb": int, "disk_mb": int, "timeout_secs": int}
+_TYPES = {"image": str, "name": str, "cpus": (int, float), "memory_mb": int, "disk_mb": int, "timeout_secs": int,
+          "snapshot_id": str}
 
 
 def _check_spec(spec: dict[str, Any]) -> dict[str, Any]:

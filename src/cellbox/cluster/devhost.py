@@ -4,7 +4,8 @@ dir, and tear a node's sandboxes down. ``python -m cellbox.cluster.devhost ACTIO
 prepare-node   data dir, pool (its own loop-mounted btrfs), agent tree, default
                image - the steps of ``cellbox setup`` but the network, which the node
                makes in its own namespace at start (manager.start)
-prepare-control  data dir and keys only: a control plane keeps no sandboxes
+prepare-control  data dir, vault key and the first admin key (in the cluster database
+               named by CELLBOX_CLUSTER, migrated before): a control plane keeps no sandboxes
 teardown-node  destroy every sandbox this node's SQLite lists, through the manager
                (kill -9 of a node leaves them running; this is how they go)
 
@@ -33,12 +34,19 @@ def prepare_node() -> None:
 
 
 def prepare_control() -> None:
+    import os
+
     from ..auth import bootstrap, vault
+    from .keystore import PgAuthStore
 
     settings = load()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     vault.ensure_key(bootstrap.vault_key_path(settings))
-    bootstrap.ensure_admin_key(settings)
+    store = PgAuthStore(os.environ["CELLBOX_CLUSTER"])
+    try:
+        bootstrap.ensure_admin_key(settings, store)  # type: ignore[arg-type]
+    finally:
+        store.close()
 
 
 async def _teardown() -> None:

@@ -16,7 +16,7 @@ import logging
 import psycopg
 
 from ..manager.service import SandboxService
-from . import actions, nodes, outbox
+from . import actions, actions_wide, nodes, outbox
 from .artifacts import ArtifactStore
 from .db import Db
 from .records import Command, Lease, NodeInfo
@@ -154,7 +154,7 @@ class NodeAgent:
         lease = self.lease
         assert lease is not None
         log.info("command %d: %s %s (generation %d)", cmd.id, cmd.kind, cmd.sandbox_id, cmd.generation)
-        out = await actions.execute(self.service, cmd, self.artifacts)
+        out = await actions.execute(self.service, cmd, self.artifacts, more=actions_wide.dispatch)
         accepted = await self._report(lease, cmd, out)
         if not accepted:  # fenced meanwhile: what we did here is not the cluster's truth
             log.warning("command %d: result refused (lease lapsed); reconciling", cmd.id)

@@ -3,9 +3,11 @@ data path, and the pull loop (node.py).
 
 Start order as ``cellbox server``'s: manager, local reconcile, proxy, then the loop
 joins the cluster. The node's SQLite (its data dir) is its cache of what runs here;
-the cluster's truth is PostgreSQL. The warm pool is off on nodes in this slice: a
-warm sandbox keeps its own ID, and the cluster's ID must be the local one. Idle
-suspend (CELLBOX_NAMED_IDLE_SECS) is off on nodes too: not yet routed through the cluster.
+the cluster's truth is PostgreSQL. The node keeps the single-host warm pool
+(CELLBOX_WARM_POOL): a create the pool can serve claims a warm sandbox, which keeps
+its own (local) ID; the cluster records it as the sandbox's ``local_id``, which the
+proxy and every later command already use. Idle suspend (CELLBOX_NAMED_IDLE_SECS) is
+off on nodes: not yet routed through the cluster.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def node_resolver(service: SandboxService, key: bytes):
 async def serve_node(opts: NodeOptions, settings: Settings | None = None) -> None:
     # No idle suspend on a node: it would change a sandbox's state behind the cluster's
     # back (the control plane's suspend goes through object storage instead).
-    settings = replace(settings or load(), warm_pool_size=0, named_idle_secs=0)
+    settings = replace(settings or load(), named_idle_secs=0)
     key = nodeauth.load_key(opts.key_file or settings.data_dir / "cluster.key")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

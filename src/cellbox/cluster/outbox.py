@@ -15,6 +15,7 @@ from typing import Any
 import psycopg.errors
 
 from ..errors import Conflict, NotFound
+from . import quota
 from .db import Db
 from .records import ClusterSandbox, Command, Lease
 
@@ -34,9 +35,11 @@ def sandbox_row(r: dict[str, Any]) -> ClusterSandbox:
 
 async def create(db: Db, sandbox_id: str, project: str, name: str | None, node_id: str, image: str | None,
                  memory_mb: int, spec: dict[str, Any]) -> Command:
-    """A new sandbox record (``pending``) and its create command, atomically."""
+    """A new sandbox record (``pending``) and its create command, atomically, within the
+    project's quotas (checked in the same transaction: ``quota.py``)."""
     try:
         async with db.tx() as cur:
+            await quota.admit(cur, project, spec)
             await cur.execute(
                 """INSERT INTO sandboxes (id, project, name, node_id, state, desired_state, image, memory_mb, spec)
                    VALUES (%s, %s, %s, %s, 'pending', 'running', %s, %s, %s)""",

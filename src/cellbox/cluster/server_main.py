@@ -1,9 +1,8 @@
 """``cellbox server --cluster postgresql://…``: the control plane - API, proxy, sweep.
 
-Stateless toward sandboxes: everything about them is in PostgreSQL, so any number of
-replicas can run behind a load balancer. API keys still come from this host's
-``cellbox.db`` (the door): every replica must be given the same keys (copy the data
-dir's cellbox.db, or one shared data dir) until keys move to PostgreSQL too.
+Stateless: sandboxes and the door's keys, quotas, secrets and audit log are in
+PostgreSQL (``clusterdoor.py``), so any number of replicas can run behind a load
+balancer; each shares only the key files (cluster.key, secrets.key) with the others.
 """
 
 from __future__ import annotations
@@ -16,14 +15,13 @@ import sys
 import uvicorn
 
 from .. import ids
-from ..auth.door import Door
 from ..auth.guard import proxy_resolver
 from ..config import Settings, load
 from ..errors import Conflict, NotFound
 from ..manager.store import Store
 from ..proxy import SandboxProxy
 from ..server import ServerOptions, _bind, _proxy_url, _Uvicorn, check_listen
-from . import migrate, nodeauth
+from . import clusterdoor, migrate, nodeauth
 from .control import ControlPlane
 
 log = logging.getLogger("cellbox.cluster")
@@ -83,16 +81,19 @@ async def serve_cluster(dsn: str, opts: ServerOptions, settings: Settings | None
         loop.add_signal_handler(sig, stop.set)
     api_sock = _bind(opts.host, opts.api_port)
     proxy_host = opts.proxy_host or opts.host
-    store = Store(settings.db_path)  # keys and the audit log only: no sandbox lives here
-    door = Door.open(settings, store.db)
+    store = Store(settings.db_path)  # image owners only: no sandbox or key lives here
+    door = clusterdoor.open_door(settings, dsn, store.db)
     control = ControlPlane(dsn)
     await control.start()
     proxy = SandboxProxy(proxy_resolver(cluster_resolver(control, key), door.auth), authorize=True)
+    from . import api_wide
     from .api import create_cluster_app
     try:
         await proxy.start(proxy_host, opts.proxy_port)
         proxy_url = _proxy_url(opts, opts.proxy_port)
-        web = _Uvicorn(uvicorn.Config(create_cluster_app(control, door, proxy_url), lifespan="off",
+        app = create_cluster_app(control, door, proxy_url)
+        api_wide.install(app, door, control, proxy_url)  # the door's routes, the wider API, the 501s
+        web = _Uvicorn(uvicorn.Config(app, lifespan="off",
                                       log_level=opts.log_level, access_log=opts.access_log))
         print(f"cellbox server (cluster): api http://{opts.host}:{api_sock.getsockname()[1]} proxy {proxy_url}",
               file=sys.stderr, flush=True)
@@ -103,6 +104,7 @@ async def serve_cluster(dsn: str, opts: ServerOptions, settings: Settings | None
     finally:
         await proxy.stop()
         await control.close()
+        door.store.close()
         store.close()
         api_sock.close()
 

@@ -1,0 +1,156 @@
+"""The wider Tensorlake API on a real two-node cluster: snapshots (create, list, get,
+delete), a create from a snapshot on the node that caches it and on one that must
+fetch it from object storage, copies, a network-policy PATCH, the images list; bad
+input and other projects' objects are 4xx, never a 500 or a half-made sandbox."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from .devcluster import DevCluster
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[DevCluster]:
+    c = DevCluster.up(2)
+    try:
+        yield c
+    finally:
+        c.down()
+    assert not c.base.exists()
+
+
+@pytest.fixture(autouse=True)
+def _clean(cluster: DevCluster) -> Iterator[None]:
+    """Whatever a test made goes with it, passed or failed (the suite's leak check)."""
+    yield
+    with cluster.client() as http:
+        for sb in http.get("/sandboxes").json()["sandboxes"]:
+            if sb["status"] not in ("terminated", "failed"):
+                http.delete(f"/sandboxes/{sb['id']}")
+
+
+def _create(c: DevCluster, **spec) -> dict:
+    with c.client() as http:
+        r = http.post("/sandboxes", json={"memory_mb": 256, **spec})
+    assert r.status_code == 201 and r.json()["status"] == "running", r.text
+    return r.json()
+
+
+def _node_state(c: DevCluster, node: str, state: str) -> None:
+    with psycopg.connect(c.dsn, autocommit=True) as db:
+        db.execute("UPDATE nodes SET state = %s WHERE id = %s", (state, node))
+
+
+def _local_doc(c: DevCluster, sandbox_id: str) -> dict:
+    with psycopg.connect(c.dsn) as db:
+        node, local = db.execute("SELECT node_id, local_id FROM sandboxes WHERE id = %s", (sandbox_id,)).fetchone()
+    with sqlite3.connect(c.base / f"node-{node[-1]}" / "cellbox.db") as db:
+        return json.loads(db.execute("SELECT doc FROM sandboxes WHERE id = ?", (local or sandbox_id,)).fetchone()[0])
+
+
+def test_snapshot_list_get_and_restore_on_either_node(cluster: DevCluster) -> None:
+    src = _create(cluster)
+    assert cluster.run(src["id"], "echo kept > /root/f && sync") == (200, "")
+    with cluster.client() as http:
+        r = http.post(f"/sandboxes/{src['id']}/snapshot", json={"snapshot_type": "filesystem"})
+        assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+        sid = r.json()["snapshot_id"]
+        info = http.get(f"/snapshots/{sid}").json()
+        assert info["sandbox_id"] == src["id"] and info["snapshot_type"] == "filesystem"
+        assert info["cached_on"] == [src["node_id"]]
+        assert sid in [s["snapshot_id"] for s in http.get("/snapshots").json()["snapshots"]]
+        assert [s["snapshot_id"] for s in http.get(f"/sandboxes/{src['id']}/snapshots").json()["snapshots"]] == [sid]
+        near = http.post("/sandboxes", json={"memory_mb": 256, "snapshot_id": sid}).json()
+        assert near["status"] == "running" and near["node_id"] == src["node_id"], near  # it caches it: no download
+        _node_state(cluster, src["node_id"], "draining")  # only the other node can take it now
+        try:
+            far = http.post("/sandboxes", json={"memory_mb": 256, "snapshot_id": sid}).json()
+        finally:
+            _node_state(cluster, src["node_id"], "alive")
+        assert far["status"] == "running" and far["node_id"] != src["node_id"], far  # fetched and verified
+        for sb in (near, far):
+            assert cluster.run(sb["id"], "cat /root/f") == (200, "kept")
+        assert sorted(http.get(f"/snapshots/{sid}").json()["cached_on"]) == ["node-1", "node-2"]
+        assert http.delete(f"/snapshots/{sid}").json() == {}
+        assert http.get(f"/snapshots/{sid}").json()["code"] == "SNAPSHOT_NOT_FOUND"
+        r = http.post("/sandboxes", json={"memory_mb": 256, "snapshot_id": sid})
+        assert r.status_code == 404 and r.json()["code"] == "SNAPSHOT_NOT_FOUND"
+        for sb in (src, near, far):
+            assert http.delete(f"/sandboxes/{sb['id']}").json()["status"] == "terminated"
+
+
+def test_copies_carry_memory_and_files(cluster: DevCluster) -> None:
+    src = _create(cluster, name="orig")
+    # A process whose state is only in memory: its copies go on counting from it.
+    assert cluster.run("orig", "echo on-disk > /root/g; (i=100; while :; do i=$((i+1)); echo $i > /tmp/n; "
+                               "sleep 0.2; done) >/dev/null 2>&1 &")[0] == 200
+    with cluster.client() as http:
+        r = http.post("/sandboxes/orig/copy?times=2")
+        assert r.status_code == 200, r.text
+        copies = r.json()["sandboxes"]
+    assert r.json()["source_sandbox_id"] == src["id"] and len(copies) == 2
+    for sb in copies:
+        assert sb["status"] == "running" and sb["id"] != src["id"]
+        assert cluster.run(sb["id"], "cat /root/g") == (200, "on-disk")
+        code, out = cluster.run(sb["id"], "a=$(cat /tmp/n); sleep 1; b=$(cat /tmp/n); echo $a $b")
+        a, b = map(int, out.split())
+        assert code == 200 and a > 100 and b > a  # the counting process came along, and runs
+    with cluster.client() as http:
+        assert http.get("/snapshots").json()["snapshots"] == []  # the copy's snapshot is not a client's
+        for sb in [*copies, src]:
+            http.delete(f"/sandboxes/{sb['id']}")
+
+
+def test_network_policy_patch(cluster: DevCluster) -> None:
+    sb = _create(cluster)
+    policy = {"allow_internet_access": False, "allow_out": ["10.240.0.1"]}
+    with cluster.client() as http:
+        r = http.patch(f"/sandboxes/{sb['id']}", json={"network": policy})
+        assert r.status_code == 200, r.text
+        assert r.json()["spec"]["network"] == {**policy, "deny_out": []}  # as validated, not as sent
+        assert _local_doc(cluster, sb["id"])["extra"]["network_policy"]  # enforced on its node
+        for body, code in [({"name": "x"}, "NOT_SUPPORTED"), ({"network": {"allow_out": ["not an ip/99"]}}, None),
+                           ({"network": "all"}, None)]:
+            r = http.patch(f"/sandboxes/{sb['id']}", json=body)
+            assert r.status_code == 400, (body, r.text)
+            assert code is None or r.json()["code"] == code
+        r = http.patch(f"/sandboxes/{sb['id']}", json={"network": None})  # back to unrestricted
+        assert r.status_code == 200, r.text
+        assert "network_policy" not in _local_doc(cluster, sb["id"])["extra"]
+        http.delete(f"/sandboxes/{sb['id']}")
+
+
+def test_images_and_bad_input_and_other_projects(cluster: DevCluster) -> None:
+    with cluster.client() as http:
+        images = http.get("/images").json()["images"]
+    # The nodes' OCI layouts are copies of this host's: the default image and whatever else is there.
+    assert any(i["name"].startswith("cellbox/debian") and i["nodes"] == ["node-1", "node-2"] for i in images), images
+    sb = _create(cluster)
+    other = cluster.member_key("p9")
+    with cluster.client() as http:
+        sid = http.post(f"/sandboxes/{sb['id']}/snapshot", json={}).json()["snapshot_id"]
+        for path, body in [(f"/sandboxes/{sb['id']}/snapshot", {"snapshot_type": "disk"}),
+                           (f"/sandboxes/{sb['id']}/copy?times=0", None), (f"/sandboxes/{sb['id']}/copy?times=99", None)]:
+            r = http.post(path, json=body)
+            assert r.status_code in (400, 422) and r.status_code != 500, (path, r.text)
+        r = http.post("/sandboxes", json={"snapshot_id": sid, "image": "cellbox/debian"})
+        assert r.status_code == 400
+        assert http.post("/sandboxes", json={"snapshot_id": 5}).status_code == 400
+    with cluster.client(other) as http:
+        assert http.get(f"/snapshots/{sid}").status_code == 404
+        assert http.delete(f"/snapshots/{sid}").status_code == 404
+        assert http.post("/sandboxes", json={"snapshot_id": sid}).status_code == 404
+        assert http.get("/snapshots").json()["snapshots"] == []
+        assert http.post(f"/sandboxes/{sb['id']}/snapshot", json={}).status_code == 404
+        assert http.patch(f"/sandboxes/{sb['id']}", json={"network": None}).status_code == 404
+    with cluster.client() as http:
+        http.delete(f"/snapshots/{sid}")
+        http.delete(f"/sandboxes/{sb['id']}")
