@@ -38,6 +38,7 @@ SKIPPED = ("/images/build", "/images/pull", "/images/prune")
 # Key and quota writes would revoke the suite's own key or cap the default project for
 # the tests after this one: tests/security/test_door.py covers them.
 SKIPPED_WRITES = ("/keys", "/quotas/")
+TENSORLAKE_SHAPES = ("/images/v4/",)  # its build conflict names the active build (api/cas_builds.py)
 
 
 def _check_answer(case: Any, resp: Any, failures: list[str]) -> None:
@@ -45,6 +46,9 @@ def _check_answer(case: Any, resp: Any, failures: list[str]) -> None:
         failures.append(f"{case.method} {case.formatted_path} -> {resp.status_code}: {resp.text[:300]}")
     elif resp.status_code >= 400:
         body = resp.json()
+        if case.formatted_path.startswith(TENSORLAKE_SHAPES):  # Tensorlake's own error fields beside ours
+            assert {"error", "code"} <= set(body), (case.method, case.formatted_path, body)
+            return
         assert set(body) == {"error", "code"}, (case.method, case.formatted_path, body)
 
 
@@ -68,12 +72,15 @@ def _delete_everything(api: Api, since_ms: int, namespaces: set[str]) -> None:
                 api.http.delete(f"{api.server.url}/v1/namespaces/{ns}/volumes/{vol['id']}")
 
 
+@pytest.mark.timeout(900)  # 126 operations x 2 modes: past the suite's 300 s on a loaded machine
 def test_generated_requests_never_get_5xx(api: Api):
     started, since_ms = time.monotonic(), int(time.time() * 1000)
     namespaces = {"default"}
     schema = schemathesis.openapi.from_url(api.server.url + "/openapi.json", headers=auth())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 113  # 49 routes x (namespaced, flat) + 15 flat only (keys, quotas, audit, platform)
+    # 50 routes x (namespaced, flat) + 16 flat only (keys, quotas, audit, platform) + 10 of
+    # Tensorlake's cloud services (the CAS Image Service view, the Artifact Storage refusal)
+    assert len(operations) == 126
     operations = [op for op in operations if not op.path.endswith(SKIPPED)]
     operations = [op for op in operations
                   if op.method.upper() == "GET" or not op.path.startswith(SKIPPED_WRITES)]

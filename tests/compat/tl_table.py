@@ -66,10 +66,16 @@ def enabled() -> bool:
 
 def _refusal(exc: BaseException) -> str:
     """The exception's class, with the server's wire code and status when it carries them."""
-    text = str(exc)
-    code = re.search(r'"code"\s*:\s*"([A-Za-z_]+)"', text)
-    status = re.search(r"\b(4\d\d|5\d\d)\b", text)
-    return " ".join([type(exc).__name__] + [status.group(1)] * bool(status) + [code.group(1)] * bool(code))
+    try:
+        text = str(exc)
+    except Exception:  # the recorder never changes what the call raised
+        text = ""
+    parts = [type(exc).__name__]
+    for pattern in (r"\b([45]\d\d)\b", r'"code"\s*:\s*"([A-Za-z_]+)"'):
+        found = re.search(pattern, text)
+        if found is not None:
+            parts.append(found.group(1))
+    return " ".join(parts)
 
 
 def _recorder(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -321,6 +321,11 @@ async def delete_template(request: Request, name: str) -> JSONResponse:
     return JSONResponse({})
 
 
+async def delete_template_by_name(request: Request, name: str) -> JSONResponse:
+    """``DELETE …/sandbox-templates/by-name/{name}`` (what ``delete_sandbox_image`` sends)."""
+    return await delete_template(request, name)
+
+
 async def register_template(request: Request, body: Annotated[TemplateRequest, Body()]) -> JSONResponse:
     access.check_new_name(request, body.name, _exists(_images(request), body.name))
     info = await _images(request).register(body.name, body.snapshotId, namespace=_namespace(request))
@@ -348,7 +353,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/sandbox-templates", list_templates),
     ("POST", "/sandbox-templates", register_template),
     ("GET", "/sandbox-templates/by-name/{name:path}", get_template),
-    ("DELETE", "/sandbox-templates/by-name/{name:path}", delete_template),
+    ("DELETE", "/sandbox-templates/by-name/{name:path}", delete_template_by_name),
     ("DELETE", "/sandbox-templates/{name:path}", delete_template),
 ]
 # Tensorlake's own paths for the same catalog (what its Rust client sends with an API
@@ -359,6 +364,6 @@ PLATFORM_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/platform/v1/sandbox-templates", list_templates),
     ("POST", "/platform/v1/sandbox-templates", register_template),
     ("GET", "/platform/v1/sandbox-templates/by-name/{name:path}", get_template),
-    ("DELETE", "/platform/v1/sandbox-templates/by-name/{name:path}", delete_template),
+    ("DELETE", "/platform/v1/sandbox-templates/by-name/{name:path}", delete_template_by_name),
     ("DELETE", "/platform/v1/sandbox-templates/{name:path}", delete_template),
 ]
