@@ -93,7 +93,8 @@ def run_setup(settings: Settings, *, rebuild_image: bool = False, quiet: bool = 
               help="A name or address the certificate is for (repeatable; localhost and 127.0.0.1 always are; "
                    "*.DOMAIN for exposed-port host names).")
 @click.option("--release", is_flag=True,
-              help="Instead: unmount the storage pool (and free its loop device) when no sandbox is in it; "
+              help="Instead: unmount the storage pool (and free its loop device) when no sandbox is in it, "
+                   "and CRIU's kernel-probe tmpfs; "
                    "the next setup mounts it again. `make test` does this after the suite.")
 def setup(rebuild_image: bool, quiet: bool, tls_self_signed: bool, tls_names: tuple[str, ...], release: bool) -> None:
     """Prepare this host: data dir, storage pool, agent runtime, default image, network, API keys."""
@@ -101,8 +102,11 @@ def setup(rebuild_image: bool, quiet: bool, tls_self_signed: bool, tls_names: tu
     if release:
         from ..storage.pool import release_pool
 
+        from ..runtime import criu_cache
+
         try:
             click.echo(release_pool(settings))
+            click.echo(criu_cache.release())  # CRIU's kernel-probe cache (runtime/criu_cache.py)
         except CellboxError as exc:
             raise click.ClickException(exc.message) from exc
         return

@@ -39,3 +39,17 @@ def ensure(path: Path = KDAT_DIR) -> bool:
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700,nosuid,nodev,noexec", "cellbox-criu",
                           str(path)], capture_output=True, text=True)
     return res.returncode == 0 and on_tmpfs(path)
+
+
+def release(path: Path = KDAT_DIR) -> str:
+    """Unmount the tmpfs ``ensure`` made (``cellbox setup --release``, after the suite).
+
+    Only a mount of ours (source ``cellbox-criu``) is touched: a host whose ``/run`` is
+    a tmpfs already has nothing to release. The next server start mounts it again.
+    """
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        source, target = line.split()[:2]
+        if source == "cellbox-criu" and target == str(path):
+            res = subprocess.run(["umount", str(path)], capture_output=True, text=True)
+            return f"{path} unmounted" if res.returncode == 0 else f"{path} not unmounted: {res.stderr.strip()}"
+    return f"{path} is not a mount of ours"
