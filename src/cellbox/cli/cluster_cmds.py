@@ -101,7 +101,8 @@ def drain(node_name: str, cluster: str, undo: bool, as_json: bool) -> None:
 @click.argument("sandbox")
 @click.option("--to", "to", default=None, metavar="NODE", help="the target node (default: the scheduler picks)")
 @click.option("--cluster", envvar="CELLBOX_CLUSTER", required=True, metavar="POSTGRESQL_URL")
-def migrate(sandbox: str, to: str | None, cluster: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print {id, from, to} as JSON")
+def migrate(sandbox: str, to: str | None, cluster: str, as_json: bool) -> None:
     """Live-migrate the running sandbox SANDBOX (its ID) to another node of the cluster:
     same ID, name, files, memory and processes (CRIU post-copy; docs/cluster.md)."""
     import asyncio
@@ -124,4 +125,9 @@ def migrate(sandbox: str, to: str | None, cluster: str) -> None:
         before, after = asyncio.run(go())
     except CellboxError as exc:
         raise click.ClickException(exc.message) from None
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"id": sandbox, "from": before, "to": after}))
+        return
     click.echo(f"migrated {sandbox}: {before} -> {after}")
