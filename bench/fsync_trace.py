@@ -31,12 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write  # noqa: E402
-from pool_backing import BTRFS, EXT4, XFS, loop_fs, overlay, sqlite_commits, small_fsyncs  # noqa: E402
+from pool_backing import candidates, sqlite_commits, small_fsyncs  # noqa: E402
 
-# The pool's candidate format: 4 KiB metadata nodes (not 16), one copy of metadata (not
-# DUP: one device gives no redundancy anyway), data overwritten in place (nodatacow).
-BTRFS_TUNED = [*BTRFS, "-n", "4096", "-m", "single"]
-TUNED_OPTS = "noatime,nodiscard,nodatacow"
 OPS = {"sqlite 300 commits": (sqlite_commits, 300), "500 x 4 KiB write+fsync": (small_fsyncs, 500)}
 
 
@@ -80,20 +76,8 @@ def main(args: argparse.Namespace) -> None:
     disk = host_disk(scratch)
     samples: dict[str, dict[str, list[dict[str, float]]]] = {}
     try:
-        native = scratch / "native"
-        native.mkdir()
         with ExitStack() as stack:
-            fs = lambda *a, **k: stack.enter_context(loop_fs(scratch, *a, **k))  # noqa: E731
-            variants = {
-                "host filesystem (native)": native,
-                "btrfs, sparse loop file (today)": fs("btrfs-sparse", BTRFS, opts="noatime,nodiscard"),
-                "btrfs, dense loop dio (POOL_DEVICE)": fs("btrfs-dense", BTRFS, dense=True, opts="noatime,nodiscard"),
-                "btrfs tuned, sparse loop file": fs("btrfs-tuned", BTRFS_TUNED, opts=TUNED_OPTS),
-                "ext4, dense loop dio": fs("ext4-dense", EXT4, dense=True),
-                "overlayfs upper on host fs": stack.enter_context(overlay(scratch)),
-            }
-            if shutil.which("mkfs.xfs"):
-                variants["xfs reflink, dense loop dio"] = fs("xfs-dense", XFS, dense=True)
+            variants = candidates(stack, scratch)
             for rnd in range(args.rounds):
                 for name, d in variants.items():
                     for wl, (fn, n) in OPS.items():

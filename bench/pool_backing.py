@@ -38,6 +38,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write  # noqa: E402
 
+from cellbox.storage import btrfs  # noqa: E402
+
 IMAGE_GB = 4
 
 
@@ -147,23 +149,33 @@ XFS = ["mkfs.xfs", "-q", "-f", "-K", "-m", "reflink=1"]
 EXT4 = ["mkfs.ext4", "-q", "-F", "-E", "nodiscard"]
 
 
+def candidates(stack: ExitStack, scratch: Path) -> dict[str, Path]:
+    """Every backing these benchmarks compare, made and mounted under ``scratch``
+    (undone by ``stack``); ``bench/fsync_trace.py`` counts I/O on the same set."""
+    native = scratch / "native"
+    native.mkdir()
+    fs = lambda *a, **k: stack.enter_context(loop_fs(scratch, *a, **k))  # noqa: E731
+    variants = {
+        "host filesystem (native)": native,
+        "btrfs, sparse loop file (old format)": fs("btrfs-sparse", BTRFS, opts="noatime,nodiscard"),
+        # The pool as `cellbox setup` makes it now (storage/btrfs.py MKFS, mounted noatime).
+        "btrfs, sparse loop file (pool format)": fs("btrfs-pool", [*btrfs.MKFS, "-f", "--nodiscard"]),
+        "btrfs, dense loop dio (POOL_DEVICE)": fs("btrfs-dense", BTRFS, dense=True, opts="noatime,nodiscard"),
+        "ext4, dense loop dio": fs("ext4-dense", EXT4, dense=True),
+        "overlayfs upper on host fs": stack.enter_context(overlay(scratch)),
+    }
+    if shutil.which("mkfs.xfs"):  # xfsprogs: scripts/setup.sh --test
+        variants["xfs reflink, sparse loop file"] = fs("xfs-sparse", XFS)
+        variants["xfs reflink, dense loop dio"] = fs("xfs-dense", XFS, dense=True)
+    return variants
+
+
 def main(args: argparse.Namespace) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="cb-pool-backing-", dir="/var/tmp"))
     results: dict[str, dict[str, list[float]]] = {}
     try:
-        native = scratch / "native"
-        native.mkdir()
         with ExitStack() as stack:
-            fs = lambda *a, **k: stack.enter_context(loop_fs(scratch, *a, **k))  # noqa: E731
-            variants = {
-                "host filesystem (native)": native,
-                "btrfs, sparse loop file (today)": fs("btrfs-sparse", BTRFS, opts="noatime,nodiscard"),
-                "btrfs, dense loop dio (POOL_DEVICE)": fs("btrfs-dense", BTRFS, dense=True, opts="noatime,nodiscard"),
-                "xfs reflink, sparse loop file": fs("xfs-sparse", XFS),
-                "xfs reflink, dense loop dio": fs("xfs-dense", XFS, dense=True),
-                "ext4, dense loop dio": fs("ext4-dense", EXT4, dense=True),
-                "overlayfs upper on host fs": stack.enter_context(overlay(scratch)),
-            }
+            variants = candidates(stack, scratch)
             for rnd in range(args.rounds):
                 for name, d in variants.items():
                     for wl, fn in WORKLOADS.items():

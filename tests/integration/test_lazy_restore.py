@@ -4,7 +4,6 @@ processes keep counting, and a failure leaves no daemon and no image links behin
 
 from __future__ import annotations
 
-import os
 import time
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 from cellbox import faults
 from cellbox.manager.snapshot_store import SnapshotType
 from cellbox.manager.snapshots import CLONE_TMPFS
+from cellbox.runtime import checkpoint
 
 from ..leaks import leftovers
 
@@ -60,18 +60,7 @@ def start_holder(sandboxes, rec) -> str:
 
 def lazy_daemons_of(path_part: str) -> list[int]:
     """criu lazy-pages daemons whose arguments name ``path_part``."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"lazy-pages" in argv and any(path_part.encode() in a for a in argv):
-            out.append(int(entry))
-    return out
+    return [pid for pid, argv in checkpoint.lazy_daemon_procs() if any(path_part.encode() in a for a in argv)]
 
 
 @pytest.fixture

@@ -38,10 +38,10 @@ from pydantic import Field
 
 from ..errors import CellboxError, ImageNotFound, InvalidContext, InvalidRequest, PayloadTooLarge
 from ..images.build import BuildRequest, validate
-from ..manager.images import ImageInfo, ImageManager
+from ..manager.images import ImageInfo
 from . import image_access as access
 from .cas_builds import TERMINAL, Build, BuildInProgress, Builds
-from .images import MAX_CONTEXT, check_bases, extract_context
+from .images import MAX_CONTEXT, _exists, _images, check_bases, extract_context
 from .models import _Model
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,6 @@ PREFIX = "/images/v4"
 UPLOAD_PREFIX = PREFIX + "/uploads/"  # the capability URLs: no key (api/auth.py lets them through)
 MAX_LINES = 200  # build output lines kept per build
 POLL_HOLD = 20.0  # seconds a poll of a running build waits for its end (long poll)
-
-
-def _images(request: Request) -> ImageManager:
-    return request.app.state.service.manager.image_manager  # type: ignore[no-any-return]
 
 
 def _builds(request: Request) -> Builds:
@@ -167,14 +163,6 @@ async def create_build(request: Request, body: Annotated[BuildBody, Body()],
         url = str(request.base_url).rstrip("/") + f"{UPLOAD_PREFIX}{build.build_id}/{build.token}"
         out["context_upload"] = {"url": url, "method": "PUT", "max_bytes": MAX_CONTEXT}
     return JSONResponse(out, status_code=201)
-
-
-def _exists(images: ImageManager, name: str) -> bool:
-    try:
-        images.describe(name)
-    except CellboxError:
-        return False
-    return True
 
 
 async def upload_context(request: Request, build_id: str, token: str) -> JSONResponse:

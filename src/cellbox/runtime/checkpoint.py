@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,11 +92,8 @@ def dump_complete(images: Path) -> bool:
     return "Dumping finished successfully" in log and (images / "inventory.img").exists()
 
 
-def lazy_daemon_args() -> set[str]:
-    """Every argument of every ``criu lazy-pages`` daemon, from one walk of ``/proc``:
-    reconcile asks "is a daemon serving these images?" for each suspended record, and
-    ``lazy_daemons`` walks ``/proc`` per question (100,000 walks at 100,000 records)."""
-    out: set[str] = set()
+def lazy_daemon_procs() -> Iterator[tuple[int, list[bytes]]]:
+    """``(pid, argv)`` of every ``criu lazy-pages`` daemon, from one walk of ``/proc``."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -105,8 +103,14 @@ def lazy_daemon_args() -> set[str]:
         except OSError:
             continue
         if b"lazy-pages" in argv and argv[0].endswith(b"criu"):
-            out.update(a.decode(errors="replace") for a in argv)
-    return out
+            yield int(entry), argv
+
+
+def lazy_daemon_args() -> set[str]:
+    """Every argument of every ``criu lazy-pages`` daemon, from one walk of ``/proc``:
+    reconcile asks "is a daemon serving these images?" for each suspended record, and
+    ``lazy_daemons`` walks ``/proc`` per question (100,000 walks at 100,000 records)."""
+    return {a.decode(errors="replace") for _, argv in lazy_daemon_procs() for a in argv}
 
 
 def lazy_daemons(images: Path) -> list[int]:
@@ -117,18 +121,7 @@ def lazy_daemons(images: Path) -> list[int]:
     into a sandbox that was restored.
     """
     want = str(images).encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"lazy-pages" in argv and want in argv and argv[0].endswith(b"criu"):
-            pids.append(int(entry))
-    return pids
+    return [pid for pid, argv in lazy_daemon_procs() if want in argv]
 
 
 async def wait_gone(pids: list[int], timeout: float) -> list[int]:

@@ -20,10 +20,11 @@ from ..errors import CommandFailed
 
 # How a pool is formatted (loop file or CELLBOX_POOL_DEVICE). 4 KiB metadata nodes
 # instead of 16 KiB, and one copy of metadata instead of DUP (one device gives no
-# redundancy a second copy on it would add): an fsync then writes 4x fewer bytes and
-# 2.6x fewer requests, for the same number of cache flushes (`bench/fsync_trace.py`:
-# SQLite commit 553 -> 137 KiB, 41 -> 15 writes; 4 KiB fsync 131 -> 35 KiB). Data
-# checksums and copy-on-write stay, so snapshots and clones stay O(1) and verified.
+# redundancy a second copy on it would add): an fsync then writes ~4x fewer bytes and
+# 2.6x fewer requests, for the same number of cache flushes (`bench/fsync_trace.py`,
+# quiet host: SQLite commit 513 -> 135 KiB, 39 -> 15 writes at the loop; 4 KiB fsync
+# 120 -> 32 KiB). Data checksums and copy-on-write stay, so snapshots and clones stay
+# O(1) and verified.
 MKFS = ["mkfs.btrfs", "-q", "--nodesize", "4096", "--metadata", "single"]
 
 # BTRFS_IOC_QUOTA_CTL = _IOWR(0x94, 40, struct btrfs_ioctl_quota_ctl_args {u64 cmd; u64 status})
