@@ -31,6 +31,7 @@ import wsproto.events as ws_events
 from cellbox.agent.harness import AgentProcess
 from cellbox.errors import Conflict, NotFound
 from cellbox.proxy import AGENT_PORT, SandboxProxy
+from cellbox.proxy.inflight import InFlight
 
 pytestmark = pytest.mark.timeout(60)
 T = TypeVar("T")
@@ -76,6 +77,7 @@ class World:
     boxes: dict[str, Box]
     activity: Counter[str] = field(default_factory=Counter)
     resolves: list[tuple[str, int]] = field(default_factory=list)
+    inflight: InFlight = field(default_factory=InFlight)
 
     @property
     def url(self) -> str:
@@ -267,10 +269,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 raise Conflict(f"port {port} is not exposed", code="PORT_NOT_EXPOSED")
             return "127.0.0.1", box.ports[port], box.id
 
-        proxy = SandboxProxy(resolve, lambda sid: activity.update([sid]), activity_interval=0.2, connect_timeout=2)
+        inflight = InFlight()
+        proxy = SandboxProxy(resolve, lambda sid: activity.update([sid]), activity_interval=0.2, connect_timeout=2,
+                             inflight=inflight)
         lt.run(proxy.start("127.0.0.1", 0))
         try:
-            yield World(proxy, lt, alpha, beta, boxes, activity, resolves)
+            yield World(proxy, lt, alpha, beta, boxes, activity, resolves, inflight=inflight)
         finally:
             lt.run(proxy.stop())
             ws_server.close()
@@ -558,6 +562,38 @@ def test_activity_per_request(world: World) -> None:
         for _ in range(3):
             c.get("/api/v1/health", headers={"Host": "beta.local"})
     assert world.activity[BETA_ID] == before + 3
+
+
+def test_requests_in_flight_are_counted_and_waited_for(world: World) -> None:
+    """What a live migration's source does before freezing (proxy/inflight.py): a
+    request already forwarded is waited for and arrives whole; a stream that outlasts
+    the bound is reported still open; the count is back to 0 after each."""
+    def run(script: str, out: dict[str, Any]) -> None:
+        with world.client() as c:
+            out["r"] = c.post("/api/v1/processes/run", json={"command": "sh", "args": ["-c", script]},
+                              headers={"Host": "alpha.local"})
+
+    got: dict[str, Any] = {}
+    t = threading.Thread(target=run, args=("sleep 0.6; echo answered", got))
+    t.start()
+    wait_for(lambda: world.inflight.count(ALPHA_ID) == 1)
+    assert world.inflight.count(BETA_ID) == 0
+    t0 = time.monotonic()
+    assert world.lt.run(world.inflight.idle(ALPHA_ID, 5.0)) == 0
+    assert time.monotonic() - t0 < 3.0
+    t.join(10)
+    assert got["r"].status_code == 200 and "answered" in got["r"].text
+    assert world.inflight.count(ALPHA_ID) == 0
+
+    long: dict[str, Any] = {}
+    t = threading.Thread(target=run, args=("sleep 2; echo late", long))
+    t.start()
+    wait_for(lambda: world.inflight.count(ALPHA_ID) == 1)
+    t0 = time.monotonic()
+    assert world.lt.run(world.inflight.idle(ALPHA_ID, 0.3)) == 1  # the bound, not the stream, ends the wait
+    assert 0.25 < time.monotonic() - t0 < 1.5
+    t.join(10)
+    assert world.inflight.count(ALPHA_ID) == 0
 
 
 def test_stop_cuts_streams_in_flight(world: World) -> None:

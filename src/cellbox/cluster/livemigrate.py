@@ -45,6 +45,7 @@ from ..errors import Conflict
 from ..manager.records import Status
 from ..manager.service import SandboxService
 from ..manager.snapshot_store import SnapshotType
+from ..proxy.inflight import InFlight
 from ..runtime import checkpoint, lazymig
 from ..storage import btrfs, rootfs
 from . import pagetls
@@ -53,6 +54,13 @@ from .records import Command
 
 log = logging.getLogger(__name__)
 TOKEN_TTL_S = 600
+# How long the source waits, marked ``migrating`` but not yet frozen, for the requests
+# already forwarded to the sandbox to be answered (proxy/inflight.py): a request caught
+# by the freeze is cut only after the target has every page, seconds later.
+DRAIN_S = 1.0
+# First, time for a request routed just before the proxies heard of ``migrating`` (the
+# NOTIFY) to reach this node's proxy and be counted.
+ROUTE_GRACE_S = 0.05
 CHUNK = 1 << 20
 
 
@@ -64,6 +72,7 @@ class NodeCtx:
     key: bytes
     address: str
     db: Db | None = None
+    inflight: InFlight | None = None  # the node proxy's open requests, by local sandbox ID
 
 
 def port_of(listen: str) -> int:
@@ -141,6 +150,7 @@ class Outbound:
         self.pool = m.settings.pool
         self.scratch = self.pool / "snapshots" / f".mig-{self.mid}"
         self.tmp = m.settings.data_dir / "tmp" / f"mig-{self.mid}"
+        self.inflight = ctx.inflight
         self.timing: dict[str, float] = {}
         self.dump: lazymig.LazyDump | None = None
 
@@ -177,6 +187,14 @@ class Outbound:
         m = self.service.manager
         cid = ids.container(rec.id)
         await self._mark("migrating")
+        if self.inflight is not None:
+            t = time.monotonic()
+            await asyncio.sleep(ROUTE_GRACE_S)
+            left = await self.inflight.idle(rec.id, DRAIN_S)
+            self.timing["drain_s"] = time.monotonic() - t
+            if left:
+                log.info("migration %s: %d request(s) of %s still open after %.1fs: they are cut",
+                         self.mid, left, rec.id, DRAIN_S)
         t_freeze = time.monotonic()
         await checkpoint.pause(m.runc, cid)
         try:
@@ -192,6 +210,7 @@ class Outbound:
             self.timing["dump_s"] = time.monotonic() - t_freeze
             await _put(self.http, f"/{self.mid}/mem", ["tar", "-C", str(self.tmp / "mem"), "--exclude", "./work",
                                            "--exclude", "./runc.err", "-cf", "-", "."])
+            self.timing["images_s"] = time.monotonic() - t_freeze
             manifest = m.memory._manifest(rec, SnapshotType.MEMORY)  # cluster: the memory snapshot's manifest
             r = await self.http.post(f"/{self.mid}/restore", json={
                 "manifest": manifest, "project": self.project, "name": rec.name, "cluster_id": self.cmd.sandbox_id,

@@ -16,6 +16,7 @@ import logging
 import psycopg
 
 from ..manager.service import SandboxService
+from ..proxy.inflight import InFlight
 from . import actions, actions_wide, livemigrate, nodes, outbox
 from .artifacts import ArtifactStore
 from .db import Db
@@ -31,7 +32,8 @@ IN_FLIGHT = 4
 
 class NodeAgent:
     def __init__(self, dsn: str, info: NodeInfo, service: SandboxService, *, lease_s: float = nodes.LEASE_S,
-                 poll_s: float = POLL_S, artifacts: ArtifactStore | None = None, key: bytes | None = None) -> None:
+                 poll_s: float = POLL_S, artifacts: ArtifactStore | None = None, key: bytes | None = None,
+                 inflight: InFlight | None = None) -> None:
         self.dsn = dsn
         self.info = info
         self.service = service
@@ -39,6 +41,7 @@ class NodeAgent:
         self.poll_s = poll_s
         self.artifacts = artifacts  # None: suspend stays local, resume only here
         self.key = key  # the cluster key: live migration's node-to-node credentials
+        self.inflight = inflight  # the node proxy's open requests (a migration drains them)
         self.db = Db(dsn)  # claims and reports
         self.hb_db = Db(dsn)  # heartbeats only
         self.lease: Lease | None = None
@@ -155,7 +158,7 @@ class NodeAgent:
         lease = self.lease
         assert lease is not None
         log.info("command %d: %s %s (generation %d)", cmd.id, cmd.kind, cmd.sandbox_id, cmd.generation)
-        ctx = livemigrate.NodeCtx(self.key, self.info.address, self.db) if self.key is not None else None
+        ctx = livemigrate.NodeCtx(self.key, self.info.address, self.db, self.inflight) if self.key is not None else None
         out = await actions.execute(self.service, cmd, self.artifacts, more=actions_wide.dispatch, migrate_ctx=ctx)
         accepted = await self._report(lease, cmd, out)
         if out.after is not None:  # live migration: the source's part after the handover

@@ -27,6 +27,7 @@ from ..manager.lifecycle import SandboxManager
 from ..manager.service import SandboxService
 from ..manager.store import Store
 from ..proxy import SandboxProxy
+from ..proxy.inflight import InFlight
 from . import livemigrate, migrate_in, nodeauth
 from .artifacts import ArtifactStore
 from .fingerprint import host_fingerprint
@@ -80,7 +81,8 @@ async def serve_node(opts: NodeOptions, settings: Settings | None = None) -> Non
     manager = SandboxManager(settings, store)
     await manager.start()
     service = SandboxService(manager, proxy_port=int(port))
-    proxy = SandboxProxy(node_resolver(service, key), service.on_activity, authorize=True)
+    inflight = InFlight()
+    proxy = SandboxProxy(node_resolver(service, key), service.on_activity, authorize=True, inflight=inflight)
     try:
         report = await reconcile(manager) if opts.reconcile else None
         await proxy.start(host, int(port))
@@ -96,7 +98,8 @@ async def serve_node(opts: NodeOptions, settings: Settings | None = None) -> Non
         inbound = await migrate_in.serve(service, key, opts.node_id, opts.cluster, host,
                                          livemigrate.port_of(opts.listen))
         try:
-            await NodeAgent(opts.cluster, info, service, artifacts=artifacts, key=key).run(stop)
+            await NodeAgent(opts.cluster, info, service, artifacts=artifacts, key=key,
+                            inflight=inflight).run(stop)
         finally:
             await inbound.stop()
     finally:

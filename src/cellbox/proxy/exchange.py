@@ -29,6 +29,7 @@ from ..errors import CellboxError
 from . import errors, headers, routing
 from .activity import ActivityCallback, ActivityTicker
 from .client import ClientConnection, ClientGone
+from .inflight import InFlight
 from .local_app import AppBroken, LocalApp
 from . import local_app
 from .splice import splice
@@ -59,6 +60,7 @@ class Hooks:
     head_timeout: float = 120.0
     authorize: bool = False
     domain: str | None = None  # public proxy domain routed like .local
+    inflight: InFlight | None = None  # open exchanges by sandbox (live migration drains them)
 
 
 _PROOF = auth.PROOF_HEADER.encode()
@@ -104,7 +106,14 @@ class Exchange:
             except errors.ProxyError as err:
                 await self.client.send_error(err)
                 return True
-            keep = await self._forward(upstream, sandbox_id, ticker)
+            if (inflight := self.hooks.inflight) is None:
+                keep = await self._forward(upstream, sandbox_id, ticker)
+            else:
+                inflight.enter(sandbox_id)
+                try:
+                    keep = await self._forward(upstream, sandbox_id, ticker)
+                finally:
+                    inflight.leave(sandbox_id)
             if upstream.h11.their_state is h11.MUST_CLOSE:  # the agent closes now: let it go first
                 await upstream.release()
             return keep

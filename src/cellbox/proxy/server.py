@@ -11,6 +11,7 @@ import h11
 from .. import observe
 
 from .activity import ActivityCallback
+from .inflight import InFlight
 from .client import READ_CHUNK, ClientConnection, ClientGone
 from .exchange import Exchange, Hooks, Resolver
 
@@ -48,11 +49,13 @@ class SandboxProxy:
         authorize: bool = False,
         ssl: "ssl_module.SSLContext | None" = None,
         domain: str | None = None,
+        inflight: InFlight | None = None,
     ) -> None:
         # authorize: pass each request's Authorization to the resolver (which then
         # decides), and keep cellbox keys from reaching the sandbox.
         self._hooks = Hooks(resolver, on_activity or _no_activity, connect_timeout, activity_interval,
-                            head_timeout=head_timeout, authorize=authorize, domain=domain)
+                            head_timeout=head_timeout, authorize=authorize, domain=domain,
+                            inflight=inflight)
         self._ssl = ssl
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
