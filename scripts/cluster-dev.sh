@@ -169,6 +169,11 @@ down_node() {
     local k=$1 ns=$NS-$1
     stop_pid "$BASE/node-$k.pid"
     if ip netns list | grep -qw "$ns"; then
+        # What the node started and left running once killed (a kill -9 test): a runc
+        # restore or CRIU waiting on a lazy-pages daemon that is gone would hold its
+        # sandbox's cgroup forever. Only the node's descendants live in its netns (the
+        # sandboxes have netns of their own; the teardown below removes them).
+        ip netns pids "$ns" | xargs -r kill -KILL 2>/dev/null || true
         in_node "$k" env $(node_env "$k") "$PY" -m cellbox.cluster.devhost teardown-node || true
     fi
     ip link del "$VETH-n$k" 2>/dev/null || true
