@@ -13,6 +13,7 @@ moving the sandbox to the other node.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -73,9 +74,18 @@ class Poller:
         self._t.join()
 
 
-def _sql(c: DevCluster, q: str) -> None:
-    subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-h", str(c.base / "pg"), "-p",
-                    c.env["CLUSTER_PG_PORT"], "-d", "cellbox", "-qc", q], check=True, capture_output=True)
+def _sql(c: DevCluster, q: str) -> str:
+    return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-h", str(c.base / "pg"), "-p",
+                           c.env["CLUSTER_PG_PORT"], "-d", "cellbox", "-qtAc", q], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def _phases(c: DevCluster) -> dict[str, float]:
+    """The source's timing of the last migration (``livemigrate.Outbound.timing``, kept
+    in its command's result): where the frozen window went."""
+    out = _sql(c, "SELECT result->'timing' FROM commands WHERE kind = 'migrate' AND result IS NOT NULL "
+                  "ORDER BY id DESC LIMIT 1").strip()
+    return {k: round(v * 1000) for k, v in json.loads(out).items()} if out else {}
 
 
 def live(c: DevCluster, sid: str) -> tuple[float, str]:
@@ -97,7 +107,7 @@ def suspend_move_resume(c: DevCluster, sid: str, node: str) -> tuple[float, str]
             t0 = time.monotonic()
             http.post(f"/sandboxes/{sid}/suspend").raise_for_status()
             r = http.post(f"/sandboxes/{sid}/resume")
-            if r.status_code == 400:  # the poller's request resumed it first
+            if r.status_code in (400, 409):  # the poller's request resumed it first (or is resuming it: BUSY)
                 r = http.get(f"/sandboxes/{sid}")
             r.raise_for_status()
             while r.json()["status"] != "running":
@@ -117,6 +127,7 @@ def main() -> None:
     rows: dict[str, dict[str, list[float]]] = {"live migration": {"pause": [], "total": []},
                                                "suspend-move-resume": {"pause": [], "total": []}}
     load: list[float] = []
+    phases: list[dict[str, float]] = []
     try:
         with c.client() as http:
             sb = http.post("/sandboxes", json={"name": "bench-mig", "memory_mb": args.mb + 256}).json()
@@ -142,6 +153,9 @@ def main() -> None:
                 rows[way]["pause"].append(poller.pause(t0, t1) * 1000)
                 rows[way]["total"].append(total * 1000)
                 print(f"{way}: {node} -> {new}: pause {rows[way]['pause'][-1]:.0f} ms, total {total * 1000:.0f} ms")
+                if way == "live migration":
+                    phases.append(_phases(c))
+                    print(f"  source's phases (ms since the start, frozen ones since the freeze): {phases[-1]}")
                 node = new
         poller.stop()
         alive = c.run(sid, "cat /tmp/held; cat /tmp/count")
@@ -153,7 +167,7 @@ def main() -> None:
     print(f"failed moves: {failed}; client errors while polling: {poller.errors}; load average during the run: "
           f"{min(load):.1f}-{max(load):.1f}; after the moves the sandbox answered {alive}")
     path = write("migrate", {"mb": args.mb, "rounds": args.rounds, "results": results, "raw": rows,
-                             "client_errors": poller.errors, "failed": failed, "load": load})
+                             "client_errors": poller.errors, "phases": phases, "failed": failed, "load": load})
     print(f"wrote {path}")
 
 

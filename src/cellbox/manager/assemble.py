@@ -31,7 +31,9 @@ import ipaddress
 import json
 import os
 import shutil
+import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,11 @@ from .ports import Agent, Network, Runtime, Storage
 from .records import SandboxRecord, Status, now_ms
 from .sources import Plan, Source
 from .store import Store
+
+log = logging.getLogger(__name__)
+# A create slower than this logs the time of each part (where a slow create went:
+# the live migration's restore on its target, a loaded host).
+SLOW_ASSEMBLY_S = 1.0
 
 AGENT_READY_TIMEOUT = 15.0
 Address = ipaddress.IPv4Address | None
@@ -175,18 +182,26 @@ class Assembler:
         """
         b = Build(rec, source, self.state_dir(rec.id), policy, resolved, cpu_shares)
         first, *rest = self.parts
+        took: dict[str, float] = {}
+        t = time.monotonic()
         await first.make(b)
+        took[first.name] = time.monotonic() - t
         _fault(first.after)
         made: list[Part] = []
         try:
             for part in rest:
                 made.append(part)  # before make: a half-made part is removed too
+                t = time.monotonic()
                 await part.make(b)
+                took[part.name] = time.monotonic() - t
                 _fault(part.after)
         except BaseException as exc:
             errors = await self._remove(reversed(made), rec.id, b.address)
             self._record_failure(rec, exc, errors)
             raise
+        if (total := sum(took.values())) >= SLOW_ASSEMBLY_S:
+            log.info("sandbox %s took %.0f ms to assemble: %s", rec.id, total * 1000,
+                     ", ".join(f"{name} {s * 1000:.0f}" for name, s in took.items()))
         rec.status = Status.RUNNING
         self.store.update(rec)
         faults.hit("create.after_running")
