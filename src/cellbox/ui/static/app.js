@@ -6,7 +6,22 @@
     const m = document.querySelector('meta[name="csrf-token"]');
     return m ? m.content : "";
   }
-  window.cellbox = { csrf: csrf };
+  // One navigation away, not two: logging out ends the session, so the live feed's
+  // "logout" event and htmx's HX-Redirect both want /ui/login, and the second
+  // aborted the first (seen as net::ERR_ABORTED in the browser test).
+  let leaving = false;
+  function leave(url) {
+    if (leaving) return;
+    leaving = true;
+    window.location.href = url;
+  }
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    if (e.detail.elt && e.detail.elt.id === "logout") leaving = true;  // its HX-Redirect navigates
+  });
+  document.addEventListener("htmx:afterRequest", function (e) {
+    if (e.detail.elt && e.detail.elt.id === "logout" && !e.detail.successful) leaving = false;
+  });
+  window.cellbox = { csrf: csrf, leave: leave };
 
   function liveList() {
     const rows = document.getElementById("rows");
@@ -19,7 +34,7 @@
       if (window.htmx) window.htmx.process(rows);
       rows.dataset.updated = String(Date.now());
     });
-    es.addEventListener("logout", function () { es.close(); window.location.href = "/ui/login"; });
+    es.addEventListener("logout", function () { es.close(); leave("/ui/login"); });
   }
 
   function currentDir() {

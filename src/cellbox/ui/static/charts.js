@@ -33,6 +33,6 @@
       const st = document.getElementById("status");
       if (st && st.textContent !== s.status) { st.textContent = s.status; st.className = "status " + s.status; }
     });
-    es.addEventListener("logout", function () { es.close(); window.location.href = "/ui/login"; });
+    es.addEventListener("logout", function () { es.close(); window.cellbox.leave("/ui/login"); });
   });
 })();
