@@ -29,9 +29,9 @@ import asyncio
 import errno
 import ipaddress
 import json
+import logging
 import os
 import shutil
-import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable

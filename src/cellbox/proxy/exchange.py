@@ -16,6 +16,7 @@ the exchange; the upstream connection is then aborted, never reused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import secrets
@@ -106,14 +107,9 @@ class Exchange:
             except errors.ProxyError as err:
                 await self.client.send_error(err)
                 return True
-            if (inflight := self.hooks.inflight) is None:
+            inflight = self.hooks.inflight
+            with inflight.open(sandbox_id) if inflight is not None else contextlib.nullcontext():
                 keep = await self._forward(upstream, sandbox_id, ticker)
-            else:
-                inflight.enter(sandbox_id)
-                try:
-                    keep = await self._forward(upstream, sandbox_id, ticker)
-                finally:
-                    inflight.leave(sandbox_id)
             if upstream.h11.their_state is h11.MUST_CLOSE:  # the agent closes now: let it go first
                 await upstream.release()
             return keep

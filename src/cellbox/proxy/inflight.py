@@ -11,7 +11,9 @@ follow, a PTY, a WebSocket) is not waited for beyond the bound: it is cut, as be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 
 
 class InFlight:
@@ -33,6 +35,15 @@ class InFlight:
         else:
             self._counts.pop(sandbox_id, None)
             self._changed.set()
+
+    @contextlib.contextmanager
+    def open(self, sandbox_id: str) -> Iterator[None]:
+        """Counted while the block runs (one request/response cycle)."""
+        self.enter(sandbox_id)
+        try:
+            yield
+        finally:
+            self.leave(sandbox_id)
 
     def count(self, sandbox_id: str) -> int:
         return self._counts.get(sandbox_id, 0)
