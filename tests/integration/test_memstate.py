@@ -192,3 +192,94 @@ def test_follow_reattaches_after_resume(sandboxes, mem, loop_thread):
                 if line.startswith("data:") and "line" in line:
                     lines.append(json.loads(line[5:])["line"])
     assert lines == [f"line{i}" for i in range(1, 41)]
+
+
+# A task waiting for its vfork child (the way glibc's posix_spawn and Python's
+# subprocess start programs) sleeps in D state until the child execs. Frozen there, it
+# cannot be seized: CRIU waits out its 10 s timeout and the dump fails ("Unseizable
+# non-zombie ... state D", CI of 2026-12-02, a pre-booted image's build).
+VFORK_C = r"""
+#include <unistd.h>
+int main(void) {
+    for (;;) {
+        pid_t pid = vfork();
+        if (pid == 0) { usleep(SPAWN_US); _exit(0); }  /* a child slow to exec */
+        usleep(3000);
+    }
+}
+"""
+
+
+def _vforker(tmp_path, spawn_us: int):
+    src = tmp_path / "vforker.c"
+    src.write_text(VFORK_C.replace("SPAWN_US", str(spawn_us)))
+    binary = tmp_path / "vforker"
+    import subprocess
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(binary), str(src)], check=True)
+    return binary.read_bytes()
+
+
+def test_memory_snapshot_of_a_task_in_vfork(sandboxes, mem, loop_thread, settings, tmp_path):
+    """A memory snapshot taken while a task waits on a vfork child still succeeds."""
+    from cellbox.storage import rootfs
+    rec = sandboxes.create(memory_mb=256)
+    host = rootfs.path(settings.pool, rec.id) / "usr/local/bin/vforker"
+    host.write_bytes(_vforker(tmp_path, 30_000))
+    host.chmod(0o755)
+    sandboxes.sh(rec, "setsid /usr/local/bin/vforker </dev/null >/dev/null 2>&1 &")
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    snap = loop_thread.run(mem.snapshot(rec.id, snapshot_type=SnapshotType.MEMORY), timeout=120)
+    took = time.monotonic() - t0
+    try:
+        assert snap.status.value == "completed"
+        copy = loop_thread.run(mem.restore(snap.id))
+        sandboxes.made.append(copy.id)
+        assert "vforker" in sandboxes.sh(copy, "ps -eo comm")["out"]
+    finally:
+        loop_thread.run(mem.delete_snapshot(snap.id))
+    print(f"snapshot took {took:.2f}s")
+
+
+def test_suspend_of_a_task_in_vfork(sandboxes, mem, loop_thread, settings, tmp_path):
+    """The same for a suspend (CRIU's own freeze, before this fix) and its resume."""
+    from cellbox.storage import rootfs
+    rec = sandboxes.create(name="vforking", memory_mb=256)
+    host = rootfs.path(settings.pool, rec.id) / "usr/local/bin/vforker"
+    host.write_bytes(_vforker(tmp_path, 30_000))
+    host.chmod(0o755)
+    sandboxes.sh(rec, "setsid /usr/local/bin/vforker </dev/null >/dev/null 2>&1 &")
+    time.sleep(0.3)
+    for _ in range(3):
+        assert loop_thread.run(mem.suspend(rec.id), timeout=120).status == Status.SUSPENDED
+        res = loop_thread.run(mem.resume(rec.id), timeout=120)
+        assert res.status == Status.RUNNING
+        assert "vforker" in sandboxes.sh(res, "ps -eo comm")["out"]
+
+
+def test_a_vfork_that_never_execs_is_refused_clearly(sandboxes, mem, loop_thread, settings, tmp_path,
+                                                     monkeypatch):
+    """A hostile tenant can hold a task in vfork forever: the snapshot and the suspend
+    are refused with a 409 naming it (after the freeze's bound, here shortened), and
+    the sandbox runs on untouched."""
+    from cellbox.errors import Conflict
+    from cellbox.runtime import freezer
+    from cellbox.storage import rootfs
+    monkeypatch.setattr(freezer, "TIMEOUT", 1.5)
+    rec = sandboxes.create(name="vfork-forever", memory_mb=256)
+    host = rootfs.path(settings.pool, rec.id) / "usr/local/bin/vforker"
+    host.write_bytes(_vforker(tmp_path, 3_600_000_000))
+    host.chmod(0o755)
+    sandboxes.sh(rec, "echo before > /tmp/f; setsid /usr/local/bin/vforker </dev/null >/dev/null 2>&1 &")
+    time.sleep(0.3)
+    with pytest.raises(Conflict) as err:
+        loop_thread.run(mem.snapshot(rec.id, snapshot_type=SnapshotType.MEMORY), timeout=60)
+    assert err.value.code == "FREEZE_TIMEOUT" and "vfork" in err.value.message
+    assert "/" not in err.value.message  # no host path in what the client sees
+    with pytest.raises(Conflict) as err:
+        loop_thread.run(mem.suspend(rec.id), timeout=60)
+    assert err.value.code == "SUSPEND_FAILED"
+    cur = mem.get(rec.id)
+    assert cur.status == Status.RUNNING
+    assert sandboxes.sh(cur, "cat /tmp/f; ps -eo comm | grep -c vforker")["out"].split() == ["before", "2"]
+    assert [s.status.value for s in mem.snapshots.list() if s.sandbox_id == rec.id] in ([], ["failed"])

@@ -120,6 +120,10 @@ class MemoryState(Snapshots):
         sandbox was then reported running with its processes dead and its dump deleted,
         and the sweep failed it and removed its files.
         """
+        # Frozen here first, by the freezer that lets a task out of a vfork (freezer.py):
+        # CRIU takes a FROZEN cgroup as is, and its own freeze would catch the task there
+        # and fail after 10 s (tests/integration/test_memstate.py, the vfork tests).
+        await checkpoint.pause(self.runc, ids.container(sandbox_id))
         try:
             return await checkpoint.checkpoint(self.runc, ids.container(sandbox_id), images, leave_running=False)
         except Exception as exc:
