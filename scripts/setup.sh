@@ -29,6 +29,9 @@ PACKAGES=(runc btrfs-progs nftables mmdebstrap iproute2 util-linux tar xz-utils 
 # --test: xfsprogs for bench/pool_backing.py (it measures XFS with reflink as a pool backing),
 # crun for bench/runtimes.py (runc vs crun side by side; cellbox itself runs runc).
 [ $WITH_TEST = 1 ] && PACKAGES+=(xfsprogs crun)
+# --test: gcc and a static libc for the memory-state tests' vfork helper (a C program
+# compiled per test run; the CRIU build pulls them in too, but only when it builds).
+[ $WITH_TEST = 1 ] && PACKAGES+=(gcc libc6-dev)
 # --test: the web console's browser tests drive Debian's Chromium (Playwright with
 # executable_path; never a downloaded browser).
 [ $WITH_TEST = 1 ] && PACKAGES+=(chromium chromium-driver)
