@@ -96,6 +96,7 @@ class Build:
     root: Path | None = None  # the rootfs subvolume (made by the rootfs part)
     identity: dict[str, Any] = field(default_factory=dict)  # bundle.set_identity's arguments
     cfg: dict[str, Any] = field(default_factory=dict)  # the bundle config
+    steps: dict[str, float] = field(default_factory=dict)  # seconds within a part, for the slow log
 
     @property
     def address(self) -> ipaddress.IPv4Address:
@@ -200,8 +201,9 @@ class Assembler:
             self._record_failure(rec, exc, errors)
             raise
         if (total := sum(took.values())) >= SLOW_ASSEMBLY_S:
-            log.info("sandbox %s took %.0f ms to assemble: %s", rec.id, total * 1000,
-                     ", ".join(f"{name} {s * 1000:.0f}" for name, s in took.items()))
+            log.info("sandbox %s took %.0f ms to assemble: %s (within: %s)", rec.id, total * 1000,
+                     ", ".join(f"{name} {s * 1000:.0f}" for name, s in took.items()),
+                     ", ".join(f"{name} {s * 1000:.0f}" for name, s in b.steps.items()))
         rec.status = Status.RUNNING
         self.store.update(rec)
         faults.hit("create.after_running")
@@ -300,12 +302,16 @@ class Assembler:
             await self.volumes.teardown(sandbox_id)
 
     async def _make_container(self, b: Build) -> None:
+        t = time.monotonic()
         b.rec.init_pid = await b.source.start(self.runtime, b.rec, b.state_dir, b.identity)
+        b.steps["start"], t = time.monotonic() - t, time.monotonic()
         faults.hit("create.after_container")
         old = b.source.agent_key(b.cfg)
         await self.agent.wait_ready(str(b.address), self.settings.agent_port, old, init_pid=b.rec.init_pid,
                                     log_path=b.state_dir / "runc.log", timeout=AGENT_READY_TIMEOUT)
+        b.steps["agent_ready"], t = time.monotonic() - t, time.monotonic()
         await b.source.after_ready(self.rotate_key, b.rec, old)
+        b.steps["after_ready"] = time.monotonic() - t
 
     async def rotate_key(self, rec: SandboxRecord, old: bytes | None) -> None:
         """Give a restored agent a secret of its own (it came back with the dumped one).
