@@ -69,7 +69,13 @@ def test_flood_and_huge_line_stay_within_the_cap(cli, sandbox_id):
     _until(lambda: (d / "current.jsonl").exists() and "flood-done" in (d / "current.jsonl").read_text()[-4096:],
            timeout=90, what="the flood to be collected")
     cap = DEFAULT_MAX_BYTES
-    assert sorted(p.name for p in d.iterdir()) == [".collector.lock", "current.jsonl", "previous.jsonl"]
+    names = sorted(p.name for p in d.iterdir())
+    if "previous.jsonl" not in names:
+        # Under load the collector can fall behind the flood: the agent's journal then
+        # drops what it could not hold, less than the cap reaches the host, and nothing
+        # rotates. That gap must be said, as one line (CI of 2026-12-02, load ~3).
+        assert "lines were dropped before they were collected" in (d / "current.jsonl").read_text(), names
+    assert set(names) - {"previous.jsonl"} == {".collector.lock", "current.jsonl"}, names
     for p in d.glob("*.jsonl"):
         assert p.stat().st_size <= cap and oct(p.stat().st_mode & 0o777) == "0o600"
         for raw in p.read_text().splitlines():
