@@ -154,3 +154,40 @@ def test_images_and_bad_input_and_other_projects(cluster: DevCluster) -> None:
     with cluster.client() as http:
         http.delete(f"/snapshots/{sid}")
         http.delete(f"/sandboxes/{sb['id']}")
+
+
+def test_snapshot_quotas_hold_in_cluster_mode(cluster: DevCluster) -> None:
+    """Count and bytes, as on one host: the count is checked in the transaction that
+    queues the snapshot command (the command is the hold), the bytes again once the
+    size is known; a refused snapshot leaves no catalog row. A copy's own snapshot is
+    the platform's and does not count."""
+    key = cluster.member_key("sq")
+    with cluster.client() as admin:
+        assert admin.put("/quotas/sq", json={"snapshots": 1}).status_code == 200
+    with cluster.client(key) as http:
+        r = http.post("/sandboxes", json={"memory_mb": 256})
+        assert r.status_code == 201, r.text
+        sb = r.json()["id"]
+        try:
+            first = http.post(f"/sandboxes/{sb}/snapshot", json={})
+            assert first.status_code == 200, first.text
+            r = http.post(f"/sandboxes/{sb}/snapshot", json={})
+            assert r.status_code == 403 and r.json()["code"] == "QUOTA_EXCEEDED", r.text
+            assert "quota snapshots is 1, 1 in use" in r.json()["error"]
+            assert http.get(f"/sandboxes/{sb}").json()["status"] == "running"  # nothing queued, nothing half-made
+            r = http.post(f"/sandboxes/{sb}/copy?times=1")  # not the client's snapshot: admitted
+            assert r.status_code == 200, r.text
+            for copy in r.json().get("sandboxes", []):
+                http.delete(f"/sandboxes/{copy['id']}")
+            assert http.delete(f"/snapshots/{first.json()['snapshot_id']}").status_code == 200
+            with cluster.client() as admin:
+                usage = admin.get("/quotas/sq").json()["usage"]
+                assert usage["snapshots"] == 0 and usage["snapshot_bytes"] == 0, usage
+                assert admin.put("/quotas/sq", json={"snapshots": None, "snapshot_bytes": 1}).status_code == 200
+            r = http.post(f"/sandboxes/{sb}/snapshot", json={})  # under the bytes before; over once made
+            assert r.status_code == 403 and "quota snapshot_bytes is 1, this snapshot would make it" in r.json()["error"]
+            assert http.get("/snapshots").json()["snapshots"] == []
+        finally:
+            http.delete(f"/sandboxes/{sb}")
+            with cluster.client() as admin:
+                admin.put("/quotas/sq", json={"snapshots": None, "snapshot_bytes": None})

@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 from .. import ids
 from ..api.models import UpdateSandboxRequest
-from ..errors import CellboxError, InvalidRequest, NotSupported, SandboxNotRunning, SnapshotNotFound
-from . import nodes, outbox, placement
+from ..errors import (CellboxError, InvalidRequest, NotSupported, QuotaExceeded, SandboxNotRunning,
+                      SnapshotNotFound)
+from . import nodes, outbox, placement, quota
 from .db import Db
 from .records import ClusterSandbox, Command
 
@@ -73,8 +74,11 @@ async def snapshot(cp: ControlPlane, project: str, ref: str, kind: str, *, liste
     if sb.state != "running":
         raise SandboxNotRunning(sb.id, sb.state)
     sid = ids.new_id()
-    payload = {"project": project, "local_id": sb.local_id, "kind": kind, "snapshot_id": sid}
-    cmd = await outbox.submit(cp.db, sb.id, project, "snapshot", sb.desired_state, payload)
+    payload = {"project": project, "local_id": sb.local_id, "kind": kind, "snapshot_id": sid, "listed": listed}
+    # A client's snapshot counts against the project's snapshot quotas (the platform's
+    # own, a copy's, do not): checked in the transaction that queues the command.
+    admit = (lambda cur: quota.admit_snapshot(cur, project)) if listed else None
+    cmd = await outbox.submit(cp.db, sb.id, project, "snapshot", sb.desired_state, payload, admit=admit)
     done = await cp._wait(cmd)
     result = done.result or {}
     async with cp.db.tx() as cur:
@@ -85,7 +89,10 @@ async def snapshot(cp: ControlPlane, project: str, ref: str, kind: str, *, liste
                RETURNING *""",
             (sid, project, sb.id, kind, result["artifact"], result["artifact"], int(result.get("size_bytes") or 0),
              sb.image, listed, done.node_id))
-        return dict(await cur.fetchone())
+        row = dict(await cur.fetchone())
+        if listed and (refusal := await quota.snapshot_bytes_over(cur, project)) is not None:
+            raise QuotaExceeded(refusal)  # the row's insert is rolled back with the transaction
+        return row
 
 
 async def get_snapshot(cp: ControlPlane, project: str, sid: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from ..auth.keys import Role
 from ..auth.store import KeyRow, now_ms
 from ..errors import CellboxError
 from .db import check_dsn
-from .quota import USAGE_SQL, usage_args
+from .quota import SNAPSHOT_USE_SQL, USAGE_SQL, usage_args
 
 T = TypeVar("T")
 _KEY_COLS = "id, hash, project, role, name, created_at, expires_at, last_used_at, revoked_at"
@@ -129,8 +129,9 @@ class PgAuthStore:
     def usage(self, project: str) -> dict[str, float]:
         """What a project's placed, not suspended sandboxes use (the rows quota.py admits on)."""
         row = self._rows(USAGE_SQL, usage_args(project))[0]
+        snaps = self._rows(SNAPSHOT_USE_SQL, {"project": project})[0]
         return {"running_sandboxes": row[0], "vcpus": float(row[1]), "memory_mb": int(row[2]),
-                "disk_mb": int(row[3])}
+                "disk_mb": int(row[3]), "snapshots": int(snaps[0]), "snapshot_bytes": int(snaps[1])}
 
     # -- secrets ---------------------------------------------------------------------------
 

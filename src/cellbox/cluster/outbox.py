@@ -10,8 +10,10 @@ epoch that claimed it while that epoch's lease holds (fencing, ``nodes.py``).
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 import psycopg.errors
 
 from ..errors import Conflict, NotFound
@@ -54,14 +56,19 @@ async def create(db: Db, sandbox_id: str, project: str, name: str | None, node_i
 
 
 async def submit(db: Db, sandbox_id: str, project: str, kind: str, desired: str,
-                 payload: dict[str, Any] | None = None, node_id: str | None = None) -> Command:
+                 payload: dict[str, Any] | None = None, node_id: str | None = None,
+                 admit: Callable[[psycopg.AsyncCursor[Any]], Awaitable[None]] | None = None) -> Command:
     """Bump the sandbox's generation and queue ``kind`` for its node (or ``node_id``).
 
     409 if the sandbox already has an unfinished command: the partial unique index
     ``commands_one_open`` decides, so two replicas racing cannot both queue one.
+    ``admit`` runs first in the same transaction (a quota check whose lock and count
+    must cover the queued command: ``quota.admit_snapshot``); it raises to refuse.
     """
     try:
         async with db.tx() as cur:
+            if admit is not None:
+                await admit(cur)
             await cur.execute("SELECT * FROM sandboxes WHERE id = %s AND project = %s FOR UPDATE",
                               (sandbox_id, project))
             row = await cur.fetchone()

@@ -52,3 +52,59 @@ async def admit(cur: psycopg.AsyncCursor[Any], project: str, spec: dict[str, Any
         if value is not None and float(use[name]) + extra > value:
             raise QuotaExceeded(f"project {project!r}: quota {name} is {value:g}, {float(use[name]):g} in use; "
                                 "this create would pass it")
+
+
+# -- snapshots ---------------------------------------------------------------------------
+# A project's snapshots (the listed ones: a client's; suspend images and a copy's
+# snapshot are the platform's) and the snapshot commands in flight that will add one.
+# The in-flight command is the hold: it is inserted in the transaction that checked,
+# under the same per-project lock, so two replicas cannot both take the last one.
+SNAPSHOT_USE_SQL = """SELECT
+    (SELECT count(*) FROM snapshots WHERE project = %(project)s AND listed)
+  + (SELECT count(*) FROM commands c JOIN sandboxes s ON s.id = c.sandbox_id
+      WHERE s.project = %(project)s AND c.kind = 'snapshot' AND c.state IN ('queued', 'claimed')
+        AND COALESCE((c.payload->>'listed')::boolean, true)) AS snapshots,
+    (SELECT COALESCE(sum(size_bytes), 0) FROM snapshots WHERE project = %(project)s AND listed) AS snapshot_bytes"""
+
+
+async def _limits(cur: psycopg.AsyncCursor[Any], project: str) -> dict[str, float]:
+    await cur.execute("SELECT doc FROM quotas WHERE project = %s", (project,))
+    row = await cur.fetchone()
+    return dict(row["doc"]) if row else {}
+
+
+async def snapshot_usage(cur: psycopg.AsyncCursor[Any], project: str) -> dict[str, float]:
+    await cur.execute(SNAPSHOT_USE_SQL, {"project": project})
+    row = await cur.fetchone()
+    return {"snapshots": int(row["snapshots"]), "snapshot_bytes": int(row["snapshot_bytes"])}
+
+
+async def admit_snapshot(cur: psycopg.AsyncCursor[Any], project: str) -> None:
+    """Raise ``QuotaExceeded`` if one more snapshot would pass the project's count, or
+    its bytes are already at the limit (a snapshot's size is known only once made:
+    ``snapshot_bytes_over`` checks again after). Run in the transaction that queues
+    the snapshot command; the lock is held until it commits."""
+    await cur.execute("SELECT pg_advisory_xact_lock(hashtext('cellbox-quota:' || %s))", (project,))
+    limits = await _limits(cur, project)
+    if limits.get("snapshots") is None and limits.get("snapshot_bytes") is None:
+        return
+    use = await snapshot_usage(cur, project)
+    if (value := limits.get("snapshots")) is not None and use["snapshots"] + 1 > value:
+        raise QuotaExceeded(f"project {project!r}: quota snapshots is {value:g}, {use['snapshots']:g} in use")
+    if (value := limits.get("snapshot_bytes")) is not None and use["snapshot_bytes"] >= value:
+        raise QuotaExceeded(f"project {project!r}: quota snapshot_bytes is {value:g}, "
+                            f"{use['snapshot_bytes']:g} in use")
+
+
+async def snapshot_bytes_over(cur: psycopg.AsyncCursor[Any], project: str) -> str | None:
+    """After a snapshot was catalogued (same transaction, under the lock): the refusal
+    if the project's snapshots now pass its byte limit. Two that finish together can
+    both be refused, never both kept (as on one host: auth/snapshot_quota.py)."""
+    await cur.execute("SELECT pg_advisory_xact_lock(hashtext('cellbox-quota:' || %s))", (project,))
+    value = (await _limits(cur, project)).get("snapshot_bytes")
+    if value is None:
+        return None
+    size = (await snapshot_usage(cur, project))["snapshot_bytes"]
+    if size <= value:
+        return None
+    return f"project {project!r}: quota snapshot_bytes is {value:g}, this snapshot would make it {size:g}"
