@@ -66,7 +66,7 @@ async def _suspend_to_store(service: SandboxService, cmd: Command, local: str, s
     that cache."""
     project = cmd.payload["project"]
     snap = await service.snapshot(local, project, SnapshotType.MEMORY)
-    digest = await transfer.export_snapshot(service, snap, store)
+    digest, _ = await transfer.export_snapshot(service, snap, store)
     await service.delete(local, project, reason="suspended")
     return Outcome(True, "suspended", snapshot_id=digest, result={"local_snapshot": snap.id})
 

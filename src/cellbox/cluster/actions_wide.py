@@ -46,8 +46,7 @@ async def _snapshot(service: SandboxService, cmd: Command, local: str, store: Ar
         raise InvalidRequest("kind must be memory or filesystem")
     artifacts = _store(store)
     snap = await service.snapshot(local, _str(cmd.payload, "project"), SnapshotType(kind))
-    digest = await transfer.export_snapshot(service, snap, artifacts)
-    size = snap.size_bytes or 0
+    digest, size = await transfer.export_snapshot(service, snap, artifacts)
     return Outcome(True, None, result={"artifact": digest, "local_snapshot": snap.id, "size_bytes": size})
 
 

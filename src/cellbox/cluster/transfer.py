@@ -39,8 +39,10 @@ def _work(service: SandboxService) -> Path:
 
 
 async def export_snapshot(service: SandboxService, snap: SnapshotRecord, store: ArtifactStore,
-                          parent: Path | None = None) -> str:
-    """Upload a completed snapshot; returns its manifest digest (the artifact address)."""
+                          parent: Path | None = None) -> tuple[str, int]:
+    """Upload a completed snapshot; returns its manifest digest (the artifact address)
+    and the bytes its blobs take in object storage (what snapshot quotas count: a
+    filesystem snapshot's own record says 0, its rootfs being shared on the node)."""
     src = _snap_dir(service, snap.id)
     work = _work(service)
     try:
@@ -54,7 +56,8 @@ async def export_snapshot(service: SandboxService, snap: SnapshotRecord, store: 
         record = dataclasses.asdict(snap)
         record["status"], record["snapshot_type"] = snap.status.value, snap.snapshot_type.value
         manifest = {"format": FORMAT, "snapshot": record, "blobs": [dataclasses.asdict(b) for b in blobs]}
-        return await asyncio.to_thread(store.put_manifest, manifest)
+        digest = await asyncio.to_thread(store.put_manifest, manifest)
+        return digest, sum(b.size for b in blobs)
     finally:
         await _proc.run(["rm", "-rf", str(work)], check=False)
 
