@@ -60,7 +60,7 @@ def test_snapshot_bytes_quota_is_never_passed(server: ServerProcess, api: Api):
     sids = [own.create({})["sandbox_id"] for _ in range(2)]
     _quota(server, key.project, snapshot_bytes=1)  # any memory image is larger than one byte
     try:
-        # Memory snapshots: a filesystem snapshot shares the sandbox's extents and counts 0 bytes.
+        # Memory snapshots here (a filesystem one counts what the sandbox wrote: below).
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             results = list(pool.map(lambda i: own.request(
                 "POST", f"/sandboxes/{sids[i]}/snapshot", json={"snapshot_type": "memory"}), range(2)))
@@ -74,5 +74,28 @@ def test_snapshot_bytes_quota_is_never_passed(server: ServerProcess, api: Api):
         kept = own.request("POST", f"/sandboxes/{sids[0]}/snapshot", json={"snapshot_type": "memory"})
         assert kept.status_code in (200, 202), kept.text
         assert key.get(f"/quotas/{key.project}").json()["usage"]["snapshot_bytes"] > 0
+    finally:
+        _cleanup(server, key)
+
+
+def test_a_filesystem_snapshot_counts_what_the_sandbox_wrote(server: ServerProcess, api: Api):
+    """A filesystem snapshot pins the files the sandbox wrote: write, snapshot, delete,
+    write again, snapshot... each keeps its own copy alive. Its size is those bytes, so
+    the byte quota sees them (it counted 0 before: the hole this test closes)."""
+    key = Key(server, unique("fs"))
+    own = key.api(api.made)
+    sid = own.create({})["sandbox_id"]
+    try:
+        r = httpx.post(f"http://127.0.0.1:{server.proxy_port}/api/v1/processes/run", timeout=60,
+                       json={"command": "sh", "args": ["-c", "head -c 8000000 /dev/urandom > /root/blob && sync"]},
+                       headers={"Host": f"{sid}.local", **key.headers})
+        assert r.status_code == 200 and '"exit_code":0' in r.text, r.text[-300:]
+        first = own.request("POST", f"/sandboxes/{sid}/snapshot", json={"snapshot_type": "filesystem"})
+        assert first.status_code in (200, 202), first.text
+        size = key.get(f"/quotas/{key.project}").json()["usage"]["snapshot_bytes"]
+        assert size >= 8_000_000, (size, r.text)
+        _quota(server, key.project, snapshot_bytes=size)  # at the limit: the next one is refused
+        again = own.request("POST", f"/sandboxes/{sid}/snapshot", json={"snapshot_type": "filesystem"})
+        assert again.status_code == 403 and "snapshot_bytes" in again.json()["error"], again.text
     finally:
         _cleanup(server, key)

@@ -133,6 +133,11 @@ class Snapshots:
             try:
                 mem_dir = dest / "mem" if snapshot_type == SnapshotType.MEMORY else None
                 image_bytes = await self._freeze_and_capture(rec, dest, mem_dir)
+                # What the snapshot keeps alive on disk besides memory: the files the
+                # sandbox wrote (its subvolume's qgroup; the image's extents are shared).
+                # Counted 0 before, so the snapshot_bytes quota let a tenant pin
+                # count x disk_mb with filesystem snapshots: write, snapshot, delete, repeat.
+                image_bytes += await btrfs.referenced_bytes(rootfs.path(self.settings.pool, rec.id))
                 faults.hit("snapshot.after_capture")
                 (dest / "manifest.json").write_text(json.dumps(snap.source))
                 (dest / "manifest.json").chmod(0o600)  # its bundle config holds the agent's secret
