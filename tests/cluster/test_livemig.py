@@ -244,6 +244,19 @@ def _kill_page_server(c: DevCluster, k: int) -> bool:
     return False
 
 
+def _migrate_in_background(c: DevCluster, ref: str) -> tuple[threading.Thread, dict[str, httpx.Response]]:
+    """``POST /sandboxes/{ref}/migrate`` in a thread (started); its answer lands in the dict."""
+    result: dict[str, httpx.Response] = {}
+
+    def migrate() -> None:
+        with c.client() as http:
+            result["r"] = http.post(f"/sandboxes/{ref}/migrate", json={})
+
+    t = threading.Thread(target=migrate)
+    t.start()
+    return t, result
+
+
 @contextlib.contextmanager
 def _throttled(c: DevCluster, k: int, rate: str = "100mbit") -> Iterator[None]:
     """Node ``k``'s link out, throttled (tbf on eth0 in the node's own netns, which this
@@ -284,14 +297,7 @@ def test_a_source_dying_mid_transfer_falls_back_to_the_last_suspend_image(cluste
                                    and r, 300, "resumed")
     assert cluster.run(sb["id"], f"echo after > /root/mark2; cat /root/mark; {alive}") == (200, "before\nalive")
     src = int(running["node_id"][-1])
-    result: dict[str, httpx.Response] = {}
-
-    def migrate() -> None:
-        with cluster.client() as http:
-            result["r"] = http.post(f"/sandboxes/{sb['id']}/migrate", json={})
-
-    t = threading.Thread(target=migrate)
-    t.start()
+    t, result = _migrate_in_background(cluster, sb["id"])
     try:
         with cluster.client() as http:
             cluster.wait_for(lambda: http.get(f"/sandboxes/{sb['id']}").json()["status"] == "migrating", 120,
@@ -329,14 +335,7 @@ def test_a_target_dying_while_the_source_is_frozen_leaves_it_running_there(clust
     src = sb["node_id"]
     target = 2 if src == "node-1" else 1
     _counting(cluster, sb["id"])
-    result: dict[str, httpx.Response] = {}
-
-    def migrate() -> None:
-        with cluster.client() as http:
-            result["r"] = http.post(f"/sandboxes/{sb['id']}/migrate", json={})
-
-    t = threading.Thread(target=migrate)
-    t.start()
+    t, result = _migrate_in_background(cluster, sb["id"])
     with cluster.client() as http:
         cluster.wait_for(lambda: http.get(f"/sandboxes/{sb['id']}").json()["status"] == "migrating", 120,
                          "the migration reached its frozen phase")

@@ -211,23 +211,28 @@ int main(void) {
 
 
 def _vforker(tmp_path, spawn_us: int):
-    src = tmp_path / "vforker.c"
-    src.write_text(VFORK_C.replace("SPAWN_US", str(spawn_us)))
-    binary = tmp_path / "vforker"
     import subprocess
+    src = tmp_path / f"vforker-{spawn_us}.c"
+    src.write_text(VFORK_C.replace("SPAWN_US", str(spawn_us)))
+    binary = tmp_path / f"vforker-{spawn_us}"
     subprocess.run(["gcc", "-static", "-O1", "-o", str(binary), str(src)], check=True)
     return binary.read_bytes()
 
 
+def _start_vforker(sandboxes, settings, tmp_path, rec, spawn_us: int, before: str = "") -> None:
+    """Put the helper into the sandbox and start it (its vfork child sleeps ``spawn_us``)."""
+    from cellbox.storage import rootfs
+    host = rootfs.path(settings.pool, rec.id) / "usr/local/bin/vforker"
+    host.write_bytes(_vforker(tmp_path, spawn_us))
+    host.chmod(0o755)
+    sandboxes.sh(rec, f"{before}setsid /usr/local/bin/vforker </dev/null >/dev/null 2>&1 &")
+    time.sleep(0.3)
+
+
 def test_memory_snapshot_of_a_task_in_vfork(sandboxes, mem, loop_thread, settings, tmp_path):
     """A memory snapshot taken while a task waits on a vfork child still succeeds."""
-    from cellbox.storage import rootfs
     rec = sandboxes.create(memory_mb=256)
-    host = rootfs.path(settings.pool, rec.id) / "usr/local/bin/vforker"
-    host.write_bytes(_vforker(tmp_path, 30_000))
-    host.chmod(0o755)
-    sandboxes.sh(rec, "setsid /usr/local/bin/vforker </dev/null >/dev/null 2>&1 &")
-    time.sleep(0.5)
+    _start_vforker(sandboxes, settings, tmp_path, rec, 30_000)
     t0 = time.monotonic()
     snap = loop_thread.run(mem.snapshot(rec.id, snapshot_type=SnapshotType.MEMORY), timeout=120)
     took = time.monotonic() - t0
@@ -243,13 +248,8 @@ def test_memory_snapshot_of_a_task_in_vfork(sandboxes, mem, loop_thread, setting
 
 def test_suspend_of_a_task_in_vfork(sandboxes, mem, loop_thread, settings, tmp_path):
     """The same for a suspend (CRIU's own freeze, before this fix) and its resume."""
-    from cellbox.storage import rootfs
     rec = sandboxes.create(name="vforking", memory_mb=256)
-    host = rootfs.path(settings.pool, rec.id) / "usr/local/bin/vforker"
-    host.write_bytes(_vforker(tmp_path, 30_000))
-    host.chmod(0o755)
-    sandboxes.sh(rec, "setsid /usr/local/bin/vforker </dev/null >/dev/null 2>&1 &")
-    time.sleep(0.3)
+    _start_vforker(sandboxes, settings, tmp_path, rec, 30_000)
     for _ in range(3):
         assert loop_thread.run(mem.suspend(rec.id), timeout=120).status == Status.SUSPENDED
         res = loop_thread.run(mem.resume(rec.id), timeout=120)
@@ -264,14 +264,9 @@ def test_a_vfork_that_never_execs_is_refused_clearly(sandboxes, mem, loop_thread
     the sandbox runs on untouched."""
     from cellbox.errors import Conflict
     from cellbox.runtime import freezer
-    from cellbox.storage import rootfs
     monkeypatch.setattr(freezer, "TIMEOUT", 1.5)
     rec = sandboxes.create(name="vfork-forever", memory_mb=256)
-    host = rootfs.path(settings.pool, rec.id) / "usr/local/bin/vforker"
-    host.write_bytes(_vforker(tmp_path, 3_600_000_000))
-    host.chmod(0o755)
-    sandboxes.sh(rec, "echo before > /tmp/f; setsid /usr/local/bin/vforker </dev/null >/dev/null 2>&1 &")
-    time.sleep(0.3)
+    _start_vforker(sandboxes, settings, tmp_path, rec, 3_600_000_000, before="echo before > /tmp/f; ")
     with pytest.raises(Conflict) as err:
         loop_thread.run(mem.snapshot(rec.id, snapshot_type=SnapshotType.MEMORY), timeout=60)
     assert err.value.code == "FREEZE_TIMEOUT" and "vfork" in err.value.message
