@@ -134,7 +134,8 @@ def main() -> None:
         sid, node = sb["id"], sb["node_id"]
         hold = HOLD.format(mb=args.mb).replace("'", "'\"'\"'")
         code, out = c.run(sid, f"echo '{hold}' > /tmp/hold.py; (python3 /tmp/hold.py &) ; (i=0; while true; do "
-                               "i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) >/dev/null 2>&1 & echo ok")
+                               "i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done) "
+                               ">/dev/null 2>&1 & echo ok")  # by rename: a read never sees it empty
         assert code == 200, out
         c.wait_for(lambda: c.run(sid, "cat /tmp/held")[1] == "yes", 120, "memory touched")
         print(c.run(sid, "for p in $(pgrep -f hold.py); do grep VmRSS /proc/$p/status; done")[1])

@@ -50,9 +50,12 @@ def _create(c: DevCluster, **spec) -> dict:
 
 
 def _counting(c: DevCluster, ref: str) -> None:
-    """A process that keeps counting in memory and writes each value to a file."""
-    code, out = c.run(ref, "echo kept > /root/file; (i=0; while true; do i=$((i+1)); echo $i > /tmp/count; "
-                           "sleep 0.1; done) >/dev/null 2>&1 & echo started")
+    """A process that keeps counting in memory and writes each value to a file, by
+    rename: ``echo $i > /tmp/count`` truncates first, and a poll (or a freeze) that
+    falls between the truncate and the write read an empty count (a full suite of
+    2026-12-02 failed on ``int('')``)."""
+    code, out = c.run(ref, "echo kept > /root/file; (i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; "
+                           "mv /tmp/count.new /tmp/count; sleep 0.1; done) >/dev/null 2>&1 & echo started")
     assert (code, out) == (200, "started"), out
     c.wait_for(lambda: _count(c, ref) > 3, 60, "the counter runs")
 
