@@ -105,30 +105,23 @@ def all_sandbox_cpu() -> dict[str, float]:
     return {d.name: sandbox_cpu_seconds(d.name) for d in base.iterdir() if d.is_dir()} if base.is_dir() else {}
 
 
-def native_node_v(n: int) -> dict:
+async def native_node_v(n: int) -> dict:
     """The reference, side by side in the same run: ``node -v`` in the default image's
     own root filesystem, run on the host (``chroot``, no sandbox, no API). It is the
     floor a sandbox's ``node -v`` can reach: the image's node (Debian's nodejs 18, a
     26 KB launcher and 19 shared libraries) costs ~50 ms here, against ~12 ms for the
     host's statically linked node 20, which the issue's "~22 ms" may have meant."""
-    rootfs = _image_rootfs()
+    from cellbox.config import load
+    from cellbox.storage.images import OciLayout
+
+    settings = load()
+    rootfs = (await OciLayout(settings).resolve(settings.default_image)).rootfs
     samples = []
     for _ in range(n):
         t = time.perf_counter()
         subprocess.run(["chroot", str(rootfs), "/usr/bin/node", "-v"], check=True, capture_output=True)
         samples.append((time.perf_counter() - t) * 1000)
     return {"samples_ms": samples, **summarize(samples, 0)}
-
-
-def _image_rootfs() -> Path:
-    """The default image's unpacked rootfs (the manifest digest names its subvolume)."""
-    from cellbox.config import load
-    from cellbox.storage.images import OciLayout
-
-    settings = load()
-    layout = OciLayout(settings)
-    digest = layout._manifest_digest(settings.default_image)  # bench: read the layout's own index
-    return layout.unpacked / digest.split(":", 1)[1]
 
 
 async def wait_pool(size: int, timeout: float = 300) -> None:
@@ -228,7 +221,7 @@ async def main() -> None:
                 await asyncio.gather(*[client.delete(f"{api}/sandboxes/{s}", timeout=120) for s in sids if s])
 
             if "sequential" in modes:
-                results["reference: `node -v` in the image, on the host"] = native_node_v(args.n)
+                results["reference: `node -v` in the image, on the host"] = await native_node_v(args.n)
             samples, fails = [], 0
             for _ in range(args.n if "sequential" in modes else 0):
                 ms, sid = await tti(client, api, proxy)

@@ -221,10 +221,9 @@ def _vforker(tmp_path, spawn_us: int):
 
 def _start_vforker(sandboxes, settings, tmp_path, rec, spawn_us: int, before: str = "") -> None:
     """Put the helper into the sandbox and start it (its vfork child sleeps ``spawn_us``)."""
-    from cellbox.storage import rootfs
-    host = rootfs.path(settings.pool, rec.id) / "usr/local/bin/vforker"
-    host.write_bytes(_vforker(tmp_path, spawn_us))
-    host.chmod(0o755)
+    from cellbox.storage import inroot, rootfs
+    with inroot.Root(rootfs.path(settings.pool, rec.id)) as tree:  # the tenant's tree: resolved inside it
+        tree.write_file("usr/local/bin/vforker", _vforker(tmp_path, spawn_us), mode=0o755)
     sandboxes.sh(rec, f"{before}setsid /usr/local/bin/vforker </dev/null >/dev/null 2>&1 &")
     time.sleep(0.3)
 

@@ -28,12 +28,22 @@ def usage_args(project: str) -> dict[str, Any]:
     return {"cpus": DEFAULT_CPUS, "disk": DEFAULT_DISK_MB, "project": project}
 
 
-async def admit(cur: psycopg.AsyncCursor[Any], project: str, spec: dict[str, Any]) -> None:
-    """Raise ``QuotaExceeded`` / ``RateLimited`` if this create would pass a limit."""
+async def _lock(cur: psycopg.AsyncCursor[Any], project: str) -> None:
+    """The project's quota lock, held until the transaction ends: a check and the row it
+    admits (a sandbox, a snapshot command) commit together, before the next check."""
     await cur.execute("SELECT pg_advisory_xact_lock(hashtext('cellbox-quota:' || %s))", (project,))
+
+
+async def _limits(cur: psycopg.AsyncCursor[Any], project: str) -> dict[str, float]:
     await cur.execute("SELECT doc FROM quotas WHERE project = %s", (project,))
     row = await cur.fetchone()
-    limits: dict[str, float] = dict(row["doc"]) if row else {}
+    return dict(row["doc"]) if row else {}
+
+
+async def admit(cur: psycopg.AsyncCursor[Any], project: str, spec: dict[str, Any]) -> None:
+    """Raise ``QuotaExceeded`` / ``RateLimited`` if this create would pass a limit."""
+    await _lock(cur, project)
+    limits = await _limits(cur, project)
     if not limits:
         return
     rate = limits.get("creates_per_minute")
@@ -67,12 +77,6 @@ SNAPSHOT_USE_SQL = """SELECT
     (SELECT COALESCE(sum(size_bytes), 0) FROM snapshots WHERE project = %(project)s AND listed) AS snapshot_bytes"""
 
 
-async def _limits(cur: psycopg.AsyncCursor[Any], project: str) -> dict[str, float]:
-    await cur.execute("SELECT doc FROM quotas WHERE project = %s", (project,))
-    row = await cur.fetchone()
-    return dict(row["doc"]) if row else {}
-
-
 async def snapshot_usage(cur: psycopg.AsyncCursor[Any], project: str) -> dict[str, float]:
     await cur.execute(SNAPSHOT_USE_SQL, {"project": project})
     row = await cur.fetchone()
@@ -84,7 +88,7 @@ async def admit_snapshot(cur: psycopg.AsyncCursor[Any], project: str) -> None:
     its bytes are already at the limit (a snapshot's size is known only once made:
     ``snapshot_bytes_over`` checks again after). Run in the transaction that queues
     the snapshot command; the lock is held until it commits."""
-    await cur.execute("SELECT pg_advisory_xact_lock(hashtext('cellbox-quota:' || %s))", (project,))
+    await _lock(cur, project)
     limits = await _limits(cur, project)
     if limits.get("snapshots") is None and limits.get("snapshot_bytes") is None:
         return
@@ -100,7 +104,7 @@ async def snapshot_bytes_over(cur: psycopg.AsyncCursor[Any], project: str) -> st
     """After a snapshot was catalogued (same transaction, under the lock): the refusal
     if the project's snapshots now pass its byte limit. Two that finish together can
     both be refused, never both kept (as on one host: auth/snapshot_quota.py)."""
-    await cur.execute("SELECT pg_advisory_xact_lock(hashtext('cellbox-quota:' || %s))", (project,))
+    await _lock(cur, project)
     value = (await _limits(cur, project)).get("snapshot_bytes")
     if value is None:
         return None
