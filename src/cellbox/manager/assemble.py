@@ -275,8 +275,11 @@ class Assembler:
         base = userns.host_base(self.settings.subnet, str(b.address))
         userns.restrict(b.state_dir, base)
         mnt = userns.mount_path(b.state_dir)
+        t = time.monotonic()
         await self.runtime.mount_idmapped(b.root, mnt, base)
+        b.steps["idmap"], t = time.monotonic() - t, time.monotonic()
         wiring = await self.network.prepare_hook(b.rec.id, b.address)
+        b.steps["prepare_hook"] = time.monotonic() - t
         b.identity = {"rootfs": mnt, "netns_path": None, "userns_base": base,
                       "hooks": await self.runtime.netns_hook(wiring, base)}
 

@@ -59,7 +59,8 @@ class SandboxManager:
         self.egress = EgressControl(settings.nft_table, settings.run_dir, str(settings.gateway),
                                     lambda: self.dns_upstreams)
         self.agent = AgentClient()  # every host -> agent call goes through it (agent_client.py)
-        self.assembler = Assembler(settings, store, NodeRuntime(self.runc, settings.bin_dir),
+        self.node_runtime = NodeRuntime(self.runc, settings.bin_dir)
+        self.assembler = Assembler(settings, store, self.node_runtime,
                                    NodeStorage(settings.pool), NodeNetwork(settings, self.egress), self.agent)
         self.warm: WarmPool | None = None
         self.cold_gate = ColdGate()  # speed (issue 15): cold creates a few at a time, the rest queued
@@ -88,6 +89,8 @@ class SandboxManager:
         self._agentfs_tree()
         checkpoint.write_criu_config(self.settings.data_dir / "criu.conf")
         criu_cache.ensure()  # speed (issue 15): CRIU probes the kernel once per boot
+        if self.settings.userns:
+            await self.node_runtime.prepare()  # the network hook built now, not in the first create
         await self.volumes.sweep()  # volumes hook: host-side mounts of ended sandboxes
         if self.settings.warm_pool_size > 0:
             self.warm = self.open_pool(None, self.settings.warm_pool_size)

@@ -83,11 +83,18 @@ class NodeRuntime:
     async def unmount(self, target: Path) -> None:
         await asyncio.to_thread(userns.unmount, target)
 
+    async def prepare(self) -> None:
+        """Build the network hook if this host has none for the current source: the cc
+        run (~120 ms) otherwise lands in the first create after a start, on a node
+        often a live migration's restore (bench/migrate.py: its target's "netns 156")."""
+        if self._nethook is None:
+            self._nethook = await asyncio.to_thread(nethook.ensure, self.bin_dir)
+
     async def netns_hook(self, wiring: list[str], base: int) -> dict[str, Any]:
         """The bundle's ``hooks``: the prestart hook that wires the netns runc makes
         (compiled on first use, ``nethook.ensure``)."""
-        if self._nethook is None:
-            self._nethook = await asyncio.to_thread(nethook.ensure, self.bin_dir)
+        await self.prepare()
+        assert self._nethook is not None
         return nethook.hooks(self._nethook, wiring, base)
 
     async def set_hostname(self, pid: int, hostname: str) -> None:
