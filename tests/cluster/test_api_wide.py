@@ -9,6 +9,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 
+import httpx
 import psycopg
 import pytest
 
@@ -191,3 +192,58 @@ def test_snapshot_quotas_hold_in_cluster_mode(cluster: DevCluster) -> None:
             http.delete(f"/sandboxes/{sb}")
             with cluster.client() as admin:
                 admin.put("/quotas/sq", json={"snapshots": None, "snapshot_bytes": None})
+
+
+def _logs(http, ref: str, **params) -> list[dict]:
+    r = http.get(f"/sandboxes/{ref}/logs", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()["logs"]
+
+
+def test_logs_are_read_from_the_sandboxs_node(cluster: DevCluster) -> None:
+    """The single-host logs routes in cluster mode: lines from the node's agent with the
+    same filters; other projects, a forged or missing read token, and a sandbox on no
+    node get clear 4xx answers."""
+    sb = _create(cluster, name="logged")
+    assert cluster.run(sb["id"], "echo needle-A; echo needle-b >&2") == (200, "needle-A\nneedle-b")
+    with cluster.client() as http:
+        got = cluster.wait_for(lambda: [e for e in _logs(http, "logged", body="needle") if e["body"].startswith("needle")]
+                               or None, 20, "the lines in the logs")
+        assert [e["body"] for e in got] == ["needle-A", "needle-b"]
+        assert {e["sandboxId"] for e in got} == {sb["id"]}  # the cluster's ID, not the node's
+        assert [e["body"] for e in _logs(http, sb["id"], body="needle", level=["error"])] == ["needle-b"]
+        procs = http.get(f"/sandboxes/{sb['id']}/processes").json()["processes"]
+        assert any(p["processCommand"] == "sh" and p["logCount"] >= 2 for p in procs), procs
+        assert http.get(f"/sandboxes/{sb['id']}/logs", params={"head": -1}).status_code == 400  # the same checks
+        assert http.get("/sandboxes/nosuchbox/logs").status_code == 404
+    with cluster.client(cluster.member_key("p8")) as http:
+        assert http.get(f"/sandboxes/{sb['id']}/logs").status_code == 404
+        assert http.get(f"/sandboxes/{sb['id']}/processes").status_code == 404
+    # The node's internal port: only a replica's read token for this node, sandbox and project.
+    from cellbox.cluster import nodeauth
+
+    with psycopg.connect(cluster.dsn) as db:
+        node, local, address, project = db.execute(
+            "SELECT s.node_id, coalesce(s.local_id, s.id), n.address, s.project FROM sandboxes s "
+            "JOIN nodes n ON n.id = s.node_id WHERE s.id = %s", (sb["id"],)).fetchone()
+    key = bytes.fromhex((cluster.base / "control" / "cluster.key").read_text().strip())
+    host, _, port = address.rpartition(":")
+    url = f"http://{host}:{int(port) + 1}/sandboxes/{local}/log-lines"
+    other_project = nodeauth.read_token(key, node, local, "p8")
+    for token in (None, other_project, nodeauth.read_token(key, "node-9", local, project),
+                  nodeauth.read_token(bytes(32), node, local, project), nodeauth.token(key, local, 9501)):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        for proj in (project, "p8"):
+            r = httpx.get(url, params={"project": proj}, headers=headers, timeout=10)
+            # p8's own token for p8 passes the check, and p8 has no such sandbox
+            want = 404 if (token, proj) == (other_project, "p8") else 401
+            assert r.status_code == want, (token, proj, r.text)
+    r = httpx.get(url, params={"project": project}, timeout=10,
+                  headers={"Authorization": f"Bearer {nodeauth.read_token(key, node, local, project)}"})
+    assert r.status_code == 200 and any(ln[1] == "needle-A" for ln in r.json()["lines"])
+    # Suspended to object storage: no agent to ask, and said so.
+    with cluster.client() as http:
+        assert http.post(f"/sandboxes/{sb['id']}/suspend").status_code in (200, 202)
+        cluster.wait_for(lambda: http.get(f"/sandboxes/{sb['id']}").json()["status"] == "suspended", 60, "suspended")
+        r = http.get(f"/sandboxes/{sb['id']}/logs")
+        assert r.status_code == 409 and r.json()["code"] == "SANDBOX_NOT_RUNNING" and "cluster mode" in r.json()["error"]

@@ -122,8 +122,10 @@ def test_every_single_host_route_is_served_or_a_501_naming_it(two: Replicas) -> 
                 assert r.json()["code"] == "NOT_IN_CLUSTER_MODE"
                 assert f"{method} {path}" in r.json()["error"]
                 not_served.append((method, path))
-    assert ("GET", "/sandboxes/{sandbox_id}/logs") in not_served
-    assert ("GET", "/v1/namespaces/{namespace}/sandboxes/{sandbox_id}/logs") in not_served
+    assert ("GET", "/sandbox-pools") in not_served
+    assert ("GET", "/v1/namespaces/{namespace}/sandbox-pools") in not_served
+    assert ("GET", "/sandboxes/{sandbox_id}/logs") not in not_served  # read from the node (node_reads.py)
+    assert ("GET", "/v1/namespaces/{namespace}/sandboxes/{sandbox_id}/processes") not in not_served
     assert ("GET", "/keys") not in not_served and ("POST", "/sandboxes") not in not_served
 
 

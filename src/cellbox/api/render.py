@@ -107,7 +107,8 @@ def sandbox_list(page: Page, proxy_url: Urls) -> dict[str, Any]:
     return body
 
 
-def log_signals(rec: SandboxRecord, lines: list[tuple[int, LogLine]], next_token: str | None = None) -> dict[str, Any]:
+def log_signals(sandbox_id: str, namespace: str, lines: list[tuple[int, LogLine]],
+                next_token: str | None = None) -> dict[str, Any]:
     """(index, line) pairs as SandboxLogSignal entries (spec §2.9); UUIDs are stable per
     line (its index in the sandbox's log)."""
     return {
@@ -115,10 +116,10 @@ def log_signals(rec: SandboxRecord, lines: list[tuple[int, LogLine]], next_token
         "logs": [
             {
                 "timestamp": line.timestamp,
-                "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"cellbox:{rec.id}:{line.pid}:{i}")),
-                "namespace": rec.namespace,
+                "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"cellbox:{sandbox_id}:{line.pid}:{i}")),
+                "namespace": namespace,
                 "application": "",
-                "sandboxId": rec.id,
+                "sandboxId": sandbox_id,
                 "resourceAttributes": [
                     ["process.pid", "" if line.pid is None else str(line.pid)],
                     ["process.command", line.command or ""],

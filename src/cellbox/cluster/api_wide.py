@@ -22,10 +22,11 @@ from starlette.routing import Route
 from ..api import door as door_routes
 from ..api import errors as api_errors
 from ..api import images as image_routes
+from ..api import logs as log_routes
 from ..api import routes as single_host
 from ..auth.door import Door
 from ..errors import CellboxError
-from . import clusterdoor, control_wide
+from . import clusterdoor, control_wide, node_reads
 from .control import ControlPlane
 
 NAMESPACED = "/v1/namespaces/{namespace}"
@@ -137,12 +138,16 @@ def _routes(app: FastAPI, control: ControlPlane, proxy_url: str) -> None:
         app.add_api_route(path, handler, methods=[method])
 
 
-def install(app: FastAPI, door: Door, control: ControlPlane, proxy_url: str) -> None:
+def install(app: FastAPI, door: Door, control: ControlPlane, proxy_url: str, key: bytes) -> None:
     """Error shapes, the door's routes, the wider API, the namespaced forms, then a 501
     for every single-host route still missing."""
     api_errors.install(app)
     clusterdoor.mount(app, door)
     _routes(app, control, proxy_url)
+    # Logs: the single-host handlers, reading from the sandbox's node (node_reads.py).
+    app.state.log_source = node_reads.NodeLogs(control, key)
+    for method, path, handler in log_routes.ROUTES:
+        app.add_api_route(path, handler, methods=[method])
     _namespaced(app)
     for method, path in unserved(app):
         app.add_api_route(path, _refuse(method, path), methods=[method], include_in_schema=False)

@@ -173,7 +173,9 @@ class Inbound:
             await asyncio.to_thread(shutil.rmtree, d, True)
 
 
-def app(inbound: Inbound) -> Starlette:
+def app(inbound: Inbound, extra: list[Route] | None = None) -> Starlette:
+    """The node's internal port: the migration routes, and ``extra`` (the replicas'
+    reads, ``node_reads.py``), each checking its own credential."""
     def check(request: Request) -> str | JSONResponse:
         mid = request.path_params["mid"]
         if not ids.is_id(mid) or not livemigrate.verify(inbound.key, request.headers.get("authorization"), mid,
@@ -220,7 +222,7 @@ def app(inbound: Inbound) -> Starlette:
 
     return Starlette(routes=[Route("/migrations/{mid}/{part}", part, methods=["PUT"]),
                              Route("/migrations/{mid}/restore", restore, methods=["POST"]),
-                             Route("/migrations/{mid}", abort, methods=["DELETE"])])
+                             Route("/migrations/{mid}", abort, methods=["DELETE"]), *(extra or [])])
 
 
 class Server:
@@ -239,12 +241,13 @@ class Server:
             await self.inbound.db.close()
 
 
-async def serve(service: SandboxService, key: bytes, node_id: str, dsn: str | None, host: str, port: int) -> Server:
+async def serve(service: SandboxService, key: bytes, node_id: str, dsn: str | None, host: str, port: int,
+                extra: list[Route] | None = None) -> Server:
     import uvicorn
 
     inbound = Inbound(service, key, node_id, Db(dsn) if dsn else None)
     await inbound.sweep()
-    server = uvicorn.Server(uvicorn.Config(app(inbound), host=host, port=port, lifespan="off", log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(app(inbound, extra), host=host, port=port, lifespan="off", log_level="warning",
                                            access_log=False))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the node's own handle them
     task = asyncio.ensure_future(server.serve())

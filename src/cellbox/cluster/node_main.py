@@ -28,7 +28,7 @@ from ..manager.service import SandboxService
 from ..manager.store import Store
 from ..proxy import SandboxProxy
 from ..proxy.inflight import InFlight
-from . import livemigrate, migrate_in, nodeauth
+from . import livemigrate, migrate_in, node_reads, nodeauth
 from .artifacts import ArtifactStore
 from .fingerprint import host_fingerprint
 from .node import NodeAgent
@@ -96,7 +96,8 @@ async def serve_node(opts: NodeOptions, settings: Settings | None = None) -> Non
             artifacts = ArtifactStore.connect(opts.s3_endpoint, opts.s3_bucket, key,
                                               settings.data_dir / "artifact-cache")
         inbound = await migrate_in.serve(service, key, opts.node_id, opts.cluster, host,
-                                         livemigrate.port_of(opts.listen))
+                                         livemigrate.port_of(opts.listen),
+                                         extra=node_reads.routes(service, key, opts.node_id))
         try:
             await NodeAgent(opts.cluster, info, service, artifacts=artifacts, key=key,
                             inflight=inflight).run(stop)

@@ -51,11 +51,40 @@ def verify(key: bytes, authorization: bytes | None, ref: str, port: int, now: fl
     """Whether ``Authorization: Bearer <token>`` is the control plane's, for this ref and port."""
     if not authorization:
         return False
-    text = authorization.decode("latin-1").strip()
+    got = _unexpired(authorization.decode("latin-1"), PREFIX, now)
+    return got is not None and hmac.compare_digest(got[1], _mac(key, ref, port, got[0]))
+
+
+def _unexpired(header: str, prefix: str, now: float | None) -> tuple[int, str] | None:
+    """(expiry, mac) of a ``[Bearer ]<prefix><expiry>_<mac>`` token not yet expired."""
+    text = header.strip()
     text = text[7:].strip() if text.lower().startswith("bearer ") else text
-    if not text.startswith(PREFIX):
-        return False
-    expiry_s, _, mac = text[len(PREFIX):].partition("_")
+    if not text.startswith(prefix):
+        return None
+    expiry_s, _, mac = text[len(prefix):].partition("_")
     if not expiry_s.isdigit() or int(expiry_s) < (now or time.time()):
-        return False
-    return hmac.compare_digest(mac, _mac(key, ref, port, int(expiry_s)))
+        return None
+    return int(expiry_s), mac
+
+
+# -- reads a replica makes of a node directly (node_reads.py) ------------------------------
+
+READ_PREFIX = "cbx_nread_"
+
+
+def _read_mac(key: bytes, node_id: str, local_id: str, project: str, expiry: int) -> str:
+    return hmac.new(key, f"read\n{node_id}\n{local_id}\n{project}\n{expiry}".encode(), hashlib.sha256).hexdigest()
+
+
+def read_token(key: bytes, node_id: str, local_id: str, project: str, now: float | None = None) -> str:
+    """A replica's credential for reading one sandbox's logs on one node, for 60 s: it
+    names the node, the sandbox's ID there and its project (a token for another of
+    them opens nothing)."""
+    expiry = int((now or time.time()) + TOKEN_TTL_S)
+    return f"{READ_PREFIX}{expiry}_{_read_mac(key, node_id, local_id, project, expiry)}"
+
+
+def verify_read(key: bytes, header: str | None, node_id: str, local_id: str, project: str,
+                now: float | None = None) -> bool:
+    got = _unexpired(header or "", READ_PREFIX, now)
+    return got is not None and hmac.compare_digest(got[1], _read_mac(key, node_id, local_id, project, got[0]))

@@ -106,7 +106,7 @@ async def serve_cluster(dsn: str, opts: ServerOptions, settings: Settings | None
         await proxy.start(proxy_host, opts.proxy_port)
         proxy_url = _proxy_url(opts, opts.proxy_port)
         app = create_cluster_app(control, door, proxy_url)
-        api_wide.install(app, door, control, proxy_url)  # the door's routes, the wider API, the 501s
+        api_wide.install(app, door, control, proxy_url, key)  # the door's routes, the wider API, the 501s
         web = _Uvicorn(uvicorn.Config(app, lifespan="off",
                                       log_level=opts.log_level, access_log=opts.access_log))
         print(f"cellbox server (cluster): api http://{opts.host}:{api_sock.getsockname()[1]} proxy {proxy_url}",
