@@ -30,6 +30,7 @@ from .image_service import UPLOAD_PREFIX
 from .image_service import router as image_service_router
 from .tl_cloud import router as tl_cloud_router
 from .images import BUILD_PATH_SUFFIX
+from .logs import HostLogs
 from .routes import router
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def create_app(service: SandboxService, door: Door | None, e2b: Any = None,
     app.state.pools = pools if pools is not None or service is None else PoolService(service)
     # Logs kept past a sandbox's end (issue 14); a stand-in service (unit tests) has none.
     app.state.logs = LogService(service) if isinstance(service, SandboxService) else None
+    app.state.log_source = HostLogs(service, app.state.logs)  # api/logs.py; cluster mode sets its own
     app.state.cas_builds = Builds()  # Tensorlake's Image Service view (api/image_service.py)
     errors.install(app)
     # First: its /images/v4/... paths would otherwise be image names of GET /images/{name}.

@@ -59,8 +59,7 @@ class SandboxManager:
         self.egress = EgressControl(settings.nft_table, settings.run_dir, str(settings.gateway),
                                     lambda: self.dns_upstreams)
         self.agent = AgentClient()  # every host -> agent call goes through it (agent_client.py)
-        self.node_runtime = NodeRuntime(self.runc, settings.bin_dir)
-        self.assembler = Assembler(settings, store, self.node_runtime,
+        self.assembler = Assembler(settings, store, NodeRuntime(self.runc, settings.bin_dir),
                                    NodeStorage(settings.pool), NodeNetwork(settings, self.egress), self.agent)
         self.warm: WarmPool | None = None
         self.cold_gate = ColdGate()  # speed (issue 15): cold creates a few at a time, the rest queued
@@ -90,7 +89,7 @@ class SandboxManager:
         checkpoint.write_criu_config(self.settings.data_dir / "criu.conf")
         criu_cache.ensure()  # speed (issue 15): CRIU probes the kernel once per boot
         if self.settings.userns:
-            await self.node_runtime.prepare()  # the network hook built now, not in the first create
+            await self.assembler.runtime.prepare()  # the network hook built now, not in the first create
         await self.volumes.sweep()  # volumes hook: host-side mounts of ended sandboxes
         if self.settings.warm_pool_size > 0:
             self.warm = self.open_pool(None, self.settings.warm_pool_size)
